@@ -1,0 +1,43 @@
+"""mixjax: differentiable, batched fitting of data-mixing scaling laws in JAX.
+
+Importing mixjax enables 64-bit floats in JAX (``jax_enable_x64``) so that float64 fits are available; set the
+environment variable ``MIXJAX_X64=0`` before import to leave JAX's setting alone (then use ``dtype="float32"``).
+"""
+
+import os as _os
+
+import jax as _jax
+
+if _os.environ.get("MIXJAX_X64", "1") != "0":
+    _jax.config.update("jax_enable_x64", True)
+
+from importlib.metadata import PackageNotFoundError as _PNF
+from importlib.metadata import version as _version
+
+from .data import DataError as DataError
+from .data import MixtureData as MixtureData
+from .data import from_arrays as from_arrays
+from .data import from_dataframe as from_dataframe
+from .data import list_datasets as list_datasets
+from .data import load_csv as load_csv
+from .data import load_dataset as load_dataset
+from .fit import Fit as Fit
+from .fit import FitConfig as FitConfig
+from .fit import FitResult as FitResult
+from .fit import fit as fit
+from .fit import solve as solve
+from .laws import LAWS as LAWS
+from .laws import AbstractLaw as AbstractLaw
+from .laws import CapacityNoiseLaw as CapacityNoiseLaw
+from .laws import get_law as get_law
+from .laws import n_params as n_params
+from .laws import register as register
+from .metrics import mae as mae
+from .metrics import mre as mre
+from .metrics import rmse as rmse
+from .results import Status as Status
+
+try:
+    __version__ = _version("mixjax")
+except _PNF:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,448 @@
+"""Datasets of training runs: mixtures, scales and per-domain losses.
+
+A :class:`MixtureData` holds one row per training run (or per checkpoint of a run):
+
+* ``mixtures``  ``(n, K)``: the training mixture h, each row on the probability simplex;
+* ``model_size`` ``(n,)``: model parameters, a raw count (``1.22e8`` for 122M); NaN when unknown;
+* ``n_tokens``  ``(n,)``: training tokens seen, a raw count (``9.998e9``); NaN when unknown;
+* ``losses``    ``(n, V)``: validation loss per target, NaN where a cell was not measured;
+* ``domains``  (K names) and ``targets`` (V names); ``mixture_id`` ``(n,)`` groups the rows of one mixture.
+
+Laws work in fixed units: model size in **millions of parameters** and tokens in **billions of tokens**
+(:meth:`MixtureData.model_size_m`, :meth:`MixtureData.n_tokens_b`), the units of the seed paper's code.
+
+The wide CSV layout: ``weight_<domain>`` columns, ``model_size``, ``n_tokens``, ``<target>_loss`` columns, and
+optionally ``mixture_id`` and ``split``. Inputs are validated up front; see :func:`from_arrays` for the rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import io
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "MixtureData",
+    "from_arrays",
+    "from_dataframe",
+    "load_csv",
+    "load_dataset",
+    "list_datasets",
+    "DataError",
+    "MIXTURE_SUM_TOL",
+]
+
+#: Rows whose weights sum to within this of 1 are renormalized (with a warning when off by more than 1e-9);
+#: rows further off are an error.
+MIXTURE_SUM_TOL = 0.01
+
+MODEL_SIZE_UNIT = 1e6  # laws see model size in millions of parameters
+TOKENS_UNIT = 1e9  # laws see tokens in billions
+
+
+class DataError(ValueError):
+    """Raised for invalid input data; the message names the row and column at fault."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MixtureData:
+    """A validated table of runs. Arrays are read-only copies; build one with :func:`from_arrays`,
+    :func:`from_dataframe`, :func:`load_csv` or :func:`load_dataset`."""
+
+    mixtures: np.ndarray
+    model_size: np.ndarray
+    n_tokens: np.ndarray
+    losses: np.ndarray
+    domains: tuple[str, ...]
+    targets: tuple[str, ...]
+    mixture_id: np.ndarray
+    split: np.ndarray | None = None
+    name: str = "data"
+
+    # ----------------------------------------------------------------- shapes and units
+    @property
+    def n_rows(self) -> int:
+        return self.mixtures.shape[0]
+
+    @property
+    def n_domains(self) -> int:
+        return self.mixtures.shape[1]
+
+    @property
+    def n_targets(self) -> int:
+        return self.losses.shape[1]
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    @property
+    def mask(self) -> np.ndarray:
+        """``(n, V)`` bool: True where a loss was measured."""
+        return np.isfinite(self.losses)
+
+    @property
+    def model_size_m(self) -> np.ndarray:
+        """Model size in millions of parameters (the laws' unit)."""
+        return self.model_size / MODEL_SIZE_UNIT
+
+    @property
+    def n_tokens_b(self) -> np.ndarray:
+        """Training tokens in billions (the laws' unit)."""
+        return self.n_tokens / TOKENS_UNIT
+
+    def __repr__(self) -> str:
+        return (
+            f"MixtureData(name={self.name!r}, rows={self.n_rows}, domains={self.n_domains}, "
+            f"targets={self.n_targets}, scales={len(self.scales())}, missing_cells={int((~self.mask).sum())})"
+        )
+
+    # ----------------------------------------------------------------- selection
+    def scales(self) -> list[tuple[float, float, int]]:
+        """Distinct (model_size, n_tokens) pairs with their row counts, sorted; exact values, so checkpoints at
+        nearly equal token counts (1.9998e10 and 2.0e10) stay distinct."""
+        keys = np.nan_to_num(np.stack([self.model_size, self.n_tokens], axis=1), nan=-1.0)  # unknown = one group
+        uniq, counts = np.unique(keys, axis=0, return_counts=True)
+        uniq = np.where(uniq < 0, np.nan, uniq)
+        return [(float(a), float(b), int(c)) for (a, b), c in zip(uniq, counts)]
+
+    def subset(self, rows: Any, name: str | None = None) -> MixtureData:
+        """Rows selected by a boolean mask or integer indices (a new object; this one is unchanged)."""
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            if rows.shape != (self.n_rows,):
+                raise DataError(f"row mask has shape {rows.shape}, expected ({self.n_rows},)")
+            rows = np.flatnonzero(rows)
+        if rows.size == 0:
+            raise DataError(f"selection from {self.name!r} is empty")
+
+        def take(a):
+            return None if a is None else _readonly(a[rows])
+
+        return dataclasses.replace(
+            self,
+            mixtures=take(self.mixtures),
+            model_size=take(self.model_size),
+            n_tokens=take(self.n_tokens),
+            losses=take(self.losses),
+            mixture_id=take(self.mixture_id),
+            split=take(self.split),
+            name=name or self.name,
+        )
+
+    def at_scale(self, model_size: float | None = None, n_tokens: float | None = None, rtol: float = 1e-6) -> MixtureData:
+        """Rows at a given model size and/or token count (raw counts), matched to relative tolerance ``rtol``."""
+        keep = np.ones(self.n_rows, bool)
+        if model_size is not None:
+            keep &= np.isclose(self.model_size, model_size, rtol=rtol, atol=0)
+        if n_tokens is not None:
+            keep &= np.isclose(self.n_tokens, n_tokens, rtol=rtol, atol=0)
+        if not keep.any():
+            avail = ", ".join(f"({a:.4g}, {b:.4g})" for a, b, _ in self.scales()[:12])
+            raise DataError(
+                f"no rows of {self.name!r} at model_size={model_size}, n_tokens={n_tokens}; available (model_size, "
+                f"n_tokens): {avail}{' ...' if len(self.scales()) > 12 else ''}"
+            )
+        return self.subset(keep)
+
+    def final_checkpoints(self) -> MixtureData:
+        """For every (mixture, model size), the row with the most tokens."""
+        order = np.lexsort((-self.n_tokens, self.model_size, self.mixture_id))
+        keys = np.stack([self.mixture_id[order], self.model_size[order]], axis=1)
+        _, first = np.unique(keys, axis=0, return_index=True)
+        return self.subset(np.sort(order[first]))
+
+    def split_rows(self, val_fraction: float = 0.2, seed: int = 0, by: str = "row") -> tuple[MixtureData, MixtureData]:
+        """Reproducible random train/validation split. ``by="mixture"`` keeps every row of one mixture on the
+        same side (no leakage of a mixture across checkpoints or scales)."""
+        if not 0.0 < val_fraction < 1.0:
+            raise DataError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        rng = np.random.default_rng(seed)
+        if by == "row":
+            perm = rng.permutation(self.n_rows)
+            n_val = max(1, int(round(val_fraction * self.n_rows)))
+            val = np.zeros(self.n_rows, bool)
+            val[perm[:n_val]] = True
+        elif by == "mixture":
+            ids = np.unique(self.mixture_id)
+            perm = rng.permutation(ids)
+            n_val = max(1, int(round(val_fraction * ids.size)))
+            val = np.isin(self.mixture_id, perm[:n_val])
+        else:
+            raise DataError(f"by must be 'row' or 'mixture', got {by!r}")
+        if val.all() or not val.any():
+            raise DataError(f"split of {self.n_rows} rows with val_fraction={val_fraction} leaves one side empty")
+        return self.subset(~val, name=f"{self.name}[train]"), self.subset(val, name=f"{self.name}[val]")
+
+    def by_split(self, value: str) -> MixtureData:
+        """Rows whose ``split`` column equals ``value`` (the source's own split, where it has one)."""
+        if self.split is None:
+            raise DataError(f"{self.name!r} has no 'split' column")
+        return self.subset(self.split == value, name=f"{self.name}[{value}]")
+
+    def select_targets(self, names: Sequence[str]) -> MixtureData:
+        """Keep only the named loss columns, in the given order."""
+        missing = [t for t in names if t not in self.targets]
+        if missing:
+            raise DataError(f"unknown target(s) {missing}; available: {list(self.targets)}")
+        idx = [self.targets.index(t) for t in names]
+        return dataclasses.replace(self, losses=_readonly(self.losses[:, idx]), targets=tuple(names))
+
+    def domain_losses(self) -> tuple[np.ndarray, np.ndarray]:
+        """Losses aligned to the training domains, for laws that predict one loss per training domain:
+        ``(n, K)`` losses (NaN where missing or where the domain has no loss column) and the ``(n, K)`` mask.
+        Loss columns that match no domain (for example ``openhermes``) are not used by such laws."""
+        out = np.full((self.n_rows, self.n_domains), np.nan)
+        for k, d in enumerate(self.domains):
+            if d in self.targets:
+                out[:, k] = self.losses[:, self.targets.index(d)]
+        return out, np.isfinite(out)
+
+    def to_dataframe(self):
+        """The wide layout as a pandas DataFrame (round-trips through :func:`from_dataframe`)."""
+        import pandas as pd
+
+        cols: dict[str, Any] = {"mixture_id": self.mixture_id}
+        for k, d in enumerate(self.domains):
+            cols[f"weight_{d}"] = self.mixtures[:, k]
+        cols["model_size"] = self.model_size
+        cols["n_tokens"] = self.n_tokens
+        for k, t in enumerate(self.targets):
+            cols[f"{t}_loss"] = self.losses[:, k]
+        if self.split is not None:
+            cols["split"] = self.split
+        return pd.DataFrame(cols)
+
+
+# --------------------------------------------------------------------------- constructors
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.array(a, copy=True)
+    a.setflags(write=False)
+    return a
+
+
+def _mixture_ids(mixtures: np.ndarray) -> np.ndarray:
+    """Group rows with the same mixture (to 1e-9) under one integer id."""
+    _, inv = np.unique(np.round(mixtures, 9), axis=0, return_inverse=True)
+    return inv.reshape(-1).astype(np.int64)
+
+
+def from_arrays(
+    mixtures: Any,
+    losses: Any,
+    model_size: Any = None,
+    n_tokens: Any = None,
+    *,
+    domains: Sequence[str] | None = None,
+    targets: Sequence[str] | None = None,
+    mixture_id: Any = None,
+    split: Any = None,
+    name: str = "data",
+    sum_tol: float = MIXTURE_SUM_TOL,
+) -> MixtureData:
+    """Validate arrays and build a :class:`MixtureData`. Nothing passed in is modified.
+
+    Rules: mixtures must be finite and >= 0; a row whose weights sum to 1 within ``sum_tol`` is renormalized
+    (warning when off by more than 1e-9); further off is an error. Losses must be > 0 where given; NaN marks a
+    missing cell (masked), +-inf and values <= 0 are errors. ``model_size`` and ``n_tokens`` are raw counts (a
+    scalar broadcasts to every row); NaN means unknown, and laws that need the value refuse such rows.
+    """
+    h = np.array(mixtures, dtype=np.float64, copy=True)
+    y = np.array(losses, dtype=np.float64, copy=True)
+    if h.ndim == 1:
+        h = h[:, None]
+    if y.ndim == 1:
+        y = y[:, None]
+    if h.ndim != 2:
+        raise DataError(f"mixtures must be 2-D (rows, domains), got shape {h.shape}")
+    if y.ndim != 2:
+        raise DataError(f"losses must be 2-D (rows, targets), got shape {y.shape}")
+    n, k = h.shape
+    if n == 0:
+        raise DataError(f"dataset {name!r} is empty (0 rows)")
+    if y.shape[0] != n:
+        raise DataError(f"losses has {y.shape[0]} rows but mixtures has {n}")
+    domains = tuple(domains) if domains is not None else tuple(f"domain{i}" for i in range(k))
+    targets = tuple(targets) if targets is not None else (domains if y.shape[1] == k else tuple(f"target{i}" for i in range(y.shape[1])))
+    if len(domains) != k:
+        raise DataError(f"{len(domains)} domain names for {k} mixture columns")
+    if len(targets) != y.shape[1]:
+        raise DataError(f"{len(targets)} target names for {y.shape[1]} loss columns")
+    for label, names in (("domain", domains), ("target", targets)):
+        if len(set(names)) != len(names):
+            raise DataError(f"duplicate {label} names: {sorted(x for x in names if names.count(x) > 1)}")
+
+    def scale(v, label):
+        if v is None:
+            return np.full(n, np.nan)
+        v = np.array(v, dtype=np.float64, copy=True)
+        v = np.broadcast_to(v, (n,)).copy() if v.ndim == 0 else v
+        if v.shape != (n,):
+            raise DataError(f"{label} has shape {v.shape}, expected ({n},)")
+        bad = np.flatnonzero(~np.isnan(v) & ~(np.isfinite(v) & (v > 0)))
+        if bad.size:
+            raise DataError(f"{label} row {bad[0]} is {v[bad[0]]!r}; expected a positive raw count")
+        return v
+
+    N = scale(model_size, "model_size")
+    D = scale(n_tokens, "n_tokens")
+
+    bad = np.argwhere(~np.isfinite(h))
+    if bad.size:
+        r, c = bad[0]
+        raise DataError(f"mixture weight is not finite at row {r}, column weight_{domains[c]}: {h[r, c]!r}")
+    bad = np.argwhere(h < 0)
+    if bad.size:
+        r, c = bad[0]
+        raise DataError(f"negative mixture weight at row {r}, column weight_{domains[c]}: {h[r, c]!r}")
+    sums = h.sum(axis=1)
+    dev = np.abs(sums - 1.0)
+    far = np.flatnonzero(dev > sum_tol)
+    if far.size:
+        r = far[0]
+        raise DataError(
+            f"mixture row {r} sums to {sums[r]:.6g}, expected 1 +- {sum_tol} ({far.size} row(s) off); "
+            "fix the weights or pass a larger sum_tol to renormalize"
+        )
+    off = np.flatnonzero(dev > 1e-9)
+    if off.size:
+        warnings.warn(
+            f"{name}: {off.size} mixture row(s) do not sum to 1 (largest deviation {dev.max():.3g} at row "
+            f"{int(np.argmax(dev))}); renormalized each row to sum 1",
+            stacklevel=2,
+        )
+    h = h / sums[:, None]
+
+    bad = np.argwhere(np.isinf(y))
+    if bad.size:
+        r, c = bad[0]
+        raise DataError(f"loss is infinite at row {r}, column {targets[c]}_loss")
+    bad = np.argwhere(np.isfinite(y) & (y <= 0))
+    if bad.size:
+        r, c = bad[0]
+        raise DataError(f"loss must be positive; row {r}, column {targets[c]}_loss is {y[r, c]!r}")
+    if not np.isfinite(y).any():
+        raise DataError(f"dataset {name!r} has no measured loss (every cell is missing)")
+
+    if mixture_id is None:
+        mid = _mixture_ids(h)
+    else:
+        mid = np.asarray(mixture_id)
+        if mid.shape != (n,):
+            raise DataError(f"mixture_id has shape {mid.shape}, expected ({n},)")
+        if mid.dtype.kind == "f" and np.isnan(mid).any():
+            mid = _mixture_ids(h)
+    sp = None if split is None else np.asarray(split).astype(str)
+    if sp is not None and sp.shape != (n,):
+        raise DataError(f"split has shape {sp.shape}, expected ({n},)")
+
+    return MixtureData(
+        mixtures=_readonly(h),
+        model_size=_readonly(N),
+        n_tokens=_readonly(D),
+        losses=_readonly(y),
+        domains=domains,
+        targets=targets,
+        mixture_id=_readonly(mid),
+        split=None if sp is None else _readonly(sp),
+        name=name,
+    )
+
+
+def from_dataframe(df, *, name: str = "data", targets: Sequence[str] | None = None, sum_tol: float = MIXTURE_SUM_TOL) -> MixtureData:
+    """Read the wide layout from a pandas DataFrame (the frame is not modified).
+
+    ``weight_<domain>`` columns give the mixture; ``<target>_loss`` columns the losses (all of them, or the
+    named ``targets``); ``model_size`` and ``n_tokens`` the scale (raw counts; may be absent or empty);
+    ``mixture_id`` and ``split`` are kept where present. A table without a weight column or without a loss
+    column is an error naming what is missing."""
+    cols = [str(c) for c in df.columns]
+    wcols = [c for c in cols if c.startswith("weight_")]
+    lcols = [c for c in cols if c.endswith("_loss")]
+    if not wcols:
+        raise DataError(f"{name}: no 'weight_<domain>' columns; columns are {cols}")
+    if not lcols:
+        raise DataError(f"{name}: no '<target>_loss' columns; columns are {cols}")
+    if targets is not None:
+        missing = [t for t in targets if f"{t}_loss" not in lcols]
+        if missing:
+            raise DataError(f"{name}: no loss column for target(s) {missing}; loss columns are {lcols}")
+        lcols = [f"{t}_loss" for t in targets]
+
+    def numeric(c):
+        try:
+            return df[c].to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{name}: column {c!r} is not numeric ({e})") from None
+
+    return from_arrays(
+        np.stack([numeric(c) for c in wcols], axis=1),
+        np.stack([numeric(c) for c in lcols], axis=1),
+        numeric("model_size") if "model_size" in cols else None,
+        numeric("n_tokens") if "n_tokens" in cols else None,
+        domains=[c[len("weight_") :] for c in wcols],
+        targets=[c[: -len("_loss")] for c in lcols],
+        mixture_id=df["mixture_id"].to_numpy() if "mixture_id" in cols else None,
+        split=df["split"].to_numpy() if "split" in cols else None,
+        name=name,
+        sum_tol=sum_tol,
+    )
+
+
+def load_csv(path, *, name: str | None = None, targets: Sequence[str] | None = None, sum_tol: float = MIXTURE_SUM_TOL) -> MixtureData:
+    """Load a wide-layout CSV file (see :func:`from_dataframe`)."""
+    import pandas as pd
+
+    if hasattr(path, "read"):
+        df = pd.read_csv(path)
+    else:
+        try:
+            df = pd.read_csv(path)
+        except FileNotFoundError:
+            raise DataError(f"no such file: {path}") from None
+    if name is None:
+        name = getattr(path, "stem", None) or str(path).rsplit("/", 1)[-1].removesuffix(".csv")
+    return from_dataframe(df, name=name, targets=targets, sum_tol=sum_tol)
+
+
+# --------------------------------------------------------------------------- bundled data
+_BUNDLED = {
+    "slimpajama7": ("slimpajama7_mixtures.csv", "SlimPajama 7 domains, 61 mixtures, 122M-2.718B params, 11 checkpoints each (Dai & Zheng 2026)"),
+    "pile4": ("pile4_mixtures.csv", "Pile 4 domains, 40 mixtures, 90M/200M/440M params, 3B-8B tokens (Dai & Zheng 2026)"),
+    "pile17_regmix1b": ("pile17_regmix1b.csv", "Pile 17 domains, 62 RegMix 1B-param runs at 25B tokens (Liu et al. 2024)"),
+    "pile17_regmix1m": ("pile17_regmix1m.csv", "Pile 17 domains, 768 RegMix 1M-param proxy runs, 13 loss columns, train/test split (Liu et al. 2024)"),
+    "chinchilla": ("chinchilla_svg245.csv", "245 Chinchilla runs reconstructed by Besiroglu et al. 2024 (single domain; no mixture)"),
+}
+
+
+def list_datasets() -> dict[str, str]:
+    """Names of the bundled datasets with a one-line description (sources in ``mixjax/datasets/README.md``)."""
+    return {k: v[1] for k, v in _BUNDLED.items()}
+
+
+def _bundled_text(filename: str) -> str:
+    return importlib.resources.files("mixjax").joinpath("datasets", filename).read_text()
+
+
+def load_dataset(name: str) -> MixtureData:
+    """Load a bundled dataset by name (see :func:`list_datasets`).
+
+    ``chinchilla`` has no mixture: it loads as one domain named ``all`` with weight 1 and target ``all``."""
+    if name not in _BUNDLED:
+        raise DataError(f"unknown dataset {name!r}; bundled: {sorted(_BUNDLED)}")
+    import pandas as pd
+
+    df = pd.read_csv(io.StringIO(_bundled_text(_BUNDLED[name][0])))
+    if name == "chinchilla":
+        df = pd.DataFrame(
+            {"weight_all": 1.0, "model_size": df["model_size"], "n_tokens": df["n_tokens"], "all_loss": df["loss"]}
+        )
+    with warnings.catch_warnings():
+        # the RegMix tables are rounded at the source (rows sum to 1 within 0.004); renormalizing is documented
+        if name.startswith("pile"):
+            warnings.simplefilter("ignore")
+        return from_dataframe(df, name=name)

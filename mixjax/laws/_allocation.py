@@ -1,0 +1,93 @@
+"""The capacity allocation of the capacity-competition law, with exact implicit gradients.
+
+Inner problem (Dai & Zheng 2026): given mixture h, exponents b > 0, coefficients c > 0, head size H > 0 and
+model size N (millions of parameters),
+
+    x*(h) = argmin_x  sum_i h_i c_i x_i^(-b_i)   s.t.  sum_i x_i = N + (K-1) H,  x_i >= H.
+
+KKT: ``x_i(lam) = max(H, (b_i c_i h_i / lam)^(1/(1+b_i)))`` and lam > 0 is the root of ``sum_i x_i(lam) = C`` with
+``C = N + (K-1) H``. With ``t = log lam`` and ``log x_i(t) = max(log H, (log(b_i c_i h_i) - t) / (1+b_i))``,
+
+    G(t) = log sum_i x_i(t) - log C
+
+is convex (log-sum-exp of maxima of affine functions) and decreasing in t. Newton's method started left of the
+root (where G >= 0) therefore never overshoots and converges monotonically, quadratically near the root; the
+iterate is also kept inside a bracket. Starting point: ``t0 = max_i [log(b_i c_i h_i) - (1+b_i) log C]`` over
+domains with h_i > 0, where the largest x_i alone equals C (so G(t0) >= 0).
+
+Gradients: the root is found with gradients stopped, then one Newton step ``t = t* - G(t*; theta) / G'(t*)``
+(with G' held constant) is taken with gradients on. Its value is t* (G(t*) = 0) and its derivative is
+``-dG/dtheta / G'``, exactly the implicit-function-theorem derivative; no autodiff through the iterations.
+
+A domain with h_i = 0 sits at the floor x_i = H. If N <= H every domain sits at the floor (the budget cannot be
+met); the law should keep H well below the model sizes it is used at.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["capacity_allocation", "log_capacity_allocation"]
+
+
+def _log_x(t, log_w, active, inv1pb, log_H):
+    free = jnp.where(active, (log_w - t) * inv1pb, log_H)
+    return jnp.maximum(free, log_H)
+
+
+def _G_and_slope(t, log_w, active, inv1pb, log_H, log_C):
+    lx = _log_x(t, log_w, active, inv1pb, log_H)
+    lse = jax.nn.logsumexp(lx)
+    p = jnp.exp(lx - lse)
+    is_free = active & ((log_w - t) * inv1pb > log_H)
+    slope = -jnp.sum(jnp.where(is_free, p * inv1pb, 0.0))
+    return lse - log_C, slope
+
+
+def log_capacity_allocation(mixture, b, c, H, model_size, *, max_iter: int = 60, rtol: float | None = None):
+    """log x*(h): ``(K,)``. See the module docstring for the maths. ``model_size`` in millions of parameters."""
+    dtype = jnp.result_type(mixture, b, c, H, model_size)
+    if rtol is None:
+        rtol = 1e-13 if dtype == jnp.float64 else 1e-6
+    h = jnp.asarray(mixture, dtype)
+    K = h.shape[-1]
+    active = h > 0
+    h_safe = jnp.where(active, h, 1.0)
+    log_w = jnp.log(b) + jnp.log(c) + jnp.log(h_safe)
+    inv1pb = 1.0 / (1.0 + b)
+    log_H = jnp.log(H)
+    log_C = jnp.log(model_size + (K - 1) * H)
+
+    sg = jax.lax.stop_gradient
+    args = (sg(log_w), active, sg(inv1pb), sg(log_H), sg(log_C))
+    onep_b = 1.0 / args[2]
+    t_lo = jnp.max(jnp.where(active, args[0] - onep_b * args[4], -jnp.inf))
+    t_hi = jnp.max(jnp.where(active, args[0] - onep_b * args[3], -jnp.inf))
+    t_lo = jnp.minimum(t_lo, t_hi)
+
+    def cond(state):
+        i, t, step = state
+        return (i < max_iter) & (jnp.abs(step) > rtol * (1.0 + jnp.abs(t)))
+
+    def body(state):
+        i, t, _ = state
+        g, s = _G_and_slope(t, *args)
+        newton = jnp.where(s < 0, t - g / jnp.where(s < 0, s, -1.0), t_hi)
+        t_new = jnp.clip(newton, t, t_hi)  # monotone from the left, inside the bracket
+        return i + 1, t_new, t_new - t
+
+    _, t_star, _ = jax.lax.while_loop(cond, body, (jnp.array(0), t_lo, jnp.array(jnp.inf, dtype)))
+    t_star = sg(t_star)
+
+    # One differentiable Newton step: exact implicit-function-theorem gradients w.r.t. h, b, c, H and N.
+    g, _ = _G_and_slope(t_star, log_w, active, inv1pb, log_H, log_C)
+    _, slope = _G_and_slope(t_star, *args)
+    safe = slope < 0
+    t = jnp.where(safe, t_star - g / jnp.where(safe, slope, -1.0), t_star)
+    return _log_x(t, log_w, active, inv1pb, log_H)
+
+
+def capacity_allocation(mixture, b, c, H, model_size, **kwargs):
+    """x*(h) ``(K,)``: the capacity (in the units of ``model_size``, millions of parameters) given to each domain."""
+    return jnp.exp(log_capacity_allocation(mixture, b, c, H, model_size, **kwargs))

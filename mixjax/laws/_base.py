@@ -1,0 +1,128 @@
+"""The law interface.
+
+A law is an :class:`equinox.Module` whose array fields are its free parameters, stored unconstrained (a positive
+parameter ``b`` is stored as ``log_b``) so that plain gradient methods can fit it. It predicts the losses of one
+run::
+
+    law(mixture, model_size, n_tokens) -> losses
+
+with ``mixture`` of shape ``(K,)`` on the simplex, ``model_size`` in millions of parameters, ``n_tokens`` in
+billions of tokens, and losses of shape ``(V,)``. Batching is done from outside with ``jax.vmap``.
+
+A new law implements ``__call__``, ``init`` (a random starting point, given a :class:`DataSummary`) and
+``params`` (the constrained, readable parameter values); everything else (fitting, bootstrap, mixture search,
+saving) is shared machinery.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["AbstractLaw", "DataSummary", "n_params", "param_names"]
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSummary:
+    """What a law needs to draw sensible starting points: sizes and loss/scale ranges of the training data.
+
+    ``loss_min``/``loss_max``/``loss_mean`` are per target over measured cells; ``model_size_ref`` and
+    ``n_tokens_ref`` are medians in the laws' units (millions of parameters, billions of tokens; NaN if unknown).
+    """
+
+    n_domains: int
+    n_targets: int
+    loss_min: np.ndarray
+    loss_max: np.ndarray
+    loss_mean: np.ndarray
+    model_size_ref: float = float("nan")
+    n_tokens_ref: float = float("nan")
+    model_size_range: tuple[float, float] = (float("nan"), float("nan"))
+    n_tokens_range: tuple[float, float] = (float("nan"), float("nan"))
+
+    @classmethod
+    def from_arrays(cls, mixtures, losses, mask, model_size_m, n_tokens_b) -> DataSummary:
+        y = np.where(mask, losses, np.nan)
+        fill = float(np.nanmean(y)) if np.isfinite(y).any() else 1.0
+
+        def per_target(fn):
+            return np.array([fn(y[mask[:, j], j]) if mask[:, j].any() else fill for j in range(y.shape[1])])
+
+        def ref(v):
+            v = np.asarray(v, float)
+            v = v[np.isfinite(v)]
+            return (float(np.median(v)), (float(v.min()), float(v.max()))) if v.size else (float("nan"), (float("nan"),) * 2)
+
+        n_ref, n_rng = ref(model_size_m)
+        d_ref, d_rng = ref(n_tokens_b)
+        return cls(
+            n_domains=int(mixtures.shape[1]),
+            n_targets=int(losses.shape[1]),
+            loss_min=per_target(np.min),
+            loss_max=per_target(np.max),
+            loss_mean=per_target(np.mean),
+            model_size_ref=n_ref,
+            n_tokens_ref=d_ref,
+            model_size_range=n_rng,
+            n_tokens_range=d_rng,
+        )
+
+
+class AbstractLaw(eqx.Module):
+    """Base class of every law. Subclasses are final dataclasses with array fields for parameters.
+
+    Class attributes:
+      name: short name used by the CLI and saved fits.
+      reference: where the form comes from.
+      per_domain: True when the law predicts one loss per training domain (V = K, targets aligned to domains);
+        False when its V targets are free (the validation domains may differ from the training domains).
+      uses_model_size / uses_tokens: whether predictions depend on N / D (rows with unknown N or D are refused).
+      mask_zero_weight: whether fits by default exclude cells whose own domain has weight 0 (for laws whose
+        prediction diverges there).
+    """
+
+    name: ClassVar[str] = "law"
+    reference: ClassVar[str] = ""
+    per_domain: ClassVar[bool] = True
+    uses_model_size: ClassVar[bool] = False
+    uses_tokens: ClassVar[bool] = False
+    mask_zero_weight: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def __call__(self, mixture: jax.Array, model_size: jax.Array, n_tokens: jax.Array) -> jax.Array:
+        """Predicted losses ``(V,)`` of one run: mixture ``(K,)``, model size (M params), tokens (B tokens)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def init(cls, key: jax.Array, summary: DataSummary) -> AbstractLaw:
+        """A random, plausible starting point for a fit (must be traceable: ``jax.vmap`` over keys)."""
+
+    @abc.abstractmethod
+    def params(self) -> dict[str, jax.Array]:
+        """Readable (constrained) parameter values by name, for example ``{"b": ..., "c": ...}``."""
+
+    def predict(self, mixtures, model_size, n_tokens) -> jax.Array:
+        """Losses ``(n, V)`` for ``n`` runs: mixtures ``(n, K)``, model sizes and tokens ``(n,)`` or scalars,
+        in the laws' units (millions of parameters, billions of tokens)."""
+        h = jnp.asarray(mixtures)
+        n = h.shape[0]
+        N = jnp.broadcast_to(jnp.asarray(model_size, h.dtype), (n,))
+        D = jnp.broadcast_to(jnp.asarray(n_tokens, h.dtype), (n,))
+        return jax.vmap(self)(h, N, D)
+
+
+def n_params(law: AbstractLaw) -> int:
+    """Number of free (fitted) parameters: the total size of the law's inexact array fields."""
+    leaves = jax.tree_util.tree_leaves(eqx.filter(law, eqx.is_inexact_array))
+    return int(sum(np.size(x) for x in leaves))
+
+
+def param_names(law: AbstractLaw) -> list[str]:
+    """Names of the readable parameters, in the order of :meth:`AbstractLaw.params`."""
+    return list(law.params().keys())

@@ -1,0 +1,92 @@
+"""The capacity-competition + noise law of Dai & Zheng, "Explaining Data Mixing Scaling Laws" (ICML 2026)."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ._allocation import capacity_allocation
+from ._base import AbstractLaw, DataSummary
+
+__all__ = ["CapacityNoiseLaw"]
+
+
+class CapacityNoiseLaw(AbstractLaw):
+    r"""Capacity competition plus data noise, per domain i (Dai & Zheng 2026, Eq. 3, with a fitted head H):
+
+        L_i(h, N, D) = c_i x_i*(h, N)^(-b_i) + A_i (D max(h_i, h_floor))^(-a_i) + E_i
+
+    where x*(h, N) is the capacity allocation (:func:`mixjax.laws.capacity_allocation`)
+
+        x* = argmin_x sum_i h_i c_i x_i^(-b_i)  s.t.  sum_i x_i = N + (K-1) H,  x_i >= H.
+
+    Units: N in millions of parameters, D in billions of tokens (the seed paper's code); H is in the units of N.
+    Free parameters: b, c, A, a, E per domain (all > 0, stored as logs) and one shared H > 0: **5K + 1**
+    (36 for K = 7, 86 for K = 17).
+
+    Zero weights: a domain with h_i = 0 gets the floor capacity H in the first term; its noise term diverges in
+    the law, so the prediction uses ``max(h_i, h_floor)`` (``h_floor = 1e-4``, as in the seed code's mixture
+    search) and fits by default exclude loss cells whose own domain weight is 0 (``mask_zero_weight``).
+    """
+
+    log_b: jax.Array
+    log_c: jax.Array
+    log_A: jax.Array
+    log_a: jax.Array
+    log_E: jax.Array
+    log_H: jax.Array
+    h_floor: float = eqx.field(static=True, default=1e-4)
+
+    name: ClassVar[str] = "capacity_noise"
+    reference: ClassVar[str] = "Dai & Zheng, Explaining Data Mixing Scaling Laws, ICML 2026 (Eq. 3)"
+    per_domain: ClassVar[bool] = True
+    uses_model_size: ClassVar[bool] = True
+    uses_tokens: ClassVar[bool] = True
+    mask_zero_weight: ClassVar[bool] = True
+
+    def __check_init__(self):
+        K = self.log_b.shape[-1:]
+        for f in ("log_c", "log_A", "log_a", "log_E"):
+            if getattr(self, f).shape[-1:] != K:
+                raise ValueError(f"CapacityNoiseLaw.{f} has shape {getattr(self, f).shape}, expected (..., {K[0]})")
+
+    @classmethod
+    def from_params(cls, b, c, A, a, E, H, h_floor: float = 1e-4) -> CapacityNoiseLaw:
+        """Build from positive parameter values (arrays of length K, and a scalar H in millions of parameters)."""
+        log = lambda v: jnp.log(jnp.asarray(v, dtype=jnp.result_type(float)))  # noqa: E731
+        return cls(log(b), log(c), log(A), log(a), log(E), log(H), h_floor)
+
+    @classmethod
+    def init(cls, key, summary: DataSummary) -> CapacityNoiseLaw:
+        K = summary.n_domains
+        kb, kc, kA, ka, kE, kH = jax.random.split(key, 6)
+        u = lambda k, lo, hi, shape=(K,): jax.random.uniform(k, shape, minval=lo, maxval=hi)  # noqa: E731
+        loss_min = jnp.asarray(summary.loss_min) if summary.n_targets == K else jnp.full(K, summary.loss_min.min())
+        n_ref = summary.model_size_range[0] if math.isfinite(summary.model_size_range[0]) else 100.0
+        return cls(
+            log_b=jnp.log(u(kb, 0.1, 0.8)),
+            log_c=jnp.log(u(kc, 1.0, 8.0)),
+            log_A=jnp.log(u(kA, 0.1, 2.0)),
+            log_a=jnp.log(u(ka, 0.1, 0.8)),
+            log_E=jnp.log(loss_min * u(kE, 0.2, 0.8)),
+            log_H=jnp.log(n_ref / (10.0 * K) * u(kH, 0.3, 1.5, ())),
+        )
+
+    def params(self):
+        e = jnp.exp
+        return {"b": e(self.log_b), "c": e(self.log_c), "A": e(self.log_A), "a": e(self.log_a), "E": e(self.log_E), "H": e(self.log_H)}
+
+    def allocation(self, mixture, model_size):
+        """x*(h, N): capacity per domain, in millions of parameters."""
+        return capacity_allocation(mixture, jnp.exp(self.log_b), jnp.exp(self.log_c), jnp.exp(self.log_H), model_size)
+
+    def __call__(self, mixture, model_size, n_tokens):
+        b, c, A, a, E = (jnp.exp(v) for v in (self.log_b, self.log_c, self.log_A, self.log_a, self.log_E))
+        x = self.allocation(mixture, model_size)
+        capacity = c * jnp.exp(-b * jnp.log(x))
+        noise = A * jnp.exp(-a * jnp.log(n_tokens * jnp.maximum(mixture, self.h_floor)))
+        return capacity + noise + E
