@@ -1,6 +1,5 @@
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import mixjax  # noqa: E402,F401  (enables float64 before any test builds arrays)
