@@ -14,6 +14,8 @@ if _os.environ.get("MIXJAX_X64", "1") != "0":
 from importlib.metadata import PackageNotFoundError as _PNF
 from importlib.metadata import version as _version
 
+from .bootstrap import BootstrapResult as BootstrapResult
+from .bootstrap import bootstrap as bootstrap
 from .data import DataError as DataError
 from .data import MixtureData as MixtureData
 from .data import from_arrays as from_arrays

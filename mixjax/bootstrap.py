@@ -1,0 +1,661 @@
+"""Bootstrap uncertainty: refit a law on resampled data, all resamples and starts in one batched call.
+
+A resample is a vector of row multiplicities ``w`` (multinomial counts), so the refit minimizes the weighted
+objective of :mod:`mixjax.fit`::
+
+    J_w(theta) = sum_r w_r sum_j m_rj rho(pred_rj(theta), y_rj) / sum_r w_r sum_j m_rj.
+
+Schemes (n rows):
+
+* ``"rows"``: ``w ~ Multinomial(n, 1/n)``: independent runs.
+* ``"mixtures"``: the G distinct ``mixture_id`` are drawn G times with replacement; every row of a mixture (all
+  its checkpoints and scales) gets the multiplicity of its mixture. Use it when rows of one mixture are not
+  independent (checkpoints of one run).
+* ``"stratified"``: within each (model_size, n_tokens) scale with n_s rows, ``w ~ Multinomial(n_s, 1/n_s)``:
+  every scale keeps its row count.
+
+R resamples x S starts are fitted by ONE call of :func:`mixjax.fit.solve` (a batch of R*S members, optionally in
+chunks of one compiled shape); each resample keeps its best start (:func:`mixjax.fit.best_of`). With
+``warm_start`` (default) start 0 of every resample is the full-data fit, the others are random draws of
+``law.init``. A resample whose starts all failed (non-finite) is counted in ``n_failed`` and excluded from every
+interval.
+
+Intervals, for any derived quantity ``t = fn(law)`` (elementwise over its arrays), level ``1 - 2 alpha``:
+
+* ``"percentile"``: the alpha and 1 - alpha quantiles of t over usable resamples (linear interpolation between
+  order statistics, as ``numpy.quantile``).
+* ``"bca"`` (Efron 1987): quantiles at ``Phi(z0 + (z0 + z_q) / (1 - a (z0 + z_q)))`` with bias correction
+  ``z0 = Phi^-1(#{t* < t_hat} / R)`` (ties count half) and acceleration from the jackknife,
+  ``a = sum d_i^3 / (6 (sum d_i^2)^(3/2))``, ``d_i = mean(t_(.)) - t_(i)``. The jackknife leaves out one unit
+  (a row; a whole mixture for the ``"mixtures"`` scheme): U more fits (U = rows or mixtures), one start each
+  from the full-data fit, in one more batched call. It is computed once on first use and cached.
+
+Everything is reproducible from ``seed``: same seed and settings, bit-identical result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+import sys
+import time
+import warnings
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .data import DataError, MixtureData
+from .fit import Fit, FitArrays, FitConfig, FitResult, _law_class, best_of, fit, init_starts, prepare, solve, summarize
+from .laws import AbstractLaw, DataSummary, get_law
+from .results import Status, status_counts
+
+__all__ = ["bootstrap", "BootstrapResult", "resample_weights", "SCHEMES", "METHODS"]
+
+SCHEMES = ("rows", "mixtures", "stratified")
+METHODS = ("percentile", "bca")
+_FORMAT = "mixjax.bootstrap/1"
+
+
+# --------------------------------------------------------------------------- resampling
+def _scale_groups(data: MixtureData) -> np.ndarray:
+    """Integer id of each row's (model_size, n_tokens) scale (unknown values form one group)."""
+    keys = np.nan_to_num(np.stack([data.model_size, data.n_tokens], axis=1), nan=-1.0)
+    return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def _units(data: MixtureData, scheme: str) -> np.ndarray:
+    """Jackknife unit of each row: the mixture for ``"mixtures"``, the row otherwise."""
+    if scheme == "mixtures":
+        return np.unique(data.mixture_id, return_inverse=True)[1].reshape(-1)
+    return np.arange(data.n_rows)
+
+
+def resample_weights(data: MixtureData, resamples: int, scheme: str = "rows", seed: int = 0) -> np.ndarray:
+    """Multiplicities ``(resamples, n)`` (int64) of the rows of ``data`` in each bootstrap resample.
+
+    Drawn with ``numpy.random.default_rng([seed, 1])``; see the module docstring for the schemes. Row weights sum
+    to n for ``"rows"`` and ``"stratified"`` (to n_s within each scale); for ``"mixtures"`` the mixture
+    multiplicities sum to the number of mixtures."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    if int(resamples) != resamples or resamples < 1:
+        raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
+    rng = np.random.default_rng([int(seed), 1])
+    n, R = data.n_rows, int(resamples)
+    if scheme == "rows":
+        return rng.multinomial(n, np.full(n, 1.0 / n), size=R).astype(np.int64)
+    if scheme == "mixtures":
+        g = _units(data, "mixtures")
+        G = int(g.max()) + 1
+        if G < 2:
+            raise DataError(f"scheme='mixtures' needs at least 2 distinct mixtures; {data.name!r} has {G}")
+        counts = rng.multinomial(G, np.full(G, 1.0 / G), size=R)
+        return counts[:, g].astype(np.int64)
+    s = _scale_groups(data)
+    w = np.zeros((R, n), np.int64)
+    for k in range(int(s.max()) + 1):
+        rows = np.flatnonzero(s == k)
+        w[:, rows] = rng.multinomial(rows.size, np.full(rows.size, 1.0 / rows.size), size=R)
+    return w
+
+
+# --------------------------------------------------------------------------- quantiles and intervals
+_STD_NORMAL = statistics.NormalDist()
+
+
+def _norm_cdf(x):
+    """Standard normal CDF, elementwise (stdlib ``statistics.NormalDist``)."""
+    return np.vectorize(_STD_NORMAL.cdf, otypes=[np.float64])(np.asarray(x, np.float64))
+
+
+def _norm_ppf(p):
+    """Standard normal quantile, elementwise, for p in (0, 1) (Wichura's AS241, via ``statistics.NormalDist``)."""
+    return np.vectorize(_STD_NORMAL.inv_cdf, otypes=[np.float64])(np.asarray(p, np.float64))
+
+
+def _sorted_finite(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort along axis 0 with non-finite values (NaN, +-inf) moved to the end; and the finite count per element."""
+    v = np.where(np.isfinite(values), values, np.nan)
+    return np.sort(v, axis=0), np.isfinite(v).sum(axis=0)
+
+
+def _quantile(sorted_v: np.ndarray, count: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Quantile ``q`` (per element) of the first ``count`` sorted values: linear interpolation at (count-1) q."""
+    pos = np.clip(q, 0.0, 1.0) * np.maximum(count - 1, 0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
+    frac = pos - lo
+    a = np.take_along_axis(sorted_v, lo[None], axis=0)[0]
+    b = np.take_along_axis(sorted_v, hi[None], axis=0)[0]
+    out = a + frac * (b - a)
+    return np.where(count > 0, out, np.nan)
+
+
+def _interval_leaf(boot, estimate, jack, level, method):
+    """lo, hi of one array: ``boot`` (R_ok, ...) bootstrap values, ``estimate`` (...), ``jack`` (U_ok, ...)."""
+    boot = np.asarray(boot, np.float64)
+    estimate = np.asarray(estimate, np.float64)
+    sv, count = _sorted_finite(boot)
+    if (count < boot.shape[0]).any():
+        warnings.warn(
+            f"{int((boot.shape[0] - count).max())} usable resample(s) give a non-finite value for some element(s); "
+            "those values are left out of that element's interval",
+            stacklevel=4,
+        )
+    if (count == 0).any():
+        warnings.warn("some element(s) are non-finite in every resample: their interval is NaN", stacklevel=4)
+    alpha = (1.0 - level) / 2.0
+    q_lo = np.full(estimate.shape, alpha)
+    q_hi = np.full(estimate.shape, 1.0 - alpha)
+    if method == "bca":
+        finite = np.isfinite(boot)
+        m = np.maximum(count, 1)
+        below = (np.where(finite, boot < estimate, False).sum(0) + 0.5 * np.where(finite, boot == estimate, False).sum(0)) / m
+        below = np.clip(below, 0.5 / m, 1.0 - 0.5 / m)
+        z0 = _norm_ppf(below)
+        jack = np.asarray(jack, np.float64)
+        jok = np.isfinite(jack)
+        nj = np.maximum(jok.sum(0), 1)
+        d = np.where(jok, jack.sum(0, where=jok) / nj - jack, 0.0)
+        s2 = (d**2).sum(0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc = np.where(s2 > 0, (d**3).sum(0) / (6.0 * np.maximum(s2, 1e-300) ** 1.5), 0.0)
+        zl, zh = _norm_ppf(alpha), _norm_ppf(1.0 - alpha)
+
+        def adjust(z):
+            num = z0 + z
+            den = 1.0 - acc * num
+            return np.where(den > 0, _norm_cdf(z0 + num / np.where(den > 0, den, 1.0)), np.where(num > 0, 1.0, 0.0))
+
+        q_lo, q_hi = adjust(zl), adjust(zh)
+        q_lo = np.where(np.isfinite(estimate), q_lo, alpha)
+        q_hi = np.where(np.isfinite(estimate), q_hi, 1.0 - alpha)
+    return _quantile(sv, count, q_lo), _quantile(sv, count, q_hi)
+
+
+def _check_level_method(level, method):
+    if not (isinstance(level, (int, float)) and 0.0 < float(level) < 1.0):
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+
+
+# --------------------------------------------------------------------------- the result
+def _stack_laws_apply(fn, laws):
+    return eqx.filter_vmap(fn)(laws)
+
+
+@dataclasses.dataclass(eq=False)
+class BootstrapResult:
+    """R bootstrap refits of a law, and the full-data fit.
+
+    Attributes:
+      laws: one batched law: every parameter array has leading axis R (each resample's best start).
+      status: ``(R,)`` :class:`mixjax.Status` codes of those fits; ``loss``: ``(R,)`` their objectives.
+      weights: ``(R, n)`` row multiplicities of each resample (int64).
+      point: the :class:`mixjax.Fit` on the full data (the point estimate of every interval).
+      seed, scheme: how the resamples were drawn; level, method: defaults of the interval methods.
+      units: ``(n,)`` jackknife unit of each row (row index, or mixture index for ``"mixtures"``).
+      info: starts, settings, timings, status counts of every start.
+      jackknife_laws / jackknife_status: leave-one-unit-out fits (batched ``(U,)``), filled for BCa.
+    """
+
+    laws: AbstractLaw
+    status: np.ndarray
+    loss: np.ndarray
+    weights: np.ndarray
+    point: Fit
+    seed: int
+    scheme: str
+    level: float = 0.9
+    method: str = "percentile"
+    units: np.ndarray | None = None
+    info: dict = dataclasses.field(default_factory=dict)
+    jackknife_laws: AbstractLaw | None = None
+    jackknife_status: np.ndarray | None = None
+    _arrays: FitArrays | None = dataclasses.field(default=None, repr=False)
+
+    # ----------------------------------------------------------------- counts
+    @property
+    def n_resamples(self) -> int:
+        return int(self.status.shape[0])
+
+    @property
+    def ok(self) -> np.ndarray:
+        """``(R,)`` bool: resamples whose fit did not fail (every interval uses exactly these)."""
+        return np.asarray(self.status) != int(Status.nonfinite)
+
+    @property
+    def n_failed(self) -> int:
+        """Resamples whose every start failed (non-finite); excluded from every interval."""
+        return int((~self.ok).sum())
+
+    def __repr__(self) -> str:
+        return (
+            f"BootstrapResult(law={self.point.info['law']}, resamples={self.n_resamples}, failed={self.n_failed}, "
+            f"scheme={self.scheme!r}, seed={self.seed}, status={status_counts(self.status)})"
+        )
+
+    # ----------------------------------------------------------------- derived quantities
+    def apply(self, fn: Callable[[AbstractLaw], Any]) -> Any:
+        """``fn`` applied to every resample's law: ``vmap(fn)(laws)``, a pytree of arrays with leading axis R
+        (failed resamples included; select with :attr:`ok`)."""
+        return _stack_laws_apply(fn, self.laws)
+
+    def jackknife(self, data: MixtureData | None = None, *, chunk_size: int | None = None) -> AbstractLaw:
+        """Leave-one-unit-out refits (U of them, one start each from the full-data fit, one batched call); used by
+        BCa. Cached on the result (and saved with it). After :meth:`load`, pass the training ``data``.
+        ``chunk_size`` defaults to the bootstrap's (then no new compilation is needed for the jackknife)."""
+        if self.jackknife_laws is not None:
+            return self.jackknife_laws
+        arrays = self._arrays
+        if arrays is None:
+            if data is None:
+                raise ValueError("BCa needs the jackknife refits; this result was loaded without them: pass the training data to jackknife(data)")
+            arrays, _ = prepare(self.point.law, data, mask_zero_weight=self.point.info["mask_zero_weight"], dtype=self.point.config.dtype)
+            if arrays.h.shape[0] != self.weights.shape[1]:
+                raise DataError(f"data has {arrays.h.shape[0]} rows; this bootstrap was drawn over {self.weights.shape[1]}")
+        units = np.asarray(self.units)
+        U = int(units.max()) + 1
+        W = (units[None, :] != np.arange(U)[:, None]).astype(np.float64)
+        starts = jax.tree_util.tree_map(lambda x: jnp.repeat(x[None], U, axis=0) if eqx.is_array(x) else x, self.point.law)
+        if chunk_size is None:
+            chunk_size = self.info.get("chunk_size")
+        t0 = time.perf_counter()
+        res = _solve_chunked(starts, W, arrays, self.point.config, chunk_size, False)
+        self.info["jackknife_seconds"] = time.perf_counter() - t0
+        self.jackknife_laws = res.law
+        self.jackknife_status = np.asarray(res.status)
+        return res.law
+
+    def interval(self, fn: Callable[[AbstractLaw], Any], level: float | None = None, method: str | None = None) -> dict:
+        """Interval of any derived quantity ``fn(law)`` (an array or a pytree of arrays), elementwise:
+        ``{"estimate": fn(point law), "lo": ..., "hi": ...}`` (each like ``fn``'s output), over usable resamples
+        only. ``level`` and ``method`` default to the result's."""
+        level = self.level if level is None else level
+        method = self.method if method is None else method
+        _check_level_method(level, method)
+        ok = self.ok
+        if not ok.any():
+            raise RuntimeError(f"all {self.n_resamples} resamples failed (non-finite fits): no interval can be formed")
+        est = fn(self.point.law)
+        boot = self.apply(fn)
+        jack_tree = None
+        if method == "bca":
+            jl = self.jackknife()
+            jvals = _stack_laws_apply(fn, jl)
+            jok = np.asarray(self.jackknife_status) != int(Status.nonfinite)
+            jack_tree = jax.tree_util.tree_map(lambda v: np.asarray(v)[jok], jvals)
+        leaves_est, treedef = jax.tree_util.tree_flatten(est)
+        leaves_boot = treedef.flatten_up_to(boot)
+        leaves_jack = treedef.flatten_up_to(jack_tree) if jack_tree is not None else [None] * len(leaves_est)
+        lo, hi = [], []
+        for e, b, j in zip(leaves_est, leaves_boot, leaves_jack):
+            a, c = _interval_leaf(np.asarray(b)[ok], e, j, float(level), method)
+            lo.append(a)
+            hi.append(c)
+        np_est = [np.asarray(e, np.float64) for e in leaves_est]
+        return {
+            "estimate": jax.tree_util.tree_unflatten(treedef, np_est),
+            "lo": jax.tree_util.tree_unflatten(treedef, lo),
+            "hi": jax.tree_util.tree_unflatten(treedef, hi),
+        }
+
+    def param_intervals(self, level: float | None = None, method: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+        """``{name: {"estimate", "lo", "hi"}}`` for every readable parameter (``law.params()``)."""
+        iv = self.interval(lambda law: law.params(), level, method)
+        return {k: {"estimate": iv["estimate"][k], "lo": iv["lo"][k], "hi": iv["hi"][k]} for k in iv["estimate"]}
+
+    def predict_intervals(self, mixtures, model_size=None, n_tokens=None, level: float | None = None, method: str | None = None, *, units: str = "raw") -> dict[str, np.ndarray]:
+        """Intervals of predicted losses ``(n, V)`` at mixtures ``(n, K)`` (or one ``(K,)``), model sizes and token
+        counts (scalars or ``(n,)``). ``units="raw"``: parameters and tokens (``122e6``, ``9.998e9``), as in
+        :class:`MixtureData`; ``units="law"``: millions of parameters and billions of tokens. ``mixtures`` may
+        also be a :class:`MixtureData`, whose own scales are used."""
+        if isinstance(mixtures, MixtureData):
+            d = mixtures
+            h, N, D = d.mixtures, d.model_size_m, d.n_tokens_b
+        else:
+            h = np.array(mixtures, np.float64, copy=True)
+            if h.ndim == 1:
+                h = h[None]
+            K = int(self.point.info.get("n_domains", len(self.point.info["domains"])))
+            if h.ndim != 2 or h.shape[1] != K:
+                raise ValueError(f"mixtures has shape {np.shape(mixtures)}, expected (n, {K}) or ({K},)")
+            if units not in ("raw", "law"):
+                raise ValueError(f"units must be 'raw' or 'law', got {units!r}")
+            scale = (1e6, 1e9) if units == "raw" else (1.0, 1.0)
+            n = h.shape[0]
+
+            def as_scale(v, label, unit):
+                if v is None:
+                    if self.point.law.uses_model_size and label == "model_size" or self.point.law.uses_tokens and label == "n_tokens":
+                        raise ValueError(f"{self.point.info['law']} needs {label}")
+                    return np.ones(n)
+                v = np.broadcast_to(np.asarray(v, np.float64), (n,)) / unit
+                if not np.all(np.isfinite(v) & (v > 0)):
+                    raise ValueError(f"{label} must be positive and finite, got {v}")
+                return v
+
+            N, D = as_scale(model_size, "model_size", scale[0]), as_scale(n_tokens, "n_tokens", scale[1])
+        dt = jnp.dtype(self.point.config.dtype)
+        hj, Nj, Dj = jnp.asarray(h, dt), jnp.asarray(N, dt), jnp.asarray(D, dt)
+        return self.interval(lambda law: jax.vmap(law)(hj, Nj, Dj), level, method)
+
+    # ----------------------------------------------------------------- save / load
+    def save(self, path) -> None:
+        """Write an ``.npz`` file: every array exactly (laws, statuses, weights, full-data fit and its starts,
+        jackknife if computed) plus a JSON header; :meth:`load` restores it bit for bit."""
+        cls = type(self.point.law)
+        arrays: dict[str, np.ndarray] = {}
+
+        static: dict[str, dict] = {}
+
+        def put(prefix, tree):
+            leaves = jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_array))
+            for i, leaf in enumerate(leaves):
+                arrays[f"{prefix}/{i}"] = np.asarray(leaf)
+            static[prefix] = _static_fields(tree.law if isinstance(tree, FitResult) else tree)
+            return len(leaves)
+
+        counts = {
+            "laws": put("laws", self.laws),
+            "point_law": put("point_law", self.point.law),
+            "point_starts": put("point_starts", self.point.starts),
+        }
+        if self.jackknife_laws is not None:
+            counts["jackknife_laws"] = put("jackknife_laws", self.jackknife_laws)
+            arrays["jackknife_status"] = np.asarray(self.jackknife_status)
+        arrays["status"] = np.asarray(self.status)
+        arrays["loss"] = np.asarray(self.loss)
+        arrays["weights"] = np.asarray(self.weights)
+        arrays["units"] = np.asarray(self.units)
+        header = {
+            "format": _FORMAT,
+            "law": cls.name,
+            "law_class": f"{cls.__module__}.{cls.__qualname__}",
+            "summary": _summary_to_json(self.info["summary"]),
+            "seed": self.seed,
+            "scheme": self.scheme,
+            "level": self.level,
+            "method": self.method,
+            "info": {k: v for k, v in self.info.items() if k != "summary"},
+            "point": {
+                "loss": self.point.loss,
+                "status": int(self.point.status),
+                "num_steps": self.point.num_steps,
+                "config": dataclasses.asdict(self.point.config),
+                "info": self.point.info,
+            },
+            "counts": counts,
+            "static": static,
+        }
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    @classmethod
+    def load(cls, path, law: type[AbstractLaw] | None = None) -> BootstrapResult:
+        """Read a file written by :meth:`save`. ``law``: the law class, needed only for a law that is not
+        registered (:func:`mixjax.register`)."""
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        if "header" not in arrays:
+            raise ValueError(f"{path} is not a saved BootstrapResult (no header)")
+        header = json.loads(arrays["header"].tobytes().decode())
+        if header.get("format") != _FORMAT:
+            raise ValueError(f"{path}: unknown format {header.get('format')!r}, expected {_FORMAT!r}")
+        if law is None:
+            try:
+                law_cls = get_law(header["law"])
+            except ValueError:
+                raise ValueError(f"{path} holds law {header['law']!r} ({header['law_class']}), which is not registered: pass law=<its class>") from None
+        else:
+            law_cls = _law_class(law)
+            if law_cls.name != header["law"]:
+                raise ValueError(f"{path} holds law {header['law']!r}, but law={law_cls.name!r} was given")
+        summary = _summary_from_json(header["summary"])
+        template = eqx.filter_eval_shape(law_cls.init, jax.random.PRNGKey(0), summary)  # structure only
+
+        def get(prefix, tree):
+            if isinstance(tree, FitResult):
+                tree = FitResult(_with_static(tree.law, header["static"][prefix], path), *(getattr(tree, f) for f in ("loss", "status", "num_steps", "grad_norm")))
+            else:
+                tree = _with_static(tree, header["static"][prefix], path)
+            params, static = eqx.partition(tree, lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct))
+            leaves, treedef = jax.tree_util.tree_flatten(params)
+            n = header["counts"][prefix]
+            if n != len(leaves):
+                raise ValueError(f"{path}: {prefix} has {n} arrays, the law template has {len(leaves)}")
+            loaded = [jnp.asarray(arrays[f"{prefix}/{i}"]) for i in range(n)]
+            return eqx.combine(jax.tree_util.tree_unflatten(treedef, loaded), static)
+
+        p = header["point"]
+        config = FitConfig(**p["config"])
+        starts_template = FitResult(template, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
+        point = Fit(
+            law=get("point_law", template),
+            loss=p["loss"],
+            status=Status(p["status"]),
+            num_steps=p["num_steps"],
+            starts=get("point_starts", starts_template),
+            config=config,
+            info=p["info"],
+        )
+        info = dict(header["info"])
+        info["summary"] = summary
+        jack = get("jackknife_laws", template) if "jackknife_laws" in header["counts"] else None
+        return cls(
+            laws=get("laws", template),
+            status=arrays["status"],
+            loss=arrays["loss"],
+            weights=arrays["weights"],
+            point=point,
+            seed=header["seed"],
+            scheme=header["scheme"],
+            level=header["level"],
+            method=header["method"],
+            units=arrays["units"],
+            info=info,
+            jackknife_laws=jack,
+            jackknife_status=arrays.get("jackknife_status"),
+        )
+
+
+def _static_fields(law: AbstractLaw) -> dict[str, Any]:
+    """The law's static (non-parameter) fields; ints, floats, strings, bools and None are saved."""
+    out = {}
+    for f in dataclasses.fields(law):
+        if f.metadata.get("static", False):
+            v = getattr(law, f.name)
+            if not (isinstance(v, (str, int, float, bool)) or v is None):
+                raise TypeError(f"static field {f.name}={v!r} of {type(law).__name__} cannot be saved (numbers, strings only)")
+            out[f.name] = v
+    return out
+
+
+def _with_static(law: AbstractLaw, static: dict, path) -> AbstractLaw:
+    """``law`` with its static fields set to the saved values (the template comes from ``law.init``)."""
+    current = _static_fields(law)
+    unknown = sorted(set(static) - set(current))
+    if unknown:
+        raise ValueError(f"{path}: saved static field(s) {unknown} do not exist on {type(law).__name__}")
+    if all(current[k] == v and type(current[k]) is type(v) for k, v in static.items()):
+        return law
+    out = jax.tree_util.tree_map(lambda x: x, law)  # a shallow copy: same leaves, new object
+    for k, v in static.items():
+        object.__setattr__(out, k, v)
+    return out
+
+
+def _summary_to_json(s: DataSummary) -> dict:
+    out = {}
+    for f in dataclasses.fields(s):
+        v = getattr(s, f.name)
+        out[f.name] = np.asarray(v).tolist() if isinstance(v, (np.ndarray, tuple)) else v
+    return out
+
+
+def _summary_from_json(d: dict) -> DataSummary:
+    kw = dict(d)
+    for k in ("loss_min", "loss_max", "loss_mean"):
+        kw[k] = np.asarray(kw[k], np.float64)
+    for k in ("model_size_range", "n_tokens_range"):
+        kw[k] = tuple(float(x) for x in kw[k])
+    return DataSummary(**kw)
+
+
+# --------------------------------------------------------------------------- entry point
+def _say(progress: bool, msg: str) -> None:
+    if progress:
+        print(f"bootstrap: {msg}", file=sys.stderr, flush=True)
+
+
+def _solve_chunked(batch: AbstractLaw, member_w: np.ndarray, arrays: FitArrays, config: FitConfig, chunk_size: int | None, progress: bool) -> FitResult:
+    """:func:`mixjax.fit.solve` on B members (row weights ``(B, n)``). Without ``chunk_size``: one call. With it:
+    the batch is padded (repeating the last member) to a multiple of ``chunk_size``, even when B < chunk_size, so
+    every call of one law and dataset uses the same compiled program; progress is printed after each chunk."""
+    dt = jnp.dtype(config.dtype)
+    B = member_w.shape[0]
+    if chunk_size is None:
+        res = solve(batch, jnp.asarray(member_w, dt), arrays, config)
+        jax.block_until_ready(res.loss)
+        return res
+    C = int(chunk_size)
+    n_chunks = math.ceil(B / C)
+    pad = n_chunks * C - B
+    padded = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x  # noqa: E731
+    batch_p = jax.tree_util.tree_map(lambda x: padded(x) if eqx.is_array(x) else x, batch)
+    w_p = np.concatenate([member_w, np.repeat(member_w[-1:], pad, axis=0)]) if pad else member_w
+    outs = []
+    t0 = time.perf_counter()
+    for i in range(n_chunks):
+        sl = slice(i * C, (i + 1) * C)
+        out = solve(jax.tree_util.tree_map(lambda x: x[sl] if eqx.is_array(x) else x, batch_p), jnp.asarray(w_p[sl], dt), arrays, config)
+        jax.block_until_ready(out.loss)
+        outs.append(out)
+        _say(progress, f"chunk {i + 1}/{n_chunks}: {min((i + 1) * C, B)}/{B} fits, {time.perf_counter() - t0:.1f} s")
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:B] if eqx.is_array(xs[0]) else xs[0], *outs)
+
+
+def bootstrap(
+    law,
+    data: MixtureData,
+    *,
+    resamples: int = 1000,
+    scheme: str = "rows",
+    starts: int = 8,
+    seed: int = 0,
+    chunk_size: int | None = None,
+    progress: bool = False,
+    level: float = 0.9,
+    method: str = "percentile",
+    warm_start: bool = True,
+    **fit_kwargs,
+) -> BootstrapResult:
+    """Bootstrap a law's fit: R resamples x S starts refitted in one batched, compiled call.
+
+    Args:
+      law: a law name, class or instance (as for :func:`mixjax.fit`).
+      data: the training runs (:class:`MixtureData`).
+      resamples: R, the number of bootstrap resamples.
+      scheme: ``"rows"``, ``"mixtures"`` or ``"stratified"`` (module docstring).
+      starts: S starts per resample (and for the full-data fit); the best finite one is kept.
+      seed: the full-data fit uses ``PRNGKey(seed)`` (as :func:`mixjax.fit`), the resample starts
+        ``fold_in(PRNGKey(seed), 1)``, the resample weights ``numpy.random.default_rng([seed, 1])``.
+      chunk_size: fit the R*S members in chunks of this size (one compiled shape, last chunk padded) to bound
+        memory; progress is reported after each chunk; the BCa jackknife reuses the same compiled shape.
+      progress: print progress lines on stderr (outside the compiled call).
+      level, method: defaults for :meth:`BootstrapResult.interval` (``"percentile"`` or ``"bca"``).
+      warm_start: start 0 of every resample is the full-data fit (the other S-1 are random draws).
+      **fit_kwargs: objective, optimizer, max_steps, mask_zero_weight, dtype, other :class:`FitConfig` fields.
+
+    Cost: (R*S + S) fits; BCa adds U fits (rows, or mixtures for that scheme) on first use.
+    """
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
+    if isinstance(resamples, bool) or int(resamples) != resamples or resamples < 1:
+        raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
+    if isinstance(starts, bool) or int(starts) != starts or starts < 1:
+        raise ValueError(f"starts must be a positive integer, got {starts!r}")
+    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    _check_level_method(level, method)
+    if "weights" in fit_kwargs:
+        raise TypeError("bootstrap draws its own row weights; 'weights' cannot be passed")
+    if not isinstance(data, MixtureData):
+        raise TypeError(f"data must be a MixtureData (see mixjax.load_csv / from_arrays), got {type(data).__name__}")
+    R, S = int(resamples), int(starts)
+    cls = _law_class(law)
+
+    t0 = time.perf_counter()
+    _say(progress, f"full-data fit of {cls.name} on {data.n_rows} rows ({S} starts)")
+    point = fit(law, data, starts=S, seed=int(seed), **fit_kwargs)
+    t_point = time.perf_counter() - t0
+    config = point.config
+    arrays, _ = prepare(cls, data, mask_zero_weight=point.info["mask_zero_weight"], dtype=config.dtype)
+    summary = summarize(arrays, data)
+
+    W = resample_weights(data, R, scheme, int(seed))
+    key = jax.random.fold_in(jax.random.PRNGKey(int(seed)), 1)
+    batch = init_starts(law, key, R * S, summary, config.dtype)
+    if warm_start:
+        first = np.arange(R) * S
+        batch = eqx.combine(
+            jax.tree_util.tree_map(lambda s, p: s.at[first].set(p.astype(s.dtype)), eqx.filter(batch, eqx.is_array), eqx.filter(point.law, eqx.is_array)),
+            eqx.filter(batch, eqx.is_array, inverse=True),
+        )
+    B = R * S
+    member_w = np.repeat(W, S, axis=0)  # (R*S, n), resample r owns members r*S .. r*S+S-1
+
+    t1 = time.perf_counter()
+    _say(progress, f"{R} resamples x {S} starts = {B} fits" + (f" in chunks of {chunk_size}" if chunk_size else " in one call"))
+    res = _solve_chunked(batch, member_w, arrays, config, chunk_size, progress)
+    t_solve = time.perf_counter() - t1
+
+    grouped = jax.tree_util.tree_map(lambda x: x.reshape((R, S) + x.shape[1:]) if eqx.is_array(x) else x, res)
+    best, idx = best_of(grouped, axis=-1)
+    status = np.asarray(best.status)
+    result = BootstrapResult(
+        laws=best.law,
+        status=status,
+        loss=np.asarray(best.loss),
+        weights=W,
+        point=point,
+        seed=int(seed),
+        scheme=scheme,
+        level=float(level),
+        method=method,
+        units=_units(data, scheme),
+        info={
+            "law": cls.name,
+            "data": data.name,
+            "n_rows": data.n_rows,
+            "resamples": R,
+            "starts": S,
+            "warm_start": bool(warm_start),
+            "chunk_size": chunk_size,
+            "start_status": status_counts(res.status),
+            "resample_status": status_counts(status),
+            "best_start": np.asarray(idx).tolist(),
+            "seconds_point_fit": t_point,
+            "seconds_resamples": t_solve,
+            "backend": jax.default_backend(),
+            "summary": summary,
+        },
+        _arrays=arrays,
+    )
+    if point.status == Status.max_steps:
+        warnings.warn(
+            f"the full-data fit of {cls.name} stopped at the step limit (max_steps={config.max_steps}) before converging; "
+            "resamples warm-started from it run further, so intervals may not contain the estimate: raise max_steps",
+            stacklevel=2,
+        )
+    _say(progress, f"done: {R - result.n_failed}/{R} resamples usable, {result.n_failed} failed, {t_solve:.1f} s")
+    return result
