@@ -34,6 +34,10 @@ from .laws import CapacityNoiseLaw as CapacityNoiseLaw
 from .laws import get_law as get_law
 from .laws import n_params as n_params
 from .laws import register as register
+from .mixture import MixtureEnsemble as MixtureEnsemble
+from .mixture import MixtureResult as MixtureResult
+from .mixture import optimize_mixture as optimize_mixture
+from .mixture import optimize_mixture_ensemble as optimize_mixture_ensemble
 from .metrics import mae as mae
 from .metrics import mre as mre
 from .metrics import rmse as rmse

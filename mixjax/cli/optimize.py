@@ -1,0 +1,195 @@
+"""``mixjax optimize``: fit a law, then find the mixture that minimizes its predicted loss at a target scale."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+from ._common import CliError, format_table, load_data, parse_count, print_json, select_scale
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "optimize",
+        help="find the optimal mixture at a target scale",
+        description="Fit a law on TRAIN (all rows, each with its own model size and tokens, or a --fit-model-size/"
+        "--fit-tokens selection), then minimize its predicted loss over mixtures at the TARGET scale --model-size/"
+        "--tokens, under per-domain floors, ceilings and data availability. With --bootstrap R, the law is refitted on "
+        "R resamples and the optimum of each gives percentile intervals for the mixture.",
+    )
+    p.add_argument("train", metavar="TRAIN", help="training data: a wide-layout CSV file or a bundled dataset name (see `mixjax datasets`)")
+    p.add_argument("--law", default="capacity_noise", help="law to fit (see `mixjax laws`; default capacity_noise)")
+    p.add_argument("--model-size", "-N", metavar="N", help="TARGET model size in parameters (e.g. 1.3B); needed by laws that use it")
+    p.add_argument("--tokens", "-D", metavar="D", help="TARGET training tokens (e.g. 30B); needed by laws that use it")
+    p.add_argument("--fit-model-size", metavar="N", help="fit only on TRAIN rows at this model size (default: all rows)")
+    p.add_argument("--fit-tokens", metavar="D", help="fit only on TRAIN rows at this token count (default: all rows)")
+    p.add_argument("--targets", nargs="+", metavar="NAME", help="loss columns to use (default: all)")
+    p.add_argument("--floor", nargs="+", metavar="F", help="lowest weight: one number for every domain, or domain=value pairs")
+    p.add_argument("--ceiling", nargs="+", metavar="C", help="highest weight: one number for every domain, or domain=value pairs")
+    p.add_argument("--unique-tokens", metavar="FILE", help="CSV (columns domain,unique_tokens) or JSON {domain: tokens} of unique tokens available per domain (raw counts, e.g. 12B); caps h_i * tokens <= max_epochs * unique_i")
+    p.add_argument("--max-epochs", type=float, help="times a domain's unique tokens may be repeated (default 1; needs --unique-tokens)")
+    p.add_argument("--target", metavar="NAME", help="minimize this one target's predicted loss (default: the mean over targets)")
+    p.add_argument("--target-weights", nargs="+", metavar="NAME=W", help="minimize a weighted mean of the targets' losses")
+    p.add_argument("--bootstrap", type=int, metavar="R", help="refit on R bootstrap resamples and report percentile intervals of the optimal mixture")
+    p.add_argument("--scheme", default="rows", choices=["rows", "mixtures", "stratified"], help="bootstrap resampling scheme (default rows)")
+    p.add_argument("--level", type=float, default=0.9, help="interval level with --bootstrap (default 0.9)")
+    p.add_argument("--starts", type=int, default=16, help="random initializations of the fit (default 16)")
+    p.add_argument("--mixture-starts", type=int, default=16, help="starting mixtures of the optimization (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--objective", default="mse", choices=["mse", "relative", "huber_log"], help="fitting objective (default mse)")
+    p.add_argument("--max-steps", type=int, default=400, help="fit optimizer iterations per start (default 400)")
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="floating-point precision (default float64)")
+    p.add_argument("--plot", metavar="PNG", help="also draw the optimal mixture (with intervals) to this image file")
+    p.add_argument("--json", action="store_true", help="print one machine-readable JSON object instead of tables")
+    p.set_defaults(run=run)
+
+
+def parse_bounds(tokens: list[str] | None, label: str):
+    """``["0.05"]`` -> 0.05; ``["arxiv=0.1", "book=0.05"]`` (or comma-separated) -> ``{"arxiv": 0.1, ...}``."""
+    if not tokens:
+        return None
+    items = [t for tok in tokens for t in tok.split(",") if t.strip()]
+    if len(items) == 1 and "=" not in items[0]:
+        return _number(items[0], label)
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise CliError(f"--{label}: give one number or domain=value pairs, got {it!r} among several values")
+        k, v = it.split("=", 1)
+        out[k.strip()] = _number(v, f"{label} {k.strip()}")
+    return out
+
+
+def _number(text: str, label: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise CliError(f"--{label}: {text!r} is not a number") from None
+    if not math.isfinite(v):
+        raise CliError(f"--{label}: {text!r} is not finite")
+    return v
+
+
+def read_unique_tokens(path: str) -> dict[str, float]:
+    """Unique tokens per domain (raw counts) from ``domain,unique_tokens`` CSV or a JSON object."""
+    if not os.path.exists(path):
+        raise CliError(f"--unique-tokens: no such file {path!r}")
+    with open(path) as f:
+        text = f.read()
+    if path.lower().endswith(".json") or text.lstrip().startswith("{"):
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CliError(f"--unique-tokens: {path} is not valid JSON ({e})") from None
+        if not isinstance(raw, dict):
+            raise CliError(f"--unique-tokens: {path} must hold a JSON object {{domain: tokens}}")
+        items = list(raw.items())
+    else:
+        rows = [ln.split(",") for ln in text.splitlines() if ln.strip()]
+        if rows and len(rows[0]) >= 2:
+            try:
+                parse_count(rows[0][1])
+            except CliError:
+                rows = rows[1:]  # a header line
+        bad = [r for r in rows if len(r) != 2]
+        if bad:
+            raise CliError(f"--unique-tokens: each CSV line must be 'domain,unique_tokens'; got {','.join(bad[0])!r}")
+        items = [(r[0].strip(), r[1].strip()) for r in rows]
+    out = {}
+    for k, v in items:
+        out[str(k)] = parse_count(str(v)) if not isinstance(v, (int, float)) else float(v)
+        if out[str(k)] <= 0:
+            raise CliError(f"--unique-tokens: domain {k!r} has {v!r} tokens; expected a positive count")
+    return out
+
+
+def run(args) -> int:
+    import mixjax
+    from mixjax.data import DataError
+    from mixjax.mixture import InfeasibleMixtureError
+
+    train = select_scale(load_data(args.train, args.targets), args.fit_model_size, args.fit_tokens)
+    cls = mixjax.get_law(args.law)
+    N = parse_count(args.model_size) if args.model_size else None
+    D = parse_count(args.tokens) if args.tokens else None
+    if cls.uses_model_size and N is None:
+        raise CliError(f"law {cls.name} depends on model size: give the target --model-size (e.g. 1.3B)")
+    if cls.uses_tokens and D is None:
+        raise CliError(f"law {cls.name} depends on tokens: give the target --tokens (e.g. 30B)")
+    unique = read_unique_tokens(args.unique_tokens) if args.unique_tokens else None
+    if unique is not None and D is None:
+        raise CliError("--unique-tokens needs the target --tokens")
+    if args.max_epochs is not None and unique is None:
+        raise CliError("--max-epochs needs --unique-tokens")
+    if args.bootstrap is not None and args.bootstrap < 2:
+        raise CliError(f"--bootstrap needs at least 2 resamples, got {args.bootstrap}")
+    tw = parse_bounds(args.target_weights, "target-weights") if args.target_weights else None
+    common = dict(
+        raw_model_size=N, raw_n_tokens=D,
+        target=args.target, target_weights=tw, floors=parse_bounds(args.floor, "floor"),
+        ceilings=parse_bounds(args.ceiling, "ceiling"), unique_tokens=unique, max_epochs=args.max_epochs,
+        starts=args.mixture_starts, seed=args.seed,
+    )
+    fit_kw = dict(starts=args.starts, seed=args.seed, objective=args.objective, max_steps=args.max_steps, dtype=args.dtype)
+    say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
+    ens = None
+    try:
+        if args.bootstrap:
+            boot_fn = getattr(mixjax, "bootstrap", None)
+            if boot_fn is None:
+                raise CliError("--bootstrap needs mixjax.bootstrap, which this installation does not provide")
+            say(f"bootstrapping {args.law} on {train.n_rows} rows of {train.name} ({args.bootstrap} resamples x {args.starts} starts)...")
+            boot = boot_fn(args.law, train, resamples=args.bootstrap, scheme=args.scheme, **fit_kw)
+            say(f"optimizing the mixture of each resample's law ({args.mixture_starts} starts each)...")
+            ens = mixjax.optimize_mixture_ensemble(boot, **{**common, "starts": min(args.mixture_starts, 8)})
+            fit, res = boot.point, ens.point
+        else:
+            say(f"fitting {args.law} to {train.n_rows} rows of {train.name} ({args.starts} starts)...")
+            fit = mixjax.fit(args.law, train, **fit_kw)
+            res = mixjax.optimize_mixture(fit, **common)
+    except (InfeasibleMixtureError, DataError) as e:
+        raise CliError(str(e)) from None
+
+    out = {
+        "law": fit.info["law"],
+        "fit_status": fit.status.name,
+        "fit_rows": train.n_rows,
+        "target_model_size": N,
+        "target_tokens": D,
+        **res.as_dict(),
+    }
+    if ens is not None:
+        out["bootstrap"] = ens.as_dict(args.level)
+    if args.plot:
+        from mixjax.plots.mixture import plot_mixture
+
+        fig = plot_mixture(ens if ens is not None else res, level=args.level)
+        fig.savefig(args.plot, dpi=130, bbox_inches="tight")
+        out["plot"] = args.plot
+    if args.json:
+        print_json(out)
+        return 0
+    scale = ", ".join(x for x in (f"N = {N:.4g} parameters" if N else "", f"D = {D:.4g} tokens" if D else "") if x)
+    print(f"optimal mixture for {out['law']} at {scale or 'the fitted scale'}: {res.objective} = {res.value:.6g} ({res.status.name})")
+    header = ["domain", "weight"]
+    if ens is not None:
+        lo, hi = ens.interval(args.level)
+        header += [f"{100 * args.level:g}% interval"]
+    header += ["floor", "ceiling", "bound"]
+    rows = []
+    for i, d in enumerate(res.domains):
+        row = [d, float(res.mixture[i])]
+        if ens is not None:
+            row.append(f"[{lo[i]:.4f}, {hi[i]:.4f}]")
+        row += [float(res.lower[i]), float(res.upper[i]), out["active"][d]]
+        rows.append(row)
+    print(format_table(rows, header))
+    print()
+    print("predicted losses: " + ", ".join(f"{t} {v:.4f}" for t, v in zip(res.targets, res.losses)))
+    if ens is not None:
+        print(f"bootstrap: {ens.n_ok} of {ens.ok.size} resamples used")
+    if args.plot:
+        print(f"plot written to {args.plot}")
+    return 0
