@@ -15,6 +15,12 @@ from ._base import AbstractLaw, DataSummary
 __all__ = ["CapacityNoiseLaw"]
 
 
+def _logit(v, upper):
+    """Inverse of ``upper * sigmoid(z)``."""
+    v = jnp.asarray(v, dtype=jnp.result_type(float)) / upper
+    return jnp.log(v) - jnp.log1p(-v)
+
+
 class CapacityNoiseLaw(AbstractLaw):
     r"""Capacity competition plus data noise, per domain i (Dai & Zheng 2026, Eq. 3, with a fitted head H):
 
@@ -25,18 +31,21 @@ class CapacityNoiseLaw(AbstractLaw):
         x* = argmin_x sum_i h_i c_i x_i^(-b_i)  s.t.  sum_i x_i = N + (K-1) H,  x_i >= H.
 
     Units: N in millions of parameters, D in billions of tokens (the seed paper's code); H is in the units of N.
-    Free parameters: b, c, A, a, E per domain (all > 0, stored as logs) and one shared H > 0: **5K + 1**
-    (36 for K = 7, 86 for K = 17).
+    Free parameters: b, c, A, a, E per domain and one shared H: **5K + 1** (36 for K = 7, 86 for K = 17).
+    c, A, E, H > 0 are stored as logs; the exponents are stored as logits, ``b = b_max sigmoid(logit_b)`` with
+    b_max = 5 and ``a = a_max sigmoid(logit_a)`` with a_max = 3. Bounding the exponents (the seed code bounds them
+    too) removes a flat direction at a single scale (b -> infinity switches the capacity term off), along which
+    unbounded fits drift for thousands of steps; fitted exponents on the bundled data stay well inside.
 
     Zero weights: a domain with h_i = 0 gets the floor capacity H in the first term; its noise term diverges in
     the law, so the prediction uses ``max(h_i, h_floor)`` (``h_floor = 1e-4``, as in the seed code's mixture
     search) and fits by default exclude loss cells whose own domain weight is 0 (``mask_zero_weight``).
     """
 
-    log_b: jax.Array
+    logit_b: jax.Array
     log_c: jax.Array
     log_A: jax.Array
-    log_a: jax.Array
+    logit_a: jax.Array
     log_E: jax.Array
     log_H: jax.Array
     h_floor: float = eqx.field(static=True, default=1e-4)
@@ -47,10 +56,12 @@ class CapacityNoiseLaw(AbstractLaw):
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
     mask_zero_weight: ClassVar[bool] = True
+    b_max: ClassVar[float] = 5.0
+    a_max: ClassVar[float] = 3.0
 
     def __check_init__(self):
-        K = self.log_b.shape[-1:]
-        for f in ("log_c", "log_A", "log_a", "log_E"):
+        K = self.logit_b.shape[-1:]
+        for f in ("log_c", "log_A", "logit_a", "log_E"):
             if getattr(self, f).shape[-1:] != K:
                 raise ValueError(f"CapacityNoiseLaw.{f} has shape {getattr(self, f).shape}, expected (..., {K[0]})")
 
@@ -58,7 +69,7 @@ class CapacityNoiseLaw(AbstractLaw):
     def from_params(cls, b, c, A, a, E, H, h_floor: float = 1e-4) -> CapacityNoiseLaw:
         """Build from positive parameter values (arrays of length K, and a scalar H in millions of parameters)."""
         log = lambda v: jnp.log(jnp.asarray(v, dtype=jnp.result_type(float)))  # noqa: E731
-        return cls(log(b), log(c), log(A), log(a), log(E), log(H), h_floor)
+        return cls(_logit(b, cls.b_max), log(c), log(A), _logit(a, cls.a_max), log(E), log(H), h_floor)
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> CapacityNoiseLaw:
@@ -68,24 +79,35 @@ class CapacityNoiseLaw(AbstractLaw):
         loss_min = jnp.asarray(summary.loss_min) if summary.n_targets == K else jnp.full(K, summary.loss_min.min())
         n_ref = summary.model_size_range[0] if math.isfinite(summary.model_size_range[0]) else 100.0
         return cls(
-            log_b=jnp.log(u(kb, 0.1, 0.8)),
+            logit_b=_logit(u(kb, 0.1, 0.8), cls.b_max),
             log_c=jnp.log(u(kc, 1.0, 8.0)),
             log_A=jnp.log(u(kA, 0.1, 2.0)),
-            log_a=jnp.log(u(ka, 0.1, 0.8)),
+            logit_a=_logit(u(ka, 0.1, 0.8), cls.a_max),
             log_E=jnp.log(loss_min * u(kE, 0.2, 0.8)),
             log_H=jnp.log(n_ref / (10.0 * K) * u(kH, 0.3, 1.5, ())),
         )
 
     def params(self):
         e = jnp.exp
-        return {"b": e(self.log_b), "c": e(self.log_c), "A": e(self.log_A), "a": e(self.log_a), "E": e(self.log_E), "H": e(self.log_H)}
+        return {"b": self.b, "c": e(self.log_c), "A": e(self.log_A), "a": self.a, "E": e(self.log_E), "H": e(self.log_H)}
+
+    @property
+    def b(self):
+        """Capacity exponents b_i in (0, b_max)."""
+        return self.b_max * jax.nn.sigmoid(self.logit_b)
+
+    @property
+    def a(self):
+        """Data-noise exponents a_i in (0, a_max)."""
+        return self.a_max * jax.nn.sigmoid(self.logit_a)
 
     def allocation(self, mixture, model_size):
         """x*(h, N): capacity per domain, in millions of parameters."""
-        return capacity_allocation(mixture, jnp.exp(self.log_b), jnp.exp(self.log_c), jnp.exp(self.log_H), model_size)
+        return capacity_allocation(mixture, self.b, jnp.exp(self.log_c), jnp.exp(self.log_H), model_size)
 
     def __call__(self, mixture, model_size, n_tokens):
-        b, c, A, a, E = (jnp.exp(v) for v in (self.log_b, self.log_c, self.log_A, self.log_a, self.log_E))
+        b, a = self.b, self.a
+        c, A, E = (jnp.exp(v) for v in (self.log_c, self.log_A, self.log_E))
         x = self.allocation(mixture, model_size)
         capacity = c * jnp.exp(-b * jnp.log(x))
         noise = A * jnp.exp(-a * jnp.log(n_tokens * jnp.maximum(mixture, self.h_floor)))
