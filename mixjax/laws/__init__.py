@@ -7,6 +7,19 @@ from ._base import DataSummary as DataSummary
 from ._base import n_params as n_params
 from ._base import param_names as param_names
 from .capacity_noise import CapacityNoiseLaw as CapacityNoiseLaw
+from .autoscale import AutoScaleLaw as AutoScaleLaw
+from .bimix import BiMixLaw as BiMixLaw
+from .capacity_variants import CapacityOnlyLaw as CapacityOnlyLaw
+from .capacity_variants import CapacityRunTokensLaw as CapacityRunTokensLaw
+from .chinchilla import ChinchillaLaw as ChinchillaLaw
+from .chinchilla import chinchilla_grid as chinchilla_grid
+from .chinchilla import fit_chinchilla as fit_chinchilla
+from .exponential import ExponentialLaw as ExponentialLaw
+from .loglinear import LogLinearLaw as LogLinearLaw
+from .power_linear import PowerLinearLaw as PowerLinearLaw
+from .shukor import ShukorAdditiveLaw as ShukorAdditiveLaw
+from .shukor import ShukorJointLaw as ShukorJointLaw
+from .shukor import ShukorMixtureLaw as ShukorMixtureLaw
 
 #: Laws by their short name (``law.name``); used by the command line and by saved fits.
 LAWS: dict[str, type[AbstractLaw]] = {}
@@ -26,5 +39,18 @@ def get_law(name: str) -> type[AbstractLaw]:
         raise ValueError(f"unknown law {name!r}; available: {sorted(LAWS)}") from None
 
 
-for _cls in (CapacityNoiseLaw,):
+for _cls in (
+    CapacityNoiseLaw,
+    CapacityOnlyLaw,
+    CapacityRunTokensLaw,
+    ExponentialLaw,
+    BiMixLaw,
+    ShukorMixtureLaw,
+    ShukorAdditiveLaw,
+    ShukorJointLaw,
+    ChinchillaLaw,
+    LogLinearLaw,
+    AutoScaleLaw,
+    PowerLinearLaw,
+):
     register(_cls)

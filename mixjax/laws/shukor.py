@@ -1,0 +1,208 @@
+"""The data-mixture scaling laws of Shukor et al., "Scaling Laws for Optimal Data Mixtures" (arXiv 2507.09404).
+
+Per target v (any V loss columns; ``per_domain = False``), with N in millions of parameters and D in billions of
+tokens, the mixture enters through
+
+    M_v(h) = 1 / sum_j C_vj h_j^gamma_vj        (C_vj > 0, gamma_vj > 0; a weight h_j = 0 contributes 0)
+
+* :class:`ShukorMixtureLaw`  L_v = E_v + M_v(h)                                        (fixed N, D; 2K + 1 per target)
+* :class:`ShukorAdditiveLaw` L_v = E_v + M_v(h) + A_v N^-alpha_v + B_v D^-beta_v       (the additive law; 2K + 5)
+* :class:`ShukorJointLaw`    L_v = E_v + M_v(h) + A_v(h) N^-alpha_v + B_v(h) D^-beta_v,
+  A_v(h) = sum_j A_vj h_j, B_v(h) = sum_j B_vj h_j                                     (joint form; 4K + 3)
+
+Every positive parameter is stored as its log.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from ._base import AbstractLaw, DataSummary
+
+__all__ = ["ShukorMixtureLaw", "ShukorAdditiveLaw", "ShukorJointLaw"]
+
+
+def _pow0(h, g):
+    """h^g with h >= 0, g > 0, and 0^g = 0 with finite gradients."""
+    pos = h > 0
+    return jnp.where(pos, jnp.exp(g * jnp.log(jnp.where(pos, h, 1.0))), 0.0)
+
+
+def _mixture_term(log_C, log_gamma, mixture):
+    return 1.0 / jnp.sum(jnp.exp(log_C) * _pow0(mixture, jnp.exp(log_gamma)), axis=-1)
+
+
+def _u(key, lo, hi, shape):
+    return jax.random.uniform(key, shape, minval=lo, maxval=hi)
+
+
+def _mixture_init(key, summary: DataSummary, share: float):
+    """E_v below the smallest loss; C so that the mixture term is about ``share`` of the mean loss above E."""
+    V, K = summary.n_targets, summary.n_domains
+    kE, kC, kg = jax.random.split(key, 3)
+    E = jnp.asarray(summary.loss_min) * _u(kE, 0.3, 0.8, (V,))
+    gap = jnp.maximum(jnp.asarray(summary.loss_mean) - E, 1e-3)
+    C = _u(kC, 0.5, 1.5, (V, K)) / (share * gap[:, None])
+    return jnp.log(E), jnp.log(C), jnp.log(_u(kg, 0.1, 0.8, (V, K)))
+
+
+def _log(v):
+    return jnp.log(jnp.asarray(v, dtype=jnp.result_type(float)))
+
+
+class ShukorMixtureLaw(AbstractLaw):
+    r"""The mixture part of Shukor et al.'s additive law at one fixed scale, per target v:
+
+        L_v(h) = E_v + 1 / sum_j C_vj h_j^gamma_vj
+
+    (their additive law, Eq. 2, with N and D fixed, so the scale terms merge into E_v). This is the "Additive"
+    baseline of the seed paper's Table 2, K(2K + 1) parameters for V = K. Free parameters: E_v, C_vj, gamma_vj:
+    **V(2K + 1)** (105 for V = K = 7, 595 for V = K = 17). N and D are not used.
+    """
+
+    log_E: jax.Array
+    log_C: jax.Array
+    log_gamma: jax.Array
+
+    name: ClassVar[str] = "shukor_mixture"
+    reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (additive law at fixed N, D)"
+    per_domain: ClassVar[bool] = False
+
+    def __check_init__(self):
+        if self.log_C.shape != self.log_gamma.shape or self.log_C.shape[-2] != self.log_E.shape[-1]:
+            raise ValueError(f"ShukorMixtureLaw: shapes E {self.log_E.shape}, C {self.log_C.shape}, gamma {self.log_gamma.shape} disagree")
+
+    @classmethod
+    def from_params(cls, E, C, gamma) -> ShukorMixtureLaw:
+        """Build from E (V,), C (V, K), gamma (V, K), all > 0."""
+        return cls(_log(E), _log(C), _log(gamma))
+
+    @classmethod
+    def init(cls, key, summary: DataSummary) -> ShukorMixtureLaw:
+        return cls(*_mixture_init(key, summary, 1.0))
+
+    def params(self):
+        return {"E": jnp.exp(self.log_E), "C": jnp.exp(self.log_C), "gamma": jnp.exp(self.log_gamma)}
+
+    def __call__(self, mixture, model_size, n_tokens):
+        return jnp.exp(self.log_E) + _mixture_term(self.log_C, self.log_gamma, mixture)
+
+
+class ShukorAdditiveLaw(AbstractLaw):
+    r"""The additive law of Shukor et al. (2025, Eq. 2), per target v:
+
+        L_v(h, N, D) = E_v + 1 / sum_j C_vj h_j^gamma_vj + A_v / N^alpha_v + B_v / D^beta_v
+
+    N in millions of parameters, D in billions of tokens (the units only rescale A_v and B_v). Free parameters:
+    E, A, alpha, B, beta per target and C_vj, gamma_vj: **V(2K + 5)**. At one fixed (N, D) the two scale terms
+    merge with E_v (use :class:`ShukorMixtureLaw` there).
+    """
+
+    log_E: jax.Array
+    log_C: jax.Array
+    log_gamma: jax.Array
+    log_A: jax.Array
+    log_alpha: jax.Array
+    log_B: jax.Array
+    log_beta: jax.Array
+
+    name: ClassVar[str] = "shukor_additive"
+    reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (additive law, Eq. 2)"
+    per_domain: ClassVar[bool] = False
+    uses_model_size: ClassVar[bool] = True
+    uses_tokens: ClassVar[bool] = True
+
+    def __check_init__(self):
+        V = self.log_E.shape[-1:]
+        for f in ("log_A", "log_alpha", "log_B", "log_beta"):
+            if getattr(self, f).shape[-1:] != V:
+                raise ValueError(f"ShukorAdditiveLaw.{f} has shape {getattr(self, f).shape}, expected (..., {V[0]})")
+        if self.log_C.shape != self.log_gamma.shape or self.log_C.shape[-2] != V[0]:
+            raise ValueError(f"ShukorAdditiveLaw: C {self.log_C.shape} and gamma {self.log_gamma.shape} must be (V={V[0]}, K)")
+
+    @classmethod
+    def from_params(cls, E, C, gamma, A, alpha, B, beta) -> ShukorAdditiveLaw:
+        """Build from E, A, alpha, B, beta (V,) and C, gamma (V, K), all > 0."""
+        return cls(*(_log(v) for v in (E, C, gamma, A, alpha, B, beta)))
+
+    @classmethod
+    def init(cls, key, summary: DataSummary) -> ShukorAdditiveLaw:
+        V = summary.n_targets
+        k0, kA, ka, kB, kb = jax.random.split(key, 5)
+        log_E, log_C, log_gamma = _mixture_init(k0, summary, 0.5)
+        return cls(log_E, log_C, log_gamma, jnp.log(_u(kA, 0.5, 3.0, (V,))), jnp.log(_u(ka, 0.1, 0.6, (V,))),
+                   jnp.log(_u(kB, 0.1, 1.0, (V,))), jnp.log(_u(kb, 0.1, 0.6, (V,))))
+
+    def params(self):
+        e = jnp.exp
+        return {"E": e(self.log_E), "C": e(self.log_C), "gamma": e(self.log_gamma), "A": e(self.log_A),
+                "alpha": e(self.log_alpha), "B": e(self.log_B), "beta": e(self.log_beta)}
+
+    def __call__(self, mixture, model_size, n_tokens):
+        size = jnp.exp(self.log_A - jnp.exp(self.log_alpha) * jnp.log(model_size))
+        data = jnp.exp(self.log_B - jnp.exp(self.log_beta) * jnp.log(n_tokens))
+        return jnp.exp(self.log_E) + _mixture_term(self.log_C, self.log_gamma, mixture) + size + data
+
+
+class ShukorJointLaw(AbstractLaw):
+    r"""A joint law in the sense of Shukor et al. (2025): the model-size and data terms also depend on the mixture,
+    per target v:
+
+        L_v(h, N, D) = E_v + 1 / sum_j C_vj h_j^gamma_vj + (sum_j A_vj h_j) / N^alpha_v + (sum_j B_vj h_j) / D^beta_v
+
+    The size and data coefficients are the mixture average of per-domain coefficients (each training domain
+    contributes its own size and data sensitivity); the exponents are shared per target. This is the form
+    implemented here; check it against the joint law of the paper (its Sec. 3) before quoting results as theirs.
+    Free parameters: E, alpha, beta per target and C, gamma, A, B per (target, domain): **V(4K + 3)**.
+    """
+
+    log_E: jax.Array
+    log_C: jax.Array
+    log_gamma: jax.Array
+    log_A: jax.Array
+    log_alpha: jax.Array
+    log_B: jax.Array
+    log_beta: jax.Array
+
+    name: ClassVar[str] = "shukor_joint"
+    reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (joint law; mixture-weighted size/data coefficients)"
+    per_domain: ClassVar[bool] = False
+    uses_model_size: ClassVar[bool] = True
+    uses_tokens: ClassVar[bool] = True
+
+    def __check_init__(self):
+        V = self.log_E.shape[-1:]
+        for f in ("log_alpha", "log_beta"):
+            if getattr(self, f).shape[-1:] != V:
+                raise ValueError(f"ShukorJointLaw.{f} has shape {getattr(self, f).shape}, expected (..., {V[0]})")
+        for f in ("log_gamma", "log_A", "log_B"):
+            if getattr(self, f).shape != self.log_C.shape:
+                raise ValueError(f"ShukorJointLaw.{f} has shape {getattr(self, f).shape}, expected {self.log_C.shape}")
+
+    @classmethod
+    def from_params(cls, E, C, gamma, A, alpha, B, beta) -> ShukorJointLaw:
+        """Build from E, alpha, beta (V,) and C, gamma, A, B (V, K), all > 0."""
+        return cls(*(_log(v) for v in (E, C, gamma, A, alpha, B, beta)))
+
+    @classmethod
+    def init(cls, key, summary: DataSummary) -> ShukorJointLaw:
+        V, K = summary.n_targets, summary.n_domains
+        k0, kA, ka, kB, kb = jax.random.split(key, 5)
+        log_E, log_C, log_gamma = _mixture_init(k0, summary, 0.5)
+        return cls(log_E, log_C, log_gamma, jnp.log(_u(kA, 0.5, 3.0, (V, K))), jnp.log(_u(ka, 0.1, 0.6, (V,))),
+                   jnp.log(_u(kB, 0.1, 1.0, (V, K))), jnp.log(_u(kb, 0.1, 0.6, (V,))))
+
+    def params(self):
+        e = jnp.exp
+        return {"E": e(self.log_E), "C": e(self.log_C), "gamma": e(self.log_gamma), "A": e(self.log_A),
+                "alpha": e(self.log_alpha), "B": e(self.log_B), "beta": e(self.log_beta)}
+
+    def __call__(self, mixture, model_size, n_tokens):
+        A_h = jnp.exp(self.log_A) @ mixture
+        B_h = jnp.exp(self.log_B) @ mixture
+        size = A_h * jnp.exp(-jnp.exp(self.log_alpha) * jnp.log(model_size))
+        data = B_h * jnp.exp(-jnp.exp(self.log_beta) * jnp.log(n_tokens))
+        return jnp.exp(self.log_E) + _mixture_term(self.log_C, self.log_gamma, mixture) + size + data
