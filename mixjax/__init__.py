@@ -28,6 +28,9 @@ from .fit import FitConfig as FitConfig
 from .fit import FitResult as FitResult
 from .fit import fit as fit
 from .fit import solve as solve
+from .io import load_ensemble as load_ensemble
+from .io import load_fit as load_fit
+from .io import save_fit as save_fit
 from .laws import LAWS as LAWS
 from .laws import AbstractLaw as AbstractLaw
 from .laws import CapacityNoiseLaw as CapacityNoiseLaw

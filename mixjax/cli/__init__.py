@@ -8,7 +8,7 @@ import importlib
 import sys
 
 # Sub-command modules, in the order ``mixjax --help`` lists them.
-COMMAND_MODULES = ["datasets", "laws", "fit", "bootstrap", "optimize"]
+COMMAND_MODULES = ["datasets", "laws", "fit", "predict", "plot", "bootstrap", "optimize"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,6 +33,7 @@ def add_parser(sub) -> None:
     add_fit_options(p)
     p.add_argument("--eval", metavar="VAL", help="validation data (CSV or bundled name) scored with the fitted law, at the same --model-size/--tokens selection")
     p.add_argument("--val-fraction", type=float, help="hold out this fraction of TRAIN rows (random, --seed) as validation instead of --eval")
+    p.add_argument("--output", "-o", metavar="FILE", help="save the fit to FILE (reload with `mixjax predict FILE` or mixjax.load_fit)")
     p.set_defaults(run=run)
 
 
@@ -79,6 +80,13 @@ def run(args) -> int:
         out.update(val_mre=ev["mre"], val_mae=ev["mae"], val_rmse=ev["rmse"], n_val_rows=val.n_rows)
         out["per_target_val_mre"] = {t: v["mre"] for t, v in ev["per_target"].items()}
     out["per_target_train_mre"] = {t: v["mre"] for t, v in tr["per_target"].items()}
+    if args.output:
+        from mixjax.io import save_fit
+
+        save_fit(args.output, f)
+        out["output"] = args.output
+        if not args.json:
+            print(f"saved the fit to {args.output}", file=sys.stderr)
     if args.json:
         print_json(out)
         return 0

@@ -1,0 +1,207 @@
+"""``mixjax predict``: predicted losses of a saved fit for a new mixture (or for every row of a CSV file)."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from ._common import CliError, format_table, parse_count, print_json
+
+#: Mixture weights must sum to 1 within this before they are renormalized (as in :mod:`mixjax.data`).
+SUM_TOL = 0.01
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="predict losses with a saved fit",
+        description="Predict the loss of every target for a new mixture at a given model size and token count, "
+        "with a fit saved by `mixjax fit --output FIT`.",
+    )
+    p.add_argument("fit", metavar="FIT", help="a fit file written by `mixjax fit --output` (or mixjax.save_fit)")
+    p.add_argument("--mixture", "-m", help="mixture weights: comma-separated in domain order (0.2,0.1,...) or name=weight pairs (c4=0.5,book=0.5; unnamed domains get 0)")
+    p.add_argument("--data", metavar="CSV", help="predict every row of a CSV with weight_<domain> columns (and model_size, n_tokens; <target>_loss columns are scored when present)")
+    p.add_argument("--model-size", "-N", metavar="N", help="model size in parameters (e.g. 122M or 1.22e8)")
+    p.add_argument("--tokens", "-D", metavar="D", help="training tokens (e.g. 9.998B or 9.998e9)")
+    p.add_argument("--json", action="store_true", help="print one machine-readable JSON object")
+    p.set_defaults(run=run)
+
+
+def parse_mixture(text: str, domains: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Weights ``(K,)`` in domain order from ``"0.2,0.8"`` or ``"c4=0.2,book=0.8"``; validated (finite, >= 0, sum
+    1 within :data:`SUM_TOL`) and renormalized. Returns the weights and notes for the user."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    K = len(domains)
+    if not parts:
+        raise CliError("--mixture is empty")
+    named = ["=" in p for p in parts]
+    if any(named) and not all(named):
+        raise CliError("--mixture mixes plain weights and name=weight pairs; use one form")
+    w = np.zeros(K)
+    if all(named):
+        seen = set()
+        for p in parts:
+            name, _, val = p.partition("=")
+            name = name.strip()
+            if name not in domains:
+                raise CliError(f"--mixture names unknown domain {name!r}; the fit's domains are {domains}")
+            if name in seen:
+                raise CliError(f"--mixture gives domain {name!r} twice")
+            seen.add(name)
+            w[domains.index(name)] = _number(val, name)
+    else:
+        if len(parts) != K:
+            raise CliError(f"--mixture has {len(parts)} weights, the fit has {K} domains ({', '.join(domains)})")
+        w = np.array([_number(v, d) for v, d in zip(parts, domains)])
+    return check_weights(w, domains, "--mixture")
+
+
+def _number(text: str, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise CliError(f"--mixture weight for {name!r} is not a number: {text.strip()!r}") from None
+
+
+def check_weights(w: np.ndarray, domains: list[str], label: str) -> tuple[np.ndarray, list[str]]:
+    notes = []
+    if not np.all(np.isfinite(w)):
+        raise CliError(f"{label} weight for {domains[int(np.flatnonzero(~np.isfinite(w))[0])]!r} is not finite")
+    if (w < 0).any():
+        i = int(np.flatnonzero(w < 0)[0])
+        raise CliError(f"{label} weight for {domains[i]!r} is negative ({w[i]:g}); weights must be >= 0")
+    s = float(w.sum())
+    if abs(s - 1.0) > SUM_TOL + 1e-12:
+        raise CliError(f"{label} weights sum to {s:.6g}, expected 1 +- {SUM_TOL}")
+    if abs(s - 1.0) > 1e-12:
+        notes.append(f"{label} weights summed to {s:.6g}; renormalized to sum 1")
+    return w / s, notes
+
+
+def _scale(text, label, needed, law_name):
+    if text is None:
+        if needed:
+            raise CliError(f"law {law_name} needs {label}; give it (e.g. {'--model-size 122M' if label == '--model-size' else '--tokens 9.998B'})")
+        return float("nan")
+    return parse_count(text)
+
+
+def read_rows(path: str, domains: list[str], targets: list[str], model_size, tokens):
+    """Mixtures ``(n, K)`` in the fit's domain order, raw model sizes and tokens ``(n,)``, observed losses ``(n, V)``
+    (NaN where absent) and notes, from a wide-layout CSV."""
+    import os
+
+    import pandas as pd
+
+    if not os.path.exists(path):
+        raise CliError(f"no such file: {path}")
+    df = pd.read_csv(path)
+    wcols = [c for c in df.columns if str(c).startswith("weight_")]
+    have = [c[len("weight_") :] for c in wcols]
+    missing = [d for d in domains if d not in have]
+    extra = [d for d in have if d not in domains]
+    if missing or extra:
+        raise CliError(f"{path}: weight columns must match the fit's domains {domains}; missing {missing}, unknown {extra}")
+    if len(df) == 0:
+        raise CliError(f"{path} has no rows")
+    h = df[[f"weight_{d}" for d in domains]].to_numpy(float)
+    notes = []
+    out = np.empty_like(h)
+    for r in range(h.shape[0]):
+        out[r], n = check_weights(h[r], domains, f"{path} row {r}")
+        notes += n
+
+    def col(name, given):
+        if given is not None:
+            return np.full(len(df), given)
+        if name in df.columns:
+            return df[name].to_numpy(float)
+        return np.full(len(df), np.nan)
+
+    N, D = col("model_size", model_size), col("n_tokens", tokens)
+    y = np.stack([df[f"{t}_loss"].to_numpy(float) if f"{t}_loss" in df.columns else np.full(len(df), np.nan) for t in targets], axis=1)
+    return out, N, D, y, notes
+
+
+def run(args) -> int:
+    import jax
+
+    from mixjax.io import load_ensemble, load_fit
+    from mixjax.laws import get_law
+    from mixjax.metrics import mre
+
+    if (args.mixture is None) == (args.data is None):
+        raise CliError("give exactly one of --mixture or --data")
+    f = load_fit(args.fit)
+    cls = get_law(f.info["law"])
+    domains, targets = list(f.info["domains"]), list(f.info["targets"])
+    notes: list[str] = []
+    if args.mixture is not None:
+        N = _scale(args.model_size, "--model-size", cls.uses_model_size, cls.name)
+        D = _scale(args.tokens, "--tokens", cls.uses_tokens, cls.name)
+        w, notes = parse_mixture(args.mixture, domains)
+        h, Ns, Ds, y = w[None, :], np.array([N]), np.array([D]), np.full((1, len(targets)), np.nan)
+    else:
+        N = parse_count(args.model_size) if args.model_size is not None else None
+        D = parse_count(args.tokens) if args.tokens is not None else None
+        h, Ns, Ds, y, notes = read_rows(args.data, domains, targets, N, D)
+    for flag, v, label in ((cls.uses_model_size, Ns, "model_size"), (cls.uses_tokens, Ds, "n_tokens")):
+        bad = np.flatnonzero(~(np.isfinite(v) & (v > 0)))
+        if flag and bad.size:
+            raise CliError(f"law {cls.name} needs {label} > 0; missing or invalid in row {bad[0]} (give --{'model-size' if label == 'model_size' else 'tokens'})")
+    dt = np.dtype(f.config.dtype)
+    fill = lambda v, unit: np.where(np.isfinite(v), v / unit, 1.0).astype(dt)  # noqa: E731
+    hN, hD = fill(Ns, 1e6), fill(Ds, 1e9)
+    pred = np.asarray(f.law.predict(h.astype(dt), hN, hD))
+    out: dict = {"law": cls.name, "fit": str(args.fit), "domains": domains, "targets": targets, "units": {"model_size": "parameters", "n_tokens": "tokens"}}
+    ens = load_ensemble(args.fit)
+    band = None
+    if ens is not None:
+        ep = np.asarray(jax.vmap(lambda law: law.predict(h.astype(dt), hN, hD))(ens))  # (R, n, V)
+        band = np.quantile(ep, [0.05, 0.95], axis=0)
+    rows = []
+    for r in range(h.shape[0]):
+        row = {
+            "mixture": dict(zip(domains, h[r].tolist())),
+            "model_size": float(Ns[r]),
+            "n_tokens": float(Ds[r]),
+            "predicted": dict(zip(targets, pred[r].tolist())),
+            "mean": float(pred[r].mean()),
+        }
+        if band is not None:
+            row["interval_90"] = {t: [float(band[0, r, j]), float(band[1, r, j])] for j, t in enumerate(targets)}
+        if np.isfinite(y[r]).any():
+            row["observed"] = {t: (float(y[r, j]) if np.isfinite(y[r, j]) else None) for j, t in enumerate(targets)}
+        rows.append(row)
+    if args.mixture is not None:
+        out.update(rows[0])
+    else:
+        out["rows"] = rows
+        m = np.isfinite(y)
+        if f.info.get("mask_zero_weight") and cls.per_domain:
+            m &= h > 0  # as the fit scored cells: a domain's loss is not counted where its weight is 0
+        if m.any():
+            out["mre"] = float(mre(pred, y, m))
+            out["per_target_mre"] = {t: float(mre(pred[:, j], y[:, j], m[:, j])) for j, t in enumerate(targets) if m[:, j].any()}
+    out["notes"] = notes
+    if args.json:
+        print_json(out)
+        return 0
+    for n in notes[:5]:
+        print(f"note: {n}", file=sys.stderr)
+    if len(notes) > 5:
+        print(f"note: ... and {len(notes) - 5} more rows renormalized", file=sys.stderr)
+    if args.mixture is not None:
+        print(f"law {cls.name}; model size {Ns[0]:.4g} parameters, {Ds[0]:.4g} tokens")
+        print("mixture: " + ", ".join(f"{d}={v:.4g}" for d, v in zip(domains, h[0])))
+        print()
+        table = [[t, float(pred[0, j])] + (list(out["interval_90"][t]) if band is not None else []) for j, t in enumerate(targets)]
+        table.append(["mean", float(pred[0].mean())] + ([float("nan")] * 2 if band is not None else []))
+        print(format_table(table, ["target", "predicted loss"] + (["5%", "95%"] if band is not None else [])))
+    else:
+        table = [[r, float(Ns[r]), float(Ds[r]), *pred[r].tolist(), float(pred[r].mean())] for r in range(h.shape[0])]
+        print(format_table(table, ["row", "model_size", "n_tokens", *targets, "mean"]))
+        if "mre" in out:
+            print(f"\nMRE against the observed losses: {100 * out['mre']:.3f} %")
+    return 0

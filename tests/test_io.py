@@ -1,0 +1,165 @@
+"""Saved fits: exact round trips (every array, dtype, prediction), static fields, ensembles, custom laws, and clear
+errors for files that cannot be read."""
+
+import dataclasses
+import json
+import zipfile
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mixjax
+from mixjax.io import FORMAT_VERSION, FitFileError, load_ensemble, load_fit, read_header, save_fit
+
+
+@pytest.fixture(scope="module")
+def fitted(slim122):
+    return mixjax.fit("capacity_noise", slim122, starts=2, max_steps=30, seed=3, optimizer="adam")
+
+
+@pytest.fixture(scope="module")
+def fitted32(fitted):
+    """The same fit held in float32 (as a ``dtype="float32"`` fit would be)."""
+    to32 = lambda t: jax.tree_util.tree_map(lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, t)  # noqa: E731
+    return dataclasses.replace(fitted, law=to32(fitted.law), starts=to32(fitted.starts), config=dataclasses.replace(fitted.config, dtype="float32"))
+
+
+def assert_trees_identical(a, b):
+    la, ta = jax.tree_util.tree_flatten(a)
+    lb, tb = jax.tree_util.tree_flatten(b)
+    assert ta == tb
+    assert len(la) == len(lb) > 0
+    for x, y in zip(la, lb):
+        x, y = np.asarray(x), np.asarray(y)
+        assert x.dtype == y.dtype and x.shape == y.shape
+        assert np.array_equal(x, y, equal_nan=True)
+
+
+def rewrite_header(src, dst, **changes):
+    with zipfile.ZipFile(src) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    header = json.loads(members["header.json"])
+    header.update(changes)
+    members["header.json"] = json.dumps(header).encode()
+    with zipfile.ZipFile(dst, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+
+
+@pytest.mark.parametrize("which", ["fitted", "fitted32"])
+def test_round_trip_is_exact(which, request, slim122, tmp_path):
+    f = request.getfixturevalue(which)
+    path = tmp_path / "fit.mixfit"
+    save_fit(path, f)
+    g = load_fit(path)
+    assert_trees_identical(f.law, g.law)
+    assert_trees_identical(f.starts, g.starts)
+    assert g.loss == f.loss and g.status == f.status and g.num_steps == f.num_steps
+    assert g.config == f.config
+    assert g.info == json.loads(json.dumps(f.info))  # the metadata, exactly (JSON float repr round-trips)
+    assert g.info["seed"] == f.info["seed"] and g.info["domains"] == list(slim122.domains)
+    p_f, p_g = f.predict(slim122), g.predict(slim122)
+    assert p_g.dtype == np.dtype(f.config.dtype)
+    assert np.array_equal(p_f, p_g)
+    assert g.evaluate(slim122)["mre"] == f.evaluate(slim122)["mre"]
+    # deterministic bytes: saving the reloaded fit gives the same file
+    save_fit(tmp_path / "again.mixfit", g)
+    assert (tmp_path / "again.mixfit").read_bytes() == path.read_bytes()
+    h = read_header(path)
+    assert h["format_version"] == FORMAT_VERSION and h["mixjax_version"] == mixjax.__version__
+    assert h["law"] == "capacity_noise" and h["config"]["dtype"] == f.config.dtype
+
+
+def test_static_field_is_restored(fitted, slim122, tmp_path):
+    law = fitted.law
+    wide = dataclasses.replace(law, h_floor=1e-2)
+    f = dataclasses.replace(fitted, law=wide)
+    save_fit(tmp_path / "f.mixfit", f)
+    g = load_fit(tmp_path / "f.mixfit")
+    assert g.law.h_floor == 1e-2
+    # a zero-weight domain's noise term uses max(h, h_floor): A (D h_floor)^-a, checked in closed form
+    h = np.zeros(7)
+    h[2] = 1.0
+    pred = np.asarray(g.law(jnp.asarray(h), jnp.asarray(122.0), jnp.asarray(9.998)))
+    p = {k: np.asarray(v) for k, v in law.params().items()}
+    assert np.allclose(pred - np.asarray(law(jnp.asarray(h), jnp.asarray(122.0), jnp.asarray(9.998))),
+                       p["A"] * ((9.998 * 1e-2) ** -p["a"] - (9.998 * 1e-4) ** -p["a"]) * (h == 0), rtol=1e-10, atol=1e-12)
+
+
+def test_ensemble_round_trip(fitted, slim122, tmp_path):
+    ens = fitted.starts.law  # a batched law, leading axis R = 2
+    save_fit(tmp_path / "e.mixfit", fitted, ensemble=ens)
+    back = load_ensemble(tmp_path / "e.mixfit")
+    assert_trees_identical(ens, back)
+    h = jnp.asarray(slim122.mixtures)
+    pred = lambda law: law.predict(h, 122.0, 9.998)  # noqa: E731
+    assert np.array_equal(np.asarray(jax.vmap(pred)(ens)), np.asarray(jax.vmap(pred)(back)))
+    assert read_header(tmp_path / "e.mixfit")["members"]["ensemble"]["size"] == 2
+    save_fit(tmp_path / "plain.mixfit", fitted)
+    assert load_ensemble(tmp_path / "plain.mixfit") is None
+    with pytest.raises(ValueError, match="leading axis"):
+        save_fit(tmp_path / "bad.mixfit", fitted, ensemble=fitted.law)
+
+
+class _TwoTargetLaw(mixjax.AbstractLaw):
+    """A test law with free targets (V = 2 != K) and a tuple static field: L_v = E_v + w_v . h."""
+
+    E: jax.Array
+    w: jax.Array
+    tag: tuple = eqx.field(static=True, default=("a", 1))
+    name: ClassVar[str] = "_test_two_target"
+    per_domain: ClassVar[bool] = False
+
+    @classmethod
+    def init(cls, key, summary):
+        return cls(jnp.zeros(summary.n_targets), jax.random.normal(key, (summary.n_targets, summary.n_domains)))
+
+    def params(self):
+        return {"E": self.E, "w": self.w}
+
+    def __call__(self, mixture, model_size, n_tokens):
+        return self.E + self.w @ mixture
+
+
+def test_custom_law_round_trip_and_unknown_law(tmp_path):
+    law = _TwoTargetLaw(jnp.array([1.5, 2.5]), jnp.arange(6.0).reshape(2, 3) / 7, tag=("b", 2))
+    starts = mixjax.FitResult(
+        jax.tree_util.tree_map(lambda x: jnp.stack([x, 2 * x]), law), jnp.array([0.1, 0.2]), jnp.array([0, 1], jnp.int32),
+        jnp.array([5, 7]), jnp.array([1e-9, 2e-3]),
+    )
+    info = {"law": "_test_two_target", "domains": ["x", "y", "z"], "targets": ["t1", "t2"], "scales": [[1e8, 1e9]], "seed": 0}
+    f = mixjax.Fit(law=law, loss=0.1, status=mixjax.Status.converged, num_steps=5, starts=starts, config=mixjax.FitConfig(), info=info)
+    with pytest.raises(FitFileError, match="not registered"):
+        save_fit(tmp_path / "c.mixfit", f)
+    mixjax.register(_TwoTargetLaw)
+    try:
+        save_fit(tmp_path / "c.mixfit", f)
+        g = load_fit(tmp_path / "c.mixfit")
+        assert g.law.tag == ("b", 2)
+        assert_trees_identical(f.law, g.law)
+        assert_trees_identical(f.starts, g.starts)
+        assert np.asarray(g.starts.status).dtype == np.int32
+        assert np.allclose(g.law(jnp.array([0.2, 0.3, 0.5]), 1.0, 1.0), [1.5 + (0 * 0.2 + 1 * 0.3 + 2 * 0.5) / 7, 2.5 + (3 * 0.2 + 4 * 0.3 + 5 * 0.5) / 7])
+    finally:
+        mixjax.LAWS.pop("_test_two_target")
+    with pytest.raises(FitFileError, match="_test_two_target.*not registered"):
+        load_fit(tmp_path / "c.mixfit")
+
+
+def test_unreadable_files(fitted, tmp_path):
+    save_fit(tmp_path / "ok.mixfit", fitted)
+    rewrite_header(tmp_path / "ok.mixfit", tmp_path / "new.mixfit", format_version=FORMAT_VERSION + 98)
+    with pytest.raises(FitFileError, match=f"version {FORMAT_VERSION + 98}.*upgrade"):
+        load_fit(tmp_path / "new.mixfit")
+    rewrite_header(tmp_path / "ok.mixfit", tmp_path / "law.mixfit", law="no_such_law")
+    with pytest.raises(FitFileError, match="no_such_law"):
+        load_fit(tmp_path / "law.mixfit")
+    (tmp_path / "junk.mixfit").write_text("weight_a,a_loss\n1,2\n")
+    with pytest.raises(FitFileError, match="not a mixjax fit file"):
+        load_fit(tmp_path / "junk.mixfit")
+    with pytest.raises(FileNotFoundError, match="missing.mixfit"):
+        load_fit(tmp_path / "missing.mixfit")
