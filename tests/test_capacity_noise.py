@@ -1,0 +1,136 @@
+"""The capacity-competition + noise law: allocation, gradients, parameter recovery, and the real-data fit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import mixjax as mj
+from mixjax.laws import capacity_allocation
+from mixjax.reference import scipy_allocation, scipy_fit
+
+
+def random_instance(rng, K, zero_some=True):
+    h = rng.dirichlet(np.full(K, 0.7))
+    if zero_some and K > 3:
+        h[rng.choice(K, size=K // 3, replace=False)] = 0.0
+        h /= h.sum()
+    b = rng.uniform(0.1, 2.0, K)
+    c = rng.uniform(0.5, 8.0, K)
+    H = rng.uniform(0.5, 8.0)
+    N = rng.uniform(50.0, 3000.0)
+    return h, b, c, H, N
+
+
+def test_allocation_matches_scipy_slsqp():
+    rng = np.random.default_rng(0)
+    for trial in range(12):
+        K = int(rng.integers(2, 9))
+        h, b, c, H, N = random_instance(rng, K)
+        x = np.asarray(capacity_allocation(jnp.asarray(h), jnp.asarray(b), jnp.asarray(c), jnp.asarray(H), jnp.asarray(N)))
+        ref = scipy_allocation(h, b, c, H, N)
+        C = N + (K - 1) * H
+        assert abs(x.sum() - C) <= 1e-10 * C, (trial, x.sum(), C)
+        assert (x >= H * (1 - 1e-12)).all()
+        np.testing.assert_allclose(x, ref, rtol=2e-4, atol=1e-6 * C, err_msg=f"trial {trial}")
+        # x* is the minimizer: its objective is no worse than scipy's
+        obj = lambda v: np.sum(h * c * v ** (-b))  # noqa: E731
+        assert obj(x) <= obj(ref) * (1 + 1e-9)
+
+
+def test_allocation_closed_form_equal_exponents():
+    """With equal exponents b and no floor active: x_i = C (c_i h_i)^(1/(1+b)) / sum_k (c_k h_k)^(1/(1+b))."""
+    rng = np.random.default_rng(1)
+    K, b = 6, 0.7
+    h = rng.dirichlet(np.full(K, 3.0))
+    c = rng.uniform(1, 5, K)
+    H, N = 1e-3, 500.0
+    C = N + (K - 1) * H
+    w = (c * h) ** (1 / (1 + b))
+    expect = C * w / w.sum()
+    x = capacity_allocation(jnp.asarray(h), jnp.full(K, b), jnp.asarray(c), jnp.asarray(H), jnp.asarray(N))
+    np.testing.assert_allclose(np.asarray(x), expect, rtol=1e-12)
+
+
+def test_allocation_zero_weight_at_floor_and_float32():
+    h = jnp.array([0.5, 0.0, 0.5, 0.0])
+    b = jnp.array([0.5, 0.4, 0.3, 0.2])
+    c = jnp.array([2.0, 3.0, 4.0, 5.0])
+    x = capacity_allocation(h, b, c, jnp.array(2.0), jnp.array(100.0))
+    np.testing.assert_allclose(np.asarray(x)[[1, 3]], 2.0, rtol=1e-14)
+    x32 = capacity_allocation(*(jnp.asarray(v, jnp.float32) for v in (h, b, c, 2.0, 100.0)))
+    assert x32.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(x32), np.asarray(x), rtol=2e-5)
+
+
+def test_allocation_gradients_implicit_vs_finite_differences():
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        h, b, c, H, N = random_instance(rng, 5, zero_some=False)
+        args = tuple(jnp.asarray(v) for v in (h, b, c, H, N))
+        check_grads(lambda *a: capacity_allocation(*a), args, order=1, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5, eps=1e-6)
+
+
+@pytest.fixture(scope="module")
+def true_law():
+    return mj.CapacityNoiseLaw.from_params(
+        b=[0.4, 0.8, 0.3, 1.2], c=[3.0, 5.0, 2.0, 6.0], A=[0.5, 1.0, 0.8, 0.3], a=[0.3, 0.5, 0.2, 0.6],
+        E=[1.0, 1.5, 0.8, 0.5], H=2.0,
+    )
+
+
+def test_law_gradients_wrt_parameters_mixture_and_scale(true_law):
+    h = jnp.array([0.1, 0.4, 0.3, 0.2])
+    check_grads(lambda law: true_law.__class__.__call__(law, h, 150.0, 5.0), (true_law,), order=1, modes=("fwd", "rev"), atol=1e-6, rtol=1e-5, eps=1e-6)
+    check_grads(lambda hh, N, D: true_law(hh, N, D), (h, jnp.array(150.0), jnp.array(5.0)), order=1, modes=("fwd", "rev"), atol=1e-6, rtol=1e-5, eps=1e-6)
+
+
+def test_law_matches_numpy_formula(true_law):
+    rng = np.random.default_rng(3)
+    p = {k: np.asarray(v) for k, v in true_law.params().items()}
+    for _ in range(5):
+        h = rng.dirichlet(np.ones(4))
+        N, D = rng.uniform(100, 1000), rng.uniform(1, 50)
+        x = scipy_allocation(h, p["b"], p["c"], p["H"], N)
+        expect = p["c"] * x ** (-p["b"]) + p["A"] * (D * h) ** (-p["a"]) + p["E"]
+        np.testing.assert_allclose(np.asarray(true_law(jnp.asarray(h), N, D)), expect, rtol=1e-5)
+    assert mj.n_params(true_law) == 5 * 4 + 1
+
+
+def synthetic_data(law, rng, n_mix=30):
+    """Noise-free losses of `law` at 3 model sizes x 2 token counts for random mixtures."""
+    h = rng.dirichlet(np.ones(4), size=n_mix)
+    rows = [(hh, N, D) for hh in h for N in (100.0, 300.0, 900.0) for D in (2.0, 8.0)]
+    H = np.array([r[0] for r in rows])
+    N = np.array([r[1] for r in rows])
+    D = np.array([r[2] for r in rows])
+    y = np.asarray(law.predict(H, N, D))
+    return mj.from_arrays(H, y, N * 1e6, D * 1e9, domains=list("wxyz"), name="synthetic")
+
+
+def test_recovers_known_parameters_from_synthetic_data(true_law):
+    rng = np.random.default_rng(4)
+    data = synthetic_data(true_law, rng)
+    f = mj.fit("capacity_noise", data, starts=8, seed=0, max_steps=1500)
+    assert f.status.ok
+    test = synthetic_data(true_law, np.random.default_rng(5), n_mix=10)
+    assert f.evaluate(test)["mre"] < 2e-4
+    got, want = f.params(), {k: np.asarray(v) for k, v in true_law.params().items()}
+    for k in ("b", "c", "E", "H"):
+        np.testing.assert_allclose(got[k], want[k], rtol=0.05, err_msg=k)
+
+
+def test_real_subset_fit_no_worse_than_scipy_multistart(slim122):
+    """SlimPajama, 122M params / 9.998e9 tokens, 80/20 split: the engine's held-out MRE is no worse than a scipy
+    L-BFGS-B multi-start fit of the same law from the same starts (1 % relative slack: different local minima of
+    nearly equal objective score differently on 12 held-out mixtures)."""
+    train, val = slim122.split_rows(0.2, seed=0)
+    f = mj.fit("capacity_noise", train, starts=16, seed=0, max_steps=800)
+    ref_law, ref_value, info = scipy_fit("capacity_noise", train, starts=8, seed=0, maxiter=4000)
+    ref = mj.fit(ref_law, train, starts=1, max_steps=1)  # wraps the scipy optimum for evaluation
+    ref_val = ref.evaluate(val)["mre"]
+    ours_val = f.evaluate(val)["mre"]
+    assert f.loss <= ref_value * 1.002, (f.loss, ref_value)
+    assert ours_val <= ref_val * 1.01, (ours_val, ref_val)
+    assert ours_val < 0.0105
