@@ -153,6 +153,17 @@ def run_config(law: str, name: str, data_fit, data, objective: str, starts: int,
     return out
 
 
+def finite_or_none(x):
+    """JSON-safe copy: NaN and infinities become null."""
+    if isinstance(x, dict):
+        return {k: finite_or_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [finite_or_none(v) for v in x]
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
 def table(rows: list[dict]) -> str:
     head = ["law", "data", "obj", "rows", "fit", "train MRE %", "1.235B MRE %", "2.718B MRE %", "bias 1.2/2.7 %",
             "Spearman 1.2B", "rank of meas. best", "meas. rank of pred. best", "regret", "opt: nearest meas. rank", "s"]
@@ -245,9 +256,9 @@ def main(argv=None) -> int:
     with open(args.out + suffix + ".md", "w") as f:
         f.write(text)
     with open(args.out + suffix + ".json", "w") as f:
-        json.dump({"quick": args.quick, "floor_to_beat": {f"{k / 1e9:.3f}B": v for k, v in FLOOR_TO_BEAT.items()},
+        json.dump(finite_or_none({"quick": args.quick, "floor_to_beat": {f"{k / 1e9:.3f}B": v for k, v in FLOOR_TO_BEAT.items()},
                    "jax_backend": __import__("jax").default_backend(),
-                   "wall_seconds": t_wall, "cpu_seconds": t_cpu, "results": rows}, f, indent=2)
+                   "wall_seconds": t_wall, "cpu_seconds": t_cpu, "results": rows}), f, indent=2)
     return 0
 
 

@@ -108,7 +108,7 @@ def read_unique_tokens(path: str) -> dict[str, float]:
 def run(args) -> int:
     import mixjax
     from mixjax.data import DataError
-    from mixjax.mixture import InfeasibleMixtureError
+    from mixjax.mixture import InfeasibleMixtureError, mixture_bounds
 
     train = select_scale(load_data(args.train, args.targets), args.fit_model_size, args.fit_tokens)
     cls = mixjax.get_law(args.law)
@@ -132,6 +132,11 @@ def run(args) -> int:
         ceilings=parse_bounds(args.ceiling, "ceiling"), unique_tokens=unique, max_epochs=args.max_epochs,
         starts=args.mixture_starts, seed=args.seed,
     )
+    try:  # check the constraints before any fitting
+        mixture_bounds(train.n_domains, floors=common["floors"], ceilings=common["ceilings"], unique_tokens=unique,
+                       max_epochs=args.max_epochs, n_tokens=D, domains=train.domains)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     fit_kw = dict(starts=args.starts, seed=args.seed, objective=args.objective, max_steps=args.max_steps, dtype=args.dtype)
     say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
     ens = None
