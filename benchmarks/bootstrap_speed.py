@@ -66,6 +66,8 @@ def main(argv=None) -> int:
         "device": str(jax.devices()[0]),
         "backend": jax.default_backend(),
         "jax_version": jax.__version__,
+        "cpu_count": os.cpu_count(),
+        "load_average_1_5_15min": list(os.getloadavg()),  # other work on the machine inflates every time above
         "calls": calls,
         "compile_s": {
             "resample_program": first["resamples_s"] - second["resamples_s"],
