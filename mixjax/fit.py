@@ -155,7 +155,7 @@ def objective_value(law: AbstractLaw, arrays: FitArrays, weights: jax.Array, con
         r = jnp.log(jnp.maximum(pred, tiny)) - jnp.log(y)
         rho = optax.losses.huber_loss(r, delta=config.huber_delta)
     w = weights[:, None] * arrays.mask
-    rho = jnp.where(arrays.mask, rho, 0.0)
+    rho = jnp.where(w > 0, rho, 0.0)  # a cell that does not count never contributes, even if its prediction is NaN
     return jnp.sum(w * rho) / jnp.maximum(jnp.sum(w), jnp.finfo(w.dtype).tiny)
 
 
