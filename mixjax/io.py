@@ -13,7 +13,7 @@ File layout (format version 1). A fit file is a ZIP archive (stored, no compress
        "config": {...},                       # FitConfig fields (objective, optimizer, max_steps, dtype, ...)
        "info": {...},                         # Fit.info: data selection, seed, init scheme, domains, targets, units
        "loss": 0.00171, "status": "max_steps", "num_steps": 200,
-       "members": {"law": {"leaves": [[shape, dtype], ...]},           # one entry per array member below
+       "members": {"law": {"leaves": [[shape, dtype, field], ...]},    # one entry per array member below
                    "starts": {"leaves": [...], "size": 16},
                    "ensemble": {"leaves": [...], "size": 200}}}      # ensemble only when one was saved
 
@@ -98,7 +98,8 @@ def _decode_static(v: Any) -> Any:
 
 
 def _leaf_specs(tree) -> list:
-    return [[list(np.shape(x)), str(np.asarray(x).dtype)] for x in jax.tree_util.tree_leaves(tree)]
+    """``[shape, dtype, path]`` of every leaf, in flattening order (path: the field, e.g. ``.law.log_c``)."""
+    return [[list(np.shape(x)), str(np.asarray(x).dtype), jax.tree_util.keystr(k)] for k, x in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
 def _summary_for(fit_info: dict, law: AbstractLaw) -> DataSummary:
@@ -148,6 +149,9 @@ def save_fit(path: str | os.PathLike, fit: Fit, *, ensemble: AbstractLaw | None 
     example bootstrap refits) to one file at ``path`` (layout in the module docstring). Overwrites ``path``."""
     if not isinstance(fit, Fit):
         raise TypeError(f"fit must be a mixjax.Fit, got {type(fit).__name__}")
+    missing = [k for k in ("law", "domains", "targets") if k not in fit.info]
+    if missing:
+        raise ValueError(f"fit.info lacks {missing}; a saved fit records its law name, domains and targets (as mixjax.fit does)")
     law = fit.law
     cls = type(law)
     try:
@@ -240,7 +244,7 @@ def _with_static(law: AbstractLaw, static: dict) -> AbstractLaw:
     return out
 
 
-def _template(cls, summary: DataSummary, static: dict, spec: dict, batch: int | None, what: str, path):
+def _template(cls, summary: DataSummary, static: dict, spec: dict, batch: int | None, what: str, path, prefix: str = ""):
     def make(key):
         return cls.init(key, summary)
 
@@ -249,18 +253,25 @@ def _template(cls, summary: DataSummary, static: dict, spec: dict, batch: int | 
     else:
         shape_tree = eqx.filter_eval_shape(jax.vmap(make), jax.random.split(jax.random.PRNGKey(0), batch))
     shape_tree = _with_static(shape_tree, static)
-    return _fill_specs(shape_tree, spec, what, path)
+    return _fill_specs(shape_tree, spec, what, path, prefix)
 
 
-def _fill_specs(tree, spec: dict, what: str, path):
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
+def _fill_specs(tree, spec: dict, what: str, path, prefix: str = ""):
+    """The template with every leaf given the saved shape and dtype, after checking that the saved fields are the
+    law's fields (same names, same order, same shapes): a law whose definition changed is refused, never misread."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
     saved = spec["leaves"]
-    if len(saved) != len(leaves):
-        raise FitFileError(f"{path}: {what} has {len(saved)} arrays but this version's law has {len(leaves)}; the law's definition changed")
+    names = [prefix + jax.tree_util.keystr(k) for k, _ in flat]
+    saved_names = [s[2] if len(s) > 2 else None for s in saved]
+    if saved_names != names:
+        raise FitFileError(
+            f"{path}: the saved {what} has fields {saved_names}, but this version of the law has {names}; the law's "
+            "definition changed since the fit was saved (refit, or load it with the mixjax version that wrote it)"
+        )
     out = []
-    for i, (leaf, (shape, dtype)) in enumerate(zip(leaves, saved)):
+    for (_, leaf), (shape, dtype, name) in zip(flat, (s[:3] for s in saved)):
         if tuple(np.shape(leaf)) != tuple(shape):
-            raise FitFileError(f"{path}: {what} array {i} has shape {tuple(shape)} on disk, the law expects {tuple(np.shape(leaf))}")
+            raise FitFileError(f"{path}: {what} field {name} has shape {tuple(shape)} on disk, the law expects {tuple(np.shape(leaf))}")
         out.append(jax.ShapeDtypeStruct(tuple(shape), jnp.dtype(dtype)))
     return jax.tree_util.tree_unflatten(treedef, out)
 
@@ -270,7 +281,7 @@ def _read(z: zipfile.ZipFile, name: str, like):
 
 
 def _check_dtypes(spec: dict, path) -> None:
-    if not jax.config.jax_enable_x64 and any(d.endswith("64") and d.startswith(("float", "int")) for _, d in spec["leaves"]):
+    if not jax.config.jax_enable_x64 and any(s[1].endswith("64") and s[1].startswith(("float", "int")) for s in spec["leaves"]):
         raise FitFileError(f"{path} holds 64-bit arrays; enable jax_enable_x64 (unset MIXJAX_X64=0) to load it exactly")
 
 
@@ -284,11 +295,12 @@ def load_fit(path: str | os.PathLike) -> Fit:
     _check_dtypes(members["law"], path)
     law_like = _template(cls, summary, static, members["law"], None, "law", path)
     B = members["starts"]["size"]
-    starts_law = _template(cls, summary, static, {"leaves": members["starts"]["leaves"][: len(members["law"]["leaves"])]}, B, "starts", path)
-    rest = members["starts"]["leaves"][len(members["law"]["leaves"]) :]
-    if len(rest) != 4:
-        raise FitFileError(f"{path}: starts record has {len(rest)} result arrays, expected 4 (loss, status, num_steps, grad_norm)")
-    scalars = [jax.ShapeDtypeStruct(tuple(s), jnp.dtype(d)) for s, d in rest]
+    n_law = len(members["law"]["leaves"])
+    starts_law = _template(cls, summary, static, {"leaves": members["starts"]["leaves"][:n_law]}, B, "starts", path, ".law")
+    rest = members["starts"]["leaves"][n_law:]
+    if [r[2] if len(r) > 2 else None for r in rest] != [".loss", ".status", ".num_steps", ".grad_norm"]:
+        raise FitFileError(f"{path}: the starts record does not hold .loss, .status, .num_steps, .grad_norm after the laws")
+    scalars = [jax.ShapeDtypeStruct(tuple(r[0]), jnp.dtype(r[1])) for r in rest]
     starts_like = FitResult(starts_law, *scalars)
     with zipfile.ZipFile(path) as z:
         law = _read(z, "law.eqx", law_like)

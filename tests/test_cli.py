@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -96,6 +97,18 @@ def test_predict_mixture(saved, loaded):
     assert "renormalized" in out2["notes"][0]
 
 
+def test_predict_with_ensemble(loaded, tmp_path):
+    ens = loaded.starts.law  # any batched law of the fit's class works as an ensemble (R = 2 here)
+    mixjax.save_fit(tmp_path / "e.mixfit", loaded, ensemble=ens)
+    out = cli_json("predict", tmp_path / "e.mixfit", "--mixture", "c4=0.4,commoncrawl=0.3,wikipedia=0.3", "-N", "122M", "-D", "9.998B")
+    h = np.zeros((1, 7))
+    h[0, [2, 4, 6]] = [0.4, 0.3, 0.3]
+    members = np.stack([np.asarray(jax.tree_util.tree_map(lambda x: x[r], ens).predict(jnp.asarray(h), 122.0, 9.998))[0] for r in range(2)])
+    lo, hi = np.quantile(members, [0.05, 0.95], axis=0)  # numpy's linear interpolation between the two members
+    got = np.array(list(out["interval_90"].values()))
+    assert np.allclose(got[:, 0], lo, rtol=1e-12) and np.allclose(got[:, 1], hi, rtol=1e-12)
+
+
 def test_predict_data_rows(saved, loaded, slim122, tmp_path):
     _, path = saved
     rows = slim122.subset(np.arange(5))
@@ -142,15 +155,14 @@ def test_not_a_fit_file(tmp_path):
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_plot_pred_vs_obs_and_line(saved, loaded, slim122, tmp_path):
-    _, path = saved
-    tr, va = slim122.split_rows(0.2, seed=0)
-    tr.to_dataframe().to_csv(tmp_path / "tr.csv", index=False)
-    va.to_dataframe().to_csv(tmp_path / "va.csv", index=False)
-    out = cli_json("plot", "pred-vs-obs", path, "--data", tmp_path / "tr.csv", "--heldout", tmp_path / "va.csv", "--out", tmp_path / "pvo.png")
+def test_plot_pred_vs_obs_and_line(saved, loaded, tmp_path):
+    fit_out, path = saved
+    out = cli_json("plot", "pred-vs-obs", path, "--data", "slimpajama7", "-N", "122M", "-D", "9.998B", "--out", tmp_path / "pvo.png")
     assert (tmp_path / "pvo.png").read_bytes()[:8] == PNG
-    assert out["mre"] == pytest.approx(loaded.evaluate(tr)["mre"], rel=1e-12)
-    assert out["heldout_mre"] == pytest.approx(loaded.evaluate(va)["mre"], rel=1e-12)
+    assert out["n_rows"] == 60
+    assert out["mre"] == pytest.approx(fit_out["train_mre"], rel=1e-12)  # the fit's own training error
+    for t, v in fit_out["per_target_train_mre"].items():
+        assert out["per_target_mre"][t] == pytest.approx(v, rel=1e-12)
 
     out = cli_json("plot", "line", path, "--start", "c4=0.5,commoncrawl=0.5", "--end", "c4=0.2,commoncrawl=0.2,wikipedia=0.2,book=0.2,arxiv=0.2", "--out", tmp_path / "line.svg")
     assert (tmp_path / "line.svg").read_text().lstrip().startswith("<?xml")
@@ -209,7 +221,9 @@ OPTIONAL = [c for c in ("bootstrap", "optimize") if c in COMMAND_MODULES]
 
 
 def check_bootstrap(slim122):
-    out = cli_json("bootstrap", *FIT_ARGS, "--resamples", "3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 50 steps stop before convergence, and bootstrap says so
+        out = cli_json("bootstrap", *FIT_ARGS, "--resamples", "3")
     assert out["n_resamples"] == 3 and out["n_rows"] == 60
     entries = [v for vals in out["params"].values() for v in vals]
     assert len(entries) == 36

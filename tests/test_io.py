@@ -158,6 +158,13 @@ def test_unreadable_files(fitted, tmp_path):
     rewrite_header(tmp_path / "ok.mixfit", tmp_path / "law.mixfit", law="no_such_law")
     with pytest.raises(FitFileError, match="no_such_law"):
         load_fit(tmp_path / "law.mixfit")
+    # a law whose fields were renamed since the file was written is refused, not misread
+    header = read_header(tmp_path / "ok.mixfit")
+    members = json.loads(json.dumps(header["members"]))
+    members["law"]["leaves"][0][2] = ".log_b_old"
+    rewrite_header(tmp_path / "ok.mixfit", tmp_path / "renamed.mixfit", members=members)
+    with pytest.raises(FitFileError, match="log_b_old.*definition changed"):
+        load_fit(tmp_path / "renamed.mixfit")
     (tmp_path / "junk.mixfit").write_text("weight_a,a_loss\n1,2\n")
     with pytest.raises(FitFileError, match="not a mixjax fit file"):
         load_fit(tmp_path / "junk.mixfit")
