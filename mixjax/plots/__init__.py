@@ -10,7 +10,9 @@ def require_matplotlib():
         raise ImportError("plots need matplotlib: pip install 'mixjax[plot]'") from None
     import os
 
-    if not os.environ.get("DISPLAY") and matplotlib.get_backend().lower() not in ("agg", "svg", "pdf"):
+    backend = matplotlib.get_backend().lower()
+    interactive_gui = backend not in ("agg", "svg", "pdf", "cairo") and not backend.startswith("module://")
+    if not os.environ.get("DISPLAY") and interactive_gui:  # keep Jupyter's inline backend
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
