@@ -250,28 +250,59 @@ def _solve_jit(laws, weights, arrays, config):
     return eqx.filter_vmap(_solve_one, in_axes=(0, 0, None, None))(laws, weights, arrays, config)
 
 
-def solve(laws: AbstractLaw, weights: jax.Array, arrays: FitArrays, config: FitConfig, *, chunk_size: int | None = None) -> FitResult:
+def _batch_sharding(n_devices: int):
+    """Shardings that split a leading batch axis over the first ``n_devices`` devices, and replicate the rest."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(np.array(jax.devices()[:n_devices]), ("batch",))
+    return NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
+
+
+def solve(
+    laws: AbstractLaw,
+    weights: jax.Array,
+    arrays: FitArrays,
+    config: FitConfig,
+    *,
+    chunk_size: int | None = None,
+    shard: bool | None = None,
+) -> FitResult:
     """Fit a batch of laws (leading axis B of every parameter array) with per-member row weights ``(B, n)``.
 
-    One compiled program per (law type, shapes, config). With ``chunk_size``, the batch is cut into chunks of that
-    size (the last one padded), run one after another through the same compiled program: batches larger than
-    device memory run without recompiling."""
+    One compiled program per (law type, shapes, config): new data values of the same shapes reuse it.
+
+    chunk_size: cut the batch into chunks of at most this many members (the last one padded), run one after another
+      through the same compiled program: batches larger than device memory run without recompiling.
+    shard: split the batch axis over all devices of the default backend with ``jax.sharding`` (default: when
+      there is more than one device). Each member is computed on one device; results equal the one-device run.
+      Multi-host: call ``jax.distributed.initialize()`` first; ``jax.devices()`` then spans every host.
+    """
     B = weights.shape[0]
-    if chunk_size is None or B <= chunk_size:
-        return _solve_jit(laws, weights, arrays, config)
-    n_chunks = math.ceil(B / chunk_size)
-    pad = n_chunks * chunk_size - B
+    n_dev = jax.device_count() if (shard or (shard is None and jax.device_count() > 1)) else 1
+    chunk = B if chunk_size is None else max(1, min(chunk_size, B))
+    chunk = math.ceil(chunk / n_dev) * n_dev
+    n_chunks = math.ceil(B / chunk)
+    pad = n_chunks * chunk - B
 
     def padded(x):
         return jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
 
-    laws_p = jax.tree_util.tree_map(padded, laws)
+    laws_p = jax.tree_util.tree_map(lambda x: padded(x) if eqx.is_array(x) else x, laws)
     weights_p = padded(weights)
+    if n_dev > 1:
+        batch_sh, replicated = _batch_sharding(n_dev)
+        arrays = jax.device_put(arrays, replicated)
     outs = []
     for i in range(n_chunks):
-        sl = lambda x: x[i * chunk_size : (i + 1) * chunk_size]  # noqa: E731
-        outs.append(_solve_jit(jax.tree_util.tree_map(sl, laws_p), sl(weights_p), arrays, config))
-    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:B], *outs)
+        sl = lambda x: x[i * chunk : (i + 1) * chunk] if eqx.is_array(x) else x  # noqa: E731
+        laws_c, weights_c = jax.tree_util.tree_map(sl, laws_p), sl(weights_p)
+        if n_dev > 1:
+            laws_c = eqx.combine(jax.device_put(eqx.filter(laws_c, eqx.is_array), batch_sh), eqx.filter(laws_c, eqx.is_array, inverse=True))
+            weights_c = jax.device_put(weights_c, batch_sh)
+        outs.append(_solve_jit(laws_c, weights_c, arrays, config))
+    if n_chunks == 1 and not pad:
+        return outs[0]
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:B] if eqx.is_array(xs[0]) else xs[0], *outs)
 
 
 def init_starts(law, key: jax.Array, n: int, summary: DataSummary, dtype: str = "float64") -> AbstractLaw:
