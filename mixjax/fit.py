@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from typing import Any, NamedTuple
 
 import equinox as eqx
@@ -180,7 +181,7 @@ def _make_optimizer(config: FitConfig):
     if config.optimizer == "lbfgs":
         if config.linesearch == "zoom":
             return optax.lbfgs(memory_size=config.lbfgs_memory)
-        ls = optax.scale_by_backtracking_linesearch(max_backtracking_steps=20, store_grad=True)
+        ls = optax.scale_by_backtracking_linesearch(max_backtracking_steps=30, decrease_factor=0.5, store_grad=config.dtype == "float64")
         return optax.lbfgs(memory_size=config.lbfgs_memory, linesearch=ls)
     schedule = optax.cosine_decay_schedule(config.learning_rate, config.max_steps, alpha=0.01)
     return optax.adam(schedule)
@@ -272,7 +273,9 @@ def solve(
     One compiled program per (law type, shapes, config): new data values of the same shapes reuse it.
 
     chunk_size: cut the batch into chunks of at most this many members (the last one padded), run one after another
-      through the same compiled program: batches larger than device memory run without recompiling.
+      through the same compiled program: batches larger than device memory run without recompiling. If a chunk
+      (or the whole batch, by default) runs out of device memory, the chunk size is halved and the call retried,
+      so too-large batches split automatically (each new chunk size compiles once).
     shard: split the batch axis over all devices of the default backend with ``jax.sharding`` (default: when
       there is more than one device). Each member is computed on one device; results equal the one-device run.
       Multi-host: call ``jax.distributed.initialize()`` first; ``jax.devices()`` then spans every host.
@@ -280,6 +283,18 @@ def solve(
     B = weights.shape[0]
     n_dev = jax.device_count() if (shard or (shard is None and jax.device_count() > 1)) else 1
     chunk = B if chunk_size is None else max(1, min(chunk_size, B))
+    while True:
+        try:
+            return _solve_chunked(laws, weights, arrays, config, chunk, n_dev)
+        except Exception as e:  # XlaRuntimeError has no stable import path across jax versions
+            if "RESOURCE_EXHAUSTED" not in str(e) or chunk <= n_dev:
+                raise
+            warnings.warn(f"batch of {chunk} fits ran out of device memory; retrying in chunks of {max(chunk // 2, n_dev)}", stacklevel=2)
+            chunk = max(chunk // 2, n_dev)
+
+
+def _solve_chunked(laws, weights, arrays, config, chunk, n_dev):
+    B = weights.shape[0]
     chunk = math.ceil(chunk / n_dev) * n_dev
     n_chunks = math.ceil(B / chunk)
     pad = n_chunks * chunk - B
@@ -300,6 +315,7 @@ def solve(
             laws_c = eqx.combine(jax.device_put(eqx.filter(laws_c, eqx.is_array), batch_sh), eqx.filter(laws_c, eqx.is_array, inverse=True))
             weights_c = jax.device_put(weights_c, batch_sh)
         outs.append(_solve_jit(laws_c, weights_c, arrays, config))
+    jax.block_until_ready(outs)  # surface out-of-memory errors here, where the caller can retry smaller
     if n_chunks == 1 and not pad:
         return outs[0]
     return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:B] if eqx.is_array(xs[0]) else xs[0], *outs)

@@ -137,6 +137,33 @@ def test_chunked_solve_equals_one_batch_and_compiles_once(truth, data):
     np.testing.assert_array_equal(np.asarray(parts.status), np.asarray(whole.status))
 
 
+def test_out_of_memory_batch_splits_automatically(truth, data):
+    arrays, _ = prepare(truth, data)
+    n = 6
+    starts = init_starts(mj.CapacityNoiseLaw, jax.random.PRNGKey(3), n, summarize(arrays, data))
+    cfg = FitConfig(max_steps=40, ftol=1e-9)
+    W = jnp.ones((n, len(data)))
+    whole = solve(starts, W, arrays, cfg)
+    original = engine._solve_jit
+    sizes = []
+
+    def limited(laws, weights, arrays, config):  # a device that holds at most 2 members at once
+        sizes.append(weights.shape[0])
+        if weights.shape[0] > 2:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
+        return original(laws, weights, arrays, config)
+
+    engine._solve_jit = limited
+    try:
+        with pytest.warns(UserWarning, match="ran out of device memory"):
+            split = solve(starts, W, arrays, cfg)
+    finally:
+        engine._solve_jit = original
+    assert sizes == [6, 3] + [1] * 6  # halved until a chunk fits: 6 -> 3 -> 1
+    # batches of 1 and of 6 compile to differently fused programs: equal up to rounding after 40 steps
+    np.testing.assert_allclose(np.asarray(split.loss), np.asarray(whole.loss), rtol=1e-7)
+
+
 def test_float32_fast_path_close_to_float64(truth, data):
     f64 = mj.fit("capacity_noise", data, starts=4, seed=1, max_steps=300)
     f32 = mj.fit("capacity_noise", data, starts=4, seed=1, max_steps=300, dtype="float32", ftol=1e-6)

@@ -125,6 +125,7 @@ def fit_chinchilla(data, grid: ChinchillaLaw | None = None, *, max_steps: int = 
     G = int(grid.log_E.shape[0])
     if grid.log_E.shape[-1] != data.n_domains:
         raise ValueError(f"grid has {grid.log_E.shape[-1]} domains, data {data.name!r} has {data.n_domains}")
+    config_kwargs.setdefault("linesearch", "zoom")  # strong-Wolfe steps: the tiny Huber objective stalls Armijo backtracking
     cfg = FitConfig(objective="huber_log", huber_delta=huber_delta, optimizer="lbfgs", max_steps=max_steps, dtype=dtype, **config_kwargs)
     W = jnp.ones((G, data.n_rows), jnp.dtype(dtype))
     t0 = time.perf_counter()
