@@ -195,7 +195,9 @@ def _solve_one(law0: AbstractLaw, weights: jax.Array, arrays: FitArrays, config:
 
     opt = _make_optimizer(config)
     lbfgs = config.optimizer == "lbfgs"
-    value_and_grad = optax.value_and_grad_from_state(f) if lbfgs else jax.value_and_grad(f)
+    # the backtracking line search stores the accepted point's gradient only in float64 (see _make_optimizer)
+    from_state = lbfgs and not (config.linesearch == "backtracking" and config.dtype == "float32")
+    value_and_grad = optax.value_and_grad_from_state(f) if from_state else jax.value_and_grad(f)
     dtype = jnp.dtype(config.dtype)
     inf = jnp.array(jnp.inf, dtype)
 
@@ -207,7 +209,7 @@ def _solve_one(law0: AbstractLaw, weights: jax.Array, arrays: FitArrays, config:
 
     def body(c):
         p, s = c["params"], c["state"]
-        value, grad = value_and_grad(p, state=s) if lbfgs else value_and_grad(p)
+        value, grad = value_and_grad(p, state=s) if from_state else value_and_grad(p)
         if lbfgs:
             updates, s_new = opt.update(grad, s, p, value=value, grad=grad, value_fn=f)
         else:

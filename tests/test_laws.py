@@ -142,7 +142,9 @@ def test_recovery_from_synthetic_data(name):
     np.testing.assert_allclose(np.asarray(f.law.predict(h2, N2, D2)), np.asarray(truth.predict(h2, N2, D2)), rtol=PRED_RTOL.get(name, 1e-4))
     want, got = truth.params(), f.law.params()
     for k in IDENTIFIABLE[name]:
-        np.testing.assert_allclose(np.asarray(got[k]), np.asarray(want[k]), rtol=5e-3, atol=1e-4, err_msg=f"{name}.{k}")
+        # autoscale's offsets N0 enter as (N0 + D h)^-gamma with D h >> N0 on most rows: determined to ~1 % only
+        rtol = 2e-2 if name == "autoscale" else 5e-3
+        np.testing.assert_allclose(np.asarray(got[k]), np.asarray(want[k]), rtol=rtol, atol=1e-4, err_msg=f"{name}.{k}")
     if name == "exponential":  # identifiable combinations: t_vj - t_v1 and log k_v + t_v1
         t, tt = np.asarray(got["t"]), np.asarray(want["t"])
         np.testing.assert_allclose(t - t[:, :1], tt - tt[:, :1], atol=1e-3)
