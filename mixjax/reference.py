@@ -11,10 +11,11 @@ import time
 
 import equinox as eqx
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from .fit import FitConfig, best_of, init_starts, objective_value, prepare, summarize  # noqa: F401
+from .fit import FitConfig, init_starts, objective_value, prepare, summarize
 from .laws import AbstractLaw
 
 __all__ = ["scipy_fit", "scipy_allocation"]
