@@ -22,12 +22,34 @@ exactly at a KKT point) below ``gtol``, or a relative objective decrease below `
 
 Many starts (the projected centre and Dirichlet(1) draws) run in one ``jax.jit`` call, ``vmap``-ped, and the best
 is kept; :func:`optimize_mixture_ensemble` adds a second ``vmap`` over a batched law (a bootstrap ensemble).
+
+**Extrapolation report.** Given the measured mixtures (``measured=``: an (n, K) array or a dataset), the result
+says where the optimum lies relative to them (:func:`measured_coverage`): per domain the measured range
+[min, max] and how far the optimum lies outside it (0 inside); the total-variation distance
+``TV(h, m) = 0.5 sum_i |h_i - m_i|`` (half the L1 distance, in [0, 1]) from the optimum to the nearest measured
+mixture; and, as a yardstick, the median over the distinct measured mixtures of the TV distance to their nearest
+other measured mixture (the typical spacing of the design). The optimum is called an **extrapolation** (and an
+:class:`ExtrapolationWarning` is issued) when some domain lies more than :data:`EXTRAPOLATION_MARGIN` (0.02)
+outside its measured range, or the nearest measured mixture is more than :data:`EXTRAPOLATION_SPACING_FACTOR`
+(2) times the typical spacing away. ``within_measured=True`` intersects the floors and ceilings with the measured
+per-domain ranges, so that no domain leaves its measured range.
+
+**Optimum fixed by the law.** For some laws the optimum does not depend on the fitted parameters at all (for the
+capacity-only law, the mean-loss optimum is the uniform mixture, the target weighting, by construction). The
+check (``check_fixed=True``, the default) re-solves the problem, with the same starts, for laws whose every
+parameter array is perturbed (``p + 0.1 z max(|p|, 1)``, z standard normal, fixed seeds): when the objective
+changes but the optimum stays within :data:`FIXED_OPTIMUM_TOL` (1e-6 in float64, 1e-4 in float32) at every draw,
+the result reports ``optimum_fixed_by_law = True`` (with a :class:`FixedOptimumWarning`): the optimum reflects the
+objective and the law's form, not the data. The check is not applicable (``None``) when the optimum is a vertex
+of the bounds (fewer than two domains strictly inside their floors and ceilings) or no perturbed law changes the
+objective. Across an ensemble the same question is asked of the members' optima.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -36,6 +58,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .intervals import DEFAULT_LEVEL, percentile_interval
 from .laws import AbstractLaw
 from .results import Status, status_counts
 
@@ -50,13 +73,40 @@ __all__ = [
     "project_capped_simplex",
     "project_capped_simplex_kl",
     "InfeasibleMixtureError",
+    "MeasuredCoverage",
+    "measured_coverage",
+    "measured_mixtures",
+    "ExtrapolationWarning",
+    "FixedOptimumWarning",
+    "EXTRAPOLATION_MARGIN",
+    "EXTRAPOLATION_SPACING_FACTOR",
+    "FIXED_OPTIMUM_TOL",
 ]
 
 METHODS = ("mirror", "projected")
 
 
+#: An optimum more than this far (absolute weight) outside a domain's measured [min, max] is an extrapolation.
+EXTRAPOLATION_MARGIN = 0.02
+#: An optimum whose nearest measured mixture is farther than this many typical spacings is an extrapolation.
+EXTRAPOLATION_SPACING_FACTOR = 2.0
+#: Largest change of the optimum (max abs per domain) under perturbed parameters that still counts as "fixed",
+#: by floating-point type of the law.
+FIXED_OPTIMUM_TOL = {"float64": 1e-6, "float32": 1e-4}
+_FIXED_DRAWS = 2
+_FIXED_SCALE = 0.1
+
+
 class InfeasibleMixtureError(ValueError):
     """The floors and ceilings admit no mixture (the message names the domains at fault)."""
+
+
+class ExtrapolationWarning(UserWarning):
+    """The optimal mixture lies outside the measured mixtures (see the module docstring for the threshold)."""
+
+
+class FixedOptimumWarning(UserWarning):
+    """The optimal mixture does not depend on the law's fitted parameters (fixed by the law's form)."""
 
 
 # --------------------------------------------------------------------------- exact projections
@@ -406,6 +456,188 @@ def _starts(K: int, n: int, seed: int, lo, hi, init, dtype) -> jax.Array:
     return h
 
 
+# --------------------------------------------------------------------------- measured mixtures
+def measured_mixtures(measured, n_domains: int | None = None) -> np.ndarray:
+    """The distinct measured mixtures (m, K) from an (n, K) array, a :class:`mixjax.MixtureData` (its
+    ``mixtures``), or an object carrying one as ``.data``. Rows that agree to 1e-9 count once (the same mixture
+    at several scales or checkpoints is one design point)."""
+    if hasattr(measured, "mixtures"):
+        src = measured.mixtures
+    elif hasattr(getattr(measured, "data", None), "mixtures"):
+        src = measured.data.mixtures
+    else:
+        src = measured
+    H = np.asarray(src, dtype=np.float64)
+    if H.ndim == 1 and n_domains is not None and H.size == n_domains:
+        H = H[None]
+    if H.ndim != 2 or H.shape[0] < 1:
+        raise ValueError(f"measured mixtures must be an (n, K) array with n >= 1, got shape {H.shape}")
+    if n_domains is not None and H.shape[1] != n_domains:
+        raise ValueError(f"measured mixtures have {H.shape[1]} domains; the law has {n_domains}")
+    if not np.isfinite(H).all():
+        raise ValueError("measured mixtures must be finite")
+    _, first = np.unique(np.round(H, 9), axis=0, return_index=True)
+    return H[np.sort(first)]
+
+
+def _tv_to_set(points: np.ndarray, H: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """(p, m) total-variation distances 0.5 * sum |a - b|, computed in chunks of ``points``."""
+    out = np.empty((points.shape[0], H.shape[0]))
+    for i in range(0, points.shape[0], chunk):
+        out[i : i + chunk] = 0.5 * np.abs(points[i : i + chunk, None, :] - H[None]).sum(-1)
+    return out
+
+
+def _typical_spacing(H: np.ndarray) -> float:
+    """Median over the distinct measured mixtures of the TV distance to the nearest other one (NaN if m < 2)."""
+    if H.shape[0] < 2:
+        return math.nan
+    d = _tv_to_set(H, H)
+    np.fill_diagonal(d, np.inf)
+    return float(np.median(d.min(axis=1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasuredCoverage:
+    """Where a mixture lies relative to the measured mixtures (distances are total variation, half the L1).
+
+    ``low`` / ``high`` (K,): each domain's measured range; ``outside`` (K,): how far the mixture lies outside it
+    (0 inside); ``nearest_distance``: TV distance to the nearest measured mixture ``nearest``; ``typical_spacing``:
+    median nearest-neighbour TV distance among the ``n_measured`` distinct measured mixtures (NaN with one);
+    ``extrapolation``: the module docstring's rule, with the reasons that fired in ``reasons``."""
+
+    low: np.ndarray
+    high: np.ndarray
+    outside: np.ndarray
+    nearest_distance: float
+    nearest: np.ndarray
+    typical_spacing: float
+    n_measured: int
+    extrapolation: bool
+    reasons: tuple[str, ...]
+
+    def as_dict(self, domains: Sequence[str]) -> dict[str, Any]:
+        return {
+            "measured_range": {d: [float(a), float(b)] for d, a, b in zip(domains, self.low, self.high)},
+            "outside_range": {d: float(x) for d, x in zip(domains, self.outside)},
+            "nearest_measured_distance": float(self.nearest_distance),
+            "typical_measured_spacing": None if math.isnan(self.typical_spacing) else float(self.typical_spacing),
+            "n_measured_mixtures": int(self.n_measured),
+            "distance": "total variation (half the L1 distance)",
+            "extrapolation": bool(self.extrapolation),
+            "extrapolation_reasons": list(self.reasons),
+        }
+
+
+def measured_coverage(mixture, measured, *, domains: Sequence[str] | None = None, margin: float = EXTRAPOLATION_MARGIN,
+                      spacing_factor: float = EXTRAPOLATION_SPACING_FACTOR, typical_spacing: float | None = None) -> MeasuredCoverage:
+    """Where ``mixture`` (K,) lies relative to the ``measured`` mixtures (see :func:`measured_mixtures` for the
+    forms accepted): measured ranges, distance outside them, nearest measured mixture (TV distance), the design's
+    typical spacing, and whether this is an extrapolation (some domain more than ``margin`` outside its range, or
+    the nearest measured mixture farther than ``spacing_factor`` typical spacings). ``typical_spacing``: a
+    precomputed spacing of the same measured mixtures (to skip the O(n^2) computation in loops)."""
+    h = np.asarray(mixture, np.float64).reshape(-1)
+    K = h.size
+    names = list(domains) if domains is not None else [f"domain{i}" for i in range(K)]
+    H = measured_mixtures(measured, K)
+    low, high = H.min(axis=0), H.max(axis=0)
+    outside = np.maximum(np.maximum(low - h, h - high), 0.0)
+    d = _tv_to_set(h[None], H)[0]
+    j = int(np.argmin(d))
+    spacing = _typical_spacing(H) if typical_spacing is None else float(typical_spacing)
+    reasons = []
+    far = np.flatnonzero(outside > margin)
+    if far.size:
+        reasons.append("outside the measured range by more than {:g}: ".format(margin) + ", ".join(
+            f"{names[i]} = {h[i]:.4g} (measured {low[i]:.4g} to {high[i]:.4g})" for i in far))
+    if np.isfinite(spacing) and d[j] > spacing_factor * spacing:
+        reasons.append(f"nearest measured mixture at TV distance {d[j]:.3g}, more than {spacing_factor:g} x the typical "
+                       f"spacing {spacing:.3g} of the {H.shape[0]} measured mixtures")
+    return MeasuredCoverage(low=low, high=high, outside=outside, nearest_distance=float(d[j]), nearest=H[j],
+                            typical_spacing=spacing, n_measured=int(H.shape[0]), extrapolation=bool(reasons),
+                            reasons=tuple(reasons))
+
+
+def _measured_of(obj):
+    """Measured mixtures carried by a law container (a dataset as ``.data``, or a bootstrap's training arrays), or
+    None."""
+    data = getattr(obj, "data", None)
+    if data is not None and hasattr(data, "mixtures"):
+        return data.mixtures
+    arrays = getattr(obj, "_arrays", None)
+    h = getattr(arrays, "h", None)
+    return None if h is None else np.asarray(h)
+
+
+def _within_measured(lo, hi, H, domains):
+    """Floors/ceilings intersected with the measured per-domain ranges; InfeasibleMixtureError if empty."""
+    mlo, mhi = H.min(axis=0), H.max(axis=0)
+    lo2, hi2 = np.maximum(lo, mlo), np.minimum(hi, mhi)
+    try:
+        return mixture_bounds(len(domains), floors=lo2, ceilings=hi2, domains=domains)
+    except InfeasibleMixtureError as e:
+        ranges = ", ".join(f"{d} [{a:.4g}, {b:.4g}]" for d, a, b in zip(domains, mlo, mhi))
+        raise InfeasibleMixtureError(
+            f"within_measured: the floors and ceilings leave no mixture inside the measured ranges ({ranges}): {e}") from None
+
+
+# --------------------------------------------------------------------------- optimum fixed by the law
+def _perturbed(law, draw: int, seed: int):
+    """The law with every inexact parameter array moved to ``p + 0.1 z max(|p|, 1)`` (z ~ N(0, 1), fixed seed)."""
+    rng = np.random.default_rng([int(seed), 7919, int(draw)])
+
+    def move(x):
+        if not eqx.is_inexact_array(x):
+            return x
+        a = np.asarray(x)
+        z = rng.standard_normal(a.shape)
+        return jnp.asarray(a + _FIXED_SCALE * z * np.maximum(np.abs(a), 1.0), dtype=a.dtype)
+
+    return jax.tree_util.tree_map(move, law)
+
+
+def _fixed_check(solve, law, mixture, value, lo, hi, seed, dtype):
+    """(fixed: bool | None, message) for one law: re-solve for perturbed laws (``solve(law) -> (mixture, value,
+    ok)``) and compare the optima (module docstring)."""
+    tol = FIXED_OPTIMUM_TOL["float32" if jnp.dtype(dtype) == jnp.float32 else "float64"]
+    free = (mixture > lo + 1e-9) & (mixture < hi - 1e-9)
+    if free.sum() < 2:
+        return None, "not applicable: the optimum is a vertex of the floors and ceilings (fixed by the bounds)"
+    shifts, changes = [], []
+    for draw in range(_FIXED_DRAWS):
+        h, v, ok = solve(_perturbed(law, draw, seed))
+        if not ok:
+            continue
+        shift = float(np.max(np.abs(h - mixture)))
+        if shift > tol:
+            return False, f"the optimum moves by {shift:.3g} (max per domain) when the parameters are perturbed"
+        change = abs(v - value)
+        if change > 1e-9 * max(abs(value), 1e-300):
+            shifts.append(shift)
+            changes.append(change)
+    if not shifts:
+        return None, "inconclusive: no perturbed law changed the objective with a finite optimum"
+    return True, (
+        f"the optimum is fixed by the law's form, not by the data: with {len(shifts)} perturbed parameter draw(s) the "
+        f"objective changes (by up to {max(changes):.3g}) but the optimum stays within {max(shifts):.2g} "
+        "(max per domain); it reflects the objective's target weighting and the bounds")
+
+
+def _fixed_across_members(mixtures, values, dtype):
+    """(fixed: bool | None, message) from an ensemble's usable members' optima."""
+    if mixtures.shape[0] < 2:
+        return None, "not applicable: fewer than two usable members"
+    tol = FIXED_OPTIMUM_TOL["float32" if jnp.dtype(dtype) == jnp.float32 else "float64"]
+    spread = float(np.max(np.ptp(mixtures, axis=0)))
+    vspread = float(np.ptp(values))
+    if spread > tol:
+        return False, f"the members' optima differ by up to {spread:.3g} (max per domain)"
+    if vspread <= 1e-9 * max(float(np.max(np.abs(values))), 1e-300):
+        return None, "inconclusive: every member has the same objective value"
+    return True, (f"the optimum is fixed by the law's form, not by the data: the {mixtures.shape[0]} members' objectives "
+                  f"differ (by up to {vspread:.3g}) but their optima agree within {spread:.2g} (max per domain)")
+
+
 # --------------------------------------------------------------------------- results
 @dataclasses.dataclass
 class MixtureResult:
@@ -415,7 +647,12 @@ class MixtureResult:
     (:class:`Status` of the best start), ``num_steps``, ``kkt_residual`` (||h - P(h - grad)||_inf, 0 at an exact
     KKT point), per-start ``start_values`` / ``start_mixtures`` / ``start_status``, the bounds ``lower`` /
     ``upper`` that were enforced, names ``domains`` / ``targets``, the scale (``model_size`` in millions of
-    parameters, ``n_tokens`` in billions of tokens) and ``objective`` (a description)."""
+    parameters, ``n_tokens`` in billions of tokens) and ``objective`` (a description).
+
+    ``coverage``: a :class:`MeasuredCoverage` of the optimum when the measured mixtures were given (else None);
+    ``extrapolation``: its verdict (None without measured mixtures). ``optimum_fixed_by_law``: True when the
+    optimum does not depend on the fitted parameters, False when it does, None when not checked or not
+    applicable; ``fixed_message`` says why (module docstring)."""
 
     mixture: np.ndarray
     losses: np.ndarray
@@ -434,6 +671,22 @@ class MixtureResult:
     n_tokens: float
     objective: str
     config: MixtureConfig
+    coverage: MeasuredCoverage | None = None
+    optimum_fixed_by_law: bool | None = None
+    fixed_message: str | None = None
+
+    @property
+    def extrapolation(self) -> bool | None:
+        return None if self.coverage is None else self.coverage.extrapolation
+
+    def notes(self) -> list[str]:
+        """One line per caveat of this optimum (extrapolation, optimum fixed by the law), for people."""
+        out = []
+        if self.coverage is not None and self.coverage.extrapolation:
+            out.append("the optimal mixture extrapolates beyond the measured mixtures: " + "; ".join(self.coverage.reasons))
+        if self.optimum_fixed_by_law:
+            out.append(self.fixed_message)
+        return out
 
     @property
     def at_floor(self) -> np.ndarray:
@@ -461,21 +714,27 @@ class MixtureResult:
             "start_values": [float(v) for v in self.start_values],
             "start_status": status_counts(self.start_status),
             "method": self.config.method,
+            **self._coverage_dict(),
+            "optimum_fixed_by_law": self.optimum_fixed_by_law,
+            "optimum_fixed_message": self.fixed_message,
         }
+
+    def _coverage_dict(self) -> dict[str, Any]:
+        if self.coverage is None:
+            keys = ("measured_range", "outside_range", "nearest_measured_distance", "typical_measured_spacing",
+                    "n_measured_mixtures", "distance", "extrapolation", "extrapolation_reasons")
+            return dict.fromkeys(keys)
+        return self.coverage.as_dict(self.domains)
 
     def __repr__(self) -> str:
         mix = ", ".join(f"{d}={x:.4f}" for d, x in zip(self.domains, self.mixture))
         return (
             f"MixtureResult({mix}; {self.objective} = {self.value:.6g} at N={self.model_size:g}M, D={self.n_tokens:g}B; "
-            f"status={self.status.name}, kkt={self.kkt_residual:.2g}, starts={status_counts(self.start_status)})"
+            f"status={self.status.name}, kkt={self.kkt_residual:.2g}, starts={status_counts(self.start_status)}"
+            + ("" if self.extrapolation is None else f", extrapolation={self.extrapolation}")
+            + ("" if self.optimum_fixed_by_law is None else f", optimum_fixed_by_law={self.optimum_fixed_by_law}")
+            + ")"
         )
-
-
-def _percentile_interval(x: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    a = 100 * (1 - level) / 2
-    return np.percentile(x, a, axis=0), np.percentile(x, 100 - a, axis=0)
 
 
 @dataclasses.dataclass
@@ -484,7 +743,11 @@ class MixtureEnsemble:
 
     ``mixtures`` (R, K), ``values`` (R,), ``losses`` (R, V), ``status`` (R,) of each member's best start,
     ``ok`` (R,): members used in summaries (the ensemble's own mask and a finite optimum); ``point``: the optimum
-    of a point-estimate law when one was given. Intervals are percentile intervals over the ``ok`` members."""
+    of a point-estimate law when one was given. Intervals are percentile intervals over the ``ok`` members
+    (:func:`mixjax.intervals.percentile_interval`, default level :data:`mixjax.intervals.DEFAULT_LEVEL` = 0.9).
+    ``member_extrapolation`` (R,): whether each member's optimum extrapolates beyond the measured mixtures (None
+    without them); ``optimum_fixed_by_law`` / ``fixed_message``: whether the usable members' optima coincide while
+    their objectives differ (module docstring)."""
 
     mixtures: np.ndarray
     values: np.ndarray
@@ -499,6 +762,9 @@ class MixtureEnsemble:
     n_tokens: float
     objective: str
     point: MixtureResult | None = None
+    member_extrapolation: np.ndarray | None = None
+    optimum_fixed_by_law: bool | None = None
+    fixed_message: str | None = None
 
     @property
     def n_ok(self) -> int:
@@ -512,15 +778,15 @@ class MixtureEnsemble:
         self._need()
         return np.median(self.mixtures[self.ok], axis=0)
 
-    def interval(self, level: float = 0.95, what: str = "mixture") -> tuple[np.ndarray, np.ndarray]:
+    def interval(self, level: float = DEFAULT_LEVEL, what: str = "mixture") -> tuple[np.ndarray, np.ndarray]:
         """Percentile interval of ``"mixture"`` (K,), ``"losses"`` (V,) or ``"value"`` over the usable members."""
         self._need()
         arr = {"mixture": self.mixtures, "losses": self.losses, "value": self.values}.get(what)
         if arr is None:
             raise ValueError(f"what must be 'mixture', 'losses' or 'value', got {what!r}")
-        return _percentile_interval(arr[self.ok], level)
+        return percentile_interval(arr[self.ok], level)
 
-    def as_dict(self, level: float = 0.95) -> dict[str, Any]:
+    def as_dict(self, level: float = DEFAULT_LEVEL) -> dict[str, Any]:
         self._need()
         lo, hi = self.interval(level)
         llo, lhi = self.interval(level, "losses")
@@ -534,6 +800,9 @@ class MixtureEnsemble:
             "mixture_interval": {d: [float(a), float(b)] for d, a, b in zip(self.domains, lo, hi)},
             "predicted_loss_interval": {t: [float(a), float(b)] for t, a, b in zip(self.targets, llo, lhi)},
             "objective_value_interval": [float(vlo), float(vhi)],
+            "members_extrapolating": None if self.member_extrapolation is None else int(self.member_extrapolation[self.ok].sum()),
+            "optimum_fixed_by_law": self.optimum_fixed_by_law,
+            "optimum_fixed_message": self.fixed_message,
         }
 
 
@@ -587,7 +856,7 @@ def _scale(law, model_size, n_tokens, raw_model_size, raw_n_tokens):
 
 
 def _setup(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_tokens, objective, target_weights, target,
-           floors, ceilings, unique_tokens, max_epochs, method, steps, step_size, batched):
+           floors, ceilings, unique_tokens, max_epochs, method, steps, step_size, batched, measured=None, within_measured=False):
     law1 = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, law) if batched else law
     K = len(domains) if domains is not None else _n_domains(law1)
     domains = tuple(domains) if domains is not None else tuple(f"domain{i}" for i in range(K))
@@ -603,8 +872,13 @@ def _setup(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_to
     unit = 1e9 if raw_n_tokens is not None else 1.0
     lo, hi = mixture_bounds(K, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs,
                             n_tokens=D * unit, domains=domains)
+    H = None if measured is None else measured_mixtures(measured, K)
+    if within_measured:
+        if H is None:
+            raise ValueError("within_measured=True needs the measured mixtures: pass measured= (an (n, K) array or the training data)")
+        lo, hi = _within_measured(lo, hi, H, domains)
     cfg = MixtureConfig(method=method, steps=steps, step_size=step_size)
-    return dict(K=K, domains=domains, targets=targets, N=N, D=D, dtype=dtype, fn=fn, w=w, desc=desc, lo=lo, hi=hi, cfg=cfg)
+    return dict(K=K, domains=domains, targets=targets, N=N, D=D, dtype=dtype, fn=fn, w=w, desc=desc, lo=lo, hi=hi, cfg=cfg, H=H)
 
 
 def _best(values, status):
@@ -635,6 +909,9 @@ def optimize_mixture(
     domains: Sequence[str] | None = None,
     targets: Sequence[str] | None = None,
     throw: bool = True,
+    measured=None,
+    within_measured: bool = False,
+    check_fixed: bool = True,
 ) -> MixtureResult:
     """The mixture minimizing an objective of a law's predicted losses at one scale, under floors and ceilings.
 
@@ -652,25 +929,52 @@ def optimize_mixture(
         all run in one compiled, vmapped call and the best is kept.
       steps, method, step_size: see :class:`MixtureConfig`.
       throw: raise if every start failed (non-finite objective); otherwise return the failure with its status.
+      measured: the measured mixtures, an (n, K) array or a :class:`mixjax.MixtureData` (the training data; by
+        default taken from ``law`` when it carries them): the result then reports where the optimum lies relative
+        to them (``coverage``, module docstring) and warns (:class:`ExtrapolationWarning`) on an extrapolation.
+      within_measured: also keep every domain inside its measured [min, max] (intersected with the floors and
+        ceilings; :class:`InfeasibleMixtureError` if nothing is left).
+      check_fixed: test whether the optimum depends on the law's parameters at all (``optimum_fixed_by_law``; two
+        more solves with the same compiled program); warns (:class:`FixedOptimumWarning`) when it does not.
     """
+    if measured is None:
+        measured = _measured_of(law)
     law, domains, targets = _unpack(law, domains, targets)
     s = _setup(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_tokens, objective, target_weights,
-               target, floors, ceilings, unique_tokens, max_epochs, method, steps, step_size, batched=False)
+               target, floors, ceilings, unique_tokens, max_epochs, method, steps, step_size, batched=False,
+               measured=measured, within_measured=within_measured)
     dt = s["dtype"]
     lo, hi = jnp.asarray(s["lo"], dt), jnp.asarray(s["hi"], dt)
     h0 = _starts(s["K"], starts, seed, s["lo"], s["hi"], init, dt)
-    out = _solve_starts(law, h0, lo, hi, jnp.asarray(s["N"], dt), jnp.asarray(s["D"], dt), jnp.asarray(s["w"], dt), s["fn"], s["cfg"])
-    out = jax.tree_util.tree_map(np.asarray, out)
+    args = (h0, lo, hi, jnp.asarray(s["N"], dt), jnp.asarray(s["D"], dt), jnp.asarray(s["w"], dt), s["fn"], s["cfg"])
+    out = jax.tree_util.tree_map(np.asarray, _solve_starts(law, *args))
     i = int(_best(out.value, out.status))
     status = Status(int(out.status[i]))
     if throw and status == Status.nonfinite:
         raise RuntimeError(f"every one of {starts} starts gave a non-finite objective at N={s['N']:g}M, D={s['D']:g}B; check the law's parameters")
-    return MixtureResult(
+    res = MixtureResult(
         mixture=out.mixture[i], losses=out.losses[i], value=float(out.value[i]), status=status, num_steps=int(out.num_steps[i]),
         kkt_residual=float(out.kkt[i]), start_values=out.value, start_mixtures=out.mixture, start_status=out.status,
         lower=s["lo"], upper=s["hi"], domains=s["domains"], targets=s["targets"], model_size=s["N"], n_tokens=s["D"],
         objective=s["desc"], config=s["cfg"],
     )
+    if status == Status.nonfinite:
+        return res
+    if s["H"] is not None:
+        res.coverage = measured_coverage(res.mixture, s["H"], domains=s["domains"])
+        if res.coverage.extrapolation:
+            warnings.warn(res.notes()[0], ExtrapolationWarning, stacklevel=2)
+    if check_fixed:
+
+        def solve(law_p):
+            o = jax.tree_util.tree_map(np.asarray, _solve_starts(law_p, *args))
+            j = int(_best(o.value, o.status))
+            return o.mixture[j], float(o.value[j]), bool(o.status[j] != int(Status.nonfinite) and np.isfinite(o.value[j]))
+
+        res.optimum_fixed_by_law, res.fixed_message = _fixed_check(solve, law, res.mixture, res.value, s["lo"], s["hi"], seed, dt)
+        if res.optimum_fixed_by_law:
+            warnings.warn(res.fixed_message, FixedOptimumWarning, stacklevel=2)
+    return res
 
 
 def optimize_mixture_ensemble(
@@ -696,6 +1000,9 @@ def optimize_mixture_ensemble(
     raw_n_tokens: float | None = None,
     domains: Sequence[str] | None = None,
     targets: Sequence[str] | None = None,
+    measured=None,
+    within_measured: bool = False,
+    check_fixed: bool = True,
 ) -> MixtureEnsemble:
     """Optimal mixtures for every member of a batched law (leading axis R on every parameter array), in one
     compiled call vmapped over members and starts: the distribution of h* under, e.g., bootstrap refits.
@@ -704,7 +1011,13 @@ def optimize_mixture_ensemble(
     :class:`mixjax.BootstrapResult` (whose full-data fit ``.point`` becomes the point estimate).
     ``ok``: (R,) mask of members to use (members with ``ok`` False, or whose every start fails, are excluded from
     intervals and medians). ``point``: optionally a single law (or Fit) whose own optimum is added as ``.point``.
+    ``measured`` (default: the training mixtures of a bootstrap result), ``within_measured``: as in
+    :func:`optimize_mixture`; every member's optimum is then checked for extrapolation (``member_extrapolation``)
+    and the point estimate gets the full report. ``check_fixed``: ask whether the members' optima coincide while
+    their objectives differ (``optimum_fixed_by_law``), and run the point estimate's own check.
     Other arguments as in :func:`optimize_mixture`."""
+    if measured is None:
+        measured = _measured_of(laws)
     if hasattr(laws, "laws") and not isinstance(laws, AbstractLaw):
         if ok is None and hasattr(laws, "ok"):
             ok = laws.ok
@@ -726,7 +1039,8 @@ def optimize_mixture_ensemble(
     if ok.shape != (R,):
         raise ValueError(f"ok has shape {ok.shape}, expected ({R},)")
     s = _setup(laws, domains, targets, model_size, n_tokens, raw_model_size, raw_n_tokens, objective, target_weights,
-               target, floors, ceilings, unique_tokens, max_epochs, method, steps, step_size, batched=True)
+               target, floors, ceilings, unique_tokens, max_epochs, method, steps, step_size, batched=True,
+               measured=measured, within_measured=within_measured)
     dt = s["dtype"]
     # failed members may carry non-finite parameters; replace them by member 0's so no NaN enters the batch
     good = np.flatnonzero(ok)
@@ -746,8 +1060,22 @@ def optimize_mixture_ensemble(
     if point is not None:
         pt = optimize_mixture(point, model_size=s["N"], n_tokens=s["D"], objective=objective, target_weights=target_weights,
                               target=target, floors=s["lo"], ceilings=s["hi"], starts=starts, seed=seed, steps=steps,
-                              method=method, step_size=step_size, domains=s["domains"], targets=s["targets"])
-    return MixtureEnsemble(
-        mixtures=pick(out.mixture), values=values, losses=pick(out.losses), status=status, ok=usable, lower=s["lo"], upper=s["hi"],
+                              method=method, step_size=step_size, domains=s["domains"], targets=s["targets"],
+                              measured=s["H"], check_fixed=check_fixed)
+    mixtures = pick(out.mixture)
+    ens = MixtureEnsemble(
+        mixtures=mixtures, values=values, losses=pick(out.losses), status=status, ok=usable, lower=s["lo"], upper=s["hi"],
         domains=s["domains"], targets=s["targets"], model_size=s["N"], n_tokens=s["D"], objective=s["desc"], point=pt,
     )
+    if s["H"] is not None:
+        sp = _typical_spacing(s["H"])
+        ens.member_extrapolation = np.array(
+            [bool(u) and measured_coverage(m, s["H"], typical_spacing=sp).extrapolation for m, u in zip(mixtures, usable)])
+        if pt is None and ens.member_extrapolation[usable].any():
+            warnings.warn(f"{int(ens.member_extrapolation[usable].sum())} of {int(usable.sum())} members' optimal mixtures "
+                          "extrapolate beyond the measured mixtures", ExtrapolationWarning, stacklevel=2)
+    if check_fixed:
+        ens.optimum_fixed_by_law, ens.fixed_message = _fixed_across_members(mixtures[usable], values[usable], dt)
+        if ens.optimum_fixed_by_law and not (pt is not None and pt.optimum_fixed_by_law):
+            warnings.warn(ens.fixed_message, FixedOptimumWarning, stacklevel=2)
+    return ens

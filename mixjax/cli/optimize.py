@@ -6,6 +6,9 @@ import json
 import math
 import os
 import sys
+import warnings
+
+import numpy as np
 
 from ._common import CliError, format_table, load_data, parse_count, print_json, select_scale
 
@@ -17,7 +20,10 @@ def add_parser(sub) -> None:
         description="Fit a law on TRAIN (all rows, each with its own model size and tokens, or a --fit-model-size/"
         "--fit-tokens selection), then minimize its predicted loss over mixtures at the TARGET scale --model-size/"
         "--tokens, under per-domain floors, ceilings and data availability. With --bootstrap R, the law is refitted on "
-        "R resamples and the optimum of each gives percentile intervals for the mixture.",
+        "R resamples and the optimum of each gives percentile intervals for the mixture. The result says how far the "
+        "optimum lies outside the mixtures of TRAIN (per-domain measured range, total-variation distance to the nearest "
+        "measured mixture against the typical spacing of the design) and warns on stderr when it extrapolates or when "
+        "the law fixes the optimum regardless of its fitted parameters.",
     )
     p.add_argument("train", metavar="TRAIN", help="training data: a wide-layout CSV file or a bundled dataset name (see `mixjax datasets`)")
     p.add_argument("--law", default="capacity_noise", help="law to fit (see `mixjax laws`; default capacity_noise)")
@@ -30,6 +36,7 @@ def add_parser(sub) -> None:
     p.add_argument("--ceiling", nargs="+", metavar="C", help="highest weight: one number for every domain, or domain=value pairs")
     p.add_argument("--unique-tokens", metavar="FILE", help="CSV (columns domain,unique_tokens) or JSON {domain: tokens} of unique tokens available per domain (raw counts, e.g. 12B); caps h_i * tokens <= max_epochs * unique_i")
     p.add_argument("--max-epochs", type=float, help="times a domain's unique tokens may be repeated (default 1; needs --unique-tokens)")
+    p.add_argument("--within-measured", action="store_true", help="keep every domain's weight inside the range measured in TRAIN (intersected with --floor/--ceiling)")
     p.add_argument("--target", metavar="NAME", help="minimize this one target's predicted loss (default: the mean over targets)")
     p.add_argument("--target-weights", nargs="+", metavar="NAME=W", help="minimize a weighted mean of the targets' losses")
     p.add_argument("--bootstrap", type=int, metavar="R", help="refit on R bootstrap resamples and report percentile intervals of the optimal mixture")
@@ -108,7 +115,7 @@ def read_unique_tokens(path: str) -> dict[str, float]:
 def run(args) -> int:
     import mixjax
     from mixjax.data import DataError
-    from mixjax.mixture import InfeasibleMixtureError, mixture_bounds
+    from mixjax.mixture import ExtrapolationWarning, FixedOptimumWarning, InfeasibleMixtureError, mixture_bounds
 
     train = select_scale(load_data(args.train, args.targets), args.fit_model_size, args.fit_tokens)
     cls = mixjax.get_law(args.law)
@@ -130,32 +137,53 @@ def run(args) -> int:
         raw_model_size=N, raw_n_tokens=D,
         target=args.target, target_weights=tw, floors=parse_bounds(args.floor, "floor"),
         ceilings=parse_bounds(args.ceiling, "ceiling"), unique_tokens=unique, max_epochs=args.max_epochs,
-        starts=args.mixture_starts, seed=args.seed,
+        starts=args.mixture_starts, seed=args.seed, measured=train, within_measured=args.within_measured,
     )
     try:  # check the constraints before any fitting
-        mixture_bounds(train.n_domains, floors=common["floors"], ceilings=common["ceilings"], unique_tokens=unique,
-                       max_epochs=args.max_epochs, n_tokens=D, domains=train.domains)
+        lo, hi = mixture_bounds(train.n_domains, floors=common["floors"], ceilings=common["ceilings"], unique_tokens=unique,
+                                max_epochs=args.max_epochs, n_tokens=D, domains=train.domains)
+        if args.within_measured:
+            mixture_bounds(train.n_domains, floors=np.maximum(lo, train.mixtures.min(0)), ceilings=np.minimum(hi, train.mixtures.max(0)),
+                           domains=train.domains)
+    except InfeasibleMixtureError as e:
+        if args.within_measured:
+            ranges = ", ".join(f"{d} [{a:.4g}, {b:.4g}]" for d, a, b in zip(train.domains, train.mixtures.min(0), train.mixtures.max(0)))
+            raise CliError(f"--within-measured: the floors and ceilings leave no mixture inside the measured ranges ({ranges}): {e}") from None
+        raise CliError(str(e)) from None
     except ValueError as e:
         raise CliError(str(e)) from None
     fit_kw = dict(starts=args.starts, seed=args.seed, objective=args.objective, max_steps=args.max_steps, dtype=args.dtype)
     say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
     ens = None
+    caveats = (ExtrapolationWarning, FixedOptimumWarning)
     try:
-        if args.bootstrap:
-            boot_fn = getattr(mixjax, "bootstrap", None)
-            if boot_fn is None:
-                raise CliError("--bootstrap needs mixjax.bootstrap, which this installation does not provide")
-            say(f"bootstrapping {args.law} on {train.n_rows} rows of {train.name} ({args.bootstrap} resamples x {args.starts} starts)...")
-            boot = boot_fn(args.law, train, resamples=args.bootstrap, scheme=args.scheme, **fit_kw)
-            say(f"optimizing the mixture of each resample's law ({args.mixture_starts} starts each)...")
-            ens = mixjax.optimize_mixture_ensemble(boot, **{**common, "starts": min(args.mixture_starts, 8)})
-            fit, res = boot.point, ens.point
-        else:
-            say(f"fitting {args.law} to {train.n_rows} rows of {train.name} ({args.starts} starts)...")
-            fit = mixjax.fit(args.law, train, **fit_kw)
-            res = mixjax.optimize_mixture(fit, **common)
+        with warnings.catch_warnings(record=True) as caught:
+            # the optimizer's caveats are printed below as plain stderr lines; other warnings are re-issued as they were
+            warnings.simplefilter("always")
+            if args.bootstrap:
+                boot_fn = getattr(mixjax, "bootstrap", None)
+                if boot_fn is None:
+                    raise CliError("--bootstrap needs mixjax.bootstrap, which this installation does not provide")
+                say(f"bootstrapping {args.law} on {train.n_rows} rows of {train.name} ({args.bootstrap} resamples x {args.starts} starts)...")
+                boot = boot_fn(args.law, train, resamples=args.bootstrap, scheme=args.scheme, **fit_kw)
+                say(f"optimizing the mixture of each resample's law ({args.mixture_starts} starts each)...")
+                ens = mixjax.optimize_mixture_ensemble(boot, **{**common, "starts": min(args.mixture_starts, 8)})
+                fit, res = boot.point, ens.point
+            else:
+                say(f"fitting {args.law} to {train.n_rows} rows of {train.name} ({args.starts} starts)...")
+                fit = mixjax.fit(args.law, train, **fit_kw)
+                res = mixjax.optimize_mixture(fit, **common)
     except (InfeasibleMixtureError, DataError) as e:
         raise CliError(str(e)) from None
+    finally:
+        for w in caught:
+            if not issubclass(w.category, caveats):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    notes = res.notes()
+    if ens is not None and ens.optimum_fixed_by_law and not res.optimum_fixed_by_law:
+        notes.append(ens.fixed_message)
+    for line in notes:  # on stderr, with --json too: stdout stays one JSON object
+        print(f"warning: {line}", file=sys.stderr)
 
     out = {
         "law": fit.info["law"],
@@ -182,19 +210,29 @@ def run(args) -> int:
     if ens is not None:
         lo, hi = ens.interval(args.level)
         header += [f"{100 * args.level:g}% interval"]
-    header += ["floor", "ceiling", "bound"]
+    header += ["floor", "ceiling", "bound", "measured range", "outside"]
+    cov = res.coverage
     rows = []
     for i, d in enumerate(res.domains):
         row = [d, float(res.mixture[i])]
         if ens is not None:
             row.append(f"[{lo[i]:.4f}, {hi[i]:.4f}]")
         row += [float(res.lower[i]), float(res.upper[i]), out["active"][d]]
+        row += [f"[{cov.low[i]:.4f}, {cov.high[i]:.4f}]", float(cov.outside[i])] if cov is not None else ["", ""]
         rows.append(row)
     print(format_table(rows, header))
     print()
     print("predicted losses: " + ", ".join(f"{t} {v:.4f}" for t, v in zip(res.targets, res.losses)))
+    if cov is not None:
+        spacing = "n/a" if out["typical_measured_spacing"] is None else f"{cov.typical_spacing:.4f}"
+        print(f"nearest measured mixture: total-variation distance {cov.nearest_distance:.4f} (typical spacing of the "
+              f"{cov.n_measured} measured mixtures: {spacing}); extrapolation: {'yes' if cov.extrapolation else 'no'}")
+    if res.optimum_fixed_by_law is not None:
+        print(f"optimum fixed by the law: {'yes' if res.optimum_fixed_by_law else 'no'} ({res.fixed_message})")
     if ens is not None:
         print(f"bootstrap: {ens.n_ok} of {ens.ok.size} resamples used")
+        if ens.member_extrapolation is not None:
+            print(f"bootstrap: {int(ens.member_extrapolation[ens.ok].sum())} of {ens.n_ok} resamples' optima extrapolate")
     if args.plot:
         print(f"plot written to {args.plot}")
     return 0
