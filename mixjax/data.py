@@ -11,8 +11,11 @@ A :class:`MixtureData` holds one row per training run (or per checkpoint of a ru
 Laws work in fixed units: model size in **millions of parameters** and tokens in **billions of tokens**
 (:meth:`MixtureData.model_size_m`, :meth:`MixtureData.n_tokens_b`), the units of the seed paper's code.
 
-The wide CSV layout: ``weight_<domain>`` columns, ``model_size``, ``n_tokens``, ``<target>_loss`` columns, and
-optionally ``mixture_id`` and ``split``. Inputs are validated up front; see :func:`from_arrays` for the rules.
+The wide CSV layout: ``weight_<domain>`` columns, ``model_size``, ``n_tokens``, ``<target>_loss`` columns (or one
+bare ``loss`` column, target ``loss``), and optionally ``mixture_id`` and ``split``. A table without any
+``weight_<domain>`` column (a Chinchilla-type table of model sizes, tokens and losses) loads with K = 0 domains.
+Inputs are validated up front; see :func:`from_arrays` for the value rules and :func:`from_dataframe` for how
+columns are recognized (or named explicitly with ``domains=`` / ``targets=``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import io
+import os
+import re
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +38,7 @@ __all__ = [
     "load_csv",
     "load_dataset",
     "list_datasets",
+    "read_table",
     "DataError",
     "MIXTURE_SUM_TOL",
 ]
@@ -202,6 +208,14 @@ class MixtureData:
                 out[:, k] = self.losses[:, self.targets.index(d)]
         return out, np.isfinite(out)
 
+    def unmatched_targets(self) -> tuple[str, ...]:
+        """Targets whose name matches no training domain: laws that predict one loss per domain ignore them."""
+        return tuple(t for t in self.targets if t not in self.domains)
+
+    def domains_without_loss(self) -> tuple[str, ...]:
+        """Domains that have no loss column of their own: a per-domain law has no observation of their loss."""
+        return tuple(d for d in self.domains if d not in self.targets)
+
     def to_dataframe(self):
         """The wide layout as a pandas DataFrame (round-trips through :func:`from_dataframe`)."""
         import pandas as pd
@@ -212,7 +226,7 @@ class MixtureData:
         cols["model_size"] = self.model_size
         cols["n_tokens"] = self.n_tokens
         for k, t in enumerate(self.targets):
-            cols[f"{t}_loss"] = self.losses[:, k]
+            cols["loss" if t == "loss" else f"{t}_loss"] = self.losses[:, k]
         if self.split is not None:
             cols["split"] = self.split
         return pd.DataFrame(cols)
@@ -231,6 +245,40 @@ def _mixture_ids(mixtures: np.ndarray) -> np.ndarray:
     return inv.reshape(-1).astype(np.int64)
 
 
+def _check_weights(h: np.ndarray, domains: Sequence[str], name: str, sum_tol: float) -> np.ndarray:
+    """Mixture rules of :func:`from_arrays`: finite, >= 0, each row summing to 1 within ``sum_tol`` (then
+    renormalized). Returns the renormalized copy."""
+    bad = np.argwhere(~np.isfinite(h))
+    if bad.size:
+        r, c = bad[0]
+        raise DataError(f"mixture weight is not finite at row {r}, column weight_{domains[c]}: {float(h[r, c])!r}")
+    bad = np.argwhere(h < 0)
+    if bad.size:
+        r, c = bad[0]
+        raise DataError(f"negative mixture weight at row {r}, column weight_{domains[c]}: {float(h[r, c])!r}")
+    if not np.isfinite(sum_tol) or sum_tol < 0:
+        raise DataError(f"sum_tol must be a finite number >= 0, got {sum_tol!r}")
+    sums = h.sum(axis=1)
+    dev = np.abs(sums - 1.0)
+    far = np.flatnonzero(dev > sum_tol)
+    if far.size:
+        r = far[0]
+        cols = ", ".join(f"weight_{d}" for d in domains)
+        raise DataError(
+            f"mixture row {r} sums to {sums[r]:.6g} over the weight columns {cols}, expected 1 +- {sum_tol} "
+            f"({far.size} row(s) off); fix the weights, name the domain columns (domains= / --domains), or pass a "
+            "larger sum_tol (--sum-tol) to renormalize"
+        )
+    off = np.flatnonzero(dev > 1e-9)
+    if off.size:
+        warnings.warn(
+            f"{name}: {off.size} mixture row(s) do not sum to 1 (largest deviation {dev.max():.3g} at row "
+            f"{int(np.argmax(dev))}); renormalized each row to sum 1",
+            stacklevel=3,
+        )
+    return h / sums[:, None]
+
+
 def from_arrays(
     mixtures: Any,
     losses: Any,
@@ -246,7 +294,8 @@ def from_arrays(
 ) -> MixtureData:
     """Validate arrays and build a :class:`MixtureData`. Nothing passed in is modified.
 
-    Rules: mixtures must be finite and >= 0; a row whose weights sum to 1 within ``sum_tol`` is renormalized
+    Rules: ``mixtures`` may have 0 columns (a table without mixtures: K = 0, no weight rule applies);
+    otherwise mixtures must be finite and >= 0; a row whose weights sum to 1 within ``sum_tol`` is renormalized
     (warning when off by more than 1e-9); further off is an error. Losses must be > 0 where given; NaN marks a
     missing cell (masked), +-inf and values <= 0 are errors. ``model_size`` and ``n_tokens`` are raw counts (a
     scalar broadcasts to every row); NaN means unknown, and laws that need the value refuse such rows.
@@ -285,57 +334,35 @@ def from_arrays(
             raise DataError(f"{label} has shape {v.shape}, expected ({n},)")
         bad = np.flatnonzero(~np.isnan(v) & ~(np.isfinite(v) & (v > 0)))
         if bad.size:
-            raise DataError(f"{label} row {bad[0]} is {v[bad[0]]!r}; expected a positive raw count")
+            raise DataError(f"{label} row {bad[0]} is {float(v[bad[0]])!r}; expected a positive raw count")
         return v
 
     N = scale(model_size, "model_size")
     D = scale(n_tokens, "n_tokens")
 
-    bad = np.argwhere(~np.isfinite(h))
-    if bad.size:
-        r, c = bad[0]
-        raise DataError(f"mixture weight is not finite at row {r}, column weight_{domains[c]}: {h[r, c]!r}")
-    bad = np.argwhere(h < 0)
-    if bad.size:
-        r, c = bad[0]
-        raise DataError(f"negative mixture weight at row {r}, column weight_{domains[c]}: {h[r, c]!r}")
-    sums = h.sum(axis=1)
-    dev = np.abs(sums - 1.0)
-    far = np.flatnonzero(dev > sum_tol)
-    if far.size:
-        r = far[0]
-        raise DataError(
-            f"mixture row {r} sums to {sums[r]:.6g}, expected 1 +- {sum_tol} ({far.size} row(s) off); "
-            "fix the weights or pass a larger sum_tol to renormalize"
-        )
-    off = np.flatnonzero(dev > 1e-9)
-    if off.size:
-        warnings.warn(
-            f"{name}: {off.size} mixture row(s) do not sum to 1 (largest deviation {dev.max():.3g} at row "
-            f"{int(np.argmax(dev))}); renormalized each row to sum 1",
-            stacklevel=2,
-        )
-    h = h / sums[:, None]
+    if k > 0:
+        h = _check_weights(h, domains, name, sum_tol)
+
 
     bad = np.argwhere(np.isinf(y))
     if bad.size:
         r, c = bad[0]
-        raise DataError(f"loss is infinite at row {r}, column {targets[c]}_loss")
+        raise DataError(f"loss is infinite at row {r}, column {_target_column(targets[c])}")
     bad = np.argwhere(np.isfinite(y) & (y <= 0))
     if bad.size:
         r, c = bad[0]
-        raise DataError(f"loss must be positive; row {r}, column {targets[c]}_loss is {y[r, c]!r}")
+        raise DataError(f"loss must be positive; row {r}, column {_target_column(targets[c])} is {float(y[r, c])!r}")
     if not np.isfinite(y).any():
         raise DataError(f"dataset {name!r} has no measured loss (every cell is missing)")
 
     if mixture_id is None:
-        mid = _mixture_ids(h)
+        mid = _mixture_ids(h) if k > 0 else np.zeros(n, np.int64)  # no mixture: every row has the same (empty) one
     else:
         mid = np.asarray(mixture_id)
         if mid.shape != (n,):
             raise DataError(f"mixture_id has shape {mid.shape}, expected ({n},)")
         if mid.dtype.kind == "f" and np.isnan(mid).any():
-            mid = _mixture_ids(h)
+            mid = _mixture_ids(h) if k > 0 else np.zeros(n, np.int64)
     sp = None if split is None else np.asarray(split).astype(str)
     if sp is not None and sp.shape != (n,):
         raise DataError(f"split has shape {sp.shape}, expected ({n},)")
@@ -353,39 +380,131 @@ def from_arrays(
     )
 
 
-def from_dataframe(df, *, name: str = "data", targets: Sequence[str] | None = None, sum_tol: float = MIXTURE_SUM_TOL) -> MixtureData:
+_MANGLED = re.compile(r"^(?P<base>.+)\.(?P<n>[1-9][0-9]*)$")
+
+
+def _check_column_names(cols: list[str], name: str, header: Sequence[str] | None = None) -> None:
+    """Duplicate column names are an error: pandas keeps the first and renames the copies ``X.1``, ``X.2``..., which
+    would otherwise become a new domain or target (or be dropped) without a word. ``header``: the raw names of the
+    file's first line, when known."""
+    raw = [str(c) for c in (header if header is not None else cols)]
+    seen: dict[str, int] = {}
+    for c in raw:
+        seen[c] = seen.get(c, 0) + 1
+    dups = sorted(c for c, k in seen.items() if k > 1)
+    if dups:
+        raise DataError(f"{name}: duplicate column name(s) {dups} in the header; every column must have its own name")
+    names = set(cols)
+    for c in cols:
+        m = _MANGLED.match(c)
+        if m and m.group("base") in names:
+            raise DataError(
+                f"{name}: column {c!r} looks like a renamed duplicate of {m.group('base')!r} (pandas renames repeated "
+                "header names X to X.1, X.2, ...); give every column its own name"
+            )
+
+
+def _numeric(df, c: str, name: str) -> np.ndarray:
+    """Column ``c`` as float64 (NaN for empty cells); a cell that is not a number is an error naming row and value."""
+    import pandas as pd
+
+    col = df[c]
+    try:
+        return col.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError):
+        pass
+    conv = pd.to_numeric(col, errors="coerce")
+    bad = np.flatnonzero(conv.isna().to_numpy() & col.notna().to_numpy())
+    r = int(bad[0]) if bad.size else 0
+    raise DataError(f"{name}: column {c!r} is not numeric (row {r} is {col.iloc[r]!r})") from None
+
+
+def _target_column(t: str) -> str:
+    return "loss" if t == "loss" else f"{t}_loss"
+
+
+def from_dataframe(
+    df,
+    *,
+    name: str = "data",
+    domains: Sequence[str] | None = None,
+    targets: Sequence[str] | None = None,
+    sum_tol: float = MIXTURE_SUM_TOL,
+    header: Sequence[str] | None = None,
+) -> MixtureData:
     """Read the wide layout from a pandas DataFrame (the frame is not modified).
 
-    ``weight_<domain>`` columns give the mixture; ``<target>_loss`` columns the losses (all of them, or the
-    named ``targets``); ``model_size`` and ``n_tokens`` the scale (raw counts; may be absent or empty);
-    ``mixture_id`` and ``split`` are kept where present. A table without a weight column or without a loss
-    column is an error naming what is missing."""
-    cols = [str(c) for c in df.columns]
-    wcols = [c for c in cols if c.startswith("weight_")]
-    lcols = [c for c in cols if c.endswith("_loss")]
-    if not wcols:
-        raise DataError(f"{name}: no 'weight_<domain>' columns; columns are {cols}")
-    if not lcols:
-        raise DataError(f"{name}: no '<target>_loss' columns; columns are {cols}")
-    if targets is not None:
-        missing = [t for t in targets if f"{t}_loss" not in lcols]
-        if missing:
-            raise DataError(f"{name}: no loss column for target(s) {missing}; loss columns are {lcols}")
-        lcols = [f"{t}_loss" for t in targets]
+    Columns, when named explicitly: ``domains=["a", "b"]`` reads the mixture from ``weight_a``, ``weight_b`` (other
+    ``weight_*`` columns are ignored; an empty list means no mixture, K = 0); ``targets=["x", "y"]`` reads losses from
+    ``x_loss``, ``y_loss`` (``"loss"`` names a bare ``loss`` column). Every named column must exist.
 
-    def numeric(c):
-        try:
-            return df[c].to_numpy(dtype=np.float64, na_value=np.nan)
-        except (TypeError, ValueError) as e:
-            raise DataError(f"{name}: column {c!r} is not numeric ({e})") from None
+    Columns, when recognized by name: every ``<target>_loss`` column (and a bare ``loss`` column) is a target
+    (``train_loss`` included: name the targets to leave it out). A ``weight_<domain>`` column is a domain only if its
+    values lie in [0, 1] and the rows sum to 1 with the other weight columns: a column such as ``weight_decay`` that
+    breaks either rule is an error naming it (name the domains to read such a table). A weight column that is 0 in
+    every row is kept with a warning naming it. No ``weight_*`` column at all: a table without mixtures (K = 0).
+
+    Duplicate column names are an error (``header``: the raw header names, when read from a file). ``model_size``
+    and ``n_tokens`` give the scale (raw counts; may be absent or empty); ``mixture_id`` and ``split`` are kept where
+    present; other columns are ignored."""
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
+    cols = [str(c) for c in df.columns]
+    _check_column_names(cols, name, header)
+    df = df.set_axis(cols, axis=1)
+    if len(df) == 0:
+        raise DataError(f"dataset {name!r} is empty (0 rows); columns are {cols}")
+
+    # ---- targets
+    if targets is not None:
+        targets = [str(t) for t in targets]
+        if not targets:
+            raise DataError(f"{name}: targets is empty; name at least one loss column")
+        missing = [t for t in targets if _target_column(t) not in cols]
+        if missing:
+            have = [c for c in cols if c.endswith("_loss") or c == "loss"]
+            raise DataError(f"{name}: no loss column for target(s) {missing}; loss columns are {have}")
+        lcols = [_target_column(t) for t in targets]
+    else:
+        lcols = [c for c in cols if c.endswith("_loss") and c != "_loss"]
+        if "loss" in cols:
+            lcols = ["loss", *lcols]
+        if not lcols:
+            raise DataError(f"{name}: no '<target>_loss' (or 'loss') columns; columns are {cols}")
+        targets = [c if c == "loss" else c[: -len("_loss")] for c in lcols]
+
+    # ---- domains
+    if domains is not None:
+        domains = [str(d) for d in domains]
+        missing = [d for d in domains if f"weight_{d}" not in cols]
+        if missing:
+            have = [c for c in cols if c.startswith("weight_")]
+            raise DataError(f"{name}: no weight column for domain(s) {missing} (expected weight_<domain>); weight columns are {have}")
+        wcols = [f"weight_{d}" for d in domains]
+        W = np.stack([_numeric(df, c, name) for c in wcols], axis=1) if wcols else np.zeros((len(df), 0))
+    else:
+        wcols = [c for c in cols if c.startswith("weight_") and c != "weight_"]
+        W = np.stack([_numeric(df, c, name) for c in wcols], axis=1) if wcols else np.zeros((len(df), 0))
+        _screen_weight_columns(W, wcols, name, sum_tol)
+        domains = [c[len("weight_") :] for c in wcols]
+    if W.shape[1]:
+        zero = [c for j, c in enumerate(wcols) if np.all(W[:, j] == 0)]
+        if zero:
+            warnings.warn(
+                f"{name}: weight column(s) {zero} are 0 in every row: those domains never appear in a training "
+                "mixture, so a law cannot learn their parameters from this data",
+                stacklevel=3,
+            )
 
     return from_arrays(
-        np.stack([numeric(c) for c in wcols], axis=1),
-        np.stack([numeric(c) for c in lcols], axis=1),
-        numeric("model_size") if "model_size" in cols else None,
-        numeric("n_tokens") if "n_tokens" in cols else None,
-        domains=[c[len("weight_") :] for c in wcols],
-        targets=[c[: -len("_loss")] for c in lcols],
+        W,
+        np.stack([_numeric(df, c, name) for c in lcols], axis=1),
+        _numeric(df, "model_size", name) if "model_size" in cols else None,
+        _numeric(df, "n_tokens", name) if "n_tokens" in cols else None,
+        domains=domains,
+        targets=targets,
         mixture_id=df["mixture_id"].to_numpy() if "mixture_id" in cols else None,
         split=df["split"].to_numpy() if "split" in cols else None,
         name=name,
@@ -393,20 +512,104 @@ def from_dataframe(df, *, name: str = "data", targets: Sequence[str] | None = No
     )
 
 
-def load_csv(path, *, name: str | None = None, targets: Sequence[str] | None = None, sum_tol: float = MIXTURE_SUM_TOL) -> MixtureData:
-    """Load a wide-layout CSV file (see :func:`from_dataframe`)."""
+def _screen_weight_columns(W: np.ndarray, wcols: list[str], name: str, sum_tol: float) -> None:
+    """Recognized ``weight_*`` columns must look like mixture weights: values in [0, 1], rows summing to 1 with the
+    other weight columns. A column that breaks the pattern is an error naming it (it may not be a domain at all)."""
+    hint = "if it is not a domain weight, name the domain columns explicitly (domains= in Python, --domains on the command line)"
+    for j, c in enumerate(wcols):
+        v = W[:, j]
+        out = np.flatnonzero(np.isfinite(v) & ((v < 0) | (v > 1)))
+        if out.size:
+            r = int(out[0])
+            raise DataError(f"{name}: column {c!r} is not a mixture weight: row {r} is {float(v[r])!r}, outside [0, 1]; {hint}")
+    if W.shape[1] < 2:
+        return
+    ok_rows = np.isfinite(W).all(axis=1)
+    if not ok_rows.any():
+        return  # every row has a missing weight: from_arrays names the first
+    Wf = W[ok_rows]
+    sums = Wf.sum(axis=1)
+    if np.all(np.abs(sums - 1.0) <= sum_tol):
+        return
+    rows = np.flatnonzero(ok_rows)
+    worst = int(np.argmax(np.abs(sums - 1.0)))
+    for j, c in enumerate(wcols):
+        if np.any(Wf[:, j] != 0) and np.all(np.abs(sums - Wf[:, j] - 1.0) <= sum_tol):
+            raise DataError(
+                f"{name}: column {c!r} is not a mixture weight: the other weight columns sum to 1 without it, and "
+                f"with it row {int(rows[worst])} sums to {sums[worst]:.6g}; {hint}"
+            )
+
+
+def read_table(path, *, name: str | None = None):
+    """Read a CSV file (a path or an open text/binary file) into a pandas DataFrame, with clear errors.
+
+    Returns ``(frame, header, name)``: the raw header names of the first line (to detect duplicates that pandas
+    would rename) and a dataset name (the file's stem unless given). Errors (:class:`DataError`, naming the file):
+    missing file, a directory, bytes that are not UTF-8 text, an empty file, rows that do not parse."""
+    import csv
+
     import pandas as pd
 
     if hasattr(path, "read"):
-        df = pd.read_csv(path)
+        raw = path.read()
+        label = name or getattr(path, "name", None) or "data"
     else:
+        label = str(path)
+        if not os.path.exists(path):
+            raise DataError(f"no such file: {path}")
+        if os.path.isdir(path):
+            raise DataError(f"{path} is a directory, not a CSV file")
         try:
-            df = pd.read_csv(path)
-        except FileNotFoundError:
-            raise DataError(f"no such file: {path}") from None
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    if isinstance(raw, bytes):
+        if b"\x00" in raw:
+            raise DataError(f"{label} is not a CSV text file (it contains NUL bytes)")
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise DataError(
+                f"{label} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save it as a UTF-8 CSV file"
+            ) from None
+    else:
+        text = str(raw).lstrip("\ufeff")
+        if "\x00" in text:
+            raise DataError(f"{label} is not a CSV text file (it contains NUL characters)")
+    if not text.strip():
+        raise DataError(f"{label} is empty (no header line)")
+    try:
+        header = next(csv.reader(io.StringIO(text)))
+    except (csv.Error, StopIteration) as e:
+        raise DataError(f"{label}: cannot read the header line ({e})") from None
+    header = [h.strip() for h in header]
+    try:
+        df = pd.read_csv(io.StringIO(text), skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as e:
+        msg = " ".join(str(e).split())
+        raise DataError(f"{label}: not a readable CSV table ({msg})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    _check_column_names(list(df.columns), label, header)
     if name is None:
-        name = getattr(path, "stem", None) or str(path).rsplit("/", 1)[-1].removesuffix(".csv")
-    return from_dataframe(df, name=name, targets=targets, sum_tol=sum_tol)
+        base = os.path.basename(label)
+        name = base[:-4] if base.lower().endswith(".csv") else (base or "data")
+    return df, header, name
+
+
+def load_csv(
+    path,
+    *,
+    name: str | None = None,
+    domains: Sequence[str] | None = None,
+    targets: Sequence[str] | None = None,
+    sum_tol: float = MIXTURE_SUM_TOL,
+) -> MixtureData:
+    """Load a wide-layout CSV file (a path or an open file; see :func:`from_dataframe` for the columns and
+    :func:`read_table` for the file errors)."""
+    df, header, name = read_table(path, name=name)
+    return from_dataframe(df, name=name, domains=domains, targets=targets, sum_tol=sum_tol, header=header)
 
 
 # --------------------------------------------------------------------------- bundled data

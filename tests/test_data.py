@@ -85,7 +85,7 @@ def test_missing_loss_is_masked_not_dropped():
         (lambda h, y: y.__setitem__((3, 0), 0.0), r"loss must be positive; row 3"),
         (lambda h, y: h.__setitem__((4, 1), -0.1), r"negative mixture weight at row 4, column weight_domain1"),
         (lambda h, y: h.__setitem__((0, 0), np.nan), r"mixture weight is not finite at row 0"),
-        (lambda h, y: h.__setitem__(5, h[5] * 1.5), r"mixture row 5 sums to 1\.5, expected 1 \+- 0\.01"),
+        (lambda h, y: h.__setitem__(5, h[5] * 1.5), r"mixture row 5 sums to 1\.5 over the weight columns weight_domain0, weight_domain1, weight_domain2, expected 1 \+- 0\.01"),
     ],
 )
 def test_bad_values_raise_naming_row_and_column(mutate, message):
@@ -105,9 +105,7 @@ def test_bad_shapes_and_columns():
         mj.from_arrays(h, y, domains=["a", "b"])
     with pytest.raises(DataError, match="model_size has shape"):
         mj.from_arrays(h, y, model_size=np.ones(4))
-    with pytest.raises(DataError, match="no 'weight_<domain>' columns"):
-        mj.from_dataframe(pd.DataFrame({"a_loss": [1.0]}))
-    with pytest.raises(DataError, match="no '<target>_loss' columns"):
+    with pytest.raises(DataError, match="no '<target>_loss' \\(or 'loss'\\) columns"):
         mj.from_dataframe(pd.DataFrame({"weight_a": [1.0]}))
     with pytest.raises(DataError, match="no loss column for target"):
         mj.from_dataframe(pd.DataFrame({"weight_a": [1.0], "a_loss": [2.0]}), targets=["b"])
@@ -152,3 +150,94 @@ def test_final_checkpoints(slimpajama):
     per_size = {s: int((fc.model_size == s).sum()) for s in np.unique(fc.model_size)}
     assert per_size == {122e6: 60, 310e6: 60, 680e6: 40, 937e6: 40, 1235e6: 20, 2718e6: 4}
     assert set(np.unique(fc.n_tokens)) == {2.0e10, 2.592e10, 3.528e10, 4.608e10, 1.0368e11}
+
+
+# --------------------------------------------------------------------------- columns: explicit and recognized
+def csv(text, **kw):
+    return mj.load_csv(io.StringIO(text), name="t", **kw)
+
+
+WD = "weight_a,weight_b,weight_decay,a_loss,b_loss\n0.5,0.5,0.1,2.0,3.0\n0.2,0.8,0.1,2.5,2.9\n"
+
+
+def test_a_weight_column_that_is_not_a_domain_is_named():
+    with pytest.raises(DataError, match=r"column 'weight_decay' is not a mixture weight: the other weight columns sum to 1 without it.*--domains"):
+        csv(WD)
+    d = csv(WD, domains=["a", "b"])  # named explicitly: read, the other weight_* column ignored
+    assert d.domains == ("a", "b") and d.n_domains == 2
+    np.testing.assert_array_equal(d.mixtures, [[0.5, 0.5], [0.2, 0.8]])
+    with pytest.raises(DataError, match=r"column 'weight_steps' is not a mixture weight: row 1 is 300\.0, outside \[0, 1\]"):
+        csv("weight_a,weight_b,weight_steps,a_loss\n0.5,0.5,0,2\n0.5,0.5,300,2\n")
+    with pytest.raises(DataError, match=r"no weight column for domain\(s\) \['c'\].*weight columns are \['weight_a', 'weight_b', 'weight_decay'\]"):
+        csv(WD, domains=["a", "c"])
+
+
+def test_duplicate_headers_are_an_error_never_a_new_column():
+    with pytest.raises(DataError, match=r"duplicate column name\(s\) \['arxiv_loss'\]"):
+        csv("weight_arxiv,weight_b,arxiv_loss,arxiv_loss\n0.5,0.5,2,3\n")
+    with pytest.raises(DataError, match=r"duplicate column name\(s\) \['weight_arxiv'\]"):
+        csv("weight_arxiv,weight_arxiv,arxiv_loss\n0.5,0.5,2\n")
+    # a frame pandas already read: the X.1 renaming is recognized
+    df = pd.read_csv(io.StringIO("weight_a,a_loss,a_loss\n1,2,3\n"))
+    assert list(df.columns) == ["weight_a", "a_loss", "a_loss.1"]
+    with pytest.raises(DataError, match=r"'a_loss\.1' looks like a renamed duplicate of 'a_loss'"):
+        mj.from_dataframe(df)
+
+
+def test_all_zero_weight_column_warns_naming_it():
+    with pytest.warns(UserWarning, match=r"\['weight_c'\] are 0 in every row"):
+        d = csv("weight_a,weight_b,weight_c,a_loss\n0.5,0.5,0,2\n0.3,0.7,0,2.2\n")
+    assert d.domains == ("a", "b", "c")
+
+
+def test_targets_picked_up_and_unmatched_helpers():
+    d = csv("weight_a,weight_b,a_loss,train_loss,loss\n0.5,0.5,2,3,4\n")
+    assert d.targets == ("loss", "a", "train")  # train_loss is a target unless the targets are named
+    assert d.unmatched_targets() == ("loss", "train") and d.domains_without_loss() == ("b",)
+    d = csv("weight_a,weight_b,a_loss,train_loss\n0.5,0.5,2,3\n", targets=["a"])
+    assert d.targets == ("a",)
+    with pytest.raises(DataError, match=r"no loss column for target\(s\) \['z'\]"):
+        csv("weight_a,a_loss\n1,2\n", targets="a z".split())
+
+
+def test_sum_error_names_the_columns_read():
+    # a weight column missing from the file: the rows sum to 0.85, and the message says over which columns
+    with pytest.raises(DataError, match=r"row 0 sums to 0\.85 over the weight columns weight_a, weight_b, expected 1 \+- 0\.01.*--sum-tol"):
+        csv("weight_a,weight_b,a_loss\n0.5,0.35,2\n0.5,0.5,2\n")
+    with pytest.warns(UserWarning, match="renormalized"):
+        d = csv("weight_a,weight_b,a_loss\n0.5,0.35,2\n0.5,0.5,2\n", sum_tol=0.2)
+    np.testing.assert_allclose(d.mixtures[0], [0.5 / 0.85, 0.35 / 0.85])
+
+
+def test_table_without_mixtures_loads_with_zero_domains():
+    d = csv("model_size,n_tokens,loss\n1e8,2e9,3.2\n4e8,8e9,2.9\n1e9,2e10,2.7\n")
+    assert d.n_domains == 0 and d.mixtures.shape == (3, 0) and d.targets == ("loss",)
+    np.testing.assert_array_equal(d.model_size, [1e8, 4e8, 1e9])
+    d2 = csv("model_size,n_tokens,web_loss,code_loss\n1e8,2e9,3.2,2.1\n4e8,8e9,2.9,1.8\n")
+    assert d2.n_domains == 0 and d2.targets == ("web", "code")
+    back = mj.from_dataframe(d.to_dataframe())  # round trip keeps K = 0 and the bare loss column
+    assert back.n_domains == 0 and back.targets == ("loss",)
+    np.testing.assert_array_equal(back.losses, d.losses)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"weight_a,a_loss\n\xff\xfe1,2\n", r"not UTF-8 text \(byte 0xff at offset 16\)"),
+        (b"\x00\x01\x02junk", "contains NUL bytes"),
+        (b"weight_a,a_loss\n1,abc\n", r"column 'a_loss' is not numeric \(row 0 is 'abc'\)"),
+        (b"weight_a,a_loss\n", "empty"),
+    ],
+)
+def test_unreadable_files_name_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as e:
+        mj.load_csv(path)
+    assert "bad" in str(e.value)
+
+
+def test_a_directory_is_not_a_csv(tmp_path):
+    with pytest.raises(DataError, match="is a directory"):
+        mj.load_csv(tmp_path)
