@@ -1,6 +1,6 @@
 """Saved fits: one file that reloads a :class:`mixjax.Fit` bit for bit.
 
-File layout (format version 1). A fit file is a ZIP archive (stored, no compression) with these members:
+File layout (format version 2; version 1 files, without checksums, still load). A fit file is a ZIP archive (stored, no compression) with these members:
 
 * ``header.json``: UTF-8 JSON object::
 
@@ -15,17 +15,26 @@ File layout (format version 1). A fit file is a ZIP archive (stored, no compress
        "loss": 0.00171, "status": "max_steps", "num_steps": 200,
        "members": {"law": {"leaves": [[shape, dtype, field], ...]},    # one entry per array member below
                    "starts": {"leaves": [...], "size": 16},
-                   "ensemble": {"leaves": [...], "size": 200}}}      # ensemble only when one was saved
+                   "ensemble": {"leaves": [...], "size": 200}},      # ensemble only when one was saved
+       "checksums": {"law.eqx": "<sha256 hex>", "starts.eqx": ..., "ensemble.eqx": ...}}
 
 * ``law.eqx``: the best law's leaves, written by :func:`equinox.tree_serialise_leaves` (``np.save`` records);
 * ``starts.eqx``: the :class:`mixjax.FitResult` of every start (batched laws, objectives, status, steps);
 * ``ensemble.eqx`` (optional): a batched law with leading axis R (for example bootstrap refits).
 
+``info`` holds no wall-clock time (it would change the bytes of the same fit). The members are written in this
+order with fixed time stamps, so the same fit always gives the same bytes; the file is written to a temporary name
+and moved into place, so a failed save leaves nothing at ``path``.
+
+Loading verifies before it trusts: the sha256 of every member, each array's shape and dtype against the header, a
+dtype consistent with the fit's settings, and finite parameters of the fitted law. A damaged or edited file is a
+:class:`FitFileError` naming the file and what is wrong, never a traceback or a NaN prediction.
+
 Loading builds a template of the right structure from ``law.init`` on the saved summary (through
 ``equinox.filter_eval_shape``, so nothing is computed), gives every leaf the saved shape and dtype, and reads the
 leaves back. Array values are stored exactly (``np.save``); floats in the header are written with Python's
-shortest round-trip ``repr``. Loading a float64 fit needs ``jax_enable_x64`` (mixjax's default). Time stamps in
-the archive are fixed, so the same fit always gives the same bytes. The suggested extension is ``.mixfit``; any
+shortest round-trip ``repr`` (non-finite values as null). Loading a float64 fit needs ``jax_enable_x64`` (the
+command line turns it on). The suggested extension is ``.mixfit``; any
 zip tool lists the members (``python -m zipfile -l fit.mixfit``).
 
 Example::
@@ -38,10 +47,14 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import io
 import json
+import math
 import os
+import tempfile
 import zipfile
 from typing import Any
 
@@ -58,12 +71,13 @@ __all__ = ["save_fit", "load_fit", "load_ensemble", "read_header", "FitFileError
 
 FORMAT = "mixjax.fit"
 #: Version of the file layout written by :func:`save_fit`; :func:`load_fit` reads versions up to this one.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 class FitFileError(ValueError):
-    """A fit file that cannot be read: not a fit file, a newer format, or a law this installation lacks."""
+    """A fit file that cannot be read: not a fit file, a newer format, a law this installation lacks, or a damaged or
+    edited file (checksum, shape, dtype or non-finite parameter)."""
 
 
 # --------------------------------------------------------------------------- JSON helpers
@@ -74,9 +88,31 @@ def _jsonable(x: Any) -> Any:
         return [_jsonable(v) for v in x]
     if isinstance(x, (np.ndarray, np.generic, jax.Array)):
         return _jsonable(np.asarray(x).tolist())
-    if isinstance(x, (str, int, float, bool)) or x is None:
+    if isinstance(x, float):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, (str, int, bool)) or x is None:
         return x
     return repr(x)
+
+
+def _without_timings(info: dict) -> dict:
+    """``info`` without wall-clock entries (``seconds``, ``*_seconds``...): they would change the bytes of the same
+    fit from run to run."""
+    return {k: v for k, v in info.items() if "seconds" not in str(k) and str(k) not in ("time", "timestamp", "date")}
+
+
+def _sha256(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def _nonfinite_fields(tree) -> list[str]:
+    """Paths of floating-point leaves holding a NaN or an infinity."""
+    bad = []
+    for k, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        a = np.asarray(x)
+        if a.dtype.kind in "fc" and not np.all(np.isfinite(a)):
+            bad.append(jax.tree_util.keystr(k))
+    return bad
 
 
 def _static_fields(law: AbstractLaw) -> dict[str, Any]:
@@ -154,6 +190,9 @@ def save_fit(path: str | os.PathLike, fit: Fit, *, ensemble: AbstractLaw | None 
         raise ValueError(f"fit.info lacks {missing}; a saved fit records its law name, domains and targets (as mixjax.fit does)")
     law = fit.law
     cls = type(law)
+    bad = _nonfinite_fields(law)
+    if bad:
+        raise ValueError(f"cannot save a fit whose law has non-finite parameters ({', '.join(bad)}); it could not be trusted on load")
     try:
         registered = get_law(cls.name)
     except ValueError:
@@ -187,16 +226,27 @@ def save_fit(path: str | os.PathLike, fit: Fit, *, ensemble: AbstractLaw | None 
         "static": {k: _encode_static(v) for k, v in _static_fields(law).items()},
         "summary": _summary_to_json(_summary_for(fit.info, law)),
         "config": dataclasses.asdict(fit.config),
-        "info": _jsonable(fit.info),
-        "loss": float(fit.loss),
+        "info": _jsonable(_without_timings(fit.info)),
+        "loss": _jsonable(float(fit.loss)),
         "status": Status(fit.status).name,
         "num_steps": int(fit.num_steps),
         "members": members,
+        "checksums": {name: _sha256(blob) for name, blob in blobs.items()},
     }
-    text = json.dumps(header, indent=1)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
-        for name, blob in {"header.json": text.encode("utf-8"), **blobs}.items():
-            z.writestr(zipfile.ZipInfo(name, date_time=_EPOCH), blob)  # fixed time stamps: same fit, same bytes
+    text = json.dumps(header, indent=1, allow_nan=False)
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as z:
+            for name, blob in {"header.json": text.encode("utf-8"), **blobs}.items():  # fixed order
+                z.writestr(zipfile.ZipInfo(name, date_time=_EPOCH), blob)  # fixed time stamps: same fit, same bytes
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)  # a failed save leaves nothing at path
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 # --------------------------------------------------------------------------- load
@@ -204,10 +254,12 @@ def read_header(path: str | os.PathLike) -> dict:
     """The JSON header of a fit file (checked: a mixjax fit file of a format this version reads)."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such fit file: {path}")
+    if os.path.isdir(path):
+        raise FitFileError(f"{path} is a directory, not a mixjax fit file")
     try:
         with zipfile.ZipFile(path) as z:
             header = json.loads(z.read("header.json").decode("utf-8"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError):
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, EOFError, NotImplementedError):
         raise FitFileError(f"{path} is not a mixjax fit file (expected a zip archive with header.json; write one with mixjax.save_fit)") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise FitFileError(f"{path} is not a mixjax fit file (header format {header.get('format') if isinstance(header, dict) else None!r}, expected {FORMAT!r})")
@@ -217,7 +269,45 @@ def read_header(path: str | os.PathLike) -> dict:
             f"{path} has fit-file format version {version}, written by mixjax {header.get('mixjax_version')}; this "
             f"mixjax reads versions up to {FORMAT_VERSION}: upgrade mixjax to load it"
         )
+    _check_header(header, path)
     return header
+
+
+def _check_header(header: dict, path) -> None:
+    """The header's structure (keys and types a loader relies on): an edited header is named, not a KeyError."""
+
+    def need(cond, what):
+        if not cond:
+            raise FitFileError(f"{path}: the header is damaged ({what}); the file was edited or truncated")
+
+    need(isinstance(header.get("law"), str), "no law name")
+    need(isinstance(header.get("static"), dict), "no static fields")
+    need(isinstance(header.get("summary"), dict), "no data summary")
+    need(isinstance(header.get("config"), dict), "no fit settings")
+    need(isinstance(header.get("info"), dict), "no fit info")
+    info = header["info"]
+    need(isinstance(info.get("domains"), list) and isinstance(info.get("targets"), list), "no domains/targets in info")
+    need(header.get("status") in Status.__members__, f"unknown status {header.get('status')!r}")
+    need(isinstance(header.get("num_steps"), int), "num_steps is not an integer")
+    need(header.get("loss") is None or isinstance(header.get("loss"), (int, float)), "loss is not a number")
+    members = header.get("members")
+    need(isinstance(members, dict) and "law" in members and "starts" in members, "no member list")
+    for name, spec in members.items():
+        need(isinstance(spec, dict) and isinstance(spec.get("leaves"), list), f"member {name!r} has no leaf list")
+        for leaf in spec["leaves"]:
+            ok = isinstance(leaf, list) and len(leaf) >= 2 and isinstance(leaf[0], list) and all(isinstance(d, int) and d >= 0 for d in leaf[0])
+            need(ok and isinstance(leaf[1], str), f"member {name!r} has a malformed leaf {leaf!r}")
+            try:
+                np.dtype(leaf[1])
+            except TypeError:
+                need(False, f"member {name!r} has an unknown dtype {leaf[1]!r}")
+        if name != "law":
+            need(isinstance(spec.get("size"), int) and spec["size"] >= 1, f"member {name!r} has no batch size")
+    if header["format_version"] >= 2:
+        sums = header.get("checksums")
+        need(isinstance(sums, dict) and all(isinstance(v, str) for v in sums.values()), "no member checksums")
+        for name in members:
+            need(f"{name}.eqx" in sums, f"no checksum for {name}.eqx")
 
 
 def _law_class(header: dict, path) -> type[AbstractLaw]:
@@ -276,8 +366,29 @@ def _fill_specs(tree, spec: dict, what: str, path, prefix: str = ""):
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def _read(z: zipfile.ZipFile, name: str, like):
-    return eqx.tree_deserialise_leaves(io.BytesIO(z.read(name)), like)
+def _read(path, header: dict, name: str, like):
+    """Member ``name`` deserialised into ``like``, after checking its sha256 (format 2) and that every array has the
+    shape and dtype the header lists."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            blob = z.read(name)
+    except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError) as e:
+        raise FitFileError(f"{path}: cannot read member {name} ({' '.join(str(e).split())}); the file is damaged") from None
+    want = (header.get("checksums") or {}).get(name)
+    if want is not None and _sha256(blob) != want:
+        raise FitFileError(f"{path}: member {name} does not match its checksum; the file is damaged or was edited")
+    try:
+        out = eqx.tree_deserialise_leaves(io.BytesIO(blob), like)
+    except Exception as e:  # numpy/equinox raise several kinds for a malformed record
+        raise FitFileError(f"{path}: member {name} cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); the file is damaged") from None
+    for (k, got), want_leaf in zip(jax.tree_util.tree_flatten_with_path(out)[0], jax.tree_util.tree_leaves(like)):
+        a = np.asarray(got)
+        if a.shape != tuple(want_leaf.shape) or a.dtype != np.dtype(want_leaf.dtype):
+            raise FitFileError(
+                f"{path}: member {name} field {jax.tree_util.keystr(k)} is {a.dtype}{list(a.shape)}, the header says "
+                f"{np.dtype(want_leaf.dtype)}{list(want_leaf.shape)}; the file is damaged or was edited"
+            )
+    return out
 
 
 def _check_dtypes(spec: dict, path) -> None:
@@ -285,9 +396,28 @@ def _check_dtypes(spec: dict, path) -> None:
         raise FitFileError(f"{path} holds 64-bit arrays; enable jax_enable_x64 (unset MIXJAX_X64=0) to load it exactly")
 
 
+@contextlib.contextmanager
+def _damaged(path):
+    """Turn an error raised while interpreting a file's contents into a :class:`FitFileError` naming the file."""
+    try:
+        yield
+    except FitFileError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError, OverflowError) as e:
+        msg = " ".join(str(e).split())[:200]
+        raise FitFileError(f"{path}: the file is damaged or was edited ({type(e).__name__}: {msg})") from None
+
+
 def load_fit(path: str | os.PathLike) -> Fit:
-    """Read a fit written by :func:`save_fit`; every array is restored exactly (same values, shapes, dtypes)."""
+    """Read a fit written by :func:`save_fit`; every array is restored exactly (same values, shapes, dtypes).
+
+    The file is verified first (see the module docstring): a damaged or edited file raises :class:`FitFileError`."""
     header = read_header(path)
+    with _damaged(path):
+        return _load_fit(path, header)
+
+
+def _load_fit(path, header: dict) -> Fit:
     cls = _law_class(header, path)
     static = {k: _decode_static(v) for k, v in header["static"].items()}
     summary = _summary_from_json(header["summary"])
@@ -302,22 +432,33 @@ def load_fit(path: str | os.PathLike) -> Fit:
         raise FitFileError(f"{path}: the starts record does not hold .loss, .status, .num_steps, .grad_norm after the laws")
     scalars = [jax.ShapeDtypeStruct(tuple(r[0]), jnp.dtype(r[1])) for r in rest]
     starts_like = FitResult(starts_law, *scalars)
-    with zipfile.ZipFile(path) as z:
-        law = _read(z, "law.eqx", law_like)
-        starts = _read(z, "starts.eqx", starts_like)
+    law = _read(path, header, "law.eqx", law_like)
+    starts = _read(path, header, "starts.eqx", starts_like)
     try:
         config = FitConfig(**header["config"])
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise FitFileError(f"{path}: fit settings do not match this mixjax's FitConfig ({e})") from None
+    float_dtypes = {np.asarray(x).dtype for x in jax.tree_util.tree_leaves(law) if np.asarray(x).dtype.kind == "f"}
+    if float_dtypes and float_dtypes != {np.dtype(config.dtype)}:
+        raise FitFileError(f"{path}: the law's arrays are {sorted(map(str, float_dtypes))}, but the fit's dtype is {config.dtype}; the file was edited")
+    bad = _nonfinite_fields(law)
+    if bad:
+        raise FitFileError(f"{path}: the fitted law has non-finite parameters ({', '.join(bad)}); refusing to load it")
+    loss = header["loss"]
     return Fit(
-        law=law, loss=float(header["loss"]), status=Status[header["status"]], num_steps=int(header["num_steps"]),
-        starts=starts, config=config, info=header["info"],
+        law=law, loss=float("nan") if loss is None else float(loss), status=Status[header["status"]],
+        num_steps=int(header["num_steps"]), starts=starts, config=config, info=header["info"],
     )
 
 
 def load_ensemble(path: str | os.PathLike) -> AbstractLaw | None:
     """The batched ensemble law saved with the fit (leading axis R), or None when the file has none."""
     header = read_header(path)
+    with _damaged(path):
+        return _load_ensemble(path, header)
+
+
+def _load_ensemble(path, header: dict) -> AbstractLaw | None:
     spec = header["members"].get("ensemble")
     if spec is None:
         return None
@@ -325,5 +466,4 @@ def load_ensemble(path: str | os.PathLike) -> AbstractLaw | None:
     _check_dtypes(spec, path)
     static = {k: _decode_static(v) for k, v in header["static"].items()}
     like = _template(cls, _summary_from_json(header["summary"]), static, spec, spec["size"], "ensemble", path)
-    with zipfile.ZipFile(path) as z:
-        return _read(z, "ensemble.eqx", like)
+    return _read(path, header, "ensemble.eqx", like)

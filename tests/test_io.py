@@ -3,6 +3,7 @@ errors for files that cannot be read."""
 
 import dataclasses
 import json
+import re
 import zipfile
 from typing import ClassVar
 
@@ -60,7 +61,9 @@ def test_round_trip_is_exact(which, request, slim122, tmp_path):
     assert_trees_identical(f.starts, g.starts)
     assert g.loss == f.loss and g.status == f.status and g.num_steps == f.num_steps
     assert g.config == f.config
-    assert g.info == json.loads(json.dumps(f.info))  # the metadata, exactly (JSON float repr round-trips)
+    # the metadata, exactly (JSON float repr round-trips), without wall-clock time (same fit, same bytes)
+    assert g.info == json.loads(json.dumps({k: v for k, v in f.info.items() if "seconds" not in k}))
+    assert not any("seconds" in k for k in g.info)
     assert g.info["seed"] == f.info["seed"] and g.info["domains"] == list(slim122.domains)
     p_f, p_g = f.predict(slim122), g.predict(slim122)
     assert p_g.dtype == np.dtype(f.config.dtype)
@@ -170,3 +173,121 @@ def test_unreadable_files(fitted, tmp_path):
         load_fit(tmp_path / "junk.mixfit")
     with pytest.raises(FileNotFoundError, match="missing.mixfit"):
         load_fit(tmp_path / "missing.mixfit")
+
+
+# --------------------------------------------------------------------------- damaged and edited files
+def members_of(path):
+    with zipfile.ZipFile(path) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def write_members(path, members):
+    with zipfile.ZipFile(path, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+
+
+def test_file_bytes_are_fixed(fitted, tmp_path):
+    """Same fit, same bytes: fixed member order and time stamps, no wall-clock time, checksums of every member."""
+    save_fit(tmp_path / "a.mixfit", fitted)
+    later = dataclasses.replace(fitted, info={**fitted.info, "seconds": fitted.info.get("seconds", 0.0) + 123.0})
+    save_fit(tmp_path / "b.mixfit", later)  # only the fit time differs
+    assert (tmp_path / "a.mixfit").read_bytes() == (tmp_path / "b.mixfit").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a.mixfit") as z:
+        infos = z.infolist()
+    assert [i.filename for i in infos] == ["header.json", "law.eqx", "starts.eqx"]
+    assert {i.date_time for i in infos} == {(1980, 1, 1, 0, 0, 0)}
+    header = read_header(tmp_path / "a.mixfit")
+    import hashlib
+
+    m = members_of(tmp_path / "a.mixfit")
+    assert header["checksums"] == {n: hashlib.sha256(m[n]).hexdigest() for n in ("law.eqx", "starts.eqx")}
+    assert list(tmp_path.iterdir()) and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_flipped_byte_is_refused(fitted, tmp_path):
+    save_fit(tmp_path / "ok.mixfit", fitted)
+    raw = bytearray((tmp_path / "ok.mixfit").read_bytes())
+    m = members_of(tmp_path / "ok.mixfit")
+    start = bytes(raw).index(m["law.eqx"][-64:])  # a byte inside the law's stored values
+    raw[start + 10] ^= 0xFF
+    (tmp_path / "flip.mixfit").write_bytes(bytes(raw))
+    with pytest.raises(FitFileError, match=r"flip\.mixfit.*law\.eqx.*damaged"):
+        load_fit(tmp_path / "flip.mixfit")
+    # a byte flipped in the zip structure itself
+    raw = bytearray((tmp_path / "ok.mixfit").read_bytes())
+    raw[0] ^= 0xFF
+    (tmp_path / "flip0.mixfit").write_bytes(bytes(raw))
+    with pytest.raises(FitFileError, match="not a mixjax fit file"):
+        load_fit(tmp_path / "flip0.mixfit")
+
+
+def test_edited_members_are_refused(fitted, tmp_path):
+    save_fit(tmp_path / "ok.mixfit", fitted)
+    m = members_of(tmp_path / "ok.mixfit")
+    header = json.loads(m["header.json"])
+    import hashlib
+
+    def rewrite(name, blob, fix_checksum=True):
+        mm = dict(m)
+        mm[name] = blob
+        h = json.loads(json.dumps(header))
+        if fix_checksum and name != "header.json":
+            h["checksums"][name] = hashlib.sha256(blob).hexdigest()
+        if name != "header.json":
+            mm["header.json"] = json.dumps(h).encode()
+        write_members(tmp_path / "x.mixfit", mm)
+        return tmp_path / "x.mixfit"
+
+    law = m["law.eqx"]
+    # an edited .npy header (shape text changed), checksum recomputed to match: refused by the record check
+    first = law.index(b"'shape': (") + len(b"'shape': (")
+    edited = law[:first] + b"9" + law[first + 1 :]
+    with pytest.raises(FitFileError, match="law.eqx"):
+        load_fit(rewrite("law.eqx", edited))
+    # the same edit without a new checksum: refused by the checksum
+    with pytest.raises(FitFileError, match="does not match its checksum"):
+        load_fit(rewrite("law.eqx", edited, fix_checksum=False))
+    # a parameter set to NaN (checksum recomputed): refused, naming the field
+    flat, treedef = jax.tree_util.tree_flatten_with_path(fitted.law)
+    path0 = flat[0][0]
+    leaves = [x for _, x in flat]
+    leaves[0] = jnp.asarray(leaves[0]).at[0].set(jnp.nan)
+    nan_law = jax.tree_util.tree_unflatten(treedef, leaves)
+    import io as _io
+
+    buf = _io.BytesIO()
+    eqx.tree_serialise_leaves(buf, nan_law)
+    field = jax.tree_util.keystr(path0)
+    with pytest.raises(FitFileError, match=rf"non-finite parameters \({re.escape(field)}\)"):
+        load_fit(rewrite("law.eqx", buf.getvalue()))
+    # a changed dtype in the header's leaf list
+    h = json.loads(json.dumps(header))
+    h["members"]["law"]["leaves"][0][1] = "float32"
+    with pytest.raises(FitFileError, match="ok|x.mixfit"):
+        load_fit(rewrite("header.json", json.dumps(h).encode()))
+    # the fit's dtype edited in its settings, arrays unchanged
+    h = json.loads(json.dumps(header))
+    h["config"]["dtype"] = "float32"
+    with pytest.raises(FitFileError, match=r"arrays are \['float64'\], but the fit's dtype is float32"):
+        load_fit(rewrite("header.json", json.dumps(h).encode()))
+    # a header with a key removed
+    h = json.loads(json.dumps(header))
+    del h["summary"]
+    with pytest.raises(FitFileError, match="header is damaged"):
+        load_fit(rewrite("header.json", json.dumps(h).encode()))
+    # a truncated file
+    (tmp_path / "cut.mixfit").write_bytes((tmp_path / "ok.mixfit").read_bytes()[:300])
+    with pytest.raises(FitFileError):
+        load_fit(tmp_path / "cut.mixfit")
+    with pytest.raises(FitFileError, match="is a directory"):
+        load_fit(tmp_path)
+
+
+def test_nonfinite_law_is_not_saved_and_failed_save_leaves_nothing(fitted, tmp_path):
+    bad = dataclasses.replace(fitted, law=jax.tree_util.tree_map(lambda x: x * jnp.nan, fitted.law))
+    with pytest.raises(ValueError, match="non-finite parameters"):
+        save_fit(tmp_path / "nan.mixfit", bad)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError):
+        save_fit(tmp_path / "no_such_dir" / "f.mixfit", fitted)
