@@ -1,8 +1,13 @@
 """Optimal mixtures: exact projections, constraints, gradients, and optima against scipy SLSQP."""
 
+import contextlib
+import io
 import itertools
+import json
+import warnings
 from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +17,11 @@ from scipy.optimize import minimize
 import mixjax
 from mixjax.laws import AbstractLaw
 from mixjax.mixture import (
+    ExtrapolationWarning,
+    FixedOptimumWarning,
     InfeasibleMixtureError,
+    measured_coverage,
+    measured_mixtures,
     mixture_bounds,
     mixture_objective,
     optimize_mixture,
@@ -180,7 +189,7 @@ def test_capacity_noise_optimum_matches_slsqp():
         # data availability: domain 0 has U unique tokens, repeatable 2 times
         U = 0.5 * D * max(lo[0], 0.05) + 0.3 * D * rng.uniform() * hi[0]
         r = optimize_mixture(law, model_size=N, n_tokens=D, target_weights=w, floors=lo, ceilings=hi,
-                             unique_tokens=[U, np.inf, np.inf, np.inf, np.inf], max_epochs=2, starts=8, seed=trial)
+                             unique_tokens=[U, np.inf, np.inf, np.inf, np.inf], max_epochs=2, starts=8, seed=trial, check_fixed=False)
         hi_eff = hi.copy()
         hi_eff[0] = min(hi[0], 2 * U / D)
         assert r.status == mixjax.Status.converged
@@ -216,11 +225,11 @@ def test_user_objective_and_single_target():
     def softmax_loss(losses):
         return jax.nn.logsumexp(4.0 * losses) / 4.0
 
-    r = optimize_mixture(law, model_size=500.0, n_tokens=20.0, objective=softmax_loss, floors=lo, ceilings=hi, starts=6)
+    r = optimize_mixture(law, model_size=500.0, n_tokens=20.0, objective=softmax_loss, floors=lo, ceilings=hi, starts=6, check_fixed=False)
     ref_v, _ = slsqp(jax.jit(jax.value_and_grad(lambda h: softmax_loss(law(h, 500.0, 20.0)))), lo, hi, r.start_mixtures[:3])
     np.testing.assert_allclose(r.value, ref_v, rtol=1e-9)
     # single target 2 is a weighted objective with a one-hot weight: same compiled program as the mean
-    r2 = optimize_mixture(law, model_size=500.0, n_tokens=20.0, target=2, floors=lo, ceilings=hi, starts=6)
+    r2 = optimize_mixture(law, model_size=500.0, n_tokens=20.0, target=2, floors=lo, ceilings=hi, starts=6, check_fixed=False)
     ref2, _ = slsqp(weighted_loss, lo, hi, r2.start_mixtures[:3], law, 500.0, 20.0, jnp.eye(K)[2])
     np.testing.assert_allclose(r2.value, ref2, rtol=1e-9)
     np.testing.assert_allclose(r2.losses[2], r2.value, rtol=1e-12)
@@ -251,3 +260,147 @@ def test_ensemble_matches_members_and_excludes_failures():
     np.testing.assert_allclose(lo, np.percentile(ens.mixtures[ok], 5, axis=0))
     np.testing.assert_allclose(hi, np.percentile(ens.mixtures[ok], 95, axis=0))
     assert np.all(np.isfinite(ens.mixtures[ok]))
+    assert ens.optimum_fixed_by_law is False and "differ" in ens.fixed_message
+
+
+# --------------------------------------------------------------------------- extrapolation report
+def test_measured_coverage_closed_form():
+    """Ranges, distances outside them, total-variation distances and the design's spacing, worked by hand."""
+    H = np.array([[0.5, 0.3, 0.2], [0.2, 0.5, 0.3], [0.3, 0.2, 0.5], [0.5, 0.3, 0.2]])  # last row repeats the first
+    assert measured_mixtures(H).shape == (3, 3)
+    c = measured_coverage([0.7, 0.2, 0.1], H, domains=["a", "b", "c"])
+    np.testing.assert_allclose(c.low, [0.2, 0.2, 0.2])
+    np.testing.assert_allclose(c.high, [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(c.outside, [0.2, 0.0, 0.1], atol=1e-15)
+    # TV distances to the three distinct mixtures: 0.2, 0.5, 0.4; pairwise among them all 0.3 (duplicates ignored)
+    assert c.nearest_distance == pytest.approx(0.2, abs=1e-15) and c.typical_spacing == pytest.approx(0.3, abs=1e-15)
+    assert c.n_measured == 3 and c.extrapolation and "a = 0.7" in c.reasons[0] and len(c.reasons) == 1
+    d = c.as_dict(["a", "b", "c"])
+    assert d["outside_range"] == pytest.approx({"a": 0.2, "b": 0.0, "c": 0.1}) and d["extrapolation"] is True
+    inside = measured_coverage([0.35, 0.35, 0.3], H)
+    assert not inside.extrapolation and inside.nearest_distance == pytest.approx(0.15, abs=1e-15)
+    assert inside.outside.max() == 0.0
+    # the spacing rule alone: nearest 0.15 > 0.4 x 0.3
+    far = measured_coverage([0.35, 0.35, 0.3], H, spacing_factor=0.4)
+    assert far.extrapolation and "spacing" in far.reasons[0]
+    # within the margin (0.02) outside the range is not an extrapolation
+    assert not measured_coverage([0.51, 0.29, 0.2], H).extrapolation
+
+
+def quad_target(p):
+    """A QuadLaw whose unique optimum on the simplex is p (losses (h_j - p_j)^2 + e_j for the first 4 domains)."""
+    return QuadLaw(jnp.eye(4, K), jnp.asarray(p[:4]), jnp.asarray([0.1, 0.2, 0.3, 0.4]))
+
+
+def test_extrapolation_report_and_within_measured():
+    rng = np.random.default_rng(21)
+    p = np.array([0.5, 0.2, 0.1, 0.1, 0.1])
+    law = quad_target(p)
+    h0 = rng.uniform(0.05, 0.3, 24)
+    design = np.column_stack([h0, (1 - h0)[:, None] * rng.dirichlet(np.full(4, 3.0), 24)])
+    measured = np.concatenate([design, design])  # the same mixtures at two scales
+    with pytest.warns(ExtrapolationWarning, match="domain0"):
+        r = optimize_mixture(law, starts=4, measured=measured)
+    np.testing.assert_allclose(r.mixture, p, atol=1e-6)
+    lo, hi = design.min(0), design.max(0)
+    np.testing.assert_allclose(r.coverage.outside, np.maximum(np.maximum(lo - r.mixture, r.mixture - hi), 0), atol=1e-15)
+    assert r.coverage.outside[0] > 0.19
+    tv = 0.5 * np.abs(design - r.mixture).sum(1)
+    pair = 0.5 * np.abs(design[:, None] - design[None]).sum(-1) + np.diag(np.full(24, np.inf))
+    d = r.as_dict()
+    assert d["nearest_measured_distance"] == pytest.approx(tv.min(), abs=1e-14)
+    assert d["typical_measured_spacing"] == pytest.approx(np.median(pair.min(1)), abs=1e-14)
+    assert d["extrapolation"] is True and d["optimum_fixed_by_law"] is False
+    assert set(d["outside_range"]) == set(r.domains)
+    # constrained to the measured ranges: the optimum of the intersected box, as SLSQP finds it
+    r2 = optimize_mixture(law, starts=4, measured=measured, within_measured=True, floors=0.01)
+    np.testing.assert_allclose(r2.lower, np.maximum(lo, 0.01), rtol=1e-15)
+    np.testing.assert_allclose(r2.upper, hi, rtol=1e-15)
+    ref_v, ref_h = slsqp(weighted_loss, r2.lower, r2.upper, r2.start_mixtures, law, 1.0, 1.0, jnp.ones(4))
+    np.testing.assert_allclose(r2.value, ref_v, rtol=1e-9)
+    np.testing.assert_allclose(r2.mixture, ref_h, atol=1e-5)
+    assert r2.coverage.outside.max() <= 1e-12 and r2.mixture[0] == pytest.approx(hi[0], abs=1e-9)
+    with pytest.raises(InfeasibleMixtureError, match="within_measured.*domain0"):
+        optimize_mixture(law, starts=4, measured=measured, within_measured=True, floors={"domain0": 0.35})
+    with pytest.raises(ValueError, match="measured"):
+        optimize_mixture(law, starts=4, within_measured=True)
+    # without measured mixtures the report's keys are present and empty
+    r3 = optimize_mixture(law, starts=4, check_fixed=False)
+    assert r3.as_dict()["extrapolation"] is None and r3.optimum_fixed_by_law is None
+
+
+def test_optimum_fixed_by_law_capacity_only_vs_capacity_noise():
+    """capacity_only: J(h) = sum_i w_i c_i x_i*(h)^-b_i + const >= min_x sum_i w_i c_i x_i^-b_i = J(w), so the optimum is
+    the target weighting w whatever the parameters; the capacity-noise law's optimum depends on them."""
+    rng = np.random.default_rng(13)
+    w = rng.uniform(0.1, 1.0, K)
+    only = mixjax.CapacityOnlyLaw.from_params(b=rng.uniform(0.2, 0.9, K), c=rng.uniform(1, 6, K), E=rng.uniform(0.5, 2, K), H=2.0)
+    with pytest.warns(FixedOptimumWarning, match="fixed by the law"):
+        r = optimize_mixture(only, model_size=300.0, target_weights=w, starts=8)
+    np.testing.assert_allclose(r.mixture, w / w.sum(), atol=1e-6)
+    assert r.optimum_fixed_by_law is True and r.as_dict()["optimum_fixed_by_law"] is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FixedOptimumWarning)
+        r = optimize_mixture(cn_law(rng), model_size=300.0, n_tokens=12.0, target_weights=w, starts=8)
+    assert r.optimum_fixed_by_law is False and "moves" in r.fixed_message
+    # a vertex of the bounds: the check does not apply
+    r = optimize_mixture(only, model_size=300.0, target_weights=w, floors=[0.0, 0.0, 0.0, 0.3, 0.3], ceilings=[1.0, 0.1, 0.1, 0.3, 0.3], starts=8)
+    assert r.optimum_fixed_by_law is None and "vertex" in r.fixed_message
+
+
+def test_ensemble_fixed_optimum_across_members():
+    """Members differing only in the loss floors E (an additive constant per target) share one optimum: fixed by the
+    law's form as far as this ensemble can tell. Same shapes as the ensemble test above (one compiled program)."""
+    rng = np.random.default_rng(5)
+    base = cn_law(rng)
+    w = rng.uniform(0.1, 1, K)
+    members = [eqx.tree_at(lambda m: m.log_E, base, base.log_E + s) for s in (0.0, 0.1, -0.2, 0.3, 0.05)]
+    laws = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *members)
+    ens = optimize_mixture_ensemble(laws, model_size=800.0, n_tokens=25.0, target_weights=w, floors=0.02, starts=6, check_fixed=False)
+    assert ens.optimum_fixed_by_law is None and ens.member_extrapolation is None
+    h = ens.mixtures[0]
+    measured = np.array([h + 0.03 * (np.eye(K)[0] - np.eye(K)[1]), h - 0.03 * (np.eye(K)[0] - np.eye(K)[1])])
+    with pytest.warns(FixedOptimumWarning, match="5 members"):
+        ens = optimize_mixture_ensemble(laws, model_size=800.0, n_tokens=25.0, target_weights=w, floors=0.02, starts=6, measured=measured)
+    np.testing.assert_allclose(ens.mixtures, np.tile(h, (5, 1)), atol=1e-6)
+    assert np.ptp(ens.values) > 0.1 and ens.optimum_fixed_by_law is True and ens.as_dict()["optimum_fixed_by_law"] is True
+    # 0.03 from both measured mixtures (TV), at most 0.01 outside their range: not an extrapolation
+    assert not ens.member_extrapolation.any() and ens.as_dict()["members_extrapolating"] == 0
+
+
+def test_cli_reports_extrapolation_and_stays_within_measured(tmp_path):
+    """`mixjax optimize` on noiseless log-linear data whose optimum (0.3, 0.6, 0.1) lies outside the design."""
+    from mixjax.cli import main
+
+    grid = [(a, b, round(1 - a - b, 10)) for a in np.arange(0.2, 0.46, 0.05) for b in np.arange(0.2, 0.46, 0.05)]
+    H = np.array([g for g in grid if 0.2 - 1e-9 <= g[2] <= 0.45 + 1e-9])
+    c, t = np.array([0.5, 0.8, 0.3]), -np.eye(3)
+    L = np.exp(c + H @ t.T)
+    rows = ["weight_a,weight_b,weight_c,model_size,n_tokens,a_loss,b_loss,c_loss"]
+    rows += [",".join(f"{v:.12g}" for v in (*h, 1e8, 1e9, *y)) for h, y in zip(H, L)]
+    path = tmp_path / "design.csv"
+    path.write_text("\n".join(rows) + "\n")
+
+    def run(*extra):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(["optimize", str(path), "--law", "loglinear", "--starts", "2", "--optimizer", "adam", "--max-steps", "300",
+                       "--mixture-starts", "4", "--json", *extra])
+        assert rc == 0, err.getvalue()
+        return json.loads(out.getvalue()), err.getvalue()
+
+    out, err = run()
+    h = np.array(list(out["mixture"].values()))
+    np.testing.assert_allclose(h, [0.3, 0.6, 0.1], atol=2e-3)  # the true law's optimum (exact fit of noiseless data)
+    lo, hi = H.min(0), H.max(0)
+    np.testing.assert_allclose(list(out["outside_range"].values()), np.maximum(np.maximum(lo - h, h - hi), 0), atol=1e-12)
+    assert out["nearest_measured_distance"] == pytest.approx((0.5 * np.abs(H - h).sum(1)).min(), abs=1e-12)
+    pair = 0.5 * np.abs(H[:, None] - H[None]).sum(-1) + np.diag(np.full(len(H), np.inf))
+    assert out["typical_measured_spacing"] == pytest.approx(np.median(pair.min(1)), abs=1e-12)
+    assert out["extrapolation"] is True and out["optimum_fixed_by_law"] is False
+    assert "warning: the optimal mixture extrapolates" in err and "b = 0.6" in err
+
+    out, err = run("--within-measured")
+    h = np.array(list(out["mixture"].values()))
+    assert np.all(h >= lo - 1e-9) and np.all(h <= hi + 1e-9) and max(out["outside_range"].values()) <= 1e-9
+    assert list(out["upper"].values()) == pytest.approx(hi.tolist()) and "outside the measured range" not in err
