@@ -258,3 +258,232 @@ def test_console_script():
         assert name in r.stdout
     r = subprocess.run([sys.executable, "-m", "mixjax.cli", "predict", "missing.mixfit", "--mixture", "1"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.strip() == "mixjax predict: error: no such fit file: missing.mixfit"
+
+
+# --------------------------------------------------------------------------- messy input: one line, exit status 2
+def tiny_frame(n=8, seed=0):
+    """8 runs of a 3-domain table (weights, scale, 3 losses): the shape every quick fit below shares."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    h = rng.dirichlet(np.ones(3), n)
+    return pd.DataFrame({"weight_a": h[:, 0], "weight_b": h[:, 1], "weight_c": h[:, 2], "model_size": 1e8, "n_tokens": 2e9,
+                         "a_loss": 3.0 - h[:, 0], "b_loss": 3.2 - h[:, 1], "c_loss": 2.9 - 0.5 * h[:, 2]})
+
+
+QUICK = ["--law", "loglinear", "--starts", "1", "--max-steps", "5", "--optimizer", "adam"]  # compiles in seconds
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny") / "tiny.csv"
+    tiny_frame().to_csv(path, index=False)
+    return path
+
+
+def write(path, text):
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "words"),
+    [
+        (None, ["fit", "DIR"], ["is a directory"]),
+        (b"weight_a,a_loss\n0.5\xe9,2\n", ["fit", "FILE"], ["bad.csv", "not UTF-8", "0xe9"]),
+        (b"weight_a,weight_b,a_loss,a_loss\n0.5,0.5,2,3\n", ["fit", "FILE"], ["duplicate column", "a_loss"]),
+        (b"weight_a,weight_b,weight_decay,a_loss\n0.5,0.5,0.1,2\n", ["fit", "FILE"], ["weight_decay", "--domains"]),
+        (b"weight_a,weight_b,a_loss\n0.5,0.35,2\n", ["fit", "FILE"], ["row 0 sums to 0.85", "weight_a, weight_b", "--sum-tol"]),
+        (b"weight_a,weight_b,a_loss\n0.5,0.5,2\n", ["fit", "FILE", "--domains", "a,z"], ["domain(s) ['z']"]),
+        (b"weight_a,weight_b,a_loss\n0.5,0.5,2\n", ["fit", "FILE", "--targets", "a,,b"], ["--targets", "empty name"]),
+        (b"model_size,n_tokens,loss\n1e8,1e9,3\n", ["fit", "FILE", "--law", "capacity_noise"], ["capacity_noise", "no weight_<domain> columns"]),
+        (b"", ["fit", "FILE"], ["bad.csv", "empty"]),
+        (None, ["laws", "-K", "0"], ["--domains", "got 0"]),
+        (None, ["laws", "-K", "x"], ["invalid int value"]),
+        (None, ["fit", "TINY", "--val-fraction", "0"], ["--val-fraction", "strictly between 0 and 1"]),
+        (None, ["fit", "TINY", "--val-fraction", "1.5"], ["--val-fraction"]),
+        (None, ["fit", "TINY", "--sum-tol", "-1"], ["--sum-tol"]),
+        (None, ["fit", "TINY", "--starts", "0"], ["--starts"]),
+        (None, ["fit", "TINY", "--output", "OUTDIR/missing/f.mixfit"], ["--output", "does not exist"]),
+        (None, ["fit", "TINY", "--output", "OUTDIR"], ["--output", "is a directory"]),
+        (None, ["bootstrap", "TINY", "--plot", "OUTDIR/fig.txt"], ["--plot", ".png"]),
+        (None, ["predict", "FIT", "--mixture", "c4=1", "-N", "1.2.3", "-D", "1B"], ["1.2.3"]),
+        (None, ["plot", "pred-vs-obs", "FIT", "--data", "pile4", "--out", "OUTDIR/p.png"], ["pile4", "no weight column for domain(s)"]),
+        (None, ["plot", "pred-vs-obs", "FIT", "--data", "slimpajama7", "--out", "OUTDIR/missing/p.png"], ["--out", "does not exist"]),
+    ],
+)
+def test_messy_input_is_one_line_exit_2(saved, tiny_csv, tmp_path, make, args, words):
+    subst = {"DIR": str(tmp_path), "FILE": str(tmp_path / "bad.csv"), "TINY": str(tiny_csv), "FIT": str(saved[1])}
+    if make is not None:
+        write(tmp_path / "bad.csv", make)
+    args = [subst.get(a, a.replace("OUTDIR", str(tmp_path))) for a in args]
+    before = set(tmp_path.iterdir())
+    quick = args[0] in ("fit", "bootstrap") and args[1] == str(tiny_csv)
+    rc, out, err = cli(*args[:2], *QUICK, *args[2:]) if quick else cli(*args)  # the case's own value wins
+    assert rc == 2 and out == "", (out, err)
+    assert "Traceback" not in err
+    assert_one_line_error(rc, err, *words)
+    assert set(tmp_path.iterdir()) == before  # nothing written
+
+
+def damaged_copies(path, tmp_path):
+    """A saved fit with one flipped byte in its law's values, and one whose first parameter was set to NaN (with its
+    checksum recomputed, as a careful forger would)."""
+    import hashlib
+    import zipfile
+
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    at = bytes(raw).index(members["law.eqx"][-40:])
+    raw[at + 3] ^= 0x01
+    write(tmp_path / "flipped.mixfit", bytes(raw))
+    law = mixjax.load_fit(path).law
+    flat, treedef = jax.tree_util.tree_flatten(law)
+    flat[0] = jnp.asarray(flat[0]).at[0].set(jnp.nan)
+    import equinox as eqx
+
+    buf = io.BytesIO()
+    eqx.tree_serialise_leaves(buf, jax.tree_util.tree_unflatten(treedef, flat))
+    header = json.loads(members["header.json"])
+    header["checksums"]["law.eqx"] = hashlib.sha256(buf.getvalue()).hexdigest()
+    members.update({"law.eqx": buf.getvalue(), "header.json": json.dumps(header).encode()})
+    with zipfile.ZipFile(tmp_path / "nan.mixfit", "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    return tmp_path / "flipped.mixfit", tmp_path / "nan.mixfit"
+
+
+def test_damaged_fit_files_are_refused(saved, tmp_path):
+    flipped, nan = damaged_copies(saved[1], tmp_path)
+    mix = ["--mixture", "c4=1", "-N", "122M", "-D", "9.998B"]
+    assert_one_line_error(*cli("predict", flipped, *mix)[::2], "flipped.mixfit", "law.eqx", "damaged")
+    assert_one_line_error(*cli("predict", nan, *mix)[::2], "nan.mixfit", "non-finite parameters")
+    assert_one_line_error(*cli("plot", "line", nan, "--start", "c4=1", "--end", "book=1", "--out", tmp_path / "l.png")[::2], "non-finite")
+    assert_one_line_error(*cli("predict", tmp_path, *mix)[::2], "is a directory")
+    assert not (tmp_path / "l.png").exists()
+
+
+def test_broken_pipe_ends_quietly(monkeypatch):
+    class Closed(io.StringIO):
+        def write(self, s):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", Closed())
+    monkeypatch.setattr(sys, "stderr", err)
+    assert main(["laws"]) == 141
+    assert err.getvalue() == ""
+
+
+def test_unexpected_exception_is_one_line_unless_debugging(monkeypatch):
+    import mixjax.cli.laws as laws_cmd
+
+    def boom(args):
+        raise AttributeError("something inside broke\nsecond line")
+
+    monkeypatch.setattr(laws_cmd, "run", boom)
+    rc, out, err = cli("laws")
+    assert rc == 2 and err == "mixjax laws: internal error: AttributeError: something inside broke second line\n"
+    monkeypatch.setenv("MIXJAX_DEBUG", "1")
+    with pytest.raises(AttributeError, match="something inside broke"):
+        main(["laws"])
+
+
+def test_same_inputs_same_bytes(tiny_csv, tmp_path):
+    """`fit --json --output` twice: byte-identical JSON and fit files; wall-clock seconds only with --timings."""
+    outs = []
+    for name in ("f1.mixfit", "f2.mixfit"):
+        rc, out, err = cli("fit", tiny_csv, *QUICK, "--json", "--output", tmp_path / name)
+        assert rc == 0, err
+        outs.append(out.replace(name, "F"))
+    assert outs[0] == outs[1]
+    assert (tmp_path / "f1.mixfit").read_bytes() == (tmp_path / "f2.mixfit").read_bytes()
+    assert "seconds" not in outs[0] and "NaN" not in outs[0]
+    rc, out, _ = cli("fit", tiny_csv, *QUICK, "--json", "--timings")
+    assert rc == 0 and json.loads(out)["seconds"] > 0
+
+
+def test_fit_json_counts_cells(tiny_csv, tmp_path):
+    """n_cells_used / excluded / nonfinite and the all-cells MRE, train and validation, against numpy."""
+    df = tiny_frame()
+    df.loc[2, "b_loss"] = np.nan  # one missing cell: neither used nor excluded, not measured
+    df["train_loss"] = 2.5  # a target like any other unless excluded; the fit says which it picked up
+    df.to_csv(tmp_path / "t.csv", index=False)
+    rc, out, err = cli("fit", tmp_path / "t.csv", *QUICK, "--json", "--val-fraction", "0.25", "--output", tmp_path / "f.mixfit")
+    assert rc == 0, err
+    assert "targets a, b, c, train" in err
+    res = json.loads(out)
+    f = mixjax.load_fit(tmp_path / "f.mixfit")
+    data = mixjax.load_csv(tmp_path / "t.csv")
+    train, val = data.split_rows(0.25, seed=0)
+    assert res["n_cells_used"] == {"train": int(train.mask.sum()), "val": int(val.mask.sum())}
+    assert res["n_cells_used"]["train"] + res["n_cells_used"]["val"] == 8 * 4 - 1
+    assert res["n_cells_excluded"] == {"train": 0, "val": 0} and res["n_cells_nonfinite"] == {"train": 0, "val": 0}
+    for d, key in ((train, "train"), (val, "val")):
+        p, y = f.predict(d), d.losses
+        m = np.isfinite(y)
+        assert res[f"{key}_mre_all"] == pytest.approx(np.mean(np.abs(p - y)[m] / y[m]), rel=1e-12)
+        assert res[f"{key}_mre"] == pytest.approx(f.evaluate(d)["mre"], rel=1e-12)
+        for j, t in enumerate(d.targets):
+            assert res["cells"][key]["per_target"][t]["n_cells_used"] == int(m[:, j].sum())
+    # a zero-weight domain's loss is measured but excluded by a per-domain law's mask: counted as excluded
+    from mixjax.metrics import cell_report
+
+    pred = np.array([[2.0, np.inf], [2.0, 3.0], [1.0, 3.0]])
+    obs = np.array([[2.0, 3.0], [4.0, np.nan], [2.0, 3.0]])
+    used = np.array([[True, True], [True, True], [False, True]])
+    rep = cell_report(pred, obs, used, ["x", "y"])
+    assert (rep["n_cells_measured"], rep["n_cells_used"], rep["n_cells_excluded"], rep["n_cells_nonfinite"]) == (5, 4, 1, 1)
+    assert rep["mre"] is None and rep["mre_all"] is None  # an infinite prediction is never averaged away
+    assert rep["per_target"]["x"]["mre"] == pytest.approx(0.25) and rep["per_target"]["x"]["mre_all"] == pytest.approx((0.5 + 0.5) / 3)
+    assert rep["per_target"]["y"]["n_cells_nonfinite"] == 1 and rep["per_target"]["y"]["mre"] is None
+    json.dumps(rep, allow_nan=False)
+
+
+def test_explicit_columns_and_sum_tol(tiny_csv, tmp_path):
+    df = tiny_frame()
+    df["weight_decay"] = 0.1
+    df.to_csv(tmp_path / "wd.csv", index=False)
+    rc, _, err = cli("fit", tmp_path / "wd.csv", *QUICK, "--json")
+    assert_one_line_error(rc, err, "weight_decay", "--domains")
+    out = cli_json("fit", tmp_path / "wd.csv", *QUICK, "--domains", "a,b,c", "--targets", "a,b", "c")
+    assert out["domains"] == ["a", "b", "c"] and out["targets"] == ["a", "b", "c"]
+    df = tiny_frame()
+    df[["weight_a", "weight_b", "weight_c"]] *= 0.95
+    df.to_csv(tmp_path / "off.csv", index=False)
+    assert_one_line_error(*cli("fit", tmp_path / "off.csv", *QUICK)[::2], "sums to 0.95", "weight_a, weight_b, weight_c", "--sum-tol")
+    rc, out, err = cli("fit", tmp_path / "off.csv", *QUICK, "--sum-tol", "0.06", "--json")
+    assert rc == 0 and "warning: " in err and "renormalized" in err
+    ref = cli_json("fit", tiny_csv, *QUICK)
+    got = json.loads(out)["params"]
+    for k, v in ref["params"].items():  # renormalized to the same mixtures (to rounding)
+        assert np.allclose(got[k], v, rtol=1e-9, atol=1e-12), k
+
+
+def test_per_domain_law_names_domains_without_loss(tmp_path):
+    df = tiny_frame().drop(columns=["n_tokens", "c_loss"])
+    df["openhermes_loss"] = 2.0
+    df.to_csv(tmp_path / "t.csv", index=False)
+    rc, _, err = cli("fit", tmp_path / "t.csv", "--law", "capacity_noise")
+    lines = err.strip().splitlines()
+    assert rc == 2
+    assert any("warning:" in ln and "['openhermes_loss']" in ln and "match no domain" in ln for ln in lines), err
+    assert any("warning:" in ln and "domain(s) ['c']" in ln and "no loss column" in ln for ln in lines), err
+    assert "needs n_tokens" in lines[-1]  # the law then refuses the rows without a token count
+
+
+def test_table_without_mixtures(tmp_path):
+    write(tmp_path / "c.csv", "model_size,n_tokens,loss\n" + "".join(f"{n:.6g},{d:.6g},{1.7 + 400 / n ** 0.34 + 400 / d ** 0.28:.6f}\n"
+                                                                       for n in (1e8, 3e8, 1e9) for d in (2e9, 8e9, 3e10)))
+    from mixjax.laws import get_law
+
+    if get_law("chinchilla").per_domain:
+        # a law that needs one loss per domain cannot use a table without mixtures: a clear error, not a crash
+        assert_one_line_error(*cli("fit", tmp_path / "c.csv", "--law", "chinchilla", "--starts", "1", "--max-steps", "5")[::2], "no weight_<domain> columns")
+        pytest.skip("the chinchilla law still predicts one loss per domain (per_domain=True)")
+    out = cli_json("fit", tmp_path / "c.csv", "--law", "chinchilla", "--starts", "2", "--max-steps", "50")
+    assert out["domains"] == [] and out["targets"] == ["loss"] and out["n_cells_used"]["train"] == 9

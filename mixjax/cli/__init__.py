@@ -1,47 +1,132 @@
 """The ``mixjax`` command line. Each sub-command lives in its own module of this package, which defines
-``add_parser(subparsers)`` (registering the sub-command and its ``run(args) -> int`` handler)."""
+``add_parser(subparsers)`` (registering the sub-command and its ``run(args) -> int`` handler).
+
+Every failure is one line on stderr, ``mixjax COMMAND: error: ...``, with exit status 2 (argument errors, bad
+input files, unreadable saved fits); an unexpected exception is reported as ``mixjax COMMAND: internal error: ...``,
+also with status 2. Set ``MIXJAX_DEBUG=1`` to get the full traceback instead. Warnings are printed as one line
+``mixjax COMMAND: warning: ...``. Output cut short by a closed pipe (``mixjax laws | head -3``) ends quietly with
+status 141, as a shell reports a process stopped by SIGPIPE.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 
 # Sub-command modules, in the order ``mixjax --help`` lists them.
 COMMAND_MODULES = ["datasets", "laws", "fit", "predict", "plot", "bootstrap", "optimize"]
 
+EXIT_ERROR = 2
+EXIT_BROKEN_PIPE = 141
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``mixjax fit: error: ...`` (exit status 2), no usage block."""
+
+    def error(self, message):
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {_one_line(message)} (see {self.prog} --help)\n")
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mixjax",
         description="Fit data-mixing scaling laws, quantify their uncertainty, and find optimal mixtures. "
-        "Model sizes are raw parameter counts (1.22e8 or 122M) and token counts raw tokens (9.998e9 or 9.998B).",
+        "Model sizes are raw parameter counts (1.22e8 or 122M) and token counts raw tokens (9.998e9 or 9.998B). "
+        "Errors are one line on stderr with exit status 2 (MIXJAX_DEBUG=1 shows tracebacks).",
     )
     from mixjax import __version__
 
     parser.add_argument("--version", action="version", version=f"mixjax {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"mixjax.cli.{name}").add_parser(sub)
     return parser
 
 
+def _one_line(text) -> str:
+    """Whitespace (newlines included) collapsed, cut to 400 characters."""
+    s = " ".join(str(text).split())
+    return s if len(s) <= 400 else s[:397] + "..."
+
+
+def _debug() -> bool:
+    return os.environ.get("MIXJAX_DEBUG", "") not in ("", "0")
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, fd)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``mixjax`` with ``argv`` (default: the process arguments); returns the exit status."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # the default --dtype float64 needs it; an application may set it
+    from mixjax.data import DataError
+    from mixjax.io import FitFileError
+
     from ._common import CliError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, or an argument error already printed as one line
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_ERROR)
     if not getattr(args, "command", None):
         parser.print_help()
-        return 2
-    try:
-        return int(args.run(args) or 0)
-    except CliError as e:
-        print(f"mixjax {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as e:
-        print(f"mixjax {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_ERROR
+    prog = f"mixjax {args.command}"
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {_one_line(message)}", file=sys.stderr)
+
+    def fail(kind: str, e: BaseException) -> int:
+        msg = _one_line(e) or type(e).__name__
+        if kind == "internal error":
+            msg = f"{type(e).__name__}: {msg}"
+        print(f"{prog}: {kind}: {msg}", file=sys.stderr)
+        return EXIT_ERROR
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        try:
+            rc = int(args.run(args) or 0)
+            sys.stdout.flush()
+            return rc
+        except BrokenPipeError:
+            _quiet_stdout()
+            return EXIT_BROKEN_PIPE
+        except KeyboardInterrupt:
+            if _debug():
+                raise
+            print(f"{prog}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        except SystemExit as e:
+            return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_ERROR)
+        except (CliError, DataError, FitFileError, ValueError, OSError, RuntimeError) as e:
+            if _debug():
+                raise
+            if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in str(e):
+                return fail("error", f"{e.filename}: {e}")
+            return fail("error", e)
+        except Exception as e:  # last resort: never a traceback on the user's screen
+            if _debug():
+                raise
+            return fail("internal error", e)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -23,28 +24,102 @@ def parse_count(text: str) -> float:
     m = re.fullmatch(r"\s*([0-9.]+(?:e[+-]?\d+)?)\s*([kmbgt]?)\s*", str(text), re.IGNORECASE)
     if not m:
         raise CliError(f"cannot read {text!r} as a count; use e.g. 122M, 1.22e8 or 9.998B")
-    value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
+    try:
+        value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
+    except ValueError:
+        raise CliError(f"cannot read {text!r} as a count; use e.g. 122M, 1.22e8 or 9.998B") from None
     if not math.isfinite(value) or value <= 0:
         raise CliError(f"{text!r} must be a positive count")
     return value
 
 
-def load_data(source: str, targets: list[str] | None = None):
-    """A dataset from a CSV path or a bundled name (``mixjax datasets`` lists them)."""
+def split_names(values, flag: str) -> list[str] | None:
+    """Names from ``--flag a,b,c`` (or ``--flag a b c``): a list without blanks or repeats; None when not given."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    names = [n.strip() for v in values for n in str(v).split(",")]
+    if any(not n for n in names) or not names:
+        raise CliError(f"{flag} has an empty name in {','.join(map(str, values))!r}; give comma-separated names")
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise CliError(f"{flag} names {dups} more than once")
+    return names
+
+
+def load_data(source: str, targets=None, *, domains=None, sum_tol: float | None = None, announce: bool = False):
+    """A dataset from a CSV path or a bundled name (``mixjax datasets`` lists them).
+
+    ``domains``/``targets``: names (or comma-separated strings) of the weight and loss columns to read, all of which
+    must exist; ``sum_tol``: tolerance of mixture sums before renormalizing (default that of :mod:`mixjax.data`).
+    ``announce``: print the domains and targets read to stderr (one line)."""
     import os
 
-    from mixjax.data import DataError, list_datasets, load_csv, load_dataset
+    from mixjax.data import MIXTURE_SUM_TOL, DataError, from_dataframe, list_datasets, load_csv, load_dataset
 
+    domains = split_names(domains, "--domains")
+    targets = split_names(targets, "--targets")
+    tol = MIXTURE_SUM_TOL if sum_tol is None else sum_tol
+    if not (math.isfinite(tol) and tol >= 0):
+        raise CliError(f"--sum-tol must be a finite number >= 0, got {tol!r}")
     try:
         if os.path.exists(source):
-            d = load_csv(source)
+            d = load_csv(source, domains=domains, targets=targets, sum_tol=tol)
         elif source in list_datasets():
             d = load_dataset(source)
+            if domains is not None or targets is not None:
+                d = from_dataframe(d.to_dataframe(), name=d.name, domains=domains, targets=targets, sum_tol=max(tol, 0.01))
         else:
             raise CliError(f"{source!r} is neither a CSV file nor a bundled dataset ({', '.join(list_datasets())})")
-        return d.select_targets(targets) if targets else d
     except DataError as e:
         raise CliError(str(e)) from None
+    if announce:
+        dom = ", ".join(d.domains) if d.n_domains else "none (no weight_<domain> columns: a table without mixtures)"
+        print(f"read {d.n_rows} rows of {d.name}: domains {dom}; targets {', '.join(d.targets)}", file=sys.stderr)
+    return d
+
+
+def check_output_path(path, flag: str, suffixes: tuple[str, ...] | None = None) -> str:
+    """Check, before any work, that ``path`` can be written: its folder exists and is writable, and it is not a
+    folder itself (so a long run never ends with nowhere to put its result). Returns the path as a string."""
+    import os
+
+    p = os.fspath(path)
+    if not p:
+        raise CliError(f"{flag} is empty; give a file name")
+    if suffixes and not p.lower().endswith(suffixes):
+        raise CliError(f"{flag} must end in {', '.join(suffixes)}, got {p!r}")
+    if os.path.isdir(p):
+        raise CliError(f"{flag} {p!r} is a directory; give a file name")
+    parent = os.path.dirname(os.path.abspath(p))
+    if not os.path.isdir(parent):
+        raise CliError(f"{flag} {p!r}: the folder {parent!r} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CliError(f"{flag} {p!r}: the folder {parent!r} is not writable")
+    if os.path.exists(p) and not os.access(p, os.W_OK):
+        raise CliError(f"{flag} {p!r} exists and is not writable")
+    return p
+
+
+def write_atomic(path: str, write) -> None:
+    """Call ``write(tmp_path)`` on a temporary file next to ``path`` (same extension), then move it into place: a
+    failure leaves nothing at ``path``."""
+    import os
+    import tempfile
+
+    folder = os.path.dirname(os.path.abspath(path))
+    base = os.path.basename(path)
+    ext = os.path.splitext(base)[1]
+    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=ext, dir=folder)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def select_scale(data, model_size: str | None, tokens: str | None):
@@ -64,26 +139,29 @@ def select_scale(data, model_size: str | None, tokens: str | None):
 
 
 def to_jsonable(x: Any) -> Any:
+    """Plain JSON types: numpy arrays and scalars as lists and numbers, non-finite floats as None."""
     if isinstance(x, dict):
         return {str(k): to_jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [to_jsonable(v) for v in x]
     if hasattr(x, "tolist"):
         return to_jsonable(np.asarray(x).tolist())
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
+    if isinstance(x, float):
+        return float(x) if math.isfinite(x) else None
     return x
 
 
 def print_json(obj: dict) -> None:
-    json.dump(to_jsonable(obj), sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    """One JSON object on stdout: strict JSON (non-finite numbers become null, never NaN or Infinity)."""
+    sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
 def format_table(rows: list[list[Any]], header: list[str]) -> str:
     """A plain aligned text table."""
 
     def fmt(v):
+        if v is None or (isinstance(v, float) and not math.isfinite(v)):
+            return "n/a"
         if isinstance(v, float):
             return f"{v:.4g}"
         return str(v)

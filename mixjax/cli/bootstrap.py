@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from ._common import CliError, format_table, load_data, print_json, select_scale
-from .fit import add_fit_options
+from ._common import CliError, check_output_path, format_table, print_json, write_atomic
+from .fit import add_fit_options, check_fit_args, read_training_data
 
 
 def add_parser(sub) -> None:
@@ -22,29 +22,39 @@ def add_parser(sub) -> None:
     p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     p.add_argument("--method", default="percentile", choices=["percentile", "bca"], help="interval method; bca adds one leave-one-out refit per row (or mixture) (default percentile)")
     p.add_argument("--chunk-size", type=int, help="fit the resamples x starts in chunks of this many members (bounds memory; progress per chunk)")
-    p.add_argument("--save", metavar="PATH", help="save the bootstrap result (.npz) for later analysis")
-    p.add_argument("--plot", metavar="PNG", help="write a figure of the parameter intervals")
+    p.add_argument("--save", metavar="PATH", help="save the bootstrap result (.npz) for later analysis (checked before fitting)")
+    p.add_argument("--plot", metavar="PNG", help="write a figure of the parameter intervals (.png, .svg or .pdf; checked before fitting)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     import mixjax
 
+    cls = check_fit_args(args)
     if args.resamples < 1:
         raise CliError(f"--resamples must be >= 1, got {args.resamples}")
     if not 0.0 < args.level < 1.0:
         raise CliError(f"--level must be in (0, 1), got {args.level}")
-    data = select_scale(load_data(args.train, args.targets), args.model_size, args.tokens)
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise CliError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    if args.save:
+        check_output_path(args.save, "--save")
+    if args.plot:
+        check_output_path(args.plot, "--plot", (".png", ".svg", ".pdf"))
+    data = read_training_data(args, cls)
     print(
         f"bootstrap of {args.law} on {data.n_rows} rows of {data.name}: {args.resamples} resamples ({args.scheme}) "
         f"x {args.starts} starts",
         file=sys.stderr,
     )
-    res = mixjax.bootstrap(
-        args.law, data, resamples=args.resamples, scheme=args.scheme, starts=args.starts, seed=args.seed,
-        chunk_size=args.chunk_size, progress=True, level=args.level, method=args.method,
-        objective=args.objective, optimizer=args.optimizer, max_steps=args.max_steps, dtype=args.dtype,
-    )
+    try:
+        res = mixjax.bootstrap(
+            args.law, data, resamples=args.resamples, scheme=args.scheme, starts=args.starts, seed=args.seed,
+            chunk_size=args.chunk_size, progress=True, level=args.level, method=args.method,
+            objective=args.objective, optimizer=args.optimizer, max_steps=args.max_steps, dtype=args.dtype,
+        )
+    except mixjax.DataError as e:
+        raise CliError(str(e)) from None
     iv = res.param_intervals(args.level, args.method)
     params = {
         name: [
@@ -54,12 +64,13 @@ def run(args) -> int:
         for name, v in iv.items()
     }
     if args.save:
-        res.save(args.save)
+        write_atomic(args.save, res.save)
         print(f"saved to {args.save}", file=sys.stderr)
     if args.plot:
         from mixjax.plots.intervals import plot_param_intervals
 
-        plot_param_intervals(res, args.level, args.method).savefig(args.plot, dpi=120)
+        fig = plot_param_intervals(res, args.level, args.method)
+        write_atomic(args.plot, lambda tmp: fig.savefig(tmp, dpi=120))
         print(f"figure written to {args.plot}", file=sys.stderr)
     out = {
         "law": res.point.info["law"],
@@ -76,8 +87,9 @@ def run(args) -> int:
         "resample_status": res.info["resample_status"],
         "targets": res.point.info["targets"],
         "params": params,
-        "seconds": res.info["seconds_point_fit"] + res.info["seconds_resamples"] + res.info.get("jackknife_seconds", 0.0),
     }
+    if args.timings:
+        out["seconds"] = sum(float(v) for k, v in res.info.items() if "seconds" in k and isinstance(v, (int, float)))
     if args.json:
         print_json(out)
         return 0

@@ -4,22 +4,30 @@ from __future__ import annotations
 
 import sys
 
-from ._common import CliError, format_table, load_data, print_json, select_scale
+from ._common import CliError, check_output_path, format_table, load_data, print_json, select_scale
+
+
+def add_data_options(p) -> None:
+    """Options that say which columns of a table are read (fit, bootstrap)."""
+    p.add_argument("--domains", metavar="A,B,...", help="the mixture's domains, read from weight_<domain> columns (comma-separated); other weight_* columns are ignored. Default: every weight_* column that holds mixture weights")
+    p.add_argument("--targets", nargs="+", metavar="X,Y", help="loss targets, read from <target>_loss columns (comma-separated; 'loss' means a bare loss column). Default: every *_loss column (train_loss included)")
+    p.add_argument("--sum-tol", type=float, default=None, metavar="TOL", help="mixture rows summing to 1 within TOL are renormalized; further off is an error (default 0.01)")
 
 
 def add_fit_options(p) -> None:
-    """Options shared by every sub-command that fits (fit, bootstrap, optimize)."""
+    """Options shared by every sub-command that fits (fit, bootstrap)."""
     p.add_argument("train", metavar="TRAIN", help="training data: a wide-layout CSV file or a bundled dataset name (see `mixjax datasets`)")
     p.add_argument("--law", default="capacity_noise", help="law to fit (see `mixjax laws`; default capacity_noise)")
     p.add_argument("--model-size", "-N", metavar="N", help="use only rows at this model size, in parameters (e.g. 122M or 1.22e8); default: all rows, each with its own size")
     p.add_argument("--tokens", "-D", metavar="D", help="use only rows at this token count, in tokens (e.g. 9.998B); default: all rows, each with its own count")
-    p.add_argument("--targets", nargs="+", metavar="NAME", help="loss columns to use (default: all)")
+    add_data_options(p)
     p.add_argument("--starts", type=int, default=16, help="random initializations fitted in one batch; the best is kept (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed for starts (and resamples); same seed, same result (default 0)")
     p.add_argument("--objective", default="mse", choices=["mse", "relative", "huber_log"], help="fitting objective (default mse)")
     p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "adam"], help="optimizer (default lbfgs)")
     p.add_argument("--max-steps", type=int, default=400, help="optimizer iterations per start (default 400)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="floating-point precision (default float64)")
+    p.add_argument("--timings", action="store_true", help="report wall-clock seconds (left out by default, so that the same inputs give the same output bytes)")
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON object instead of tables")
 
 
@@ -28,58 +36,134 @@ def add_parser(sub) -> None:
         "fit",
         help="fit a law to training runs",
         description="Fit a law to training runs in one batched, compiled call over random starts; print its "
-        "parameters, train (and validation) errors and status.",
+        "parameters, train (and validation) errors with the cells they count, and status.",
     )
     add_fit_options(p)
-    p.add_argument("--eval", metavar="VAL", help="validation data (CSV or bundled name) scored with the fitted law, at the same --model-size/--tokens selection")
-    p.add_argument("--val-fraction", type=float, help="hold out this fraction of TRAIN rows (random, --seed) as validation instead of --eval")
-    p.add_argument("--output", "-o", metavar="FILE", help="save the fit to FILE (reload with `mixjax predict FILE` or mixjax.load_fit)")
+    p.add_argument("--eval", metavar="VAL", help="validation data (CSV or bundled name, same domains as TRAIN) scored with the fitted law, at the same --model-size/--tokens selection")
+    p.add_argument("--val-fraction", type=float, help="hold out this fraction (strictly between 0 and 1) of TRAIN rows (random, --seed) as validation instead of --eval")
+    p.add_argument("--output", "-o", metavar="FILE", help="save the fit to FILE (reload with `mixjax predict FILE` or mixjax.load_fit); checked before fitting")
     p.set_defaults(run=run)
+
+
+def check_fit_args(args) -> type:
+    """Validate the fitting options before any data is read; returns the law class."""
+    from mixjax.laws import get_law
+
+    if args.starts < 1:
+        raise CliError(f"--starts must be >= 1, got {args.starts}")
+    if args.max_steps < 1:
+        raise CliError(f"--max-steps must be >= 1, got {args.max_steps}")
+    if args.sum_tol is not None and not (args.sum_tol >= 0 and args.sum_tol < float("inf")):
+        raise CliError(f"--sum-tol must be a finite number >= 0, got {args.sum_tol}")
+    try:
+        return get_law(args.law)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+def read_training_data(args, cls):
+    """TRAIN as selected by --domains/--targets/--sum-tol and --model-size/--tokens, checked against the law:
+    a per-domain law needs domains, and is warned about loss columns it ignores and domains without a loss."""
+    import warnings
+
+    data = load_data(args.train, args.targets, domains=args.domains, sum_tol=args.sum_tol, announce=True)
+    data = select_scale(data, args.model_size, args.tokens)
+    if cls.per_domain:
+        if data.n_domains == 0:
+            raise CliError(
+                f"law {cls.name} predicts one loss per training domain, but {data.name!r} has no weight_<domain> "
+                "columns (a table without mixtures); choose a law that does not use the mixture, or add weight columns"
+            )
+        extra = data.unmatched_targets()
+        if extra:
+            warnings.warn(
+                f"loss column(s) {[t + '_loss' if t != 'loss' else t for t in extra]} match no domain of {data.name!r}; "
+                f"law {cls.name} predicts one loss per domain and ignores them (name the targets with --targets)",
+                stacklevel=2,
+            )
+        lacking = data.domains_without_loss()
+        if lacking and len(lacking) < data.n_domains:
+            warnings.warn(
+                f"domain(s) {list(lacking)} of {data.name!r} have no loss column: law {cls.name} fits their "
+                "parameters without observing their loss, and their predictions are not scored",
+                stacklevel=2,
+            )
+    return data
 
 
 def fit_from_args(args, data):
     import mixjax
 
-    return mixjax.fit(
-        args.law, data, starts=args.starts, seed=args.seed, objective=args.objective, optimizer=args.optimizer,
-        max_steps=args.max_steps, dtype=args.dtype,
-    )
+    try:
+        return mixjax.fit(
+            args.law, data, starts=args.starts, seed=args.seed, objective=args.objective, optimizer=args.optimizer,
+            max_steps=args.max_steps, dtype=args.dtype,
+        )
+    except mixjax.DataError as e:
+        raise CliError(str(e)) from None
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None else f"{100 * v:.3f} %"
 
 
 def run(args) -> int:
-    train = select_scale(load_data(args.train, args.targets), args.model_size, args.tokens)
-    val = None
-    if args.eval and args.val_fraction:
+    cls = check_fit_args(args)
+    if args.eval and args.val_fraction is not None:
         raise CliError("give either --eval or --val-fraction, not both")
+    if args.val_fraction is not None and not 0.0 < args.val_fraction < 1.0:
+        raise CliError(f"--val-fraction must be strictly between 0 and 1 (leave it out for no validation), got {args.val_fraction}")
+    if args.output:
+        check_output_path(args.output, "--output")
+    train = read_training_data(args, cls)
+    val = None
     if args.eval:
-        val = select_scale(load_data(args.eval, args.targets), args.model_size, args.tokens)
-    elif args.val_fraction:
-        train, val = train.split_rows(args.val_fraction, seed=args.seed)
+        val = load_data(args.eval, args.targets, domains=list(train.domains), sum_tol=args.sum_tol)
+        val = select_scale(val, args.model_size, args.tokens)
+    elif args.val_fraction is not None:
+        from mixjax.data import DataError
+
+        try:
+            train, val = train.split_rows(args.val_fraction, seed=args.seed)
+        except DataError as e:
+            raise CliError(str(e)) from None
     if not args.json:
         print(f"fitting {args.law} to {train.n_rows} rows of {train.name} ({args.starts} starts)...", file=sys.stderr)
     f = fit_from_args(args, train)
+    from mixjax.metrics import score_fit
+
+    targets = list(f.info["targets"])
+    if val is not None and not any(t in val.targets for t in targets):
+        raise CliError(f"validation data {val.name!r} has none of the fit's targets {targets} (its loss columns: {list(val.targets)})")
     tr = f.evaluate(train)
+    cells = {"train": score_fit(f, train)}
     out = {
         "law": f.info["law"],
         "n_params": f.n_params,
         "status": f.status.name,
         "objective": f.config.objective,
         "loss": f.loss,
-        "train_mre": tr["mre"],
+        "train_mre": cells["train"]["mre"],
+        "train_mre_all": cells["train"]["mre_all"],
         "train_mae": tr["mae"],
         "train_rmse": tr["rmse"],
         "params": {k: v.reshape(-1).tolist() for k, v in f.params().items()},
         "domains": f.info["domains"],
-        "targets": f.info["targets"],
+        "targets": targets,
         "n_rows": train.n_rows,
         "start_status": f.info["start_status"],
-        "seconds": f.info["seconds"],
     }
+    if args.timings:
+        out["seconds"] = f.info.get("seconds")
     if val is not None:
+        cells["val"] = score_fit(f, val)
         ev = f.evaluate(val)
-        out.update(val_mre=ev["mre"], val_mae=ev["mae"], val_rmse=ev["rmse"], n_val_rows=val.n_rows)
-        out["per_target_val_mre"] = {t: v["mre"] for t, v in ev["per_target"].items()}
-    out["per_target_train_mre"] = {t: v["mre"] for t, v in tr["per_target"].items()}
+        out.update(val_mre=cells["val"]["mre"], val_mre_all=cells["val"]["mre_all"], val_mae=ev["mae"], val_rmse=ev["rmse"], n_val_rows=val.n_rows)
+        out["per_target_val_mre"] = {t: v["mre"] for t, v in cells["val"]["per_target"].items()}
+    out["per_target_train_mre"] = {t: v["mre"] for t, v in cells["train"]["per_target"].items()}
+    for key in ("n_cells_used", "n_cells_excluded", "n_cells_nonfinite"):
+        out[key] = {split: c[key] for split, c in cells.items()}
+    out["cells"] = cells
     if args.output:
         from mixjax.io import save_fit
 
@@ -91,12 +175,31 @@ def run(args) -> int:
         print_json(out)
         return 0
     print(f"law {out['law']} ({out['n_params']} free parameters), status {out['status']}, {args.objective} objective {out['loss']:.6g}")
-    print(f"train MRE {100 * out['train_mre']:.3f} %" + (f"   validation MRE {100 * out['val_mre']:.3f} %" if val is not None else ""))
+    for split, c in cells.items():
+        label = "train" if split == "train" else "validation"
+        extra = f", {c['n_cells_nonfinite']} with a non-finite prediction" if c["n_cells_nonfinite"] else ""
+        print(f"{label} MRE {_pct(c['mre'])} over {c['n_cells_used']} counted cells; {_pct(c['mre_all'])} over all "
+              f"{c['n_cells_measured']} measured cells ({c['n_cells_excluded']} excluded by the fit's mask{extra})")
+    if args.timings:
+        print(f"fit time {out['seconds']:.3f} s")
     print()
     params = f.params()
-    vec = {k: v for k, v in params.items() if v.ndim == 1 and v.size == len(out["targets"])}
-    rows = [[t] + [float(v[j]) for v in vec.values()] + [100 * out["per_target_train_mre"][t]] + ([100 * out["per_target_val_mre"][t]] if val is not None else []) for j, t in enumerate(out["targets"])]
-    print(format_table(rows, ["target", *vec.keys(), "train MRE %"] + (["val MRE %"] if val is not None else [])))
+    vec = {k: v for k, v in params.items() if v.ndim == 1 and v.size == len(targets)}
+
+    def pct(v):
+        return float("nan") if v is None else 100 * v
+
+    rows = []
+    for j, t in enumerate(targets):
+        row = [t] + [float(v[j]) for v in vec.values()]
+        for split in cells:
+            pt = cells[split]["per_target"][t]
+            row += [pct(pt["mre"]), f"{pt['n_cells_used']}/{pt['n_cells_measured']}"]
+        rows.append(row)
+    head = ["target", *vec.keys()]
+    for split in cells:
+        head += [f"{split} MRE %", f"{split} cells"]
+    print(format_table(rows, head))
     other = {k: v for k, v in params.items() if k not in vec}
     for k, v in other.items():
         print(f"{k} = {v.round(6).tolist()}")

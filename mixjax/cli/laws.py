@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._common import format_table, print_json
+from ._common import CliError, format_table, print_json
 
 
 def add_parser(sub) -> None:
@@ -26,6 +26,9 @@ def law_n_params(cls, K: int) -> int:
 
 def run(args) -> int:
     from mixjax.laws import LAWS
+
+    if not 1 <= args.domains <= 10000:
+        raise CliError(f"--domains must be between 1 and 10000, got {args.domains}")
 
     rows = [{"name": n, "n_params": law_n_params(c, args.domains), "per_domain": c.per_domain, "uses_model_size": c.uses_model_size,
              "uses_tokens": c.uses_tokens, "reference": c.reference} for n, c in LAWS.items()]

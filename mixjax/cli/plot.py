@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from ._common import CliError, load_data, parse_count, print_json
+from ._common import CliError, check_output_path, load_data, parse_count, print_json, write_atomic
 
 KINDS = ("pred-vs-obs", "line", "ternary")
 
@@ -21,8 +21,10 @@ def add_parser(sub) -> None:
     )
     p.add_argument("kind", metavar="KIND", choices=KINDS, help=" | ".join(KINDS))
     p.add_argument("fit", metavar="FIT", help="a fit file written by `mixjax fit --output`")
-    p.add_argument("--data", metavar="CSV", help="runs to draw: a wide-layout CSV file or a bundled dataset name")
-    p.add_argument("--heldout", metavar="CSV", help="pred-vs-obs: held-out runs drawn in a second colour")
+    p.add_argument("--data", metavar="CSV", help="runs to draw: a wide-layout CSV file or a bundled dataset name; its weight columns are read for the fit's domains (weight_<domain>), which must all be present")
+    p.add_argument("--heldout", metavar="CSV", help="pred-vs-obs: held-out runs drawn in a second colour (same columns rule as --data)")
+    p.add_argument("--targets", nargs="+", metavar="X,Y", help="loss columns of --data/--heldout to read (comma-separated; default: every *_loss column)")
+    p.add_argument("--sum-tol", type=float, default=None, metavar="TOL", help="mixture rows of --data summing to 1 within TOL are renormalized (default 0.01)")
     p.add_argument("--out", "-o", metavar="FILE", default=None, help="output image (.png, .svg or .pdf; default <KIND>.png)")
     p.add_argument("--model-size", "-N", metavar="N", help="model size in parameters (default: the fit's only scale); also selects --data rows")
     p.add_argument("--tokens", "-D", metavar="D", help="training tokens (default: the fit's only scale); also selects --data rows")
@@ -55,23 +57,34 @@ def run(args) -> int:
 
     from .predict import parse_mixture
 
-    out_path = args.out or f"{args.kind}.png"
-    if not out_path.lower().endswith((".png", ".svg", ".pdf")):
-        raise CliError(f"--out must end in .png, .svg or .pdf, got {out_path!r}")
+    out_path = check_output_path(args.out or f"{args.kind}.png", "--out", (".png", ".svg", ".pdf"))
+    if args.resolution < 2 or args.resolution > 1000:
+        raise CliError(f"--resolution must be between 2 and 1000, got {args.resolution}")
+    if args.dpi < 1 or args.dpi > 2000:
+        raise CliError(f"--dpi must be between 1 and 2000, got {args.dpi}")
     f = load_fit(args.fit)
     domains = list(f.info["domains"])
     N = parse_count(args.model_size) if args.model_size else None
     D = parse_count(args.tokens) if args.tokens else None
-    data = _at_scale(load_data(args.data), N, D) if args.data else None
+
+    def read(source, flag):
+        d = load_data(source, args.targets, domains=domains, sum_tol=args.sum_tol)
+        shared = [t for t in f.info["targets"] if t in d.targets]
+        if args.kind == "pred-vs-obs" and not shared:
+            raise CliError(f"{flag} {source}: none of the fit's targets {list(f.info['targets'])} has a loss column (its targets: {list(d.targets)})")
+        return _at_scale(d, N, D)
+
+    data = read(args.data, "--data") if args.data else None
     summary: dict = {"kind": args.kind, "fit": args.fit, "out": out_path}
     try:
         if args.kind == "pred-vs-obs":
             if data is None:
                 raise CliError("pred-vs-obs needs --data (the observed runs)")
-            held = _at_scale(load_data(args.heldout), N, D) if args.heldout else None
+            held = read(args.heldout, "--heldout") if args.heldout else None
             fig = plots.plot_predicted_vs_observed(f, data, heldout=held)
             ev = _scores(f, data)
-            summary.update(mre=ev["mre"], per_target_mre={t: v["mre"] for t, v in ev["per_target"].items()}, n_rows=data.n_rows)
+            summary.update(mre=ev["mre"], mre_all=ev["mre_all"], n_cells_used=ev["n_cells_used"], n_cells_nonfinite=ev["n_cells_nonfinite"],
+                           per_target_mre={t: v["mre"] for t, v in ev["per_target"].items()}, n_rows=data.n_rows)
             if held is not None:
                 summary["heldout_mre"] = _scores(f, held)["mre"]
         elif args.kind == "line":
@@ -94,7 +107,7 @@ def run(args) -> int:
                 summary["mre"] = _scores(f, data)["mre"]
     except ValueError as e:
         raise CliError(str(e)) from None
-    fig.savefig(out_path, dpi=args.dpi)
+    write_atomic(out_path, lambda tmp: fig.savefig(tmp, dpi=args.dpi))
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -106,10 +119,8 @@ def run(args) -> int:
 
 
 def _scores(f, data) -> dict:
-    """MRE / MAE / RMSE of the fit on ``data`` over the cells its fit counts (as ``Fit.evaluate``)."""
-    from mixjax.fit import prepare
-    from mixjax.metrics import metric_table
-    from mixjax.plots.fit import _fit_predict
+    """MRE of the fit on ``data`` over the cells its fit counts (as ``Fit.evaluate``), with cell counts
+    (:func:`mixjax.metrics.score_fit`)."""
+    from mixjax.metrics import score_fit
 
-    _, obs = prepare(f.law, data, mask_zero_weight=f.info.get("mask_zero_weight"), dtype=f.config.dtype)
-    return metric_table(_fit_predict(f, data), obs, np.isfinite(obs), f.info["targets"])
+    return score_fit(f, data)

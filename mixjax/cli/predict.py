@@ -90,13 +90,12 @@ def _scale(text, label, needed, law_name):
 def read_rows(path: str, domains: list[str], targets: list[str], model_size, tokens):
     """Mixtures ``(n, K)`` in the fit's domain order, raw model sizes and tokens ``(n,)``, observed losses ``(n, V)``
     (NaN where absent) and notes, from a wide-layout CSV."""
-    import os
+    from mixjax.data import DataError, read_table
 
-    import pandas as pd
-
-    if not os.path.exists(path):
-        raise CliError(f"no such file: {path}")
-    df = pd.read_csv(path)
+    try:
+        df, _, _ = read_table(path)
+    except DataError as e:
+        raise CliError(str(e)) from None
     wcols = [c for c in df.columns if str(c).startswith("weight_")]
     have = [c[len("weight_") :] for c in wcols]
     missing = [d for d in domains if d not in have]
@@ -105,10 +104,20 @@ def read_rows(path: str, domains: list[str], targets: list[str], model_size, tok
         raise CliError(f"{path}: weight columns must match the fit's domains {domains}; missing {missing}, unknown {extra}")
     if len(df) == 0:
         raise CliError(f"{path} has no rows")
-    h = df[[f"weight_{d}" for d in domains]].to_numpy(float)
+
+    def numeric(c):
+        import pandas as pd
+
+        v = pd.to_numeric(df[c], errors="coerce")
+        bad = np.flatnonzero(v.isna().to_numpy() & df[c].notna().to_numpy())
+        if bad.size:
+            raise CliError(f"{path}: column {c!r} row {bad[0]} is {df[c].iloc[bad[0]]!r}, not a number")
+        return v.to_numpy(dtype=float, na_value=np.nan)
+
+    h = np.stack([numeric(f"weight_{d}") for d in domains], axis=1) if domains else np.zeros((len(df), 0))
     notes = []
     out = np.empty_like(h)
-    for r in range(h.shape[0]):
+    for r in range(h.shape[0] if domains else 0):
         out[r], n = check_weights(h[r], domains, f"{path} row {r}")
         notes += n
 
@@ -116,11 +125,12 @@ def read_rows(path: str, domains: list[str], targets: list[str], model_size, tok
         if given is not None:
             return np.full(len(df), given)
         if name in df.columns:
-            return df[name].to_numpy(float)
+            return numeric(name)
         return np.full(len(df), np.nan)
 
     N, D = col("model_size", model_size), col("n_tokens", tokens)
-    y = np.stack([df[f"{t}_loss"].to_numpy(float) if f"{t}_loss" in df.columns else np.full(len(df), np.nan) for t in targets], axis=1)
+    lcol = lambda t: "loss" if t == "loss" else f"{t}_loss"  # noqa: E731
+    y = np.stack([numeric(lcol(t)) if lcol(t) in df.columns else np.full(len(df), np.nan) for t in targets], axis=1)
     return out, N, D, y, notes
 
 
@@ -131,13 +141,21 @@ def run(args) -> int:
     from mixjax.laws import get_law
     from mixjax.metrics import mre
 
-    if (args.mixture is None) == (args.data is None):
-        raise CliError("give exactly one of --mixture or --data")
+    if args.mixture is not None and args.data is not None:
+        raise CliError("give either --mixture or --data, not both")
     f = load_fit(args.fit)
     cls = get_law(f.info["law"])
     domains, targets = list(f.info["domains"]), list(f.info["targets"])
     notes: list[str] = []
-    if args.mixture is not None:
+    if not domains and args.data is None:  # a fit without mixtures: only the scale is needed
+        if args.mixture is not None:
+            raise CliError(f"the fit of {cls.name} in {args.fit} has no mixture domains; leave out --mixture")
+        N = _scale(args.model_size, "--model-size", cls.uses_model_size, cls.name)
+        D = _scale(args.tokens, "--tokens", cls.uses_tokens, cls.name)
+        h, Ns, Ds, y = np.zeros((1, 0)), np.array([N]), np.array([D]), np.full((1, len(targets)), np.nan)
+    elif args.mixture is None and args.data is None:
+        raise CliError("give --mixture (weights of the fit's domains) or --data (a CSV of runs)")
+    elif args.mixture is not None:
         N = _scale(args.model_size, "--model-size", cls.uses_model_size, cls.name)
         D = _scale(args.tokens, "--tokens", cls.uses_tokens, cls.name)
         w, notes = parse_mixture(args.mixture, domains)
@@ -174,7 +192,7 @@ def run(args) -> int:
         if np.isfinite(y[r]).any():
             row["observed"] = {t: (float(y[r, j]) if np.isfinite(y[r, j]) else None) for j, t in enumerate(targets)}
         rows.append(row)
-    if args.mixture is not None:
+    if args.data is None:
         out.update(rows[0])
     else:
         out["rows"] = rows
@@ -192,7 +210,7 @@ def run(args) -> int:
         print(f"note: {n}", file=sys.stderr)
     if len(notes) > 5:
         print(f"note: ... and {len(notes) - 5} more rows renormalized", file=sys.stderr)
-    if args.mixture is not None:
+    if args.data is None:
         print(f"law {cls.name}; model size {Ns[0]:.4g} parameters, {Ds[0]:.4g} tokens")
         print("mixture: " + ", ".join(f"{d}={v:.4g}" for d, v in zip(domains, h[0])))
         print()

@@ -14,8 +14,8 @@ import equinox as eqx
 import numpy as np
 
 from ..data import MixtureData
-from ..fit import Fit, prepare
-from ..metrics import mre
+from ..fit import Fit
+from ..metrics import fit_cells, mre
 from . import require_matplotlib
 
 __all__ = [
@@ -105,14 +105,13 @@ def plot_predicted_vs_observed(fit: Fit, data: MixtureData, *, heldout: MixtureD
     ``heldout``, in a second colour), the line y = x, and the mean relative error in each panel's title."""
     plt = require_matplotlib()
     targets = list(fit.info["targets"])
-    mask_rule = fit.info.get("mask_zero_weight")
     sets = [("train" if heldout is not None else "runs", data, "C0")]
     if heldout is not None:
         sets.append(("held out", heldout, "C3"))
     series = []
     for label, d, color in sets:
-        _, obs = prepare(fit.law, d, mask_zero_weight=mask_rule, dtype=fit.config.dtype)
-        series.append((label, _fit_predict(fit, d), obs, color))
+        pred, obs, used = fit_cells(fit, d)
+        series.append((label, pred, np.where(used, obs, np.nan), color))
     rows, cols = _grid_shape(len(targets), ncols)
     fig, axes = plt.subplots(rows, cols, figsize=(panel_size * cols, panel_size * rows + 0.7), squeeze=False)
     for j, t in enumerate(targets):

@@ -69,9 +69,10 @@ def plot_predicted_vs_observed(result, data, level: float | None = None, method:
     """Observed (x) versus predicted (y) loss for every measured cell of ``data``, with the bootstrap interval of
     each prediction as a vertical bar, one colour per target, and the diagonal y = x. Returns the figure."""
     plt = require_matplotlib()
-    from ..fit import prepare
+    from ..metrics import fit_cells
 
-    arrays, obs = prepare(result.point.law, data, mask_zero_weight=result.point.info.get("mask_zero_weight"), dtype=result.point.config.dtype)
+    _, obs, used = fit_cells(result.point, data)
+    obs = np.where(used, obs, np.nan)  # the cells the fit counts
     iv = result.predict_intervals(data, level=level, method=method)
     names = result.point.info["targets"]
     if obs.shape[1] != len(names):
