@@ -46,7 +46,7 @@ def add_parser(sub) -> None:
     p.add_argument("--mixture-starts", type=int, default=16, help="starting mixtures of the optimization (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--objective", default="mse", choices=["mse", "relative", "huber_log"], help="fitting objective (default mse)")
-    p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "adam"], help="fit optimizer (default lbfgs)")
+    p.add_argument("--optimizer", help="fit optimizer, e.g. lbfgs or adam (default: the fitting engine's default)")
     p.add_argument("--max-steps", type=int, default=400, help="fit optimizer iterations per start (default 400)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="floating-point precision (default float64)")
     p.add_argument("--plot", metavar="PNG", help="also draw the optimal mixture (with intervals) to this image file")
@@ -153,8 +153,15 @@ def run(args) -> int:
         raise CliError(str(e)) from None
     except ValueError as e:
         raise CliError(str(e)) from None
-    fit_kw = dict(starts=args.starts, seed=args.seed, objective=args.objective, optimizer=args.optimizer, max_steps=args.max_steps,
-                  dtype=args.dtype)
+    fit_kw = dict(starts=args.starts, seed=args.seed, objective=args.objective, max_steps=args.max_steps, dtype=args.dtype)
+    if args.optimizer is not None:
+        from mixjax.fit import FitConfig
+
+        try:
+            FitConfig(optimizer=args.optimizer)
+        except ValueError as e:
+            raise CliError(f"--optimizer: {e}") from None
+        fit_kw["optimizer"] = args.optimizer
     say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
     ens = None
     caveats = (ExtrapolationWarning, FixedOptimumWarning)
