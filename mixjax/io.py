@@ -393,7 +393,7 @@ def _read(path, header: dict, name: str, like):
 
 def _check_dtypes(spec: dict, path) -> None:
     if not jax.config.jax_enable_x64 and any(s[1].endswith("64") and s[1].startswith(("float", "int")) for s in spec["leaves"]):
-        raise FitFileError(f"{path} holds 64-bit arrays; enable jax_enable_x64 (unset MIXJAX_X64=0) to load it exactly")
+        raise FitFileError(f"{path} holds 64-bit arrays; call jax.config.update('jax_enable_x64', True) before loading it (the mixjax command line does)")
 
 
 @contextlib.contextmanager

@@ -487,3 +487,15 @@ def test_table_without_mixtures(tmp_path):
         pytest.skip("the chinchilla law still predicts one loss per domain (per_domain=True)")
     out = cli_json("fit", tmp_path / "c.csv", "--law", "chinchilla", "--starts", "2", "--max-steps", "50")
     assert out["domains"] == [] and out["targets"] == ["loss"] and out["n_cells_used"]["train"] == 9
+
+
+def test_command_line_turns_on_float64_itself(saved):
+    """The command line does not rely on importing mixjax to enable float64: a float64 fit loads and predicts."""
+    before = jax.config.jax_enable_x64
+    try:
+        jax.config.update("jax_enable_x64", False)
+        rc, out, err = cli("predict", saved[1], "--mixture", "c4=1", "-N", "122M", "-D", "9.998B", "--json")
+        assert rc == 0, err
+        assert jax.config.jax_enable_x64 and all(np.isfinite(list(json.loads(out)["predicted"].values())))
+    finally:
+        jax.config.update("jax_enable_x64", before)

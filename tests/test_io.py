@@ -264,7 +264,7 @@ def test_edited_members_are_refused(fitted, tmp_path):
     # a changed dtype in the header's leaf list
     h = json.loads(json.dumps(header))
     h["members"]["law"]["leaves"][0][1] = "float32"
-    with pytest.raises(FitFileError, match="ok|x.mixfit"):
+    with pytest.raises(FitFileError, match=r"x\.mixfit.*(float32|dtype)"):
         load_fit(rewrite("header.json", json.dumps(h).encode()))
     # the fit's dtype edited in its settings, arrays unchanged
     h = json.loads(json.dumps(header))
