@@ -21,6 +21,10 @@ import os
 import sys
 import time
 
+import jax as _jax
+
+_jax.config.update("jax_enable_x64", True)  # float64 fits
+
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))

@@ -18,6 +18,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+import jax as _jax
+
+_jax.config.update("jax_enable_x64", True)  # float64 fits
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -39,7 +43,7 @@ def main(argv=None) -> int:
     data = mixjax.load_dataset("slimpajama7").at_scale(122e6, 9.998e9)
     kw = dict(
         resamples=args.resamples, starts=args.starts, max_steps=args.max_steps, chunk_size=args.chunk_size, dtype=args.dtype,
-        scheme=args.scheme, progress=True,
+        scheme=args.scheme, progress=lambda done, total: print(f"  {done}/{total} fits", flush=True),
     )
     B = args.resamples * args.starts
     print(f"capacity_noise on {data.n_rows} rows: {args.resamples} resamples x {args.starts} starts = {B} fits, max_steps {args.max_steps}, {args.dtype}, backend {jax.default_backend()}", flush=True)

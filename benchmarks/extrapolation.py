@@ -34,6 +34,10 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import jax as _jax
+
+_jax.config.update("jax_enable_x64", True)  # float64 fits
+
 import numpy as np  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 

@@ -29,6 +29,10 @@ import platform
 import sys
 import time
 
+import jax as _jax
+
+_jax.config.update("jax_enable_x64", True)  # float64 fits
+
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -35,6 +35,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+import jax as _jax
+
+_jax.config.update("jax_enable_x64", True)  # float64 fits
+
 import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

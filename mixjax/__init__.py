@@ -1,15 +1,8 @@
 """mixjax: differentiable, batched fitting of data-mixing scaling laws in JAX.
 
-Importing mixjax enables 64-bit floats in JAX (``jax_enable_x64``) so that float64 fits are available; set the
-environment variable ``MIXJAX_X64=0`` before import to leave JAX's setting alone (then use ``dtype="float32"``).
+Importing mixjax changes no global setting. float64 fits need 64-bit floats in JAX, which the program turns on
+itself (``jax.config.update("jax_enable_x64", True)`` before creating arrays); without it fits default to float32.
 """
-
-import os as _os
-
-import jax as _jax
-
-if _os.environ.get("MIXJAX_X64", "1") != "0":
-    _jax.config.update("jax_enable_x64", True)
 
 from importlib.metadata import PackageNotFoundError as _PNF
 from importlib.metadata import version as _version
@@ -46,7 +39,7 @@ from .laws import ShukorAdditiveLaw as ShukorAdditiveLaw
 from .laws import ShukorJointLaw as ShukorJointLaw
 from .laws import ShukorMixtureLaw as ShukorMixtureLaw
 from .laws import chinchilla_grid as chinchilla_grid
-from .laws import fit_chinchilla as fit_chinchilla
+from .fit import fit_chinchilla as fit_chinchilla
 from .laws import get_law as get_law
 from .laws import n_params as n_params
 from .laws import register as register

@@ -39,7 +39,6 @@ import dataclasses
 import json
 import math
 import statistics
-import sys
 import time
 import warnings
 from typing import Any, Callable
@@ -267,7 +266,7 @@ class BootstrapResult:
         if chunk_size is None:
             chunk_size = self.info.get("chunk_size")
         t0 = time.perf_counter()
-        res = _solve_chunked(starts, W, arrays, self.point.config, chunk_size, False)
+        res = _solve_chunked(starts, W, arrays, self.point.config, chunk_size, None)
         self.info["jackknife_seconds"] = time.perf_counter() - t0
         self.jackknife_laws = res.law
         self.jackknife_status = np.asarray(res.status)
@@ -383,20 +382,19 @@ class BootstrapResult:
             "scheme": self.scheme,
             "level": self.level,
             "method": self.method,
-            "info": {k: v for k, v in self.info.items() if k != "summary"},
+            "info": {k: v for k, v in self.info.items() if k != "summary" and "seconds" not in k},
             "point": {
                 "loss": self.point.loss,
                 "status": int(self.point.status),
                 "num_steps": self.point.num_steps,
                 "config": dataclasses.asdict(self.point.config),
-                "info": self.point.info,
+                "info": {k: v for k, v in self.point.info.items() if "seconds" not in k},
             },
             "counts": counts,
             "static": static,
         }
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-        with open(path, "wb") as fh:
-            np.savez(fh, **arrays)
+        _write_npz(path, arrays)
 
     @classmethod
     def load(cls, path, law: type[AbstractLaw] | None = None) -> BootstrapResult:
@@ -466,6 +464,27 @@ class BootstrapResult:
         )
 
 
+def _write_npz(path, arrays: dict[str, np.ndarray]) -> None:
+    """An ``.npz`` (readable by ``numpy.load``) whose bytes depend only on the arrays: members in sorted order with
+    a fixed timestamp (``numpy.savez`` stamps the current time), written under a temporary name and moved into
+    place, so a failed save leaves no partial file."""
+    import io as _io
+    import os
+    import zipfile
+
+    tmp = f"{os.fspath(path)}.partial"
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
+            for name in sorted(arrays):
+                buf = _io.BytesIO()
+                np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+                z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def _static_fields(law: AbstractLaw) -> dict[str, Any]:
     """The law's static (non-parameter) fields; ints, floats, strings, bools and None are saved."""
     out = {}
@@ -510,36 +529,12 @@ def _summary_from_json(d: dict) -> DataSummary:
 
 
 # --------------------------------------------------------------------------- entry point
-def _say(progress: bool, msg: str) -> None:
-    if progress:
-        print(f"bootstrap: {msg}", file=sys.stderr, flush=True)
-
-
-def _solve_chunked(batch: AbstractLaw, member_w: np.ndarray, arrays: FitArrays, config: FitConfig, chunk_size: int | None, progress: bool) -> FitResult:
-    """:func:`mixjax.fit.solve` on B members (row weights ``(B, n)``). Without ``chunk_size``: one call. With it:
-    the batch is padded (repeating the last member) to a multiple of ``chunk_size``, even when B < chunk_size, so
-    every call of one law and dataset uses the same compiled program; progress is printed after each chunk."""
-    dt = jnp.dtype(config.dtype)
-    B = member_w.shape[0]
-    if chunk_size is None:
-        res = solve(batch, jnp.asarray(member_w, dt), arrays, config)
-        jax.block_until_ready(res.loss)
-        return res
-    C = int(chunk_size)
-    n_chunks = math.ceil(B / C)
-    pad = n_chunks * C - B
-    padded = lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x  # noqa: E731
-    batch_p = jax.tree_util.tree_map(lambda x: padded(x) if eqx.is_array(x) else x, batch)
-    w_p = np.concatenate([member_w, np.repeat(member_w[-1:], pad, axis=0)]) if pad else member_w
-    outs = []
-    t0 = time.perf_counter()
-    for i in range(n_chunks):
-        sl = slice(i * C, (i + 1) * C)
-        out = solve(jax.tree_util.tree_map(lambda x: x[sl] if eqx.is_array(x) else x, batch_p), jnp.asarray(w_p[sl], dt), arrays, config)
-        jax.block_until_ready(out.loss)
-        outs.append(out)
-        _say(progress, f"chunk {i + 1}/{n_chunks}: {min((i + 1) * C, B)}/{B} fits, {time.perf_counter() - t0:.1f} s")
-    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:B] if eqx.is_array(xs[0]) else xs[0], *outs)
+def _solve_chunked(batch: AbstractLaw, member_w: np.ndarray, arrays: FitArrays, config: FitConfig, chunk_size: int | None, progress) -> FitResult:
+    """:func:`mixjax.fit.solve` on B members (row weights ``(B, n)``); with ``chunk_size`` every chunk has that
+    many members (the last one padded), so every call of one law and dataset reuses one compiled program."""
+    res = solve(batch, jnp.asarray(member_w, jnp.dtype(config.dtype)), arrays, config, chunk_size=chunk_size, progress=progress)
+    jax.block_until_ready(res.loss)
+    return res
 
 
 def bootstrap(
@@ -548,13 +543,14 @@ def bootstrap(
     *,
     resamples: int = 1000,
     scheme: str = "rows",
-    starts: int = 8,
+    starts: int = 2,
     seed: int = 0,
     chunk_size: int | None = None,
-    progress: bool = False,
+    progress: Callable[[int, int], Any] | None = None,
     level: float = 0.9,
     method: str = "percentile",
     warm_start: bool = True,
+    point_starts: int = 16,
     **fit_kwargs,
 ) -> BootstrapResult:
     """Bootstrap a law's fit: R resamples x S starts refitted in one batched, compiled call.
@@ -564,12 +560,15 @@ def bootstrap(
       data: the training runs (:class:`MixtureData`).
       resamples: R, the number of bootstrap resamples.
       scheme: ``"rows"``, ``"mixtures"`` or ``"stratified"`` (module docstring).
-      starts: S starts per resample (and for the full-data fit); the best finite one is kept.
+      starts: S starts per resample; the best finite one is kept. With ``warm_start`` start 0 is the full-data fit,
+        so the default 2 is that fit plus one random draw.
+      point_starts: starts of the full-data fit (default 16, as :func:`mixjax.fit`).
       seed: the full-data fit uses ``PRNGKey(seed)`` (as :func:`mixjax.fit`), the resample starts
         ``fold_in(PRNGKey(seed), 1)``, the resample weights ``numpy.random.default_rng([seed, 1])``.
       chunk_size: fit the R*S members in chunks of this size (one compiled shape, last chunk padded) to bound
         memory; progress is reported after each chunk; the BCa jackknife reuses the same compiled shape.
-      progress: print progress lines on stderr (outside the compiled call).
+      progress: optional callable ``progress(done, total)``, called after each chunk of resample fits (outside the
+        compiled call; the command line renders it as a progress line with an ETA). Library code never prints.
       level, method: defaults for :meth:`BootstrapResult.interval` (``"percentile"`` or ``"bca"``).
       warm_start: start 0 of every resample is the full-data fit (the other S-1 are random draws).
       **fit_kwargs: objective, optimizer, max_steps, mask_zero_weight, dtype, other :class:`FitConfig` fields.
@@ -595,8 +594,7 @@ def bootstrap(
     cls = _law_class(law)
 
     t0 = time.perf_counter()
-    _say(progress, f"full-data fit of {cls.name} on {data.n_rows} rows ({S} starts)")
-    point = fit(law, data, starts=S, seed=int(seed), **fit_kwargs)
+    point = fit(law, data, starts=int(point_starts), seed=int(seed), **fit_kwargs)
     t_point = time.perf_counter() - t0
     config = point.config
     arrays, _ = prepare(cls, data, mask_zero_weight=point.info["mask_zero_weight"], dtype=config.dtype)
@@ -615,7 +613,6 @@ def bootstrap(
     member_w = np.repeat(W, S, axis=0)  # (R*S, n), resample r owns members r*S .. r*S+S-1
 
     t1 = time.perf_counter()
-    _say(progress, f"{R} resamples x {S} starts = {B} fits" + (f" in chunks of {chunk_size}" if chunk_size else " in one call"))
     res = _solve_chunked(batch, member_w, arrays, config, chunk_size, progress)
     t_solve = time.perf_counter() - t1
 
@@ -657,5 +654,4 @@ def bootstrap(
             "resamples warm-started from it run further, so intervals may not contain the estimate: raise max_steps",
             stacklevel=2,
         )
-    _say(progress, f"done: {R - result.n_failed}/{R} resamples usable, {result.n_failed} failed, {t_solve:.1f} s")
     return result

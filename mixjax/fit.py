@@ -1,16 +1,11 @@
-"""Batched fitting: objectives, compiled optimizer loops, multi-start, and the ``fit`` entry point.
+"""Fitting laws: settings, the batched ``solve`` over a :class:`mixjax.problem.Problem`, multi-start and the
+``fit`` entry point.
 
-The engine (:func:`solve`) fits a batch of B laws at once: one ``jax.jit`` compile per problem shape, the
-optimizer loop inside ``jax.lax.while_loop``, ``jax.vmap`` over the batch (random starts, bootstrap resamples
-expressed as per-row weights). Every member gets its own status (:class:`mixjax.Status`); a member that turns
-non-finite stops, keeps its last finite point and is reported, never mixed into the others.
-
-Objective over measured cells (mask m, row weights w)::
-
-    J(theta) = sum_{r,j} w_r m_rj rho(pred_rj(theta), y_rj) / sum_{r,j} w_r m_rj
-
-with ``rho`` one of ``"mse"`` (pred - y)^2, ``"relative"`` ((pred - y) / y)^2, ``"huber_log"`` Huber_delta(log pred
-- log y) (the Chinchilla recipe, delta = 1e-3).
+:func:`solve` fits a batch of B laws at once (random starts, bootstrap resamples as per-row weights, folds) in
+one compiled call of the engine (:func:`mixjax._engine.minimize`): every member pays the same fixed work per step,
+finished members are frozen, and each member gets its own status (:class:`mixjax.Status`). Laws that declare
+linear coefficients are fitted by variable projection (those coefficients are solved in closed form inside the
+objective, see :mod:`mixjax.problem`).
 """
 
 from __future__ import annotations
@@ -19,48 +14,53 @@ import dataclasses
 import math
 import time
 import warnings
-from typing import Any, NamedTuple
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
+from jax.flatten_util import ravel_pytree
 
+from . import _engine
 from .data import DataError, MixtureData
-from .laws import AbstractLaw, DataSummary, get_law, n_params
+from .laws import AbstractLaw, DataSummary, n_params
 from .metrics import metric_table
+from .problem import OBJECTIVES, FitArrays, Problem, law_class, prepare, summarize
 from .results import Status, status_counts
 
-__all__ = ["FitConfig", "FitArrays", "FitResult", "Fit", "fit", "solve", "prepare", "objective_value", "init_starts", "best_of"]
+__all__ = ["FitConfig", "FitArrays", "FitResult", "Fit", "fit", "fit_chinchilla", "solve", "prepare", "objective_value", "init_starts", "best_of"]
 
-OBJECTIVES = ("mse", "relative", "huber_log")
-OPTIMIZERS = ("lbfgs", "adam")
+OPTIMIZERS = ("lbfgs", "lm", "adam")
+_law_class = law_class
 
 
 @dataclasses.dataclass(frozen=True)
 class FitConfig:
     """Settings of a fit; hashable, so it is static under ``jax.jit`` (a new value compiles a new program).
 
-    objective: "mse", "relative" or "huber_log" (see module docstring); huber_delta for the latter.
-    optimizer: "lbfgs" (optax L-BFGS; ``linesearch`` "backtracking" (Armijo, the default: cheaper to compile
-    and to run, same fit quality on the bundled data) or "zoom" (strong Wolfe)) or "adam" (learning_rate, cosine
-    decay).
-    max_steps: optimizer iterations per member. ftol: a member converges when its relative objective decrease
-    stays below ftol for ``patience`` iterations in a row, or its gradient norm falls below gtol.
-    dtype: "float64" or "float32" (float32 is the fast path on accelerators).
+    objective: "mse", "relative" or "huber_log" (see :mod:`mixjax.problem`); huber_delta for the latter.
+    optimizer: "lbfgs" (the default: L-BFGS with parallel trial steps), "lm" (Levenberg-Marquardt; fewer, dearer
+      steps: one Jacobian each) or "adam" (a first-order baseline). ``benchmarks/fit_speed.py`` compares them.
+    varpro: solve linear coefficients in closed form (variable projection) where the law declares them and the
+      objective is least squares (``mse``/``relative``).
+    max_steps: solver steps per member. A member converges when its relative gradient
+      ``max_k |dJ/dy_k| max(|y_k|, 1) / J`` falls below gtol, or J fell by less than ftol (relative) over the last
+      ``window`` steps with the relative gradient below 100 gtol. Defaults depend on dtype (float64: gtol 1e-6,
+      ftol 1e-10; float32: gtol 1e-3, ftol 1e-6).
+    dtype: "float64" or "float32" (the accelerator fast path; every operation of the compiled program is float32).
     """
 
     objective: str = "mse"
     optimizer: str = "lbfgs"
-    max_steps: int = 400
-    ftol: float = 1e-10
-    gtol: float = 1e-12
-    patience: int = 5
+    max_steps: int = 300
+    ftol: float | None = None
+    gtol: float | None = None
+    window: int = 10
     learning_rate: float = 0.02
     lbfgs_memory: int = 10
-    linesearch: str = "backtracking"
     huber_delta: float = 1e-3
+    varpro: bool = True
     dtype: str = "float64"
 
     def __post_init__(self):
@@ -68,107 +68,51 @@ class FitConfig:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.linesearch not in ("backtracking", "zoom"):
-            raise ValueError(f"linesearch must be 'backtracking' or 'zoom', got {self.linesearch!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
         if self.dtype == "float64" and not jax.config.jax_enable_x64:
-            raise ValueError("dtype='float64' needs jax_enable_x64; mixjax enables it on import unless MIXJAX_X64=0")
-
-
-class FitArrays(NamedTuple):
-    """Device arrays a law is fitted to: mixtures (n, K), model size (n,) in M params, tokens (n,) in B tokens,
-    losses (n, V) with missing cells filled by 1, and the (n, V) mask of cells that count."""
-
-    h: jax.Array
-    N: jax.Array
-    D: jax.Array
-    y: jax.Array
-    mask: jax.Array
-
-
-# --------------------------------------------------------------------------- preparing data for a law
-def _law_class(law) -> type[AbstractLaw]:
-    if isinstance(law, str):
-        return get_law(law)
-    if isinstance(law, type) and issubclass(law, AbstractLaw):
-        return law
-    if isinstance(law, AbstractLaw):
-        return type(law)
-    raise TypeError(f"law must be a law name, an AbstractLaw subclass or instance, got {law!r}")
-
-
-def prepare(law, data: MixtureData, *, mask_zero_weight: bool | None = None, dtype: str = "float64") -> tuple[FitArrays, np.ndarray]:
-    """The arrays a law is fitted to, and the (n, V) observed losses (NaN where not counted).
-
-    Per-domain laws use the loss columns that match the training domains (in domain order); other laws use every
-    loss column. Cells whose own domain weight is 0 are excluded when ``mask_zero_weight`` (default: the law's
-    preference). Rows with unknown model size or tokens are refused for laws that use them."""
-    cls = _law_class(law)
-    if not isinstance(data, MixtureData):
-        raise TypeError(f"data must be a MixtureData (see mixjax.load_csv / from_arrays), got {type(data).__name__}")
-    if cls.per_domain:
-        y, mask = data.domain_losses()
-        if not mask.any():
-            raise DataError(
-                f"{cls.name} predicts one loss per training domain, but no loss column of {data.name!r} matches a "
-                f"domain (domains {list(data.domains)}, loss columns {list(data.targets)})"
+            raise ValueError(
+                "dtype='float64' needs 64-bit floats in JAX: call jax.config.update('jax_enable_x64', True) at the "
+                "start of the program (or set JAX_ENABLE_X64=1), or pass dtype='float32'"
             )
-    else:
-        y, mask = np.array(data.losses), data.mask
-    if mask_zero_weight is None:
-        mask_zero_weight = cls.mask_zero_weight
-    if mask_zero_weight and cls.per_domain:
-        mask = mask & (data.mixtures > 0)
-    for flag, values, label in ((cls.uses_model_size, data.model_size, "model_size"), (cls.uses_tokens, data.n_tokens, "n_tokens")):
-        bad = np.flatnonzero(~np.isfinite(values))
-        if flag and bad.size:
-            raise DataError(f"law {cls.name} needs {label}, which is missing in {bad.size} row(s) of {data.name!r} (first: row {bad[0]})")
-    dt = jnp.dtype(dtype)
-    fill = lambda v: np.where(np.isfinite(v), v, 1.0)  # noqa: E731 (unused cells; never counted)
-    arrays = FitArrays(
-        h=jnp.asarray(data.mixtures, dt),
-        N=jnp.asarray(fill(data.model_size_m), dt),
-        D=jnp.asarray(fill(data.n_tokens_b), dt),
-        y=jnp.asarray(np.where(mask, y, 1.0), dt),
-        mask=jnp.asarray(mask),
-    )
-    return arrays, np.where(mask, y, np.nan)
+
+    @property
+    def tolerances(self) -> tuple[float, float]:
+        """(ftol, gtol) with the dtype defaults filled in."""
+        f64 = self.dtype == "float64"
+        ftol = self.ftol if self.ftol is not None else (1e-10 if f64 else 1e-6)
+        gtol = self.gtol if self.gtol is not None else (1e-6 if f64 else 1e-3)
+        return float(ftol), float(gtol)
+
+    def solver(self, n_opt: int) -> _engine.AbstractSolver:
+        """The solver object for a law with ``n_opt`` optimised parameters."""
+        del n_opt
+        name = self.optimizer
+        if name == "lm":
+            return _engine.LevenbergMarquardt()
+        if name == "lbfgs":
+            return _engine.LBFGS(memory=self.lbfgs_memory)
+        return _engine.Adam(learning_rate=self.learning_rate)
 
 
-def summarize(arrays: FitArrays, data: MixtureData | None = None) -> DataSummary:
-    """The :class:`DataSummary` of prepared arrays (used to draw starting points)."""
-    h = np.asarray(arrays.h)
-    mask = np.asarray(arrays.mask)
-    N = np.asarray(arrays.N) if data is None else data.model_size_m
-    D = np.asarray(arrays.D) if data is None else data.n_tokens_b
-    return DataSummary.from_arrays(h, np.asarray(arrays.y), mask, N, D)
+def default_dtype() -> str:
+    """"float64" when JAX has 64-bit floats enabled, else "float32"."""
+    return "float64" if jax.config.jax_enable_x64 else "float32"
 
 
-# --------------------------------------------------------------------------- objective
 def objective_value(law: AbstractLaw, arrays: FitArrays, weights: jax.Array, config: FitConfig) -> jax.Array:
-    """The weighted, masked objective J(theta) of the module docstring (a scalar)."""
-    pred = jax.vmap(law)(arrays.h, arrays.N, arrays.D)
-    y = arrays.y
-    if config.objective == "mse":
-        rho = (pred - y) ** 2
-    elif config.objective == "relative":
-        rho = ((pred - y) / y) ** 2
-    else:
-        tiny = jnp.finfo(pred.dtype).tiny
-        r = jnp.log(jnp.maximum(pred, tiny)) - jnp.log(y)
-        rho = optax.losses.huber_loss(r, delta=config.huber_delta)
-    w = weights[:, None] * arrays.mask
-    rho = jnp.where(w > 0, rho, 0.0)  # a cell that does not count never contributes, even if its prediction is NaN
-    return jnp.sum(w * rho) / jnp.maximum(jnp.sum(w), jnp.finfo(w.dtype).tiny)
+    """The weighted, masked objective J of a complete law (a scalar; see :mod:`mixjax.problem`)."""
+    problem = Problem.build(law, arrays, config.objective, config.huber_delta, varpro=False)
+    return problem.value(law, weights)
 
 
-# --------------------------------------------------------------------------- engine
 class FitResult(eqx.Module):
     """Result of :func:`solve`, batched like the call: fitted laws, final objective, status code
-    (:class:`Status`), iterations used and final gradient norm per member."""
+    (:class:`Status`), solver steps and the final relative gradient (``grad_norm``) per member."""
 
     law: AbstractLaw
     loss: jax.Array
@@ -177,80 +121,48 @@ class FitResult(eqx.Module):
     grad_norm: jax.Array
 
 
-def _make_optimizer(config: FitConfig):
-    if config.optimizer == "lbfgs":
-        if config.linesearch == "zoom":
-            return optax.lbfgs(memory_size=config.lbfgs_memory)
-        ls = optax.scale_by_backtracking_linesearch(max_backtracking_steps=30, decrease_factor=0.5, store_grad=config.dtype == "float64")
-        return optax.lbfgs(memory_size=config.lbfgs_memory, linesearch=ls)
-    schedule = optax.cosine_decay_schedule(config.learning_rate, config.max_steps, alpha=0.01)
-    return optax.adam(schedule)
+def _optimised_spec(law: AbstractLaw, varpro: bool):
+    """Bool pytree: True for the leaves the solver moves (inexact arrays, less the linear fields under varpro)."""
+    spec = jax.tree_util.tree_map(eqx.is_inexact_array, law)
+    fields = type(law).linear_fields if varpro else ()
+    if fields:
+        spec = eqx.tree_at(lambda l: [getattr(l, f) for f in fields], spec, replace=[False] * len(fields))
+    return spec
 
 
-def _solve_one(law0: AbstractLaw, weights: jax.Array, arrays: FitArrays, config: FitConfig) -> FitResult:
-    params0, static = eqx.partition(law0, eqx.is_inexact_array)
-
-    def f(p):
-        return objective_value(eqx.combine(p, static), arrays, weights, config)
-
-    opt = _make_optimizer(config)
-    lbfgs = config.optimizer == "lbfgs"
-    # the backtracking line search stores the accepted point's gradient only in float64 (see _make_optimizer)
-    from_state = lbfgs and not (config.linesearch == "backtracking" and config.dtype == "float32")
-    value_and_grad = optax.value_and_grad_from_state(f) if from_state else jax.value_and_grad(f)
-    dtype = jnp.dtype(config.dtype)
-    inf = jnp.array(jnp.inf, dtype)
-
-    def all_finite(tree):
-        return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
-
-    def cond(c):
-        return (c["step"] < config.max_steps) & (c["status"] < 0)
-
-    def body(c):
-        p, s = c["params"], c["state"]
-        value, grad = value_and_grad(p, state=s) if from_state else value_and_grad(p)
-        if lbfgs:
-            updates, s_new = opt.update(grad, s, p, value=value, grad=grad, value_fn=f)
-        else:
-            updates, s_new = opt.update(grad, s, p)
-        p_new = optax.apply_updates(p, updates)
-        gnorm = optax.tree.norm(grad)
-        finite = jnp.isfinite(value) & all_finite(p_new) & jnp.isfinite(gnorm)
-        small = jnp.abs(c["value"] - value) <= config.ftol * jnp.maximum(jnp.abs(value), jnp.finfo(dtype).tiny)
-        calm = jnp.where(small & lbfgs, c["calm"] + 1, 0)
-        converged = (gnorm <= config.gtol) | (calm >= config.patience)
-        status = jnp.where(~finite, int(Status.nonfinite), jnp.where(converged, int(Status.converged), -1))
-        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
-        return {
-            "params": keep(p_new, p),
-            "state": keep(s_new, s),
-            "step": c["step"] + 1,
-            "value": jnp.where(finite, value, c["value"]),
-            "calm": calm,
-            "gnorm": gnorm,
-            "status": status,
-        }
-
-    carry = {
-        "params": params0,
-        "state": opt.init(params0),
-        "step": jnp.array(0),
-        "value": inf,
-        "calm": jnp.array(0),
-        "gnorm": inf,
-        "status": jnp.array(-1),
-    }
-    out = jax.lax.while_loop(cond, body, carry)
-    final = f(out["params"])
-    status = jnp.where(out["status"] < 0, int(Status.max_steps), out["status"])
-    status = jnp.where(jnp.isfinite(final), status, int(Status.nonfinite))
-    return FitResult(eqx.combine(out["params"], static), final, status, out["step"], out["gnorm"])
+def _flat_residuals(y, row_w, shared):
+    """Engine objective: residuals of the law whose optimised leaves are ``y`` (flat), under row weights."""
+    problem, template, spec = shared
+    opt, rest = eqx.partition(template, spec)
+    _, unravel = ravel_pytree(opt)
+    law = eqx.combine(unravel(y), rest)
+    return problem.residuals(law, row_w)
 
 
 @eqx.filter_jit
-def _solve_jit(laws, weights, arrays, config):
-    return eqx.filter_vmap(_solve_one, in_axes=(0, 0, None, None))(laws, weights, arrays, config)
+def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol, window: int) -> FitResult:
+    """One compiled program per fit: flatten the optimised leaves, run the engine, rebuild the laws, solve their
+    linear coefficients and score them."""
+    spec = _optimised_spec(laws, problem.varpro)
+    opt, rest = eqx.partition(laws, spec)
+    y0 = jax.vmap(lambda t: ravel_pytree(t)[0])(opt)
+    template = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, laws)
+    shared = (problem, template, _optimised_spec(template, problem.varpro))
+    sol = _engine._minimize(solver, _flat_residuals, y0, weights, shared, max_steps, 10, ftol, gtol, window)
+    unravel = ravel_pytree(jax.tree_util.tree_map(lambda x: x[0], opt))[1]
+    fitted = eqx.combine(jax.vmap(unravel)(sol.y), rest)
+    full = jax.vmap(problem.complete)(fitted, weights)
+    value = jax.vmap(problem.value)(full, weights)
+    status = jnp.where(jnp.isfinite(value), sol.status, int(Status.nonfinite))
+    return FitResult(full, value, status, sol.num_steps, sol.rel_grad)
+
+
+def _solve_batch(laws: AbstractLaw, weights: jax.Array, problem: Problem, config: FitConfig) -> FitResult:
+    n_opt = sum(int(np.prod(x.shape[1:])) for x in jax.tree_util.tree_leaves(eqx.filter(laws, _optimised_spec(laws, problem.varpro))))
+    ftol, gtol = config.tolerances
+    dt = weights.dtype
+    return _fit_program(laws, weights, problem, config.solver(n_opt), jnp.asarray(config.max_steps, jnp.int32),
+                        jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window)
 
 
 def _batch_sharding(n_devices: int):
@@ -264,30 +176,35 @@ def _batch_sharding(n_devices: int):
 def solve(
     laws: AbstractLaw,
     weights: jax.Array,
-    arrays: FitArrays,
+    arrays: FitArrays | Problem,
     config: FitConfig,
     *,
     chunk_size: int | None = None,
     shard: bool | None = None,
+    progress=None,
 ) -> FitResult:
     """Fit a batch of laws (leading axis B of every parameter array) with per-member row weights ``(B, n)``.
 
     One compiled program per (law type, shapes, config): new data values of the same shapes reuse it.
 
-    chunk_size: cut the batch into chunks of at most this many members (the last one padded), run one after another
-      through the same compiled program: batches larger than device memory run without recompiling. If a chunk
+    arrays: the prepared :class:`FitArrays` (a :class:`Problem` is built from them and ``config``), or a Problem.
+    chunk_size: cut the batch into chunks of exactly this many members (the last one, or a smaller batch, padded by
+      repeating its last member), run one after another through the same compiled program: batches larger than
+      device memory run without recompiling, and batches of any size reuse one program. If a chunk
       (or the whole batch, by default) runs out of device memory, the chunk size is halved and the call retried,
       so too-large batches split automatically (each new chunk size compiles once).
     shard: split the batch axis over all devices of the default backend with ``jax.sharding`` (default: when
       there is more than one device). Each member is computed on one device; results equal the one-device run.
       Multi-host: call ``jax.distributed.initialize()`` first; ``jax.devices()`` then spans every host.
+    progress: optional callable ``progress(done, total)`` called after each chunk (members fitted so far).
     """
+    problem = arrays if isinstance(arrays, Problem) else Problem.build(laws, arrays, config.objective, config.huber_delta, config.varpro)
     B = weights.shape[0]
     n_dev = jax.device_count() if (shard or (shard is None and jax.device_count() > 1)) else 1
-    chunk = B if chunk_size is None else max(1, min(chunk_size, B))
+    chunk = B if chunk_size is None else max(1, int(chunk_size))
     while True:
         try:
-            return _solve_chunked(laws, weights, arrays, config, chunk, n_dev)
+            return _solve_chunked(laws, weights, problem, config, chunk, n_dev, progress)
         except Exception as e:  # XlaRuntimeError has no stable import path across jax versions
             if "RESOURCE_EXHAUSTED" not in str(e) or chunk <= n_dev:
                 raise
@@ -295,7 +212,7 @@ def solve(
             chunk = max(chunk // 2, n_dev)
 
 
-def _solve_chunked(laws, weights, arrays, config, chunk, n_dev):
+def _solve_chunked(laws, weights, problem, config, chunk, n_dev, progress):
     B = weights.shape[0]
     chunk = math.ceil(chunk / n_dev) * n_dev
     n_chunks = math.ceil(B / chunk)
@@ -308,7 +225,7 @@ def _solve_chunked(laws, weights, arrays, config, chunk, n_dev):
     weights_p = padded(weights)
     if n_dev > 1:
         batch_sh, replicated = _batch_sharding(n_dev)
-        arrays = jax.device_put(arrays, replicated)
+        problem = jax.device_put(problem, replicated)
     outs = []
     for i in range(n_chunks):
         sl = lambda x: x[i * chunk : (i + 1) * chunk] if eqx.is_array(x) else x  # noqa: E731
@@ -316,7 +233,10 @@ def _solve_chunked(laws, weights, arrays, config, chunk, n_dev):
         if n_dev > 1:
             laws_c = eqx.combine(jax.device_put(eqx.filter(laws_c, eqx.is_array), batch_sh), eqx.filter(laws_c, eqx.is_array, inverse=True))
             weights_c = jax.device_put(weights_c, batch_sh)
-        outs.append(_solve_jit(laws_c, weights_c, arrays, config))
+        outs.append(_solve_batch(laws_c, weights_c, problem, config))
+        if progress is not None:
+            jax.block_until_ready(outs[-1].loss)
+            progress(min((i + 1) * chunk, B), B)
     jax.block_until_ready(outs)  # surface out-of-memory errors here, where the caller can retry smaller
     if n_chunks == 1 and not pad:
         return outs[0]
@@ -325,16 +245,30 @@ def _solve_chunked(laws, weights, arrays, config, chunk, n_dev):
 
 def init_starts(law, key: jax.Array, n: int, summary: DataSummary, dtype: str = "float64") -> AbstractLaw:
     """A batch of ``n`` starting points: ``law.init`` vmapped over keys; for a law instance, the instance itself
-    is start 0 and the others are random draws."""
+    is start 0 and the others are random draws. A law that defines no ``init`` must be given as an instance: the
+    other starts perturb each parameter x to ``x + 0.3 (|x| + 0.1) z``, z standard normal."""
     cls = _law_class(law)
     keys = jax.random.split(key, n)
-    starts = jax.vmap(lambda k: cls.init(k, summary))(keys)
-    if isinstance(law, AbstractLaw):
-        first = jax.tree_util.tree_map(lambda a: a[None], eqx.filter(law, eqx.is_inexact_array))
-        starts = eqx.combine(
-            jax.tree_util.tree_map(lambda s, a: s.at[0].set(a[0].astype(s.dtype)), eqx.filter(starts, eqx.is_inexact_array), first),
-            eqx.filter(law, eqx.is_inexact_array, inverse=True),
-        )
+    if not cls.has_init():
+        if not isinstance(law, AbstractLaw):
+            cls.init(key, summary)  # raises the law's message: an instance is needed
+        params, rest = eqx.partition(law, eqx.is_inexact_array)
+        leaves, treedef = jax.tree_util.tree_flatten(params)
+        sub = jax.random.split(key, len(leaves))
+        moved = []
+        for k, x in zip(sub, leaves):
+            z = jax.random.normal(k, (n,) + x.shape, x.dtype)
+            z = z.at[0].set(0.0)
+            moved.append(x[None] + 0.3 * (jnp.abs(x[None]) + 0.1) * z)
+        starts = eqx.combine(jax.tree_util.tree_unflatten(treedef, moved), rest)
+    else:
+        starts = jax.vmap(lambda k: cls.init(k, summary))(keys)
+        if isinstance(law, AbstractLaw):
+            first = jax.tree_util.tree_map(lambda a: a[None], eqx.filter(law, eqx.is_inexact_array))
+            starts = eqx.combine(
+                jax.tree_util.tree_map(lambda s, a: s.at[0].set(a[0].astype(s.dtype)), eqx.filter(starts, eqx.is_inexact_array), first),
+                eqx.filter(law, eqx.is_inexact_array, inverse=True),
+            )
     dt = jnp.dtype(dtype)
     return jax.tree_util.tree_map(lambda x: x.astype(dt) if eqx.is_inexact_array(x) else x, starts)
 
@@ -408,11 +342,13 @@ def fit(
     seed: int = 0,
     objective: str = "mse",
     optimizer: str = "lbfgs",
-    max_steps: int = 400,
+    max_steps: int = 300,
     weights: Any = None,
     mask_zero_weight: bool | None = None,
-    dtype: str = "float64",
+    dtype: str | None = None,
     throw: bool = True,
+    init: AbstractLaw | None = None,
+    progress=None,
     **config_kwargs,
 ) -> Fit:
     """Fit a law to a dataset from ``starts`` random initializations in one compiled, vmapped call; keep the best.
@@ -421,19 +357,31 @@ def fit(
       law: a law name (``"capacity_noise"``), an :class:`AbstractLaw` subclass, or an instance (used as start 0).
       data: a :class:`MixtureData`; every row is used with its own model size and token count.
       starts: number of random starting points (drawn by ``law.init`` with ``jax.random.PRNGKey(seed)``).
-      objective, optimizer, max_steps, dtype, **config_kwargs: see :class:`FitConfig`.
+      objective, optimizer, max_steps, dtype, **config_kwargs: see :class:`FitConfig` (dtype defaults to float64
+        when JAX has 64-bit floats enabled, float32 otherwise).
       weights: optional ``(n,)`` non-negative row weights (a bootstrap resample is expressed this way).
       mask_zero_weight: exclude cells whose own domain weight is 0 (default: the law's preference).
       throw: raise if every start failed (otherwise return the failed fit with status ``nonfinite``).
+      init: a batch of starting points (a law whose arrays have a leading axis, e.g. :func:`chinchilla_grid`);
+        replaces the random draws (``starts`` is then its length).
+      progress: optional callable ``progress(done, total)`` (see :func:`solve`).
     """
+    dtype = default_dtype() if dtype is None else dtype
     cfg = FitConfig(objective=objective, optimizer=optimizer, max_steps=max_steps, dtype=dtype, **config_kwargs)
     cls = _law_class(law)
+    if init is not None:
+        if not isinstance(init, cls):
+            raise TypeError(f"init must be a batch of {cls.__name__} starting points, got {type(init).__name__}")
+        starts = int(jax.tree_util.tree_leaves(eqx.filter(init, eqx.is_inexact_array))[0].shape[0])
     if starts < 1:
         raise ValueError(f"starts must be >= 1, got {starts}")
     arrays, _ = prepare(cls, data, mask_zero_weight=mask_zero_weight, dtype=dtype)
     summary = summarize(arrays, data)
     template = law if isinstance(law, AbstractLaw) else None
-    starts_batch = init_starts(template or cls, jax.random.PRNGKey(seed), starts, summary, dtype)
+    if init is not None:
+        starts_batch = jax.tree_util.tree_map(lambda x: x.astype(jnp.dtype(dtype)) if eqx.is_inexact_array(x) else x, init)
+    else:
+        starts_batch = init_starts(template or cls, jax.random.PRNGKey(seed), starts, summary, dtype)
     k = n_params(jax.tree_util.tree_map(lambda x: x[0], starts_batch))
     n_cells = int(np.asarray(arrays.mask).sum())
     if n_cells < k:
@@ -451,7 +399,7 @@ def fit(
             raise ValueError("weights must be finite, non-negative and not all zero")
     W = jnp.broadcast_to(jnp.asarray(w, jnp.dtype(dtype)), (starts, data.n_rows))
     t0 = time.perf_counter()
-    res = solve(starts_batch, W, arrays, cfg)
+    res = solve(starts_batch, W, arrays, cfg, progress=progress)
     jax.block_until_ready(res.loss)
     elapsed = time.perf_counter() - t0
     best, idx = best_of(res)
@@ -472,7 +420,8 @@ def fit(
         "mask_zero_weight": bool(cls.mask_zero_weight if mask_zero_weight is None else mask_zero_weight),
         "cells_per_target": y_used.sum(0).tolist(),
         "loss_scale": "log" if objective == "huber_log" else "raw",
-        "init": f"{cls.name}.init random draws, jax.random.PRNGKey({seed}), {starts} starts" + (" (start 0 = given law)" if template else ""),
+        "init": (f"{starts} given starting points" if init is not None else
+                 f"{cls.name}.init random draws, jax.random.PRNGKey({seed}), {starts} starts" + (" (start 0 = given law)" if template else "")),
         "seed": seed,
         "starts": starts,
         "best_start": int(idx),
@@ -482,3 +431,16 @@ def fit(
         "backend": jax.default_backend(),
     }
     return Fit(law=best.law, loss=float(best.loss), status=status, num_steps=int(best.num_steps), starts=res, config=cfg, info=info)
+
+
+def fit_chinchilla(data: MixtureData, grid: AbstractLaw | None = None, *, max_steps: int = 300, huber_delta: float = 1e-3,
+                   dtype: str | None = None, **kwargs) -> Fit:
+    """Fit :class:`mixjax.ChinchillaLaw` the Chinchilla way (Hoffmann et al. 2022; Besiroglu et al. 2024): Huber loss
+    (delta 1e-3) on log losses from every point of a grid of starts (default :func:`mixjax.chinchilla_grid`), all in
+    one batched call; the best is kept."""
+    from .laws import ChinchillaLaw, chinchilla_grid
+
+    dtype = default_dtype() if dtype is None else dtype
+    if grid is None:
+        grid = chinchilla_grid(data.n_targets, dtype=dtype)
+    return fit(ChinchillaLaw, data, init=grid, objective="huber_log", huber_delta=huber_delta, max_steps=max_steps, dtype=dtype, **kwargs)

@@ -336,7 +336,18 @@ def _with_static(law: AbstractLaw, static: dict) -> AbstractLaw:
 
 def _template(cls, summary: DataSummary, static: dict, spec: dict, batch: int | None, what: str, path, prefix: str = ""):
     def make(key):
-        return cls.init(key, summary)
+        if cls.has_init():
+            return cls.init(key, summary)
+        # a law without init(): build it from the saved field names and shapes (array fields only)
+        fields = {}
+        for leaf in spec["leaves"]:
+            name = (leaf[2] if len(leaf) > 2 else "")[len(prefix):].lstrip(".")
+            shape = tuple(leaf[0])[1:] if batch is not None else tuple(leaf[0])
+            fields[name] = jnp.zeros(shape, jnp.dtype(leaf[1]))
+        try:
+            return cls(**fields)
+        except TypeError as e:
+            raise FitFileError(f"{path}: cannot rebuild {cls.__name__} from its saved fields {sorted(fields)} ({e})") from None
 
     if batch is None:
         shape_tree = eqx.filter_eval_shape(make, jax.random.PRNGKey(0))

@@ -1,8 +1,14 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The tests check numbers, not speed: compile with XLA's cheap CPU backend settings (about half the compile time).
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
 
-import mixjax  # noqa: E402,F401  (enables float64 before any test builds arrays)
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)  # the tests compare float64 fits with float64 references
+
+import mixjax  # noqa: E402
 import pytest  # noqa: E402
 
 
@@ -15,3 +21,10 @@ def slimpajama():
 def slim122(slimpajama):
     """The 60-mixture SlimPajama subset at 122M parameters / 9.998e9 tokens."""
     return slimpajama.at_scale(122e6, 9.998e9)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_compiled_programs():
+    """Each test module compiles its own programs: free them afterwards to bound the suite's peak memory."""
+    yield
+    jax.clear_caches()

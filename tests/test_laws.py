@@ -14,7 +14,8 @@ from scipy.optimize import brentq
 
 import mixjax
 from mixjax.laws import DataSummary, n_params
-from mixjax.laws.chinchilla import ChinchillaLaw, chinchilla_grid, fit_chinchilla
+from mixjax import fit_chinchilla
+from mixjax.laws.chinchilla import ChinchillaLaw, chinchilla_grid
 
 K, V = 3, 3
 rng = np.random.default_rng(0)

@@ -26,7 +26,12 @@ def test_notebooks_found():
     assert "quickstart.ipynb" in [p.name for p in NOTEBOOKS]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+SLOW = {"paper_results.ipynb"}  # about 100 s on 2 CPU cores: run with `pytest -m slow`
+
+
+@pytest.mark.parametrize(
+    "path", [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p for p in NOTEBOOKS], ids=[p.name for p in NOTEBOOKS]
+)
 def test_notebook_runs(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()

@@ -170,3 +170,28 @@ def format_table(rows: list[list[Any]], header: list[str]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+class ProgressLine:
+    """Renders ``progress(done, total)`` callbacks of long library calls as one updating stderr line with the rate
+    and an estimated time left (silent when stderr is not a terminal, unless ``always``)."""
+
+    def __init__(self, label: str, always: bool = False):
+        import time
+
+        self.label = label
+        self._clock = time.perf_counter
+        self._t0 = self._clock()
+        self._show = always or sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self._show or total <= 0:
+            return
+        elapsed = self._clock() - self._t0
+        eta = elapsed / done * (total - done) if done else float("nan")
+        width = 24
+        filled = int(width * done / total)
+        bar = "#" * filled + "." * (width - filled)
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{self.label} [{bar}] {done}/{total} fits, {elapsed:.1f} s, about {eta:.0f} s left{end}")
+        sys.stderr.flush()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ._common import CliError, check_output_path, format_table, print_json, write_atomic
+from ._common import CliError, ProgressLine, check_output_path, format_table, print_json, write_atomic
 from .fit import add_fit_options, check_fit_args, read_training_data
 
 
@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
         "batched, compiled call) and print percentile or BCa intervals of its parameters. Progress goes to stderr.",
     )
     add_fit_options(p)
-    p.set_defaults(starts=8)
+    p.set_defaults(starts=2)  # per resample: the full-data fit (warm start) and one random draw
     p.add_argument("--resamples", "-R", type=int, default=1000, help="number of bootstrap resamples (default 1000)")
     p.add_argument("--scheme", default="rows", choices=["rows", "mixtures", "stratified"], help="what is resampled: rows, whole mixtures (all their checkpoints and scales together), or rows within each (N, D) scale (default rows)")
     p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
@@ -50,7 +50,7 @@ def run(args) -> int:
     try:
         res = mixjax.bootstrap(
             args.law, data, resamples=args.resamples, scheme=args.scheme, starts=args.starts, seed=args.seed,
-            chunk_size=args.chunk_size, progress=True, level=args.level, method=args.method,
+            chunk_size=args.chunk_size, progress=ProgressLine("bootstrap"), level=args.level, method=args.method,
             objective=args.objective, optimizer=args.optimizer, max_steps=args.max_steps, dtype=args.dtype,
         )
     except mixjax.DataError as e:

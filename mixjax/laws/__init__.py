@@ -13,7 +13,6 @@ from .capacity_variants import CapacityOnlyLaw as CapacityOnlyLaw
 from .capacity_variants import CapacityRunTokensLaw as CapacityRunTokensLaw
 from .chinchilla import ChinchillaLaw as ChinchillaLaw
 from .chinchilla import chinchilla_grid as chinchilla_grid
-from .chinchilla import fit_chinchilla as fit_chinchilla
 from .exponential import ExponentialLaw as ExponentialLaw
 from .loglinear import LogLinearLaw as LogLinearLaw
 from .power_linear import PowerLinearLaw as PowerLinearLaw

@@ -9,9 +9,10 @@ run::
 with ``mixture`` of shape ``(K,)`` on the simplex, ``model_size`` in millions of parameters, ``n_tokens`` in
 billions of tokens, and losses of shape ``(V,)``. Batching is done from outside with ``jax.vmap``.
 
-A new law implements ``__call__``, ``init`` (a random starting point, given a :class:`DataSummary`) and
-``params`` (the constrained, readable parameter values); everything else (fitting, bootstrap, mixture search,
-saving) is shared machinery.
+A new law needs only its array fields and ``__call__``; fit it from an instance (the first start, the other starts
+are drawn around it). Optionally it implements ``init`` (a random starting point, given a :class:`DataSummary`),
+``params`` (constrained, readable values) and variable projection (``linear_fields``); everything else (fitting,
+bootstrap, mixture search, saving) is shared machinery.
 """
 
 from __future__ import annotations
@@ -93,19 +94,44 @@ class AbstractLaw(eqx.Module):
     uses_model_size: ClassVar[bool] = False
     uses_tokens: ClassVar[bool] = False
     mask_zero_weight: ClassVar[bool] = False
+    #: Fields holding coefficients that enter every prediction linearly once the other parameters are fixed
+    #: (variable projection solves them in closed form inside the objective). A law that names fields here
+    #: implements :meth:`linear_basis` and :meth:`with_linear`.
+    linear_fields: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def __call__(self, mixture: jax.Array, model_size: jax.Array, n_tokens: jax.Array) -> jax.Array:
         """Predicted losses ``(V,)`` of one run: mixture ``(K,)``, model size (M params), tokens (B tokens)."""
 
     @classmethod
-    @abc.abstractmethod
     def init(cls, key: jax.Array, summary: DataSummary) -> AbstractLaw:
-        """A random, plausible starting point for a fit (must be traceable: ``jax.vmap`` over keys)."""
+        """A random, plausible starting point for a fit (must be traceable: ``jax.vmap`` over keys).
 
-    @abc.abstractmethod
+        Optional: a law without it is fitted from an instance given as the first start, around which the other
+        starts are drawn (:func:`mixjax.fit.init_starts`)."""
+        raise NotImplementedError(
+            f"{cls.__name__} defines no init(key, summary): pass an instance of it as the law to fit (it is the first "
+            "start; the other starts are drawn around it)"
+        )
+
     def params(self) -> dict[str, jax.Array]:
-        """Readable (constrained) parameter values by name, for example ``{"b": ..., "c": ...}``."""
+        """Readable (constrained) parameter values by name, for example ``{"b": ..., "c": ...}``. Default: every
+        array field under its own name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if eqx.is_inexact_array(getattr(self, f.name))}
+
+    @classmethod
+    def has_init(cls) -> bool:
+        """Whether the law draws its own random starts (overrides :meth:`init`)."""
+        return cls.init.__func__ is not AbstractLaw.init.__func__
+
+    def linear_basis(self, mixture: jax.Array, model_size: jax.Array, n_tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """``(base (V,), phi (V, L))`` with ``self(...) = base + sum_l phi[:, l] coef[:, l]`` for the coefficients
+        named by ``linear_fields``; must not read those fields."""
+        raise NotImplementedError(f"{type(self).__name__} declares no linear coefficients")
+
+    def with_linear(self, coef: jax.Array) -> AbstractLaw:
+        """This law with its linear coefficients set from ``coef`` (V, L), each >= 0."""
+        raise NotImplementedError(f"{type(self).__name__} declares no linear coefficients")
 
     def predict(self, mixtures, model_size, n_tokens) -> jax.Array:
         """Losses ``(n, V)`` for ``n`` runs: mixtures ``(n, K)``, model sizes and tokens ``(n,)`` or scalars,

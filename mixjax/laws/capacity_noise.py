@@ -58,6 +58,7 @@ class CapacityNoiseLaw(AbstractLaw):
     mask_zero_weight: ClassVar[bool] = True
     b_max: ClassVar[float] = 5.0
     a_max: ClassVar[float] = 3.0
+    linear_fields: ClassVar[tuple[str, ...]] = ("log_A", "log_E")
 
     def __check_init__(self):
         K = self.logit_b.shape[-1:]
@@ -105,10 +106,18 @@ class CapacityNoiseLaw(AbstractLaw):
         """x*(h, N): capacity per domain, in millions of parameters."""
         return capacity_allocation(mixture, self.b, jnp.exp(self.log_c), jnp.exp(self.log_H), model_size)
 
-    def __call__(self, mixture, model_size, n_tokens):
-        b, a = self.b, self.a
-        c, A, E = (jnp.exp(v) for v in (self.log_c, self.log_A, self.log_E))
+    def linear_basis(self, mixture, model_size, n_tokens):
+        """``base = c x*^-b`` and the columns ``[(D h)^-a, 1]`` of the coefficients A and E."""
         x = self.allocation(mixture, model_size)
-        capacity = c * jnp.exp(-b * jnp.log(x))
-        noise = A * jnp.exp(-a * jnp.log(n_tokens * jnp.maximum(mixture, self.h_floor)))
-        return capacity + noise + E
+        capacity = jnp.exp(self.log_c - self.b * jnp.log(x))
+        noise = jnp.exp(-self.a * jnp.log(n_tokens * jnp.maximum(mixture, self.h_floor)))
+        return capacity, jnp.stack([noise, jnp.ones_like(noise)], axis=-1)
+
+    def with_linear(self, coef):
+        tiny = jnp.finfo(coef.dtype).tiny
+        log = lambda v: jnp.log(jnp.maximum(v, tiny))  # noqa: E731 (a coefficient at 0 is stored as the smallest positive)
+        return eqx.tree_at(lambda law: (law.log_A, law.log_E), self, (log(coef[:, 0]), log(coef[:, 1])))
+
+    def __call__(self, mixture, model_size, n_tokens):
+        base, phi = self.linear_basis(mixture, model_size, n_tokens)
+        return base + phi[:, 0] * jnp.exp(self.log_A) + jnp.exp(self.log_E)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 from typing import ClassVar
 
 import jax
@@ -13,21 +12,22 @@ import numpy as np
 
 from ._base import AbstractLaw, DataSummary
 
-__all__ = ["ChinchillaLaw", "chinchilla_grid", "fit_chinchilla"]
+__all__ = ["ChinchillaLaw", "chinchilla_grid"]
 
 MODEL_SIZE_UNIT = 1e6  # the laws' N is in millions of parameters
 TOKENS_UNIT = 1e9  # and D in billions of tokens
 
 
 class ChinchillaLaw(AbstractLaw):
-    r"""Chinchilla's parametric loss (Hoffmann et al. 2022, Eq. 2), per domain i (independently):
+    r"""Chinchilla's parametric loss (Hoffmann et al. 2022, Eq. 2), per loss column (target) i, independently:
 
         L_i(N, D) = E_i + A_i / N^alpha_i + B_i / D^beta_i
 
-    N in millions of parameters, D in billions of tokens; the mixture is not used. All five parameters are > 0 and
-    stored as logs: **5K** free parameters (5 for the single-domain ``chinchilla`` dataset, whose domain is "all").
+    N in millions of parameters, D in billions of tokens; the mixture is not used, so tables without mixtures fit
+    too. All five parameters are > 0 and stored as logs: **5V** free parameters for V loss columns (5 for the
+    ``chinchilla`` dataset).
     Converting from raw counts: A = A_raw 1e6^(-alpha), B = B_raw 1e9^(-beta)
-    (:meth:`from_raw_counts`). Fitted the Chinchilla way by :func:`fit_chinchilla`.
+    (:meth:`from_raw_counts`). Fitted the Chinchilla way by :func:`mixjax.fit_chinchilla`.
     """
 
     log_E: jax.Array
@@ -38,7 +38,7 @@ class ChinchillaLaw(AbstractLaw):
 
     name: ClassVar[str] = "chinchilla"
     reference: ClassVar[str] = "Hoffmann et al., Training Compute-Optimal Large Language Models, 2022 (Eq. 2); Besiroglu et al. 2024 (fit)"
-    per_domain: ClassVar[bool] = True
+    per_domain: ClassVar[bool] = False
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
 
@@ -68,10 +68,10 @@ class ChinchillaLaw(AbstractLaw):
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> ChinchillaLaw:
-        K = summary.n_domains
+        K = summary.n_targets
         ks = jax.random.split(key, 5)
         u = lambda k, lo, hi: jax.random.uniform(k, (K,), minval=lo, maxval=hi)  # noqa: E731
-        lo = jnp.asarray(summary.loss_min) if summary.n_targets == K else jnp.full(K, summary.loss_min.min())
+        lo = jnp.asarray(summary.loss_min)
         return cls(jnp.log(lo * u(ks[0], 0.3, 0.9)), jnp.log(u(ks[1], 0.5, 10.0)), jnp.log(u(ks[2], 0.1, 0.7)),
                    jnp.log(u(ks[3], 0.5, 5.0)), jnp.log(u(ks[4], 0.1, 0.7)))
 
@@ -109,37 +109,3 @@ def chinchilla_grid(
     b = b - be * math.log(TOKENS_UNIT)
     col = lambda v: jnp.asarray(np.repeat(v[:, None], n_domains, axis=1), jnp.dtype(dtype))  # noqa: E731
     return ChinchillaLaw(col(e), col(a), col(np.log(al)), col(b), col(np.log(be)))
-
-
-def fit_chinchilla(data, grid: ChinchillaLaw | None = None, *, max_steps: int = 400, huber_delta: float = 1e-3,
-                   chunk_size: int | None = None, dtype: str = "float64", **config_kwargs):
-    """Fit :class:`ChinchillaLaw` the Chinchilla way: Huber loss (delta 1e-3) on log losses, L-BFGS from every point
-    of a grid (default :func:`chinchilla_grid`), all in one batched call of :func:`mixjax.fit.solve`; the best
-    point is kept. Returns a :class:`mixjax.Fit` whose ``starts`` hold every grid point's result."""
-    from ..fit import Fit, FitConfig, best_of, prepare, solve
-    from ..results import Status, status_counts
-
-    arrays, _ = prepare(ChinchillaLaw, data, dtype=dtype)
-    if grid is None:
-        grid = chinchilla_grid(data.n_domains, dtype=dtype)
-    G = int(grid.log_E.shape[0])
-    if grid.log_E.shape[-1] != data.n_domains:
-        raise ValueError(f"grid has {grid.log_E.shape[-1]} domains, data {data.name!r} has {data.n_domains}")
-    config_kwargs.setdefault("linesearch", "zoom")  # strong-Wolfe steps: the tiny Huber objective stalls Armijo backtracking
-    cfg = FitConfig(objective="huber_log", huber_delta=huber_delta, optimizer="lbfgs", max_steps=max_steps, dtype=dtype, **config_kwargs)
-    W = jnp.ones((G, data.n_rows), jnp.dtype(dtype))
-    t0 = time.perf_counter()
-    res = solve(grid, W, arrays, cfg, chunk_size=chunk_size)
-    jax.block_until_ready(res.loss)
-    best, idx = best_of(res)
-    mask = np.asarray(arrays.mask)
-    info = {
-        "law": ChinchillaLaw.name, "law_reference": ChinchillaLaw.reference, "data": data.name, "n_rows": data.n_rows,
-        "n_cells": int(mask.sum()), "domains": list(data.domains), "targets": list(data.domains),
-        "units": {"model_size": "millions of parameters", "n_tokens": "billions of tokens"}, "mask_zero_weight": False,
-        "cells_per_target": mask.sum(0).tolist(), "loss_scale": "log", "init": f"grid of {G} starting points (chinchilla_grid)",
-        "seed": None, "starts": G, "best_start": int(idx), "start_status": status_counts(res.status),
-        "weights": "uniform", "seconds": time.perf_counter() - t0, "backend": jax.default_backend(),
-    }
-    return Fit(law=best.law, loss=float(best.loss), status=Status(int(best.status)), num_steps=int(best.num_steps),
-               starts=res, config=cfg, info=info)

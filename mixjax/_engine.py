@@ -1,0 +1,343 @@
+"""The one batched optimizer loop of mixjax, and the solvers it runs.
+
+Every fit in mixjax (multi-start, bootstrap resamples, jackknife, cross-validation folds) is a batch of B
+independent least-squares problems over flat parameter vectors ``y`` (B, P)::
+
+    f_b(y) = sum_k r_k(y; args_b)^2
+
+:func:`minimize` runs them in ONE compiled call, ``jax.vmap`` over the batch. The loop is built so that members
+never wait on each other:
+
+* every step costs the same, small, fixed amount of work for every member (no data-dependent loop inside a
+  step: a Levenberg-Marquardt step is one Jacobian and one trial; an L-BFGS step evaluates a fixed set of trial
+  step sizes together and takes the best acceptable one with ``jnp.where``);
+* a member that has finished is frozen (its updates are discarded), it decides nothing for the others;
+* the outer loop runs chunks of ``chunk`` steps (``lax.scan``) and tests "is any member still active?" once per
+  chunk (on an accelerator each data-dependent loop test is a device-to-host synchronisation).
+
+Status of a member (:class:`mixjax.Status`): ``converged`` only when a stationarity test passes, never right
+after a failed step: either the relative gradient ``max_k |df/dy_k| / f`` is below ``gtol``; or the objective fell
+by less than ``ftol`` (relative) over the last ``window`` steps and either the relative gradient is below
+``100 gtol`` or no step lowers f any more even at the smallest trial (damping at its ceiling, no acceptable
+L-BFGS trial along the scaled gradient): a local minimum at a kink of a piecewise-smooth objective (the capacity
+floor of the capacity laws and the non-negativity of projected coefficients make such kinks), where the gradient
+of one side does not vanish. Otherwise ``max_steps``, or ``nonfinite`` (the starting point's objective is not
+finite).
+
+Solvers are small ``equinox`` modules with ``init(fn, y) -> state`` and ``step(fn, y, state) -> (y, state,
+accepted, stuck)``, where the state exposes ``f`` (objective) and ``g`` (gradient) at ``y``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from .results import Status
+
+__all__ = ["LevenbergMarquardt", "LBFGS", "Adam", "Solution", "minimize", "AbstractSolver"]
+
+
+def _sumsq(r):
+    return jnp.sum(r * r)
+
+
+def _finite(x):
+    return jnp.all(jnp.isfinite(x))
+
+
+class AbstractSolver(eqx.Module):
+    """A batched-friendly solver: fixed work per step, accept/reject decided with ``jnp.where``."""
+
+    def init(self, fn: Callable, y: jax.Array) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def step(self, fn: Callable, y: jax.Array, state: Any):  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- Levenberg-Marquardt
+class _LMState(NamedTuple):
+    r: jax.Array  # residuals at y (M,)
+    J: jax.Array  # Jacobian at y (M, P)
+    f: jax.Array  # sum r^2
+    g: jax.Array  # gradient of f: 2 J^T r
+    lam: jax.Array  # damping
+    nu: jax.Array  # damping growth factor on rejection (Nielsen)
+
+
+def _residuals_and_jacobian(fn, y):
+    """r(y) and its Jacobian dr/dy in one forward-mode pass (P tangents, vectorised)."""
+    J, r = jax.jacfwd(lambda z: (fn(z), fn(z)), has_aux=True)(y)
+    return r, J
+
+
+class LevenbergMarquardt(AbstractSolver):
+    """Levenberg-Marquardt with per-member damping (Marquardt 1963; damping update of Nielsen 1999).
+
+    Step: ``(J^T J + lam diag(J^T J)) delta = -J^T r``; the trial ``y + delta`` is accepted when it lowers f, with
+    gain ratio ``rho = (f - f_trial) / (f - ||r + J delta||^2)``; on acceptance ``lam *= max(1/3, 1 - (2 rho - 1)^3)``,
+    on rejection ``lam *= nu, nu *= 2``. Steps are shortened to ``max_step`` in the largest coordinate (parameters
+    are logs and logits, so one step changes no parameter by more than a factor e): this keeps fits out of the
+    degenerate regions that one long Gauss-Newton step can reach along a flat direction. One Jacobian (forward mode, P tangents) and one trial per step, for every
+    member: no inner loop. Suited to laws with up to a few hundred free parameters (the normal matrix is P x P).
+    """
+
+    lam0: float = 1e-3
+    lam_max: float = 1e12
+    max_step: float = 1.0
+
+    def init(self, fn, y):
+        r, J = _residuals_and_jacobian(fn, y)
+        f = _sumsq(r)
+        dt = y.dtype
+        return _LMState(r, J, f, 2.0 * J.T @ r, jnp.asarray(self.lam0, dt), jnp.asarray(2.0, dt))
+
+    def step(self, fn, y, s: _LMState):
+        dt = y.dtype
+        A = s.J.T @ s.J
+        d = jnp.diagonal(A)
+        d = jnp.maximum(d, jnp.finfo(dt).eps * jnp.maximum(jnp.max(d), jnp.finfo(dt).tiny))
+        # scale the system to unit diagonal before solving (better conditioned in float32)
+        sc = jax.lax.rsqrt(d)
+        As = A * sc[:, None] * sc[None, :] + s.lam * jnp.eye(y.shape[0], dtype=dt)
+        rhs = -(s.J.T @ s.r) * sc
+        delta = jax.scipy.linalg.solve(As, rhs, assume_a="pos") * sc
+        delta = delta * jnp.minimum(1.0, self.max_step / jnp.maximum(jnp.max(jnp.abs(delta)), jnp.finfo(dt).tiny))
+        y_t = y + delta
+        r_t, J_t = _residuals_and_jacobian(fn, y_t)
+        f_t = _sumsq(r_t)
+        model = _sumsq(s.r + s.J @ delta)
+        pred = s.f - model
+        rho = (s.f - f_t) / jnp.where(pred > 0, pred, 1.0)
+        ok = jnp.isfinite(f_t) & _finite(J_t) & (f_t < s.f) & (pred > 0) & _finite(delta)
+        lam_ok = s.lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+        lam = jnp.where(ok, lam_ok, s.lam * s.nu)
+        lam = jnp.clip(lam, jnp.finfo(dt).eps, self.lam_max)
+        nu = jnp.where(ok, 2.0, jnp.minimum(s.nu * 2.0, 1e6)).astype(dt)
+        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+        new = _LMState(keep(r_t, s.r), keep(J_t, s.J), keep(f_t, s.f), keep(2.0 * J_t.T @ r_t, s.g), lam, nu)
+        stuck = (~ok) & (s.lam >= self.lam_max)
+        return keep(y_t, y), new, ok, stuck
+
+
+# --------------------------------------------------------------------------- L-BFGS with parallel trial steps
+class _LBFGSState(NamedTuple):
+    f: jax.Array
+    g: jax.Array
+    S: jax.Array  # (m, P) step differences, newest first
+    Y: jax.Array  # (m, P) gradient differences
+    valid: jax.Array  # (m,) bool
+    scale: jax.Array  # length of the last accepted step (scales steepest-descent directions)
+
+
+class LBFGS(AbstractSolver):
+    """L-BFGS (Nocedal 1980) whose line search is a fixed set of trial step sizes evaluated together.
+
+    Each step computes the two-loop direction d, evaluates f at ``y + t d`` for every t in ``trials`` in one
+    vectorised call, and takes the trial with the lowest f among those meeting the Armijo condition
+    ``f(y + t d) <= f + c1 t g.d``. If none does, the step is rejected, the memory is cleared and the next direction
+    is the steepest descent one (scaled to the last accepted step, shrunk by the smallest trial on each further
+    rejection); the full step is shortened to ``max_step`` in its largest coordinate. Curvature pairs with ``s.y <= eps |s| |y|`` are skipped. Work per step: ``len(trials)`` objective
+    evaluations and one gradient, the same for every member. Suited to laws with many parameters.
+    """
+
+    memory: int = 10
+    trials: tuple[float, ...] = (1.0, 0.3, 0.1, 0.01)
+    c1: float = 1e-4
+    max_step: float = 1.0
+
+    def init(self, fn, y):
+        f, g = jax.value_and_grad(lambda z: _sumsq(fn(z)))(y)
+        dt = y.dtype
+        m, P = self.memory, y.shape[0]
+        return _LBFGSState(
+            f, g, jnp.zeros((m, P), dt), jnp.zeros((m, P), dt), jnp.zeros((m,), bool),
+            jnp.asarray(1.0, dt) / jnp.maximum(jnp.linalg.norm(g), jnp.finfo(dt).tiny),
+        )
+
+    def _direction(self, s: _LBFGSState):
+        """Two-loop recursion over the stored pairs (newest first, static indices)."""
+        dt = s.g.dtype
+        sy = jnp.sum(s.S * s.Y, -1)
+        rho = jnp.where(s.valid, 1.0 / jnp.where(s.valid, sy, 1.0), 0.0)
+        def first(q, pair):
+            S_j, Y_j, rho_j = pair
+            a = rho_j * jnp.dot(S_j, q)
+            return q - a * Y_j, a
+
+        q, alphas = jax.lax.scan(first, s.g, (s.S, s.Y, rho))
+        yy = jnp.dot(s.Y[0], s.Y[0])
+        gamma = jnp.where(s.valid[0], sy[0] / jnp.where(yy > 0, yy, 1.0), 0.0)
+        sd_scale = s.scale / jnp.maximum(jnp.linalg.norm(s.g), jnp.finfo(dt).tiny)
+        r = q * jnp.where(s.valid[0], gamma, sd_scale)
+
+        def second(r, pair):
+            S_j, Y_j, rho_j, a = pair
+            return r + S_j * (a - rho_j * jnp.dot(Y_j, r)), None
+
+        r, _ = jax.lax.scan(second, r, (s.S, s.Y, rho, alphas), reverse=True)
+        return -r
+
+    def step(self, fn, y, s: _LBFGSState):
+        dt = y.dtype
+        obj = lambda z: _sumsq(fn(z))  # noqa: E731
+        d = self._direction(s)
+        slope = jnp.dot(s.g, d)
+        d = jnp.where(slope < 0, d, -s.g * s.scale / jnp.maximum(jnp.linalg.norm(s.g), jnp.finfo(dt).tiny))
+        d = d * jnp.minimum(1.0, self.max_step / jnp.maximum(jnp.max(jnp.abs(d)), jnp.finfo(dt).tiny))
+        slope = jnp.dot(s.g, d)
+        t = jnp.asarray(self.trials, dt)
+        f_t = jax.vmap(lambda ti: obj(y + ti * d))(t)
+        armijo = jnp.isfinite(f_t) & (f_t <= s.f + self.c1 * t * slope) & (f_t < s.f)
+        best = jnp.argmin(jnp.where(armijo, f_t, jnp.inf))
+        ok = jnp.any(armijo)
+        y_new = y + t[best] * d
+        f_new, g_new = jax.value_and_grad(obj)(y_new)
+        ok = ok & jnp.isfinite(f_new) & _finite(g_new)
+        sv, yv = y_new - y, g_new - s.g
+        sy = jnp.dot(sv, yv)
+        good_pair = ok & (sy > jnp.finfo(dt).eps * jnp.linalg.norm(sv) * jnp.linalg.norm(yv))
+        push = lambda mem, new: jnp.where(good_pair, jnp.concatenate([new[None], mem[:-1]]), mem)  # noqa: E731
+        S, Y = push(s.S, sv), push(s.Y, yv)
+        valid = push(s.valid, jnp.array(True))
+        valid = jnp.where(ok, valid, jnp.zeros_like(valid))  # failed step: forget the curvature memory
+        scale = jnp.where(ok, jnp.linalg.norm(sv), s.scale * self.trials[-1])
+        stuck = (~ok) & (s.scale < jnp.finfo(dt).eps * jnp.maximum(jnp.linalg.norm(y), 1.0))
+        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+        return keep(y_new, y), _LBFGSState(keep(f_new, s.f), keep(g_new, s.g), S, Y, valid, scale.astype(dt)), ok, stuck
+
+
+# --------------------------------------------------------------------------- Adam (first order, for comparison)
+class _AdamState(NamedTuple):
+    f: jax.Array
+    g: jax.Array
+    opt: Any
+
+
+class Adam(AbstractSolver):
+    """Adam (Kingma & Ba 2015, optax) with a constant learning rate; every step is accepted. A baseline only: it
+    rarely reaches the stationarity test on ill-conditioned laws."""
+
+    learning_rate: float = 0.02
+
+    def init(self, fn, y):
+        f, g = jax.value_and_grad(lambda z: _sumsq(fn(z)))(y)
+        return _AdamState(f, g, optax.adam(self.learning_rate).init(y))
+
+    def step(self, fn, y, s: _AdamState):
+        upd, opt = optax.adam(self.learning_rate).update(s.g, s.opt, y)
+        y_new = y + upd
+        f_new, g_new = jax.value_and_grad(lambda z: _sumsq(fn(z)))(y_new)
+        ok = jnp.isfinite(f_new) & _finite(g_new)
+        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+        opt = jax.tree_util.tree_map(keep, opt, s.opt)
+        return keep(y_new, y), _AdamState(keep(f_new, s.f), keep(g_new, s.g), opt), ok, jnp.array(False)
+
+
+# --------------------------------------------------------------------------- the loop
+class Solution(eqx.Module):
+    """Result of :func:`minimize`, batched like the call: final parameters ``y`` (B, P), objective ``value``,
+    :class:`mixjax.Status` code, steps taken, relative gradient at the end and accepted steps."""
+
+    y: jax.Array
+    value: jax.Array
+    status: jax.Array
+    num_steps: jax.Array
+    rel_grad: jax.Array
+    num_accepted: jax.Array
+
+
+def relative_gradient(g, y, f):
+    """``max_k |g_k| / f``: the relative change of f per unit change of any one parameter (parameters are stored as
+    logs and logits, so a unit is a factor e)."""
+    del y
+    f = jnp.maximum(jnp.abs(f), jnp.finfo(g.dtype).tiny)
+    return jnp.max(jnp.abs(g), initial=0.0) / f
+
+
+class _Member(NamedTuple):
+    y: jax.Array
+    state: Any
+    hist: jax.Array  # (window,) objective after each of the last `window` steps
+    steps: jax.Array
+    accepted: jax.Array
+    status: jax.Array  # -1 while active
+
+
+@eqx.filter_jit
+@eqx.debug.assert_max_traces(max_traces=None)  # counts compilations (eqx.debug.get_num_traces), never limits them
+def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window):
+    B = y0.shape[0]
+    dt = y0.dtype
+
+    def member_fn(a):
+        return lambda z: fn(z, a, shared)
+
+    def init_one(y, a):
+        st = solver.init(member_fn(a), y)
+        bad = ~(jnp.isfinite(st.f) & _finite(st.g))
+        status = jnp.where(bad, int(Status.nonfinite), -1)
+        hist = jnp.full((window,), jnp.inf, dt)
+        return _Member(y, st, hist, jnp.array(0, jnp.int32), jnp.array(0, jnp.int32), jnp.asarray(status, jnp.int32))
+
+    def step_one(m: _Member, a):
+        active = m.status < 0
+        y, st, ok, stuck = solver.step(member_fn(a), m.y, m.state)
+        f = st.f
+        hist = jnp.roll(m.hist, -1).at[-1].set(f)
+        rg = relative_gradient(st.g, y, f)
+        flat = (hist[0] - f) <= ftol * jnp.abs(f)
+        converged = (rg <= gtol) | (flat & ((rg <= 100.0 * gtol) | stuck))
+        steps = m.steps + 1
+        status = jnp.where(converged, int(Status.converged), jnp.where(steps >= max_steps, int(Status.max_steps), -1))
+        new = _Member(y, st, hist, steps, m.accepted + ok.astype(jnp.int32), jnp.asarray(status, jnp.int32))
+        return jax.tree_util.tree_map(lambda n, o: jnp.where(active, n, o), new, m)
+
+    members = jax.vmap(init_one)(y0, args)
+    step_all = jax.vmap(step_one)
+
+    def chunk_body(carry):
+        k, ms = carry
+        ms, _ = jax.lax.scan(lambda c, _: (step_all(c, args), None), ms, None, length=chunk)
+        return k + chunk, ms
+
+    def cond(carry):
+        k, ms = carry
+        return (k < max_steps) & jnp.any(ms.status < 0)
+
+    _, members = jax.lax.while_loop(cond, chunk_body, (jnp.array(0, jnp.int32), members))
+    status = jnp.where(members.status < 0, int(Status.max_steps), members.status)
+    f = members.state.f
+    rg = jax.vmap(relative_gradient)(members.state.g, members.y, f)
+    del B
+    return Solution(members.y, f, status, members.steps, rg, members.accepted)
+
+
+def minimize(
+    solver: AbstractSolver,
+    fn: Callable,
+    y0: jax.Array,
+    args: Any,
+    shared: Any,
+    *,
+    max_steps: int,
+    ftol: float,
+    gtol: float,
+    window: int = 10,
+    chunk: int = 10,
+) -> Solution:
+    """Minimise ``sum(fn(y, args_b, shared)^2)`` for every member b of the batch, from ``y0`` (B, P).
+
+    ``args``: a pytree whose leaves have leading axis B (per-member data, e.g. row weights); ``shared``: a pytree
+    used by every member (the data). One compiled program per (solver, fn, shapes, window, chunk): ``max_steps``,
+    ``ftol`` and ``gtol`` are traced values, so changing them does not recompile. ``fn`` must be a stable callable
+    (a module-level function or an ``equinox.Module``) so that repeated calls reuse the program.
+    """
+    dt = y0.dtype
+    return _minimize(solver, fn, y0, args, shared, jnp.asarray(max_steps, jnp.int32), int(chunk), jnp.asarray(ftol, dt),
+                     jnp.asarray(gtol, dt), int(window))

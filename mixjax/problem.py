@@ -1,0 +1,242 @@
+"""A fitting problem: the arrays a law is fitted to and the objective, built once and reused by every fit,
+bootstrap resample, jackknife and cross-validation fold (a resample is a vector of row weights over the same
+problem).
+
+Objective over measured cells (mask m, row weights w)::
+
+    J(theta) = sum_{r,j} w_r m_rj rho(pred_rj(theta), y_rj) / sum_{r,j} w_r m_rj
+
+with ``rho`` one of ``"mse"`` (pred - y)^2, ``"relative"`` ((pred - y) / y)^2, ``"huber_log"`` Huber_delta(log pred
+- log y) (the Chinchilla recipe, delta = 1e-3). J is written as a sum of squared residuals ``J = sum_k r_k^2``
+(for Huber, ``r = sign(u) sqrt(Huber(u))``), so least-squares solvers apply to every objective.
+
+Variable projection (Golub & Pereyra 1973): a law that declares ``linear_fields`` predicts
+``pred_rj = base_rj(theta) + sum_l phi_rjl(theta) beta_jl`` with coefficients beta >= 0 that enter linearly once
+the other parameters theta are fixed. For the least-squares objectives (``mse``, ``relative``) beta is then solved
+exactly inside the objective, per target, as a small non-negative least-squares problem (every active set of the
+L coefficients is tried, and the best feasible one kept: exact for the L <= 4 of the bundled laws), and the
+optimizer only sees theta. Gradients are exact: the closed form is differentiated for the chosen active set.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .data import DataError, MixtureData
+from .laws import AbstractLaw, DataSummary, get_law
+
+__all__ = ["FitArrays", "Problem", "prepare", "summarize", "law_class", "OBJECTIVES"]
+
+OBJECTIVES = ("mse", "relative", "huber_log")
+
+
+class FitArrays(NamedTuple):
+    """Device arrays a law is fitted to: mixtures (n, K), model size (n,) in M params, tokens (n,) in B tokens,
+    losses (n, V) with missing cells filled by 1, and the (n, V) mask of cells that count."""
+
+    h: jax.Array
+    N: jax.Array
+    D: jax.Array
+    y: jax.Array
+    mask: jax.Array
+
+
+def law_class(law) -> type[AbstractLaw]:
+    """The law class of a name, a class or an instance."""
+    if isinstance(law, str):
+        return get_law(law)
+    if isinstance(law, type) and issubclass(law, AbstractLaw):
+        return law
+    if isinstance(law, AbstractLaw):
+        return type(law)
+    raise TypeError(f"law must be a law name, an AbstractLaw subclass or instance, got {law!r}")
+
+
+def prepare(law, data: MixtureData, *, mask_zero_weight: bool | None = None, dtype: str = "float64") -> tuple[FitArrays, np.ndarray]:
+    """The arrays a law is fitted to, and the (n, V) observed losses (NaN where not counted).
+
+    Per-domain laws use the loss columns that match the training domains (in domain order); other laws use every
+    loss column. Cells whose own domain weight is 0 are excluded when ``mask_zero_weight`` (default: the law's
+    preference). Rows with unknown model size or tokens are refused for laws that use them."""
+    cls = law_class(law)
+    if not isinstance(data, MixtureData):
+        raise TypeError(f"data must be a MixtureData (see mixjax.load_csv / from_arrays), got {type(data).__name__}")
+    if cls.per_domain:
+        y, mask = data.domain_losses()
+        if not mask.any():
+            raise DataError(
+                f"{cls.name} predicts one loss per training domain, but no loss column of {data.name!r} matches a "
+                f"domain (domains {list(data.domains)}, loss columns {list(data.targets)})"
+            )
+    else:
+        y, mask = np.array(data.losses), data.mask
+    if mask_zero_weight is None:
+        mask_zero_weight = cls.mask_zero_weight
+    if mask_zero_weight and cls.per_domain:
+        mask = mask & (data.mixtures > 0)
+    for flag, values, label in ((cls.uses_model_size, data.model_size, "model_size"), (cls.uses_tokens, data.n_tokens, "n_tokens")):
+        bad = np.flatnonzero(~np.isfinite(values))
+        if flag and bad.size:
+            raise DataError(f"law {cls.name} needs {label}, which is missing in {bad.size} row(s) of {data.name!r} (first: row {bad[0]})")
+    dt = jnp.dtype(dtype)
+    fill = lambda v: np.where(np.isfinite(v), v, 1.0)  # noqa: E731 (unused cells; never counted)
+    arrays = FitArrays(
+        h=jnp.asarray(data.mixtures, dt),
+        N=jnp.asarray(fill(data.model_size_m), dt),
+        D=jnp.asarray(fill(data.n_tokens_b), dt),
+        y=jnp.asarray(np.where(mask, y, 1.0), dt),
+        mask=jnp.asarray(mask),
+    )
+    return arrays, np.where(mask, y, np.nan)
+
+
+def summarize(arrays: FitArrays, data: MixtureData | None = None) -> DataSummary:
+    """The :class:`DataSummary` of prepared arrays (used to draw starting points)."""
+    h = np.asarray(arrays.h)
+    mask = np.asarray(arrays.mask)
+    N = np.asarray(arrays.N) if data is None else data.model_size_m
+    D = np.asarray(arrays.D) if data is None else data.n_tokens_b
+    return DataSummary.from_arrays(h, np.asarray(arrays.y), mask, N, D)
+
+
+def _huber_root(u, delta):
+    """sign(u) sqrt(Huber_delta(u)): u / sqrt(2) inside [-delta, delta], sign(u) sqrt(delta (|u| - delta / 2)) outside."""
+    a = jnp.abs(u)
+    inside = a <= delta
+    outer = jnp.sqrt(jnp.where(inside, delta, delta * (a - 0.5 * delta)))
+    return jnp.where(inside, u / jnp.sqrt(2.0), jnp.sign(u) * outer)
+
+
+def _solve_spd_small(A, b):
+    """Solve A z = b for a small symmetric positive-definite A by unrolled Gaussian elimination (no pivoting is
+    needed for SPD matrices); elementwise operations only, which vectorise well under ``vmap`` (a LAPACK call per
+    2 x 2 system does not)."""
+    n = b.shape[-1]
+    A = [[A[i, j] for j in range(n)] for i in range(n)]
+    b = [b[i] for i in range(n)]
+    for k in range(n):
+        for i in range(k + 1, n):
+            m = A[i][k] / A[k][k]
+            for j in range(k, n):
+                A[i][j] = A[i][j] - m * A[k][j]
+            b[i] = b[i] - m * b[k]
+    z = [None] * n
+    for i in reversed(range(n)):
+        acc = b[i]
+        for j in range(i + 1, n):
+            acc = acc - A[i][j] * z[j]
+        z[i] = acc / A[i][i]
+    return jnp.stack(z)
+
+
+def _nnls_small(G, b):
+    """argmin_{beta >= 0} beta^T G beta - 2 b^T beta for a small L x L positive semi-definite G (one target).
+
+    Every active set is solved (2^L systems of size L, columns scaled to unit diagonal, tiny ridge) and the best
+    feasible solution kept; the empty set (beta = 0) is always feasible, so the result is the exact optimum."""
+    L = b.shape[-1]
+    dt = b.dtype
+    d = jnp.diagonal(G)
+    sc = jax.lax.rsqrt(jnp.maximum(d, jnp.finfo(dt).tiny))
+    Gs = G * sc[:, None] * sc[None, :]
+    bs = b * sc
+    ridge = 10.0 * jnp.finfo(dt).eps
+    masks = np.array(list(itertools.product([False, True], repeat=L)), bool)[1:]  # non-empty active sets
+
+    def solve(mask):
+        mm = mask[:, None] & mask[None, :]
+        A = jnp.where(mm, Gs, 0.0) + jnp.diag(jnp.where(mask, ridge, 1.0))
+        z = _solve_spd_small(A, jnp.where(mask, bs, 0.0))
+        z = jnp.where(mask, z, 0.0)
+        feasible = jnp.all(z >= 0.0)
+        gain = 2.0 * jnp.dot(bs, z) - z @ Gs @ z  # reduction of the objective below beta = 0
+        return z, jnp.where(feasible & jnp.isfinite(gain), gain, -jnp.inf)
+
+    zs, gains = jax.vmap(solve)(jnp.asarray(masks))
+    best = jnp.argmax(gains)
+    z = jnp.where(gains[best] > 0, zs[best], jnp.zeros_like(zs[best]))
+    return z * sc
+
+
+class Problem(eqx.Module):
+    """Arrays, objective and variable-projection setting of one fit (see the module docstring).
+
+    Methods take a law (possibly missing its linear coefficients when ``varpro``) and ``(n,)`` row weights."""
+
+    arrays: FitArrays
+    objective: str = eqx.field(static=True)
+    huber_delta: float = eqx.field(static=True)
+    varpro: bool = eqx.field(static=True)
+
+    @classmethod
+    def build(cls, law, arrays: FitArrays, objective: str = "mse", huber_delta: float = 1e-3, varpro: bool = True) -> Problem:
+        """A problem for ``law`` (name, class or instance); ``varpro`` is used only where the law declares linear
+        coefficients and the objective is a plain least-squares one."""
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        use = bool(varpro) and bool(law_class(law).linear_fields) and objective in ("mse", "relative")
+        return cls(arrays, objective, float(huber_delta), use)
+
+    def predict(self, law: AbstractLaw) -> jax.Array:
+        a = self.arrays
+        return jax.vmap(law)(a.h, a.N, a.D)
+
+    def cell_weights(self, row_w: jax.Array) -> jax.Array:
+        """(n, V) weight of each cell in J: ``w_r m_rj / sum(w m)`` (divided by y^2 for ``relative``)."""
+        a = self.arrays
+        w = row_w[:, None] * a.mask
+        w = w / jnp.maximum(jnp.sum(w), jnp.finfo(w.dtype).tiny)
+        return w / a.y**2 if self.objective == "relative" else w
+
+    def _basis(self, law: AbstractLaw):
+        a = self.arrays
+        return jax.vmap(law.linear_basis)(a.h, a.N, a.D)  # (n, V), (n, V, L)
+
+    def _coefficients(self, base, phi, W):
+        """(V, L) non-negative coefficients of the weighted least-squares fit of y - base on phi, per target."""
+        use = W > 0
+        phi = jnp.where(use[..., None], phi, 0.0)
+        t = jnp.where(use, self.arrays.y - base, 0.0)
+        Wphi = W[..., None] * phi
+        G = jnp.sum(Wphi[..., :, None] * phi[..., None, :], axis=0)  # (V, L, L); elementwise: fast on every backend
+        b = jnp.sum(Wphi * t[..., None], axis=0)  # (V, L)
+        return jax.vmap(_nnls_small)(G, b)
+
+    def linear_coefficients(self, law: AbstractLaw, row_w: jax.Array) -> jax.Array:
+        """(V, L) non-negative coefficients minimising J with the law's other parameters fixed."""
+        base, phi = self._basis(law)
+        return self._coefficients(base, phi, self.cell_weights(row_w))
+
+    def complete(self, law: AbstractLaw, row_w: jax.Array) -> AbstractLaw:
+        """The law with its linear coefficients solved (the identity without variable projection)."""
+        return law.with_linear(self.linear_coefficients(law, row_w)) if self.varpro else law
+
+    def residuals(self, law: AbstractLaw, row_w: jax.Array) -> jax.Array:
+        """Residual vector r (n V,) with ``J = sum r^2``; cells that do not count give exactly 0."""
+        a = self.arrays
+        W = self.cell_weights(row_w)
+        if self.varpro:
+            base, phi = self._basis(law)
+            coef = self._coefficients(base, phi, W)
+            pred = base + jnp.sum(phi * coef[None], axis=-1)
+        else:
+            pred = self.predict(law)
+        use = W > 0
+        pred = jnp.where(use, pred, a.y)  # a cell that does not count never contributes, even if its prediction is NaN
+        if self.objective == "huber_log":
+            tiny = jnp.finfo(pred.dtype).tiny
+            e = _huber_root(jnp.log(jnp.maximum(pred, tiny)) - jnp.log(a.y), self.huber_delta)
+        else:
+            e = pred - a.y
+        return (jnp.sqrt(W) * e).reshape(-1)
+
+    def value(self, law: AbstractLaw, row_w: jax.Array) -> jax.Array:
+        """The objective J (a scalar)."""
+        r = self.residuals(law, row_w)
+        return jnp.sum(r * r)

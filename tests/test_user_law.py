@@ -1,0 +1,79 @@
+"""A user's own law, written as one small class (array fields and ``__call__`` only): it fits, bootstraps, finds
+an optimal mixture and saves, with no other method."""
+
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+import mixjax as mj
+
+
+class PowerFloorLaw(mj.AbstractLaw):
+    """L_i(h) = E_i + C_i (h_i + 0.05)^(-g_i), per domain (raw parameters)."""
+
+    E: jax.Array
+    C: jax.Array
+    g: jax.Array
+
+    name: ClassVar[str] = "test_power_floor"
+
+    def __call__(self, mixture, model_size, n_tokens):
+        return self.E + self.C * (mixture + 0.05) ** (-self.g)
+
+
+TRUTH = PowerFloorLaw(E=jnp.array([1.5, 2.0, 1.2]), C=jnp.array([0.4, 0.3, 0.5]), g=jnp.array([0.5, 0.3, 0.7]))
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(11)
+    h = rng.dirichlet(np.ones(3), size=40)
+    y = np.asarray(TRUTH.predict(h, 1.0, 1.0)) * (1 + 0.002 * rng.standard_normal((40, 3)))
+    return mj.from_arrays(h, y, domains=["a", "b", "c"], name="user3")
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    guess = PowerFloorLaw(E=jnp.array([1.0, 1.0, 1.0]), C=jnp.array([1.0, 1.0, 1.0]), g=jnp.array([0.3, 0.3, 0.3]))
+    return mj.fit(guess, data, starts=8, seed=0, max_steps=300)
+
+
+def test_fits_from_an_instance_and_recovers_the_truth(fitted):
+    assert fitted.status == mj.Status.converged
+    np.testing.assert_allclose(np.asarray(fitted.law.g), np.asarray(TRUTH.g), rtol=0.1)
+    assert set(fitted.params()) == {"E", "C", "g"}
+
+
+def test_a_class_alone_is_refused_with_a_clear_message(data):
+    with pytest.raises(NotImplementedError, match="pass an instance of it"):
+        mj.fit(PowerFloorLaw, data)
+
+
+def test_bootstrap_and_optimal_mixture(fitted, data):
+    boot = mj.bootstrap(fitted.law, data, resamples=6, starts=1, seed=0, max_steps=100)
+    assert boot.n_failed == 0
+    iv = boot.param_intervals(level=0.9)["g"]
+    assert np.all(iv["lo"] <= iv["hi"]) and np.all(np.abs(iv["estimate"] - np.asarray(TRUTH.g)) < 0.1)
+    best = mj.optimize_mixture(fitted.law, model_size=1.0, n_tokens=1.0, check_fixed=False)
+
+    def mean_loss(x):
+        return float(np.mean(np.asarray(fitted.law(jnp.asarray(x), 1.0, 1.0))))
+
+    ref = scipy.optimize.minimize(mean_loss, np.full(3, 1 / 3), method="SLSQP", bounds=[(0, 1)] * 3,
+                                  constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1}], options={"ftol": 1e-14})
+    np.testing.assert_allclose(best.mixture, ref.x, atol=2e-3)
+
+
+def test_saves_and_loads_bit_for_bit(fitted, tmp_path):
+    mj.register(PowerFloorLaw)
+    try:
+        mj.save_fit(tmp_path / "user.mixjax", fitted)
+        back = mj.load_fit(tmp_path / "user.mixjax")
+    finally:
+        mj.LAWS.pop(PowerFloorLaw.name)
+    for name in ("E", "C", "g"):
+        assert np.array_equal(np.asarray(getattr(back.law, name)), np.asarray(getattr(fitted.law, name)))
