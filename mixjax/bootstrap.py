@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import statistics
 import time
 import warnings
 from typing import Any, Callable
@@ -51,6 +50,7 @@ import numpy as np
 from .data import DataError, MixtureData
 from .fit import Fit, FitArrays, FitConfig, FitResult, _law_class, best_of, fit, init_starts, prepare, solve, summarize
 from .laws import AbstractLaw, DataSummary, get_law
+from . import intervals
 from .results import Status, status_counts
 
 __all__ = ["bootstrap", "BootstrapResult", "resample_weights", "SCHEMES", "METHODS"]
@@ -103,43 +103,12 @@ def resample_weights(data: MixtureData, resamples: int, scheme: str = "rows", se
     return w
 
 
-# --------------------------------------------------------------------------- quantiles and intervals
-_STD_NORMAL = statistics.NormalDist()
-
-
-def _norm_cdf(x):
-    """Standard normal CDF, elementwise (stdlib ``statistics.NormalDist``)."""
-    return np.vectorize(_STD_NORMAL.cdf, otypes=[np.float64])(np.asarray(x, np.float64))
-
-
-def _norm_ppf(p):
-    """Standard normal quantile, elementwise, for p in (0, 1) (Wichura's AS241, via ``statistics.NormalDist``)."""
-    return np.vectorize(_STD_NORMAL.inv_cdf, otypes=[np.float64])(np.asarray(p, np.float64))
-
-
-def _sorted_finite(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sort along axis 0 with non-finite values (NaN, +-inf) moved to the end; and the finite count per element."""
-    v = np.where(np.isfinite(values), values, np.nan)
-    return np.sort(v, axis=0), np.isfinite(v).sum(axis=0)
-
-
-def _quantile(sorted_v: np.ndarray, count: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Quantile ``q`` (per element) of the first ``count`` sorted values: linear interpolation at (count-1) q."""
-    pos = np.clip(q, 0.0, 1.0) * np.maximum(count - 1, 0)
-    lo = np.floor(pos).astype(np.int64)
-    hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
-    frac = pos - lo
-    a = np.take_along_axis(sorted_v, lo[None], axis=0)[0]
-    b = np.take_along_axis(sorted_v, hi[None], axis=0)[0]
-    out = a + frac * (b - a)
-    return np.where(count > 0, out, np.nan)
-
-
+# --------------------------------------------------------------------------- intervals (maths in mixjax.intervals)
 def _interval_leaf(boot, estimate, jack, level, method):
-    """lo, hi of one array: ``boot`` (R_ok, ...) bootstrap values, ``estimate`` (...), ``jack`` (U_ok, ...)."""
+    """lo, hi of one array: ``boot`` (R_ok, ...) bootstrap values, ``estimate`` (...), ``jack`` (U_ok, ...); warns
+    when some resamples give non-finite values (they are left out element by element)."""
     boot = np.asarray(boot, np.float64)
-    estimate = np.asarray(estimate, np.float64)
-    sv, count = _sorted_finite(boot)
+    count = np.isfinite(boot).sum(axis=0)
     if (count < boot.shape[0]).any():
         warnings.warn(
             f"{int((boot.shape[0] - count).max())} usable resample(s) give a non-finite value for some element(s); "
@@ -148,33 +117,7 @@ def _interval_leaf(boot, estimate, jack, level, method):
         )
     if (count == 0).any():
         warnings.warn("some element(s) are non-finite in every resample: their interval is NaN", stacklevel=4)
-    alpha = (1.0 - level) / 2.0
-    q_lo = np.full(estimate.shape, alpha)
-    q_hi = np.full(estimate.shape, 1.0 - alpha)
-    if method == "bca":
-        finite = np.isfinite(boot)
-        m = np.maximum(count, 1)
-        below = (np.where(finite, boot < estimate, False).sum(0) + 0.5 * np.where(finite, boot == estimate, False).sum(0)) / m
-        below = np.clip(below, 0.5 / m, 1.0 - 0.5 / m)
-        z0 = _norm_ppf(below)
-        jack = np.asarray(jack, np.float64)
-        jok = np.isfinite(jack)
-        nj = np.maximum(jok.sum(0), 1)
-        d = np.where(jok, jack.sum(0, where=jok) / nj - jack, 0.0)
-        s2 = (d**2).sum(0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            acc = np.where(s2 > 0, (d**3).sum(0) / (6.0 * np.maximum(s2, 1e-300) ** 1.5), 0.0)
-        zl, zh = _norm_ppf(alpha), _norm_ppf(1.0 - alpha)
-
-        def adjust(z):
-            num = z0 + z
-            den = 1.0 - acc * num
-            return np.where(den > 0, _norm_cdf(z0 + num / np.where(den > 0, den, 1.0)), np.where(num > 0, 1.0, 0.0))
-
-        q_lo, q_hi = adjust(zl), adjust(zh)
-        q_lo = np.where(np.isfinite(estimate), q_lo, alpha)
-        q_hi = np.where(np.isfinite(estimate), q_hi, 1.0 - alpha)
-    return _quantile(sv, count, q_lo), _quantile(sv, count, q_hi)
+    return intervals.interval(boot, level, method, estimate=np.asarray(estimate, np.float64), jackknife_values=jack)
 
 
 def _check_level_method(level, method):

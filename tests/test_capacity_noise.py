@@ -112,7 +112,7 @@ def synthetic_data(law, rng, n_mix=30):
 def test_recovers_known_parameters_from_synthetic_data(true_law):
     rng = np.random.default_rng(4)
     data = synthetic_data(true_law, rng)
-    f = mj.fit("capacity_noise", data, starts=8, seed=0)
+    f = mj.fit("capacity_noise", data, starts=4, seed=0)
     assert f.status.ok
     test = synthetic_data(true_law, np.random.default_rng(5), n_mix=10)
     assert f.evaluate(test)["mre"] < 2e-4

@@ -242,6 +242,7 @@ def check_optimize(slim122):
     assert pred.mean() <= uniform.mean()
 
 
+@pytest.mark.slow  # real-data bootstrap and optimize through the CLI (about 25 s); the fuzz tests cover their errors
 def test_optional_commands(slim122):
     """bootstrap and optimize, for those registered in this installation (tiny settings)."""
     for name in OPTIONAL:

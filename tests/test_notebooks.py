@@ -24,9 +24,15 @@ def stdout_of(nb) -> str:
 
 def test_notebooks_found():
     assert "quickstart.ipynb" in [p.name for p in NOTEBOOKS]
+    for name in ("quickstart", "paper_results"):  # each notebook is paired with its jupytext text version
+        nb = nbformat.read(NOTEBOOKS[0].parent / f"{name}.ipynb", as_version=4)
+        text = (NOTEBOOKS[0].parent / f"{name}.md").read_text()
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                assert cell.source.strip() in text, f"{name}.ipynb has a code cell that {name}.md lacks"
 
 
-SLOW = {"paper_results.ipynb"}  # about 100 s on 2 CPU cores: run with `pytest -m slow`
+SLOW = {"paper_results.ipynb", "quickstart.ipynb"}  # 100 s and 35 s on 2 CPU cores: run with `pytest -m slow`
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import json
@@ -42,6 +44,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a subprocess compiling for 8 virtual devices: run with -m slow
 def test_sharded_batch_equals_single_device():
     flags = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
     env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
