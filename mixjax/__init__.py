@@ -20,6 +20,7 @@ from .fit import Fit as Fit
 from .fit import FitConfig as FitConfig
 from .fit import FitResult as FitResult
 from .fit import fit as fit
+from .fit import init_starts as init_starts
 from .fit import solve as solve
 from .io import load_ensemble as load_ensemble
 from .io import load_fit as load_fit
@@ -43,6 +44,8 @@ from .fit import fit_chinchilla as fit_chinchilla
 from .laws import get_law as get_law
 from .laws import n_params as n_params
 from .laws import register as register
+from .mixture import ExtrapolationWarning as ExtrapolationWarning
+from .mixture import FixedOptimumWarning as FixedOptimumWarning
 from .mixture import MixtureEnsemble as MixtureEnsemble
 from .mixture import MixtureResult as MixtureResult
 from .mixture import optimize_mixture as optimize_mixture
