@@ -252,10 +252,9 @@ class Solution(eqx.Module):
     num_accepted: jax.Array
 
 
-def relative_gradient(g, y, f):
+def relative_gradient(g, f):
     """``max_k |g_k| / f``: the relative change of f per unit change of any one parameter (parameters are stored as
     logs and logits, so a unit is a factor e)."""
-    del y
     f = jnp.maximum(jnp.abs(f), jnp.finfo(g.dtype).tiny)
     return jnp.max(jnp.abs(g), initial=0.0) / f
 
@@ -272,7 +271,6 @@ class _Member(NamedTuple):
 @eqx.filter_jit
 @eqx.debug.assert_max_traces(max_traces=None)  # counts compilations (eqx.debug.get_num_traces), never limits them
 def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window):
-    B = y0.shape[0]
     dt = y0.dtype
 
     def member_fn(a):
@@ -290,7 +288,7 @@ def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window
         y, st, ok, stuck = solver.step(member_fn(a), m.y, m.state)
         f = st.f
         hist = jnp.roll(m.hist, -1).at[-1].set(f)
-        rg = relative_gradient(st.g, y, f)
+        rg = relative_gradient(st.g, f)
         flat = (hist[0] - f) <= ftol * jnp.abs(f)
         converged = (rg <= gtol) | (flat & ((rg <= 100.0 * gtol) | stuck))
         steps = m.steps + 1
@@ -313,8 +311,7 @@ def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window
     _, members = jax.lax.while_loop(cond, chunk_body, (jnp.array(0, jnp.int32), members))
     status = jnp.where(members.status < 0, int(Status.max_steps), members.status)
     f = members.state.f
-    rg = jax.vmap(relative_gradient)(members.state.g, members.y, f)
-    del B
+    rg = jax.vmap(relative_gradient)(members.state.g, f)
     return Solution(members.y, f, status, members.steps, rg, members.accepted)
 
 

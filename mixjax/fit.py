@@ -88,9 +88,8 @@ class FitConfig:
         gtol = self.gtol if self.gtol is not None else (1e-6 if f64 else 1e-3)
         return float(ftol), float(gtol)
 
-    def solver(self, n_opt: int) -> _engine.AbstractSolver:
-        """The solver object for a law with ``n_opt`` optimised parameters."""
-        del n_opt
+    def solver(self) -> _engine.AbstractSolver:
+        """The solver object named by ``optimizer``."""
         name = self.optimizer
         if name == "lm":
             return _engine.LevenbergMarquardt()
@@ -148,7 +147,7 @@ def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol,
     y0 = jax.vmap(lambda t: ravel_pytree(t)[0])(opt)
     template = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, laws)
     shared = (problem, template, _optimised_spec(template, problem.varpro))
-    sol = _engine._minimize(solver, _flat_residuals, y0, weights, shared, max_steps, 10, ftol, gtol, window)
+    sol = _engine.minimize(solver, _flat_residuals, y0, weights, shared, max_steps=max_steps, ftol=ftol, gtol=gtol, window=window)
     unravel = ravel_pytree(jax.tree_util.tree_map(lambda x: x[0], opt))[1]
     fitted = eqx.combine(jax.vmap(unravel)(sol.y), rest)
     full = jax.vmap(problem.complete)(fitted, weights)
@@ -158,10 +157,9 @@ def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol,
 
 
 def _solve_batch(laws: AbstractLaw, weights: jax.Array, problem: Problem, config: FitConfig) -> FitResult:
-    n_opt = sum(int(np.prod(x.shape[1:])) for x in jax.tree_util.tree_leaves(eqx.filter(laws, _optimised_spec(laws, problem.varpro))))
     ftol, gtol = config.tolerances
     dt = weights.dtype
-    return _fit_program(laws, weights, problem, config.solver(n_opt), jnp.asarray(config.max_steps, jnp.int32),
+    return _fit_program(laws, weights, problem, config.solver(), jnp.asarray(config.max_steps, jnp.int32),
                         jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window)
 
 

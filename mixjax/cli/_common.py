@@ -7,6 +7,7 @@ import json
 import math
 import re
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -177,8 +178,6 @@ class ProgressLine:
     and an estimated time left (silent when stderr is not a terminal, unless ``always``)."""
 
     def __init__(self, label: str, always: bool = False):
-        import time
-
         self.label = label
         self._clock = time.perf_counter
         self._t0 = self._clock()
