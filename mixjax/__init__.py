@@ -42,6 +42,7 @@ from .laws import ShukorMixtureLaw as ShukorMixtureLaw
 from .laws import chinchilla_grid as chinchilla_grid
 from .fit import fit_chinchilla as fit_chinchilla
 from .laws import get_law as get_law
+from .laws import law_from_function as law_from_function
 from .laws import n_params as n_params
 from .laws import register as register
 from .mixture import ExtrapolationWarning as ExtrapolationWarning

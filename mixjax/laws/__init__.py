@@ -14,6 +14,8 @@ from .capacity_variants import CapacityRunTokensLaw as CapacityRunTokensLaw
 from .chinchilla import ChinchillaLaw as ChinchillaLaw
 from .chinchilla import chinchilla_grid as chinchilla_grid
 from .exponential import ExponentialLaw as ExponentialLaw
+from .function import FunctionLaw as FunctionLaw
+from .function import law_from_function as law_from_function
 from .loglinear import LogLinearLaw as LogLinearLaw
 from .power_linear import PowerLinearLaw as PowerLinearLaw
 from .shukor import ShukorAdditiveLaw as ShukorAdditiveLaw
