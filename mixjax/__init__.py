@@ -9,6 +9,8 @@ from importlib.metadata import version as _version
 
 from .bootstrap import BootstrapResult as BootstrapResult
 from .bootstrap import bootstrap as bootstrap
+from .compare import Comparison as Comparison
+from .compare import compare as compare
 from .data import DataError as DataError
 from .data import MixtureData as MixtureData
 from .data import from_arrays as from_arrays

@@ -17,3 +17,10 @@ def require_matplotlib():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def plot_comparison(comparison, path=None):
+    """See :func:`mixjax.plots.compare.plot_comparison`."""
+    from .compare import plot_comparison as _plot
+
+    return _plot(comparison, path)

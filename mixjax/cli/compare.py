@@ -1,0 +1,110 @@
+"""``mixjax compare``: fit every applicable law on the same splits of a dataset and rank them on held-out cells."""
+
+from __future__ import annotations
+
+import sys
+
+from ._common import CliError, ProgressLine, check_output_path, format_table, load_data, parse_count, print_json, select_scale, split_names
+from .fit import add_data_options
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="rank laws by held-out error on one dataset",
+        description="Fit every applicable law (or --laws) on the same splits of DATA, one batched call per law, "
+        "and print a leaderboard, best first: parameters, train and held-out MRE with the cells counted and "
+        "excluded, the held-out MRE on the cells every law counts (the ranking key), Spearman rank correlation "
+        "across held-out mixtures, the rank given to the measured-best held-out mixture, AIC/BIC and status.",
+    )
+    p.add_argument("data", metavar="DATA", help="a wide-layout CSV file or a bundled dataset name (see `mixjax datasets`)")
+    p.add_argument("--laws", default="all", help="comma-separated law names, or 'all' (default): every registered law that applies to DATA")
+    p.add_argument("--cv", metavar="SPEC", help="cross-validation: mixtures:K (default mixtures:5; all rows of one mixture on one side), rows:K, or split (the data's own split column)")
+    p.add_argument("--holdout-scale", metavar="SIZE", help="fit on smaller models, score the model size SIZE ('largest', or parameters like 1.235B); instead of --cv")
+    p.add_argument("--final-checkpoints", action="store_true", help="keep only the last checkpoint (most tokens) of each mixture and model size")
+    p.add_argument("--model-size", "-N", metavar="N", help="use only rows at this model size")
+    p.add_argument("--tokens", "-D", metavar="D", help="use only rows at this token count")
+    add_data_options(p)
+    p.add_argument("--starts", type=int, default=8, help="random starts per law and split (default 8)")
+    p.add_argument("--max-steps", type=int, default=300, help="solver steps per start (default 300)")
+    p.add_argument("--objective", default="mse", choices=["mse", "relative", "huber_log"], help="fitting objective (default mse)")
+    p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "lm", "adam"], help="solver (default lbfgs)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the starts (default 0)")
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="floating-point precision (default float64)")
+    p.add_argument("--plot", metavar="FILE", help="save a chart of train and held-out MRE per law (PNG, PDF or SVG; needs matplotlib)")
+    p.add_argument("--timings", action="store_true", help="report seconds per law (left out by default: same inputs, same output bytes)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: 'laws' is the leaderboard, best first")
+    p.set_defaults(run=run)
+
+
+def _law_list(text: str) -> str | list[str]:
+    from mixjax.laws import LAWS
+
+    if text == "all":
+        return "all"
+    names = split_names([text], "--laws") or []
+    unknown = [n for n in names if n not in LAWS]
+    if unknown:
+        raise CliError(f"unknown law(s) {unknown}; available: {sorted(LAWS)}")
+    if not names:
+        raise CliError("--laws is empty")
+    return names
+
+
+def run(args) -> int:
+    import mixjax
+    from mixjax.compare import compare
+
+    if args.starts < 1:
+        raise CliError(f"--starts must be >= 1, got {args.starts}")
+    if args.max_steps < 1:
+        raise CliError(f"--max-steps must be >= 1, got {args.max_steps}")
+    if args.cv and args.holdout_scale:
+        raise CliError("give either --cv or --holdout-scale, not both")
+    if args.plot:
+        check_output_path(args.plot, "--plot", (".png", ".pdf", ".svg"))
+    laws = _law_list(args.laws)
+    holdout = None
+    if args.holdout_scale:
+        holdout = "largest" if args.holdout_scale == "largest" else parse_count(args.holdout_scale)
+    data = load_data(args.data, args.targets, domains=args.domains, sum_tol=args.sum_tol, announce=not args.json)
+    data = select_scale(data, args.model_size, args.tokens)
+    if args.final_checkpoints:
+        data = data.final_checkpoints()
+    show = ProgressLine("compare")
+    try:
+        result = compare(
+            data, laws, cv=args.cv, holdout_scale=holdout, starts=args.starts, max_steps=args.max_steps,
+            objective=args.objective, optimizer=args.optimizer, seed=args.seed, dtype=args.dtype, progress=show,
+        )
+    except (mixjax.DataError, ValueError) as e:
+        raise CliError(str(e)) from None
+    if args.plot:
+        from mixjax.plots import plot_comparison
+
+        plot_comparison(result, args.plot)
+    if args.json:
+        out = result.as_dict(timings=args.timings)
+        if args.plot:
+            out["plot"] = args.plot
+        print_json(out)
+        return 0
+    print(f"{result.data}: {result.protocol}; {len(result.scores)} laws ranked by held-out MRE on the "
+          f"{result.n_common_cells} cells every law counts")
+    for s in result.splits:
+        print(f"  {s.name}: {int(s.train.sum())} train rows, {int(s.test.sum())} held-out rows")
+    print()
+    rows, head = [], ["law", "k", "train MRE %", "val MRE %", "common MRE %", "cells used/excl", "Spearman", "best rank", "AIC", "status"]
+    if args.timings:
+        head.append("s")
+    for s, t in zip(result.scores, result.table()):
+        row = [t[h] for h in head if h != "s"]
+        if args.timings:
+            row.append(s.seconds)
+        rows.append(row)
+    print(format_table(rows, head))
+    for name, reason in result.skipped.items():
+        print(f"skipped {name}: {reason}", file=sys.stderr)
+    if args.plot:
+        print(f"saved the chart to {args.plot}", file=sys.stderr)
+    return 0

@@ -1,0 +1,423 @@
+"""Which law to trust: every law fitted and scored on the same held-out cells, one batched call per law.
+
+A *split* is a pair of row sets (train, test). Two protocols:
+
+* cross-validation by mixture (``cv="mixtures:5"``): the mixtures are dealt into k folds at random (seeded); every
+  row of a mixture, all its model sizes and checkpoints, lies on one side. ``"rows:k"`` splits rows instead, and
+  ``"split"`` uses the dataset's own ``split`` column (``test`` rows held out).
+* held-out scale (``holdout_scale="largest"`` or a model size in parameters): fit on the rows of smaller models,
+  score the rows at that size: the question asked before a large run. On data with one model size, "scale" is the
+  token count.
+
+For one law, every split x start is a member of one batch: a split is a vector of row weights (1 = train, 0 =
+held out) over the same fitting problem, so the whole comparison of a law is one compiled engine call. With
+cross-validation the batch also holds fits to all rows, which give the law's information criteria.
+
+Scores per law (MRE as a fraction, ``mean |pred - obs| / obs``):
+
+* ``train_mre``: mean over splits of the MRE on the cells each fit trained on;
+* ``val_mre``: held-out MRE pooled over every held-out cell the law counts (``n_cells_used``; cells of a domain whose
+  weight is 0 are left out by laws that cannot predict them: ``n_cells_excluded``), ``val_mre_all`` over every
+  measured held-out cell, and ``val_mre_common`` over the held-out cells that every compared law counts: the ranking
+  key, so that no law wins by leaving cells out;
+* ``spearman``: Spearman rank correlation of predicted and measured loss across the held-out mixtures of one scale
+  (same model size and token count, at least 3 mixtures), averaged over scales and then over targets;
+* ``best_rank``: the rank (1 = predicted best) the law gives the held-out mixture with the lowest measured mean loss
+  (mean over the law's targets), averaged over held-out scales; ``best_rank_final`` at the largest held-out scale;
+* ``aic`` / ``bic``: n log(SSE / n) + 2k / k log n on the training cells of the fit to all rows (cross-validation)
+  or of the held-out-scale fit (Gaussian residuals; smaller is better);
+* ``status``: the worst status of the best start over the splits, and the counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .data import DataError, MixtureData
+from .fit import FitConfig, default_dtype, init_starts, solve
+from .laws import AbstractLaw, DataSummary, n_params
+from .problem import law_class, prepare
+from .results import Status
+
+__all__ = ["Split", "LawScore", "Comparison", "compare", "cv_splits", "holdout_scale_split", "spearman"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Rows to fit on (``train``) and rows to score (``test``), as boolean ``(n,)`` masks over one dataset."""
+
+    name: str
+    train: np.ndarray
+    test: np.ndarray
+
+
+def cv_splits(data: MixtureData, cv: str = "mixtures:5", seed: int = 0) -> list[Split]:
+    """k-fold splits of ``data``: ``"mixtures:k"`` (all rows of one mixture on one side), ``"rows:k"``, or
+    ``"split"`` (the dataset's own ``split`` column: ``test`` rows held out)."""
+    n = data.n_rows
+    if cv == "split":
+        if data.split is None:
+            raise DataError(f"cv='split' needs a 'split' column, which {data.name!r} does not have")
+        test = np.asarray(data.split) == "test"
+        if not test.any() or test.all():
+            raise DataError(f"the 'split' column of {data.name!r} must mark some but not all rows 'test'")
+        return [Split("split", ~test, test)]
+    kind, _, k = cv.partition(":")
+    if kind not in ("mixtures", "rows") or not k.isdigit() or int(k) < 2:
+        raise ValueError(f"cv must be 'mixtures:K', 'rows:K' (K >= 2) or 'split', got {cv!r}")
+    k = int(k)
+    groups = np.asarray(data.mixture_id) if kind == "mixtures" else np.arange(n)
+    labels, group_of = np.unique(groups, return_inverse=True)
+    if labels.size < k:
+        raise DataError(f"{data.name!r} has {labels.size} {'mixtures' if kind == 'mixtures' else 'rows'}, fewer than the {k} folds asked for")
+    fold_of_group = np.random.default_rng(seed).permutation(labels.size) % k
+    fold = fold_of_group[group_of]
+    return [Split(f"fold {f + 1}/{k}", fold != f, fold == f) for f in range(k)]
+
+
+def holdout_scale_split(data: MixtureData, scale: str | float = "largest") -> Split:
+    """Fit on rows of smaller models, score the rows at model size ``scale`` (parameters; ``"largest"``: the
+    largest in the data). With one model size, the token count plays that role."""
+    by_size = np.unique(data.model_size[np.isfinite(data.model_size)]).size > 1
+    values = data.model_size if by_size else data.n_tokens
+    what = "model size" if by_size else "token count"
+    finite = np.isfinite(values)
+    if np.unique(values[finite]).size < 2:
+        raise DataError(f"{data.name!r} has one model size and one token count: there is no larger scale to hold out")
+    if scale == "largest":
+        target = values[finite].max()
+    else:
+        target = float(scale)
+        if not by_size:
+            raise DataError(f"{data.name!r} has one model size; hold out 'largest' (the largest token count) instead")
+    test = finite & np.isclose(values, target, rtol=1e-6)
+    if not test.any():
+        raise DataError(f"no row of {data.name!r} has {what} {target:.4g}; sizes: {sorted(set(values[finite].tolist()))}")
+    train = finite & (values < target * (1 - 1e-6))
+    if not train.any():
+        raise DataError(f"no row of {data.name!r} has a {what} below {target:.4g} to fit on")
+    return Split(f"fit {what} < {target:.4g}, score {what} = {target:.4g}", train, test)
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks 1..n of ``x``, ties given their average rank."""
+    order = np.argsort(x, kind="stable")
+    r = np.empty(x.size)
+    r[order] = np.arange(1, x.size + 1)
+    for v in np.unique(x):
+        tie = x == v
+        if tie.sum() > 1:
+            r[tie] = r[tie].mean()
+    return r
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation of two 1-d samples (average ranks for ties); NaN if either is constant."""
+    ra, rb = _ranks(np.asarray(a, float)), _ranks(np.asarray(b, float))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = np.sqrt((ra**2).sum() * (rb**2).sum())
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+@dataclasses.dataclass
+class LawScore:
+    """One law's line of a :class:`Comparison` (see the module docstring for the definitions)."""
+
+    law: str
+    n_params: int
+    train_mre: float | None
+    val_mre: float | None
+    val_mre_all: float | None
+    val_mre_common: float | None
+    n_cells_used: int
+    n_cells_excluded: int
+    spearman: float | None
+    spearman_per_target: dict[str, float | None]
+    best_rank: float | None
+    best_rank_final: int | None
+    n_mixtures_final: int
+    aic: float | None
+    bic: float | None
+    status: str
+    status_counts: dict[str, int]
+    seconds: float
+    fits: list = dataclasses.field(default_factory=list, repr=False)  # best law per split (and the all-rows fit)
+
+    def as_dict(self, timings: bool = False) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("fits", "seconds")}
+        if timings:
+            d["seconds"] = self.seconds
+        return d
+
+
+@dataclasses.dataclass
+class Comparison:
+    """Result of :func:`compare`: ``scores`` best first (by ``val_mre_common``), ``skipped`` laws with the reason,
+    and the protocol."""
+
+    data: str
+    protocol: str
+    splits: list[Split]
+    scores: list[LawScore]
+    skipped: dict[str, str]
+    n_common_cells: int
+
+    @property
+    def best(self) -> LawScore:
+        return self.scores[0]
+
+    def as_dict(self, timings: bool = False) -> dict[str, Any]:
+        return {
+            "data": self.data,
+            "protocol": self.protocol,
+            "splits": [{"name": s.name, "n_train_rows": int(s.train.sum()), "n_test_rows": int(s.test.sum())} for s in self.splits],
+            "n_common_cells": self.n_common_cells,
+            "laws": [s.as_dict(timings) for s in self.scores],
+            "skipped": [{"law": k, "reason": v} for k, v in self.skipped.items()],
+        }
+
+    def table(self) -> list[dict[str, Any]]:
+        """Rows for printing: one per law, percentages for MRE."""
+        pct = lambda v: None if v is None else 100 * v  # noqa: E731
+        return [
+            {"law": s.law, "k": s.n_params, "train MRE %": pct(s.train_mre), "val MRE %": pct(s.val_mre),
+             "common MRE %": pct(s.val_mre_common), "cells used/excl": f"{s.n_cells_used}/{s.n_cells_excluded}",
+             "Spearman": s.spearman, "best rank": s.best_rank, "AIC": s.aic, "status": s.status}
+            for s in self.scores
+        ]
+
+
+def _summary(arrays, data: MixtureData, rows: np.ndarray) -> DataSummary:
+    """Start-drawing summary of the training rows only (nothing of the held-out rows leaks into the starts)."""
+    mask = np.asarray(arrays.mask)[rows]
+    return DataSummary.from_arrays(np.asarray(arrays.h)[rows], np.asarray(arrays.y)[rows], mask,
+                                   data.model_size_m[rows], data.n_tokens_b[rows])
+
+
+def _law_targets(cls, data: MixtureData) -> list[str]:
+    return list(data.domains) if cls.per_domain else list(data.targets)
+
+
+def _mre(pred, obs, cells) -> float | None:
+    if not cells.any() or not np.isfinite(pred[cells]).all():
+        return None
+    return float(np.mean(np.abs(pred[cells] - obs[cells]) / obs[cells]))
+
+
+def _scale_groups(data: MixtureData, rows: np.ndarray) -> list[np.ndarray]:
+    """Row indices of ``rows`` grouped by (model size, token count), smallest scale first."""
+    idx = np.flatnonzero(rows)
+    keys = np.stack([np.nan_to_num(data.model_size[idx], nan=-1.0), np.nan_to_num(data.n_tokens[idx], nan=-1.0)], 1)
+    uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+    return [idx[inv.ravel() == g] for g in range(uniq.shape[0])]
+
+
+def _ranking_scores(pred, obs, used, data, test, targets) -> tuple[dict, float | None, int | None, int]:
+    """Spearman per target and the predicted rank of the measured-best mixture, over held-out scales."""
+    rho: dict[str, list[float]] = {t: [] for t in targets}
+    ranks: list[int] = []
+    final_rank, final_n = None, 0
+    for rows in _scale_groups(data, test):
+        for j, t in enumerate(targets):
+            r = rows[used[rows, j] & np.isfinite(pred[rows, j])]
+            if r.size >= 3:
+                v = spearman(pred[r, j], obs[r, j])
+                if np.isfinite(v):
+                    rho[t].append(v)
+        cols = [j for j in range(len(targets)) if used[rows, j].all()]
+        if rows.size >= 2 and cols:
+            p = pred[np.ix_(rows, cols)].mean(1)
+            m = obs[np.ix_(rows, cols)].mean(1)
+            if np.isfinite(p).all():
+                best = int(np.argmin(m))
+                rank = int((p < p[best]).sum()) + 1
+                ranks.append(rank)
+                final_rank, final_n = rank, rows.size
+    per_target = {t: (float(np.mean(v)) if v else None) for t, v in rho.items()}
+    return per_target, (float(np.mean(ranks)) if ranks else None), final_rank, final_n
+
+
+@dataclasses.dataclass(frozen=True)
+class _HeldOut:
+    """A law's held-out predictions, observations and counted cells ``(n, V)``, columns named by ``targets``."""
+
+    targets: list[str]
+    pred: np.ndarray
+    obs: np.ndarray
+    used: np.ndarray
+
+    def cells(self, name: str) -> np.ndarray:
+        return self.used[:, self.targets.index(name)]
+
+
+def _score_law(cls, data, splits, with_full, starts, cfg, seed) -> tuple[LawScore, _HeldOut]:
+    """Fit one law on every split (and, with ``with_full``, on all rows) in one batch, and score it."""
+    t0 = time.perf_counter()
+    arrays, obs = prepare(cls, data, dtype=cfg.dtype)
+    _, obs_all = prepare(cls, data, mask_zero_weight=False, dtype=cfg.dtype)
+    targets = _law_targets(cls, data)
+    used_all = np.asarray(arrays.mask)
+    groups = [s.train for s in splits] + ([np.ones(data.n_rows, bool)] if with_full else [])
+    batches, weights = [], []
+    k = None
+    for g, train in enumerate(groups):
+        n_cells = int(used_all[train].sum())
+        b = init_starts(cls, jax.random.PRNGKey(seed + g), starts, _summary(arrays, data, train), cfg.dtype)
+        k = n_params(jax.tree_util.tree_map(lambda x: x[0], b))
+        if n_cells < k:
+            raise DataError(f"{n_cells} training cells in {splits[min(g, len(splits) - 1)].name} for {k} parameters")
+        batches.append(b)
+        weights.append(np.broadcast_to(train.astype(np.float64), (starts, data.n_rows)))
+    batch = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs) if isinstance(xs[0], jax.Array) else xs[0], *batches)
+    W = jnp.asarray(np.concatenate(weights), jnp.dtype(cfg.dtype))
+    res = solve(batch, W, arrays, cfg)
+    loss = np.asarray(res.loss).reshape(len(groups), starts)
+    status = np.asarray(res.status).reshape(len(groups), starts)
+    pick = np.where(np.isfinite(loss), loss, np.inf).argmin(1) + starts * np.arange(len(groups))
+    best = jax.tree_util.tree_map(lambda x: x[pick] if isinstance(x, jax.Array) else x, res.law)
+    pred = np.asarray(jax.vmap(lambda law: jax.vmap(law)(arrays.h, arrays.N, arrays.D))(best), np.float64)
+    best_status = [Status(int(s)) for s in status.reshape(-1)[pick]]
+    measured = np.isfinite(obs_all)
+
+    test_pred = np.full(obs.shape, np.nan)
+    train_mre = []
+    for g, s in enumerate(splits):
+        test_pred[s.test] = pred[g][s.test]
+        v = _mre(pred[g], obs_all, used_all & s.train[:, None])
+        train_mre.append(v)
+    test = np.zeros(data.n_rows, bool)
+    for s in splits:
+        test |= s.test
+    used_test = used_all & test[:, None]
+    measured_test = measured & test[:, None]
+    rho_t, best_rank, final_rank, final_n = _ranking_scores(test_pred, obs_all, used_test, data, test, targets)
+    rho_vals = [v for v in rho_t.values() if v is not None]
+
+    ic_g = len(groups) - 1  # the all-rows fit (cv) or the one held-out-scale fit
+    ic_cells = used_all & groups[ic_g][:, None]
+    sse = float(np.sum((pred[ic_g][ic_cells] - obs_all[ic_cells]) ** 2))
+    n = int(ic_cells.sum())
+    aic = bic = None
+    if n > 0 and sse > 0 and np.isfinite(sse):
+        aic = n * np.log(sse / n) + 2 * k
+        bic = n * np.log(sse / n) + k * np.log(n)
+    worst = max(best_status, key=lambda s: {Status.converged: 0, Status.max_steps: 1, Status.nonfinite: 2}[s])
+    counts = {s.name: sum(b == s for b in best_status) for s in Status}
+    score = LawScore(
+        law=cls.name,
+        n_params=int(k),
+        train_mre=None if any(v is None for v in train_mre) else float(np.mean(train_mre)),
+        val_mre=_mre(test_pred, obs_all, used_test),
+        val_mre_all=_mre(test_pred, obs_all, measured_test),
+        val_mre_common=None,
+        n_cells_used=int(used_test.sum()),
+        n_cells_excluded=int((measured_test & ~used_test).sum()),
+        spearman=float(np.mean(rho_vals)) if rho_vals else None,
+        spearman_per_target=rho_t,
+        best_rank=best_rank,
+        best_rank_final=final_rank,
+        n_mixtures_final=final_n,
+        aic=None if aic is None else float(aic),
+        bic=None if bic is None else float(bic),
+        status=worst.name,
+        status_counts=counts,
+        seconds=time.perf_counter() - t0,
+        fits=[jax.tree_util.tree_map(lambda x, i=i: x[i] if isinstance(x, jax.Array) else x, best) for i in range(len(groups))],
+    )
+    return score, _HeldOut(targets, test_pred, obs_all, used_test)
+
+
+def _applicable(cls, data: MixtureData) -> str | None:
+    """Why ``cls`` cannot be fitted to ``data`` (None if it can)."""
+    if cls.per_domain and data.n_domains == 0:
+        return "predicts one loss per domain; the data has no mixtures"
+    if cls.uses_model_size and not np.isfinite(data.model_size).any():
+        return "needs model sizes"
+    if cls.uses_tokens and not np.isfinite(data.n_tokens).any():
+        return "needs token counts"
+    return None
+
+
+def compare(
+    data: MixtureData,
+    laws: str | Sequence = "all",
+    *,
+    cv: str | None = None,
+    holdout_scale: str | float | None = None,
+    starts: int = 8,
+    max_steps: int = 300,
+    objective: str = "mse",
+    optimizer: str = "lbfgs",
+    seed: int = 0,
+    dtype: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Comparison:
+    """Fit and score several laws on the same splits of ``data``; see the module docstring.
+
+    Args:
+      laws: ``"all"`` (every registered law that applies to the data), or law names / classes.
+      cv: ``"mixtures:k"`` (default ``mixtures:5``, or ``rows:5`` when the data has fewer than 5 mixtures),
+        ``"rows:k"`` or ``"split"``. Not with ``holdout_scale``.
+      holdout_scale: ``"largest"`` or a model size in parameters: fit below it, score at it.
+      starts, max_steps, objective, optimizer, seed, dtype: as :func:`mixjax.fit`, per split.
+      progress: optional ``progress(done, total)`` over laws.
+    """
+    from .laws import LAWS
+
+    if cv is not None and holdout_scale is not None:
+        raise ValueError("give cv or holdout_scale, not both")
+    if starts < 1:
+        raise ValueError(f"starts must be >= 1, got {starts}")
+    dtype = default_dtype() if dtype is None else dtype
+    cfg = FitConfig(objective=objective, optimizer=optimizer, max_steps=max_steps, dtype=dtype)
+    if holdout_scale is not None:
+        splits = [holdout_scale_split(data, holdout_scale)]
+        protocol = f"held-out scale: {splits[0].name}"
+    else:
+        if cv is None:
+            cv = "mixtures:5" if np.unique(data.mixture_id).size >= 5 else "rows:5"
+        splits = cv_splits(data, cv, seed)
+        protocol = f"cross-validation {cv} (seed {seed})"
+    explicit = not (isinstance(laws, str) and laws == "all")
+    classes = [law_class(x) for x in (laws.split(",") if isinstance(laws, str) and explicit else laws)] if explicit else list(LAWS.values())
+    if not classes:
+        raise ValueError("no law to compare")
+    skipped: dict[str, str] = {}
+    scored: list[tuple[LawScore, dict]] = []
+    for i, cls in enumerate(classes):
+        reason = _applicable(cls, data)
+        if reason is None:
+            try:
+                scored.append(_score_law(cls, data, splits, holdout_scale is None, starts, cfg, seed))
+            except DataError as e:
+                reason = str(e)
+        if reason is not None:
+            if explicit:
+                raise DataError(f"law {cls.name} cannot be compared on {data.name!r}: {reason}")
+            skipped[cls.name] = reason
+        if progress is not None:
+            progress(i + 1, len(classes))
+    if not scored:
+        raise DataError(f"no law applies to {data.name!r}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    common = _common_cells([held for _, held in scored])
+    n_common = int(sum(c.sum() for c in common.values()))
+    for score, held in scored:
+        cells = np.stack([common.get(t, np.zeros(data.n_rows, bool)) for t in held.targets], 1)
+        score.val_mre_common = _mre(held.pred, held.obs, cells)
+    order = sorted(scored, key=lambda sc: (sc[0].val_mre_common is None, sc[0].val_mre_common or 0.0,
+                                           sc[0].val_mre is None, sc[0].val_mre or 0.0))
+    return Comparison(data=data.name, protocol=protocol, splits=splits, scores=[s for s, _ in order],
+                      skipped=skipped, n_common_cells=n_common)
+
+
+def _common_cells(held: list[_HeldOut]) -> dict[str, np.ndarray]:
+    """The held-out cells, by target name, that every law counts (targets that every law predicts, cells that no
+    law leaves out): all laws are ranked on exactly these cells."""
+    names = set.intersection(*(set(h.targets) for h in held))
+    return {t: np.logical_and.reduce([h.cells(t) for h in held]) for t in sorted(names)}
