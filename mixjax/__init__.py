@@ -21,6 +21,7 @@ from .data import load_dataset as load_dataset
 from .fit import Fit as Fit
 from .fit import FitConfig as FitConfig
 from .fit import FitResult as FitResult
+from .fit import OutOfRangeWarning as OutOfRangeWarning
 from .fit import fit as fit
 from .fit import init_starts as init_starts
 from .fit import solve as solve

@@ -43,7 +43,7 @@ from .data import DataError, MixtureData
 from .fit import FitConfig, default_dtype, init_starts, solve
 from .laws import AbstractLaw, DataSummary, n_params
 from .problem import law_class, prepare
-from .results import Status
+from .results import Status, worst
 
 __all__ = ["Split", "LawScore", "Comparison", "compare", "cv_splits", "holdout_scale_split", "spearman"]
 
@@ -307,7 +307,6 @@ def _score_law(cls, data, splits, with_full, starts, cfg, seed) -> tuple[LawScor
     if n > 0 and sse > 0 and np.isfinite(sse):
         aic = n * np.log(sse / n) + 2 * k
         bic = n * np.log(sse / n) + k * np.log(n)
-    worst = max(best_status, key=lambda s: {Status.converged: 0, Status.max_steps: 1, Status.nonfinite: 2}[s])
     counts = {s.name: sum(b == s for b in best_status) for s in Status}
     score = LawScore(
         law=cls.name,
@@ -325,7 +324,7 @@ def _score_law(cls, data, splits, with_full, starts, cfg, seed) -> tuple[LawScor
         n_mixtures_final=final_n,
         aic=None if aic is None else float(aic),
         bic=None if bic is None else float(bic),
-        status=worst.name,
+        status=worst(best_status).name,
         status_counts=counts,
         seconds=time.perf_counter() - t0,
         fits=[jax.tree_util.tree_map(lambda x, i=i: x[i] if isinstance(x, jax.Array) else x, best) for i in range(len(groups))],

@@ -29,7 +29,7 @@ from .metrics import metric_table
 from .problem import OBJECTIVES, FitArrays, Problem, law_class, prepare, summarize
 from .results import Status, status_counts
 
-__all__ = ["FitConfig", "FitArrays", "FitResult", "Fit", "fit", "fit_chinchilla", "solve", "prepare", "objective_value", "init_starts", "best_of"]
+__all__ = ["OutOfRangeWarning", "FitConfig", "FitArrays", "FitResult", "Fit", "fit", "fit_chinchilla", "solve", "prepare", "objective_value", "init_starts", "best_of"]
 
 OPTIMIZERS = ("lbfgs", "lm", "adam")
 _law_class = law_class
@@ -153,6 +153,7 @@ def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol,
     full = jax.vmap(problem.complete)(fitted, weights)
     value = jax.vmap(problem.value)(full, weights)
     status = jnp.where(jnp.isfinite(value), sol.status, int(Status.nonfinite))
+    status = jnp.where((status != int(Status.nonfinite)) & ~jax.vmap(lambda law: law.in_sane_range())(full), int(Status.out_of_range), status)
     return FitResult(full, value, status, sol.num_steps, sol.rel_grad)
 
 
@@ -287,6 +288,10 @@ def best_of(result: FitResult, axis: int = -1) -> tuple[FitResult, jax.Array]:
 
 
 # --------------------------------------------------------------------------- user-facing fit
+class OutOfRangeWarning(UserWarning):
+    """The best fit has a parameter outside its law's documented sane range (``AbstractLaw.sane_ranges``)."""
+
+
 @dataclasses.dataclass
 class Fit:
     """A fitted law with everything needed to judge and reproduce it.
@@ -404,6 +409,10 @@ def fit(
     status = Status(int(best.status))
     if throw and status == Status.nonfinite:
         raise RuntimeError(f"every one of {starts} starts of {cls.name} failed (non-finite objective); check the data and the starts")
+    if status == Status.out_of_range:
+        bad = ", ".join(f"{k} outside [{lo:g}, {hi:g}]" for k, (lo, hi) in best.law.out_of_range().items())
+        warnings.warn(f"the best fit of {cls.name} to {data.name!r} has {bad}: the fit ran away (status out_of_range); "
+                      "the law's form may not suit this data", OutOfRangeWarning, stacklevel=2)
     y_used = np.asarray(arrays.mask)
     info = {
         "law": cls.name,

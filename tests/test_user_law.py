@@ -77,3 +77,18 @@ def test_saves_and_loads_bit_for_bit(fitted, tmp_path):
         mj.LAWS.pop(PowerFloorLaw.name)
     for name in ("E", "C", "g"):
         assert np.array_equal(np.asarray(getattr(back.law, name)), np.asarray(getattr(fitted.law, name)))
+
+
+class NarrowPowerFloorLaw(PowerFloorLaw):
+    """The same law with a documented sane range that the truth (g up to 0.7) leaves."""
+
+    sane_ranges: ClassVar[dict] = {"g": (0.0, 0.6)}
+
+
+def test_a_fit_outside_the_sane_range_says_so(fitted, data):
+    assert bool(fitted.law.in_sane_range()) and not fitted.law.out_of_range()
+    narrow = NarrowPowerFloorLaw(E=fitted.law.E, C=fitted.law.C, g=fitted.law.g)
+    assert not bool(narrow.in_sane_range()) and narrow.out_of_range() == {"g": (0.0, 0.6)}
+    with pytest.warns(mj.OutOfRangeWarning, match=r"g outside \[0, 0.6\]"):
+        f = mj.fit(narrow, data, starts=2, seed=0, max_steps=60)
+    assert f.status == mj.Status.out_of_range and float(np.max(np.asarray(f.law.g))) > 0.6

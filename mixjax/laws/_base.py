@@ -86,6 +86,9 @@ class AbstractLaw(eqx.Module):
       uses_model_size / uses_tokens: whether predictions depend on N / D (rows with unknown N or D are refused).
       mask_zero_weight: whether fits by default exclude cells whose own domain has weight 0 (for laws whose
         prediction diverges there).
+      sane_ranges: documented plausible ranges of readable parameters (``params()`` name -> (low, high), in the
+        law's units): an exponent at the bound of its parametrisation, or a scale many orders beyond the data,
+        means the fit ran away; such a fit gets status ``out_of_range`` instead of ``converged``.
     """
 
     name: ClassVar[str] = "law"
@@ -98,6 +101,7 @@ class AbstractLaw(eqx.Module):
     #: (variable projection solves them in closed form inside the objective). A law that names fields here
     #: implements :meth:`linear_basis` and :meth:`with_linear`.
     linear_fields: ClassVar[tuple[str, ...]] = ()
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {}
 
     @abc.abstractmethod
     def __call__(self, mixture: jax.Array, model_size: jax.Array, n_tokens: jax.Array) -> jax.Array:
@@ -118,6 +122,29 @@ class AbstractLaw(eqx.Module):
         """Readable (constrained) parameter values by name, for example ``{"b": ..., "c": ...}``. Default: every
         array field under its own name."""
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if eqx.is_inexact_array(getattr(self, f.name))}
+
+    def in_sane_range(self) -> jax.Array:
+        """Scalar bool: every parameter named in ``sane_ranges`` lies within its range."""
+        values = self.params()
+        ok = jnp.asarray(True)
+        for name, (low, high) in self.sane_ranges.items():
+            if name not in values:  # a subclass without this parameter
+                continue
+            v = values[name]
+            ok = ok & jnp.all((v >= low) & (v <= high))
+        return ok
+
+    def out_of_range(self) -> dict[str, tuple[float, float]]:
+        """The parameters outside their sane range, with the range (host-side, for messages)."""
+        values = self.params()
+        out = {}
+        for name, (low, high) in self.sane_ranges.items():
+            if name not in values:
+                continue
+            v = np.asarray(values[name])
+            if ((v < low) | (v > high)).any():
+                out[name] = (low, high)
+        return out
 
     @classmethod
     def has_init(cls) -> bool:

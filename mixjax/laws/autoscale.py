@@ -35,6 +35,8 @@ class AutoScaleLaw(AbstractLaw):
     reference: ClassVar[str] = "Kang et al., AutoScale: Scale-Aware Data Mixing for Pre-Training LLMs, COLM 2025 (arXiv 2407.20177)"
     per_domain: ClassVar[bool] = False
     uses_tokens: ClassVar[bool] = True
+    #: N0 in billions of tokens: beyond 1e6 (10^15 tokens) the offset is far beyond any data; gamma an exponent.
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"N0": (0.0, 1e6), "gamma": (0.0, 10.0)}
 
     def __check_init__(self):
         if self.log_N0.shape != self.log_gamma.shape or self.log_N0.shape[-2] != self.log_L0.shape[-1]:

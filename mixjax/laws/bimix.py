@@ -42,6 +42,7 @@ class BiMixLaw(AbstractLaw):
     per_domain: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
     mask_zero_weight: ClassVar[bool] = True
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"alpha": (0.0, 5.0), "beta": (0.0, 5.0)}
 
     def __check_init__(self):
         K = self.log_A.shape[-1:]

@@ -58,6 +58,8 @@ class CapacityNoiseLaw(AbstractLaw):
     mask_zero_weight: ClassVar[bool] = True
     b_max: ClassVar[float] = 5.0
     a_max: ClassVar[float] = 3.0
+    #: Exponents within 1 % of the bound of their parametrisation mean the fit ran along a flat direction.
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"b": (0.0, 0.99 * 5.0), "a": (0.0, 0.99 * 3.0)}
     linear_fields: ClassVar[tuple[str, ...]] = ("log_A", "log_E")
 
     def __check_init__(self):

@@ -30,6 +30,8 @@ class PowerLinearLaw(AbstractLaw):
     name: ClassVar[str] = "power_linear"
     reference: ClassVar[str] = "power-feature linear mixing law (linear regression on h_j^a, as in regression-based mixing baselines)"
     per_domain: ClassVar[bool] = False
+    #: h^a with a above 10 (or below 0.01) makes the features indicators of the largest weight (of h > 0).
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"a": (0.01, 10.0)}
 
     def __check_init__(self):
         if self.W.shape[-2] != self.b.shape[-1]:

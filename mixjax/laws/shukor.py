@@ -70,6 +70,7 @@ class ShukorMixtureLaw(AbstractLaw):
     name: ClassVar[str] = "shukor_mixture"
     reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (additive law at fixed N, D)"
     per_domain: ClassVar[bool] = False
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"gamma": (0.0, 10.0), "alpha": (0.0, 3.0), "beta": (0.0, 3.0)}
 
     def __check_init__(self):
         if self.log_C.shape != self.log_gamma.shape or self.log_C.shape[-2] != self.log_E.shape[-1]:
@@ -112,6 +113,7 @@ class ShukorAdditiveLaw(AbstractLaw):
     name: ClassVar[str] = "shukor_additive"
     reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (additive law, Eq. 2)"
     per_domain: ClassVar[bool] = False
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"gamma": (0.0, 10.0), "alpha": (0.0, 3.0), "beta": (0.0, 3.0)}
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
 
@@ -170,6 +172,7 @@ class ShukorJointLaw(AbstractLaw):
     name: ClassVar[str] = "shukor_joint"
     reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (joint law; mixture-weighted size/data coefficients)"
     per_domain: ClassVar[bool] = False
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"gamma": (0.0, 10.0), "alpha": (0.0, 3.0), "beta": (0.0, 3.0)}
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
 
