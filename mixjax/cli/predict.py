@@ -172,6 +172,20 @@ def run(args) -> int:
     fill = lambda v, unit: np.where(np.isfinite(v), v / unit, 1.0).astype(dt)  # noqa: E731
     hN, hD = fill(Ns, 1e6), fill(Ds, 1e9)
     pred = np.asarray(f.law.predict(h.astype(dt), hN, hD))
+    # A law whose prediction diverges at a zero domain weight (its fits leave those cells out) cannot predict that
+    # domain's loss there: such cells are reported as null with a reason, never as numbers.
+    no_pred = np.zeros(pred.shape, bool)
+    if cls.mask_zero_weight and cls.per_domain and h.shape[1] == pred.shape[1]:
+        no_pred = h == 0
+        if no_pred.any():
+            import warnings
+
+            warnings.warn(
+                f"law {cls.name} cannot predict a domain's loss where that domain's weight is 0 (its noise term "
+                f"diverges there); {int(no_pred.sum())} such prediction(s) reported as null/n/a",
+                stacklevel=2,
+            )
+    pred = np.where(no_pred, np.nan, pred)
     out: dict = {"law": cls.name, "fit": str(args.fit), "domains": domains, "targets": targets, "units": {"model_size": "parameters", "n_tokens": "tokens"}}
     ens = load_ensemble(args.fit)
     band = None
@@ -184,11 +198,13 @@ def run(args) -> int:
             "mixture": dict(zip(domains, h[r].tolist())),
             "model_size": float(Ns[r]),
             "n_tokens": float(Ds[r]),
-            "predicted": dict(zip(targets, pred[r].tolist())),
-            "mean": float(pred[r].mean()),
+            "predicted": {t: (None if no_pred[r, j] else float(pred[r, j])) for j, t in enumerate(targets)},
+            "mean": None if no_pred[r].any() else float(pred[r].mean()),
         }
+        if no_pred[r].any():
+            row["not_predicted"] = {t: "weight 0: the law diverges there" for j, t in enumerate(targets) if no_pred[r, j]}
         if band is not None:
-            row["interval_90"] = {t: [float(band[0, r, j]), float(band[1, r, j])] for j, t in enumerate(targets)}
+            row["interval_90"] = {t: (None if no_pred[r, j] else [float(band[0, r, j]), float(band[1, r, j])]) for j, t in enumerate(targets)}
         if np.isfinite(y[r]).any():
             row["observed"] = {t: (float(y[r, j]) if np.isfinite(y[r, j]) else None) for j, t in enumerate(targets)}
         rows.append(row)
@@ -196,9 +212,7 @@ def run(args) -> int:
         out.update(rows[0])
     else:
         out["rows"] = rows
-        m = np.isfinite(y)
-        if f.info.get("mask_zero_weight") and cls.per_domain:
-            m &= h > 0  # as the fit scored cells: a domain's loss is not counted where its weight is 0
+        m = np.isfinite(y) & ~no_pred  # as the fit scored cells: a domain's loss is not counted where its weight is 0
         if m.any():
             out["mre"] = float(mre(pred, y, m))
             out["per_target_mre"] = {t: float(mre(pred[:, j], y[:, j], m[:, j])) for j, t in enumerate(targets) if m[:, j].any()}
@@ -212,9 +226,10 @@ def run(args) -> int:
         print(f"note: ... and {len(notes) - 5} more rows renormalized", file=sys.stderr)
     if args.data is None:
         print(f"law {cls.name}; model size {Ns[0]:.4g} parameters, {Ds[0]:.4g} tokens")
-        print("mixture: " + ", ".join(f"{d}={v:.4g}" for d, v in zip(domains, h[0])))
+        if domains:
+            print("mixture: " + ", ".join(f"{d}={v:.4g}" for d, v in zip(domains, h[0])))
         print()
-        table = [[t, float(pred[0, j])] + (list(out["interval_90"][t]) if band is not None else []) for j, t in enumerate(targets)]
+        table = [[t, float(pred[0, j])] + (list(out["interval_90"][t] or [float("nan")] * 2) if band is not None else []) for j, t in enumerate(targets)]
         table.append(["mean", float(pred[0].mean())] + ([float("nan")] * 2 if band is not None else []))
         print(format_table(table, ["target", "predicted loss"] + (["5%", "95%"] if band is not None else [])))
     else:
