@@ -1,0 +1,144 @@
+"""``mixjax suggest``: bootstrap a law, then suggest the mixtures to train next (see :mod:`mixjax.suggest`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from ._common import CliError, format_table, load_data, parse_count, print_json, select_scale
+from .optimize import parse_bounds
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "suggest",
+        help="suggest the mixtures to train next",
+        description="Bootstrap a law on DATA (the runs measured so far), then pick --n mixtures for the next runs at the "
+        "scale --model-size/--tokens: where the bootstrap members disagree most about the predicted loss (variance across "
+        "members, capped a few noise units above each member's best) among mixtures that members consider near-optimal, "
+        "picked one by one with the ensemble conditioned on each pick (kriging believer), so the batch is diverse. "
+        "Candidates are a pool (--candidates CSV) or sampled from the bounded simplex around the members' optimal mixtures.",
+    )
+    p.add_argument("data", metavar="DATA", help="measured runs: a wide-layout CSV file or a bundled dataset name (see `mixjax datasets`)")
+    p.add_argument("--law", default="capacity_noise", help="law to bootstrap (see `mixjax laws`; default capacity_noise)")
+    p.add_argument("--n", type=int, default=8, help="number of runs to suggest (default 8)")
+    p.add_argument("--model-size", "-N", metavar="N", help="model size of the next runs in parameters (e.g. 122M); default: the data's only one")
+    p.add_argument("--tokens", "-D", metavar="D", help="training tokens of the next runs (e.g. 10B); default: the data's only value")
+    p.add_argument("--fit-model-size", metavar="N", help="fit only on DATA rows at this model size (default: all rows)")
+    p.add_argument("--fit-tokens", metavar="D", help="fit only on DATA rows at this token count (default: all rows)")
+    p.add_argument("--targets", nargs="+", metavar="NAME", help="loss columns to use (default: all)")
+    p.add_argument("--target", metavar="NAME", help="design for this one target's predicted loss (default: the mean over targets)")
+    p.add_argument("--floor", nargs="+", metavar="F", help="lowest weight: one number for every domain, or domain=value pairs")
+    p.add_argument("--ceiling", nargs="+", metavar="C", help="highest weight: one number for every domain, or domain=value pairs")
+    p.add_argument("--candidates", metavar="CSV", help="pool of allowed mixtures: a CSV with a weight_<domain> (or <domain>) column for every domain of DATA")
+    p.add_argument("--n-candidates", type=int, default=2048, help="mixtures sampled from the simplex without --candidates (default 2048)")
+    p.add_argument("--min-distance", type=float, default=0.01, help="least total-variation distance between suggestions and from measured runs (default 0.01)")
+    p.add_argument("--resamples", type=int, default=32, help="bootstrap resamples (default 32)")
+    p.add_argument("--starts", type=int, default=2, help="starts per resample (default 2)")
+    p.add_argument("--point-starts", type=int, default=16, help="starts of the full-data fit (default 16)")
+    p.add_argument("--max-steps", type=int, default=300, help="fit solver steps per start (default 300)")
+    p.add_argument("--optimizer", help="fit optimizer, e.g. lbfgs or adam (default: the fitting engine's default)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap and the candidate draws (default 0)")
+    p.add_argument("--json", action="store_true", help="print one machine-readable JSON object instead of a table")
+    p.set_defaults(run=run)
+
+
+def read_candidates(path: str, domains) -> np.ndarray:
+    """(m, K) mixtures from a CSV with ``weight_<domain>`` or ``<domain>`` columns for every domain (others ignored)."""
+    import pandas as pd
+
+    if not os.path.exists(path):
+        raise CliError(f"--candidates: no such file {path!r}")
+    if os.path.isdir(path):
+        raise CliError(f"--candidates: {path!r} is a directory")
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CliError(f"--candidates: cannot read {path} as CSV ({e})") from None
+    cols = []
+    for d in domains:
+        for c in (f"weight_{d}", d):
+            if c in df.columns:
+                cols.append(c)
+                break
+        else:
+            raise CliError(f"--candidates: {path} has no column weight_{d} (or {d}); it needs one per domain of the data: "
+                           + ", ".join(domains))
+    if len(df) == 0:
+        raise CliError(f"--candidates: {path} has no rows")
+    out = np.empty((len(df), len(cols)))
+    for j, c in enumerate(cols):
+        v = pd.to_numeric(df[c], errors="coerce").to_numpy(np.float64)
+        bad = np.flatnonzero(~np.isfinite(v))
+        if bad.size:
+            raise CliError(f"--candidates: {path} row {bad[0]}, column {c}: {df[c].iloc[bad[0]]!r} is not a finite number")
+        out[:, j] = v
+    return out
+
+
+def run(args) -> int:
+    import warnings
+
+    import mixjax
+    from mixjax.data import DataError
+    from mixjax.fit import FitConfig
+    from mixjax.mixture import InfeasibleMixtureError, mixture_bounds
+    from mixjax.suggest import suggest
+
+    for flag, v, least in (("--n", args.n, 1), ("--resamples", args.resamples, 2), ("--starts", args.starts, 1),
+                           ("--point-starts", args.point_starts, 1), ("--n-candidates", args.n_candidates, 1), ("--max-steps", args.max_steps, 1)):
+        if v < least:
+            raise CliError(f"{flag} must be at least {least}, got {v}")
+    if not 0 <= args.min_distance < 1:
+        raise CliError(f"--min-distance must be in [0, 1), got {args.min_distance}")
+    if args.optimizer is not None:
+        try:
+            FitConfig(optimizer=args.optimizer)
+        except ValueError as e:
+            raise CliError(f"--optimizer: {e}") from None
+    try:
+        cls = mixjax.get_law(args.law)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    data = load_data(args.data, args.targets, announce=not args.json)
+    data = select_scale(data, args.fit_model_size, args.fit_tokens)
+    if data.n_domains < 2:
+        raise CliError(f"{data.name} has {data.n_domains} domain(s); suggesting mixtures needs at least 2")
+    N = parse_count(args.model_size) if args.model_size else None
+    D = parse_count(args.tokens) if args.tokens else None
+    floors, ceilings = parse_bounds(args.floor, "floor"), parse_bounds(args.ceiling, "ceiling")
+    try:
+        mixture_bounds(data.n_domains, floors=floors, ceilings=ceilings, domains=data.domains)
+    except (InfeasibleMixtureError, ValueError) as e:
+        raise CliError(str(e)) from None
+    if args.target is not None and args.target not in (data.domains if cls.per_domain else data.targets):
+        raise CliError(f"--target: unknown target {args.target!r}; targets are {', '.join(data.domains if cls.per_domain else data.targets)}")
+    pool = read_candidates(args.candidates, data.domains) if args.candidates else None
+    fit_kw = {"max_steps": args.max_steps}
+    if args.optimizer is not None:
+        fit_kw["optimizer"] = args.optimizer
+    if not args.json:
+        print(f"bootstrapping {args.law} on {data.n_rows} rows of {data.name} ({args.resamples} resamples x {args.starts} starts), "
+              "then scoring candidates...", file=sys.stderr)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mixjax.ExtrapolationWarning)
+            res = suggest(data, args.law, args.n, raw_model_size=N, raw_n_tokens=D, target=args.target, floors=floors,
+                          ceilings=ceilings, candidates=pool, n_candidates=args.n_candidates, resamples=args.resamples,
+                          starts=args.starts, point_starts=args.point_starts, seed=args.seed, min_distance=args.min_distance,
+                          **fit_kw)
+    except DataError as e:
+        raise CliError(str(e)) from None
+    out = {"data": data.name, "fit_rows": data.n_rows, "target_model_size": N, "target_tokens": D, **res.as_dict()}
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"{res.n} suggested runs for {res.law} ({res.objective}; {res.members} bootstrap members, {res.n_candidates} "
+          f"{res.candidates} candidates; noise variance {res.noise:.3g}):")
+    header = ["#", "criterion", "predicted", "sd", "near-opt"] + list(res.domains)
+    rows = [[i + 1, float(res.criterion[i]), float(res.predicted[i]), float(res.disagreement[i]), float(res.near_optimal[i]),
+             *(float(x) for x in res.mixtures[i])] for i in range(res.n)]
+    print(format_table(rows, header))
+    return 0

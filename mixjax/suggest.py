@@ -1,0 +1,549 @@
+"""Which runs to train next: a batch of mixtures chosen by sequential design from a bootstrap ensemble.
+
+A bootstrap ensemble of R refits of a law (:func:`mixjax.bootstrap`) gives, at every candidate mixture h, R
+predictions ``J_r(h)`` of the objective (the mean predicted loss over targets, a weighted mean, or one target's
+loss, at the scale of the next runs). Where the members disagree, a run teaches the most; where no member expects a
+good loss, a run is of little use for choosing the final mixture. The criterion multiplies the two:
+
+    a(h) = v(h) p(h),   v(h) = 1/(R-1) sum_r (J_r(h) - Jbar(h))^2,   p(h) = 1/R sum_r exp(-(J_r(h) - m_r) / tau)
+
+* ``v`` is the committee's disagreement, the variance of the predicted objective across members (query by
+  committee: Seung, Opper & Sompolinsky, "Query by committee", COLT 1992), in loss units squared;
+* ``p`` is the share of members that consider h near-optimal: ``m_r = min_c J_r(c)`` is member r's best predicted
+  objective over the candidates, and a candidate within about ``tau`` of it counts (``tau -> 0``: the fraction of
+  members whose optimum h is, as in Thompson sampling from the ensemble). By default ``tau`` is the noise standard
+  deviation of one run's measured objective (a run within the noise of the best cannot be told from it).
+
+Predictions enter capped at ``G = gap_cap tau`` (default 4 tau) above each member's best, ``J_r <- min(J_r, m_r +
+G)``: beyond that a member simply deems h not optimal, and by how much is irrelevant to the choice of the optimum (a
+single member that diverges somewhere must not dominate the variance).
+
+So the criterion targets both the predicted loss at the optimal mixture and the optimum's location: it asks for
+runs where the members that could hold the optimum disagree most (the committee's expected reduction of the
+optimum's variance, to first order).
+
+**A diverse batch.** The n runs of a batch are chosen greedily. After each pick j the ensemble is conditioned on a
+pretended measurement at j equal to the ensemble mean (the kriging believer of Ginsbourger, Le Riche & Carraro,
+"Kriging is well-suited to parallelize optimization", 2010): the mean is unchanged, and the members' deviations
+``A = J - Jbar`` (R x m) are updated by the serial ensemble square-root filter (Whitaker & Hamill, "Ensemble data
+assimilation without perturbed observations", 2002)
+
+    A <- A - alpha a k^T,   a = A[:, j],   k = Cov(J, J_j) / (v_j + s^2),   alpha = 1 / (1 + sqrt(s^2 / (v_j + s^2)))
+
+with s^2 the noise variance of a measured run's objective. The updated deviations have exactly the Kalman
+posterior covariance ``Cov - c c^T / (v_j + s^2)`` (c = Cov(J, J_j)): the disagreement shrinks at j and wherever
+the members' predictions are correlated with theirs at j, so the next pick goes where the ensemble is still
+uncertain about something else. Members' gaps to their own best (hence ``p``) are recomputed from the conditioned
+predictions. Picks also keep a total-variation distance ``TV(h, h') = 0.5 sum_i |h_i - h'_i|`` of at least
+``min_distance`` from each other and from the measured mixtures. When no disagreement is left (noise 0 and more
+picks than members), the remaining picks maximize ``p(h)`` times the distance to the nearest pick or measured run.
+
+**Candidates.** A pool of allowed mixtures (``candidates=``, e.g. the runs a sweep could still train), or sampled
+from the bounded simplex: uniform Dirichlet(1) draws, the members' own optimal mixtures
+(:func:`mixjax.optimize_mixture_ensemble`) and Dirichlet draws around them (concentrations 30 and 300), each
+projected onto ``{h : sum h = 1, lo <= h <= hi}``.
+
+Units: model size in millions of parameters and tokens in billions (the laws' units), or raw counts via
+``raw_model_size`` / ``raw_n_tokens``; criterion values in loss units squared, disagreement in loss units.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .bootstrap import BootstrapResult, bootstrap
+from .data import MixtureData
+from .laws import AbstractLaw
+from .mixture import _objective_spec, mixture_bounds, optimize_mixture_ensemble, project_capped_simplex
+from .problem import law_class, prepare
+
+__all__ = ["Suggestion", "suggest", "select_batch", "condition_on", "sample_candidates"]
+
+#: Candidates are evaluated in blocks of this many (padded), so a shrinking pool reuses one compiled program.
+_CANDIDATE_BLOCK = 256
+#: Concentrations of the Dirichlet draws around each member's optimal mixture.
+_LOCAL_CONCENTRATIONS = (30.0, 300.0)
+#: Tolerance of a candidate's weights summing to 1 and lying inside the bounds.
+_SIMPLEX_TOL = 1e-6
+
+
+# --------------------------------------------------------------------------- the result
+@dataclasses.dataclass
+class Suggestion:
+    """A batch of mixtures to train next, in the order they were picked.
+
+    Attributes:
+      mixtures: ``(n, K)`` weights of each suggested run (on the simplex, inside the bounds).
+      criterion: ``(n,)`` the criterion ``v(h) p(h)`` of each pick when it was picked (after conditioning on the
+        earlier picks; loss units squared).
+      disagreement: ``(n,)`` standard deviation of the members' predicted objective there, before any
+        conditioning (loss units).
+      near_optimal: ``(n,)`` ``p(h)`` when picked: the share of members that consider h near-optimal.
+      predicted: ``(n,)`` ensemble-mean predicted objective.
+      domains: domain names; objective: what ``J`` is; law: the law's name.
+      noise: s^2, the noise variance of one run's measured objective; temperature: tau.
+      members: usable ensemble members; n_candidates: candidates scored; candidates: ``"pool"`` or ``"sampled"``.
+      model_size, n_tokens: the scale of the suggested runs (millions of parameters, billions of tokens).
+      info: other settings (seed, resamples, min_distance, how many candidates were excluded and why).
+    """
+
+    mixtures: np.ndarray
+    criterion: np.ndarray
+    disagreement: np.ndarray
+    near_optimal: np.ndarray
+    predicted: np.ndarray
+    domains: tuple[str, ...]
+    objective: str
+    law: str
+    noise: float
+    temperature: float
+    members: int
+    n_candidates: int
+    candidates: str
+    model_size: float
+    n_tokens: float
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.mixtures.shape[0])
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready summary: ``"mixtures"`` is a list of ``{domain: weight}``, one per suggested run."""
+        return {
+            "law": self.law,
+            "objective": self.objective,
+            "criterion": "disagreement x near-optimal share (query by committee near the members' optima)",
+            "model_size_m": self.model_size,
+            "n_tokens_b": self.n_tokens,
+            "mixtures": [{d: float(x) for d, x in zip(self.domains, h)} for h in self.mixtures],
+            "criterion_value": [float(v) for v in self.criterion],
+            "disagreement_sd": [float(v) for v in self.disagreement],
+            "near_optimal_share": [float(v) for v in self.near_optimal],
+            "predicted_objective": [float(v) for v in self.predicted],
+            "noise_variance": float(self.noise),
+            "temperature": float(self.temperature),
+            "members": int(self.members),
+            "n_candidates": int(self.n_candidates),
+            "candidates": self.candidates,
+            **{k: v for k, v in self.info.items() if k not in ("seconds",)},
+        }
+
+    def __repr__(self) -> str:
+        rows = "; ".join(", ".join(f"{d}={x:.3f}" for d, x in zip(self.domains, h)) for h in self.mixtures[:3])
+        more = f"; ... ({self.n} in all)" if self.n > 3 else ""
+        return f"Suggestion(law={self.law}, n={self.n}, {self.candidates} candidates={self.n_candidates}, members={self.members}: {rows}{more})"
+
+
+# --------------------------------------------------------------------------- the design maths (numpy)
+def condition_on(deviations: np.ndarray, j: int, noise: float) -> np.ndarray:
+    """Members' deviations ``A`` (R, m) after a kriging-believer measurement at column j with noise variance
+    ``noise`` (serial ensemble square-root filter, module docstring): ``A - alpha a k^T``. The result's sample
+    covariance is ``Cov - c c^T / (v_j + noise)`` exactly; a column with no spread (v_j = 0) changes nothing."""
+    A = np.asarray(deviations, np.float64)
+    R = A.shape[0]
+    a = A[:, j]
+    vj = float(a @ a) / (R - 1)
+    if not vj > 0:
+        return A.copy()
+    k = (A.T @ a) / (R - 1) / (vj + noise)
+    alpha = 1.0 / (1.0 + math.sqrt(noise / (vj + noise)))
+    return A - alpha * np.outer(a, k)
+
+
+def _tv(points: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """(p, q) total-variation distances 0.5 sum |a - b|."""
+    if points.shape[0] == 0 or others.shape[0] == 0:
+        return np.full((points.shape[0], others.shape[0]), np.inf)
+    return 0.5 * np.abs(points[:, None, :] - others[None, :, :]).sum(-1)
+
+
+def _clip_gaps(P: np.ndarray, tau: float, gap_cap: float) -> tuple[np.ndarray, float]:
+    """Predictions capped at G = gap_cap * tau above each member's best, ``min(J_r, m_r + G)``, and G."""
+    G = float(gap_cap) * tau
+    return np.minimum(P, P.min(axis=1, keepdims=True) + G), G
+
+
+def select_batch(
+    predictions,
+    n: int,
+    *,
+    noise: float = 0.0,
+    temperature: float | None = None,
+    gap_cap: float = 4.0,
+    mixtures=None,
+    min_distance: float = 0.0,
+    measured=None,
+    pending_predictions=None,
+) -> dict[str, np.ndarray]:
+    """Greedy batch selection from members' predicted objectives (the module docstring's criterion).
+
+    Args:
+      predictions: ``(R, m)`` objective predicted by each of R >= 2 members at each of m candidates.
+      n: picks wanted (fewer are returned when the distance rule leaves too few candidates).
+      noise: s^2 >= 0, noise variance of one run's measured objective (conditioning and the default tau).
+      temperature: tau >= 0 of the near-optimal share (default sqrt(noise)).
+      gap_cap: predictions count up to G = gap_cap * tau above each member's best (module docstring).
+      mixtures: ``(m, K)`` candidate mixtures (needed for ``min_distance`` and the fallback; optional otherwise).
+      min_distance: least TV distance between picks, and between a pick and a ``measured`` ``(q, K)`` mixture.
+      pending_predictions: ``(R, p)`` predictions at runs already launched but not measured: the ensemble is
+        conditioned on them first (kriging believer), and they are not picked.
+
+    Returns a dict: ``index`` (n,) candidate indices in pick order, ``criterion``, ``near_optimal``,
+    ``disagreement`` (standard deviation of the uncapped predictions), ``mean`` (their ensemble mean), each (n,)."""
+    P = np.asarray(predictions, np.float64)
+    if P.ndim != 2 or P.shape[0] < 2 or P.shape[1] < 1:
+        raise ValueError(f"predictions must be (R, m) with at least 2 members and 1 candidate, got shape {P.shape}")
+    if not np.isfinite(P).all():
+        raise ValueError("predictions must be finite (drop members or candidates with non-finite predictions first)")
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if not (math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a finite variance >= 0, got {noise!r}")
+    tau = math.sqrt(noise) if temperature is None else float(temperature)
+    if not (math.isfinite(tau) and tau >= 0):
+        raise ValueError(f"temperature must be finite and >= 0, got {temperature!r}")
+    if not (math.isfinite(gap_cap) and gap_cap > 0):
+        raise ValueError(f"gap_cap must be finite and > 0, got {gap_cap!r}")
+    R, m = P.shape
+    H = None if mixtures is None else np.asarray(mixtures, np.float64)
+    if H is not None and H.shape[0] != m:
+        raise ValueError(f"mixtures has {H.shape[0]} rows for {m} candidates")
+    if min_distance > 0 and H is None:
+        raise ValueError("min_distance needs the candidate mixtures")
+    sd_raw, mean_raw = P.std(axis=0, ddof=1), P.mean(axis=0)
+    P, G = _clip_gaps(P, tau, gap_cap)
+    mu = P.mean(axis=0)
+    # the pending runs are extra columns, conditioned on first and never picked
+    Q = np.zeros((R, 0)) if pending_predictions is None else np.asarray(pending_predictions, np.float64).reshape(R, -1)
+    if not np.isfinite(Q).all():
+        raise ValueError("pending_predictions must be finite")
+    Q = np.minimum(Q, P.min(axis=1, keepdims=True) + G)
+    A = np.concatenate([P, Q], axis=1) - np.concatenate([mu, Q.mean(axis=0)])
+    for j in range(m, m + Q.shape[1]):
+        A = condition_on(A, j, noise)
+    available = np.ones(m, bool)
+    near_measured = np.full(m, np.inf)
+    if H is not None and measured is not None:
+        M = np.asarray(measured, np.float64).reshape(-1, H.shape[1])
+        near_measured = _tv(H, M).min(axis=1) if M.shape[0] else near_measured
+        available &= near_measured >= min_distance
+    scale = float(np.max(np.abs(mu))) or 1.0
+    tiny_tau = max(tau, 1e-300)
+    first_score = None
+    nearest = near_measured.copy()  # distance to the nearest pick or measured run
+    out = {k: [] for k in ("index", "criterion", "near_optimal", "disagreement", "mean")}
+    for _ in range(int(n)):
+        if not available.any():
+            break
+        Am = A[:, :m]
+        v = (Am**2).sum(axis=0) / (R - 1)
+        J = mu + Am
+        gap = J - J.min(axis=1, keepdims=True)
+        p = np.exp(-gap / tiny_tau).mean(axis=0)
+        score = v * p
+        masked = np.where(available, score, -np.inf)
+        if first_score is None:
+            first_score = float(masked.max())
+        j = int(np.argmax(masked))
+        if not masked[j] > 1e-12 * max(first_score, 1e-300 * scale**2) and H is not None:
+            # no disagreement left: spread the remaining picks among near-optimal candidates
+            j = int(np.argmax(np.where(available, p * np.minimum(nearest, 1.0), -np.inf)))
+        for key, val in (("index", j), ("criterion", score[j]), ("near_optimal", p[j]), ("disagreement", sd_raw[j]), ("mean", mean_raw[j])):
+            out[key].append(val)
+        available[j] = False
+        if H is not None:
+            d = _tv(H, H[j : j + 1])[:, 0]
+            nearest = np.minimum(nearest, d)
+            if min_distance > 0:
+                available &= d >= min_distance
+        A = condition_on(A, j, noise)
+    return {k: np.asarray(v, np.int64 if k == "index" else np.float64) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------- candidates
+def sample_candidates(n_candidates: int, lo, hi, *, centers=None, seed: int = 0) -> np.ndarray:
+    """Mixtures on ``{h : sum h = 1, lo <= h <= hi}``: with ``centers`` (c, K) (e.g. members' optima), the centers
+    themselves, then half of ``n_candidates`` as Dirichlet draws around them (concentrations 30 and 300 times the
+    center, plus 0.01 per domain) and half as uniform Dirichlet(1) draws; without centers all are uniform. Every
+    draw is projected onto the bounds (Euclidean projection). Drawn with ``numpy.random.default_rng([seed, 2])``."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    K = lo.size
+    if isinstance(n_candidates, bool) or int(n_candidates) != n_candidates or n_candidates < 1:
+        raise ValueError(f"n_candidates must be a positive integer, got {n_candidates!r}")
+    rng = np.random.default_rng([int(seed), 2])
+    parts = []
+    n_uniform = int(n_candidates)
+    if centers is not None and len(centers):
+        C = np.asarray(centers, np.float64).reshape(-1, K)
+        parts.append(C)
+        n_local = int(n_candidates) // 2
+        n_uniform = int(n_candidates) - n_local
+        pick = rng.integers(0, C.shape[0], n_local)
+        conc = np.asarray(_LOCAL_CONCENTRATIONS)[rng.integers(0, len(_LOCAL_CONCENTRATIONS), n_local)]
+        alpha = conc[:, None] * (C[pick] + 0.01)
+        parts.append(rng.gamma(alpha))
+    parts.append(rng.dirichlet(np.ones(K), size=n_uniform))
+    draws = np.concatenate(parts)
+    draws = draws / draws.sum(axis=1, keepdims=True)
+    proj = jax.jit(jax.vmap(project_capped_simplex, in_axes=(0, None, None)))
+    return np.asarray(proj(jnp.asarray(draws, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32), jnp.asarray(lo), jnp.asarray(hi)), np.float64)
+
+
+def _check_candidates(candidates, K: int, lo, hi, domains) -> tuple[np.ndarray, int]:
+    """Candidate mixtures (m, K) validated; those outside the bounds are dropped (returned count)."""
+    H = np.array(candidates, np.float64, copy=True)
+    if H.ndim == 1 and H.size == K:
+        H = H[None]
+    if H.ndim != 2 or H.shape[1] != K or H.shape[0] < 1:
+        raise ValueError(f"candidates must be an (m, {K}) array of mixtures over {list(domains)}, got shape {np.shape(candidates)}")
+    bad = np.argwhere(~np.isfinite(H) | (H < 0))
+    if bad.size:
+        r, c = bad[0]
+        raise ValueError(f"candidate row {r}: weight of {domains[c]!r} is {H[r, c]!r}; weights must be finite and >= 0")
+    sums = H.sum(axis=1)
+    off = np.flatnonzero(np.abs(sums - 1.0) > _SIMPLEX_TOL)
+    if off.size:
+        raise ValueError(f"candidate row {off[0]} sums to {sums[off[0]]:.9g}, not 1 (tolerance {_SIMPLEX_TOL:g}); {off.size} row(s) in all")
+    inside = np.all((H >= lo - _SIMPLEX_TOL) & (H <= hi + _SIMPLEX_TOL), axis=1)
+    if not inside.any():
+        raise ValueError(f"none of the {H.shape[0]} candidates lies within the floors and ceilings")
+    return H[inside], int((~inside).sum())
+
+
+# --------------------------------------------------------------------------- predictions
+@eqx.filter_jit
+def _member_objectives(laws, H, N, D, w, fn):
+    """(R, m) objective of every member at every candidate."""
+    return eqx.filter_vmap(lambda law: jax.vmap(lambda h: fn(law(h, N, D), w))(H))(laws)
+
+
+@eqx.filter_jit
+def _row_objectives(law, h, N, D, y, w, fn):
+    """Objective of one law's predictions and of the measured losses ``y``, row by row (each row its own scale)."""
+    return jax.vmap(lambda hr, Nr, Dr: fn(law(hr, Nr, Dr), w))(h, N, D), jax.vmap(lambda yr: fn(yr, w))(y)
+
+
+def _predict_members(laws, H: np.ndarray, N: float, D: float, w, fn, dtype) -> np.ndarray:
+    m = H.shape[0]
+    padded = int(math.ceil(m / _CANDIDATE_BLOCK)) * _CANDIDATE_BLOCK
+    Hp = np.concatenate([H, np.repeat(H[:1], padded - m, axis=0)])
+    out = _member_objectives(laws, jnp.asarray(Hp, dtype), jnp.asarray(N, dtype), jnp.asarray(D, dtype), jnp.asarray(w, dtype), fn)
+    return np.asarray(out, np.float64)[:, :m]
+
+
+def _noise_variance(law, data: MixtureData, fn, w, dtype) -> tuple[float, int]:
+    """Mean squared residual of the objective, ``(J(law(h_r)) - J(y_r))^2``, over rows whose every target was
+    measured (and is finite), and the number of rows used."""
+    arrays, y = prepare(type(law), data, mask_zero_weight=False, dtype=dtype)
+    full = np.isfinite(y).all(axis=1)
+    if not full.any():
+        return 0.0, 0
+    J_pred, J_meas = (np.asarray(a, np.float64) for a in _row_objectives(
+        law, arrays.h, arrays.N, arrays.D, jnp.asarray(np.where(full[:, None], y, 1.0), dtype), jnp.asarray(w, dtype), fn))
+    r = (J_pred - J_meas)[full & np.isfinite(J_pred)]
+    return (float(np.mean(r**2)) if r.size else 0.0), int(r.size)
+
+
+# --------------------------------------------------------------------------- entry point
+def _scale_of(cls, data: MixtureData, model_size, n_tokens, raw_model_size, raw_n_tokens) -> tuple[float, float]:
+    """(N millions, D billions) of the suggested runs; defaults to the data's only scale for laws that need it."""
+    if raw_model_size is not None:
+        if model_size is not None:
+            raise ValueError("give model_size (millions of parameters) or raw_model_size (parameters), not both")
+        model_size = float(raw_model_size) / 1e6
+    if raw_n_tokens is not None:
+        if n_tokens is not None:
+            raise ValueError("give n_tokens (billions of tokens) or raw_n_tokens (tokens), not both")
+        n_tokens = float(raw_n_tokens) / 1e9
+    out = []
+    for flag, v, values, label in ((cls.uses_model_size, model_size, data.model_size_m, "model_size (millions of parameters)"),
+                                   (cls.uses_tokens, n_tokens, data.n_tokens_b, "n_tokens (billions of tokens)")):
+        if v is None and flag:
+            known = np.unique(values[np.isfinite(values)])
+            if known.size != 1:
+                raise ValueError(f"law {cls.name} depends on {label}: pass the scale of the next runs"
+                                 + (f" (the data has {known.size} values)" if known.size else ""))
+            v = float(known[0])
+        if v is not None and not (math.isfinite(float(v)) and float(v) > 0):
+            raise ValueError(f"{label.split()[0]} must be a positive finite number, got {v!r}")
+        out.append(1.0 if v is None else float(v))
+    return out[0], out[1]
+
+
+def _member_batch(ensemble, law):
+    """(batched law, ok mask (R,), point law or None, name) from a BootstrapResult or a batched law."""
+    if isinstance(ensemble, BootstrapResult):
+        name = ensemble.point.info["law"]
+        if law is not None and law_class(law).name != name:
+            raise ValueError(f"ensemble holds law {name!r}, but law={law_class(law).name!r} was given")
+        return ensemble.laws, np.asarray(ensemble.ok), ensemble.point.law, name
+    if isinstance(ensemble, AbstractLaw):
+        sizes = {int(np.shape(x)[0]) for x in jax.tree_util.tree_leaves(eqx.filter(ensemble, eqx.is_inexact_array)) if np.ndim(x) >= 1}
+        if len(sizes) != 1:
+            raise ValueError(f"ensemble must be batched with one leading axis R on every parameter array; leading sizes {sorted(sizes)}")
+        R = sizes.pop()
+        return ensemble, np.ones(R, bool), None, type(ensemble).name
+    raise TypeError(f"ensemble must be a BootstrapResult or a batched AbstractLaw, got {type(ensemble).__name__}")
+
+
+def suggest(
+    data: MixtureData,
+    law=None,
+    n: int = 8,
+    *,
+    model_size: float | None = None,
+    n_tokens: float | None = None,
+    raw_model_size: float | None = None,
+    raw_n_tokens: float | None = None,
+    objective: str | Callable = "mean",
+    target_weights=None,
+    target: str | int | None = None,
+    floors=None,
+    ceilings=None,
+    unique_tokens=None,
+    max_epochs=None,
+    candidates=None,
+    n_candidates: int = 2048,
+    pending=None,
+    resamples: int = 32,
+    starts: int = 2,
+    point_starts: int = 16,
+    scheme: str = "rows",
+    seed: int = 0,
+    noise: float | None = None,
+    temperature: float | None = None,
+    gap_cap: float = 4.0,
+    min_distance: float = 0.01,
+    ensemble=None,
+    mixture_starts: int = 4,
+    mixture_steps: int = 500,
+    **fit_kwargs,
+) -> Suggestion:
+    """Suggest the n mixtures to train next (module docstring: criterion, batch conditioning, candidates).
+
+    Args:
+      data: the runs measured so far (:class:`mixjax.MixtureData`).
+      law: the law to bootstrap (name, class or instance); may be None when ``ensemble`` is given.
+      n: runs to suggest.
+      model_size, n_tokens: scale of the next runs in millions of parameters / billions of tokens (or raw counts
+        as ``raw_model_size`` / ``raw_n_tokens``); default: the data's only scale, for laws that use it.
+      objective, target_weights, target: the objective J, as in :func:`mixjax.optimize_mixture` (default: the mean
+        predicted loss over targets).
+      floors, ceilings, unique_tokens, max_epochs: bounds on the weights, as in :func:`mixjax.optimize_mixture`.
+      candidates: ``(m, K)`` allowed mixtures (a pool); those outside the bounds are dropped with a warning.
+        Default: ``n_candidates`` sampled from the bounded simplex around the members' optima and uniformly.
+      pending: ``(p, K)`` mixtures of runs launched but not yet measured: conditioned on first, never suggested.
+      resamples, starts, point_starts, scheme, **fit_kwargs: the bootstrap (:func:`mixjax.bootstrap`); its resample
+        fits run in chunks of ``point_starts`` members (``chunk_size``), so they reuse the full-data fit's program.
+      seed: seeds the bootstrap and the candidate draws; the same seed gives the same suggestions.
+      noise: s^2, noise variance of one run's measured objective; default: the mean squared residual of the
+        full-data fit's objective over fully measured rows. temperature: tau (default sqrt(noise)); gap_cap: G / tau.
+      min_distance: least TV distance between suggestions and from measured mixtures (default 0.01).
+      ensemble: a :class:`mixjax.BootstrapResult` fitted to ``data`` or a batched law (leading axis R on every
+        parameter), used instead of a new bootstrap.
+      mixture_starts, mixture_steps: the members' optimal mixtures (sampled candidates only).
+    """
+    if not isinstance(data, MixtureData):
+        raise TypeError(f"data must be a MixtureData (see mixjax.load_csv / from_arrays), got {type(data).__name__}")
+    if data.n_domains < 2:
+        raise ValueError(f"suggesting mixtures needs at least 2 domains; {data.name!r} has {data.n_domains}")
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if not (isinstance(min_distance, (int, float)) and 0 <= min_distance < 1):
+        raise ValueError(f"min_distance must be a TV distance in [0, 1), got {min_distance!r}")
+    if noise is not None and not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
+        raise ValueError(f"noise must be a finite variance >= 0, got {noise!r}")
+    if ensemble is None:
+        if law is None:
+            raise ValueError("give the law to fit (or a fitted ensemble)")
+        if isinstance(resamples, bool) or int(resamples) != resamples or resamples < 2:
+            raise ValueError(f"resamples must be an integer >= 2, got {resamples!r}")
+        fit_kwargs.setdefault("chunk_size", point_starts)  # resamples in chunks of the full-data fit's shape: one compile
+        ensemble = bootstrap(law, data, resamples=int(resamples), starts=starts, point_starts=point_starts, scheme=scheme,
+                             seed=seed, **fit_kwargs)
+    elif fit_kwargs:
+        raise TypeError(f"fit settings {sorted(fit_kwargs)} have no effect with a given ensemble")
+    laws, ok, point_law, name = _member_batch(ensemble, law)
+    cls = type(laws)
+    K = data.n_domains
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(eqx.filter(laws, eqx.is_inexact_array)))
+    N, D = _scale_of(cls, data, model_size, n_tokens, raw_model_size, raw_n_tokens)
+    law0 = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, laws)
+    V = jax.eval_shape(law0, jnp.zeros(K, dtype), jnp.asarray(N, dtype), jnp.asarray(D, dtype)).shape[0]
+    targets = data.domains if cls.per_domain else (data.targets if len(data.targets) == V else tuple(f"target{j}" for j in range(V)))
+    fn, w, desc = _objective_spec(V, objective, target_weights, target, targets)
+    unit = 1e9 if raw_n_tokens is not None else 1.0
+    lo, hi = mixture_bounds(K, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs,
+                            n_tokens=D * unit, domains=data.domains)
+    info: dict[str, Any] = {"seed": int(seed), "min_distance": float(min_distance)}
+    if isinstance(ensemble, BootstrapResult):
+        info.update(resamples=ensemble.n_resamples, resamples_failed=ensemble.n_failed, scheme=ensemble.scheme)
+    if ok.sum() < 2:
+        raise RuntimeError(f"only {int(ok.sum())} of {ok.size} ensemble members are usable; a design needs at least 2")
+
+    if candidates is not None:
+        H, dropped = _check_candidates(candidates, K, lo, hi, data.domains)
+        if dropped:
+            warnings.warn(f"{dropped} candidate(s) lie outside the floors and ceilings and were left out", stacklevel=2)
+        info["candidates_outside_bounds"] = dropped
+        source = "pool"
+    else:
+        ens = optimize_mixture_ensemble(laws, ok=ok, model_size=N, n_tokens=D, objective=objective, target_weights=target_weights,
+                                        target=target, floors=lo, ceilings=hi, starts=mixture_starts, seed=seed,
+                                        steps=mixture_steps, domains=data.domains, targets=targets, check_fixed=False)
+        centers = ens.mixtures[ens.ok]
+        H = sample_candidates(n_candidates, lo, hi, centers=centers, seed=seed)
+        source = "sampled"
+
+    P = _predict_members(laws, H, N, D, w, fn, dtype)
+    members = ok & np.isfinite(P).any(axis=1)
+    P = P[members]
+    finite = np.isfinite(P).all(axis=0)
+    if not finite.all():
+        warnings.warn(f"{int((~finite).sum())} of {finite.size} candidates get a non-finite prediction from some member "
+                      f"and were left out", stacklevel=2)
+        if not finite.any():
+            raise RuntimeError("every candidate gets a non-finite prediction from some ensemble member")
+    info["candidates_nonfinite"] = int((~finite).sum())
+    H, P = H[finite], P[:, finite]
+    if P.shape[0] < 2:
+        raise RuntimeError("fewer than 2 ensemble members give finite predictions; a design needs at least 2")
+    if candidates is not None and H.shape[0] < n:
+        raise ValueError(f"n={n} suggestions asked for, but only {H.shape[0]} usable candidate(s) are allowed")
+
+    if noise is None:
+        ref = point_law if point_law is not None else jax.tree_util.tree_map(
+            lambda x: jnp.median(x[np.flatnonzero(members)], axis=0) if eqx.is_inexact_array(x) else x, laws)
+        noise, used = _noise_variance(ref, data, fn, w, dtype)
+        info["noise_rows"] = used
+    Q = None
+    if pending is not None:
+        Hq = np.asarray(pending, np.float64).reshape(-1, K)
+        Q = _predict_members(laws, Hq, N, D, w, fn, dtype)[members]
+        if not np.isfinite(Q).all():
+            raise ValueError("some pending mixture gets a non-finite prediction from an ensemble member")
+    measured = data.mixtures[np.isfinite(data.losses).any(axis=1)]
+    if pending is not None:
+        measured = np.concatenate([measured, Hq])
+    sel = select_batch(P, n, noise=float(noise), temperature=temperature, gap_cap=gap_cap, mixtures=H, min_distance=float(min_distance),
+                       measured=measured, pending_predictions=Q)
+    if sel["index"].size < n:
+        warnings.warn(f"only {sel['index'].size} of {n} suggestions keep a TV distance of {min_distance:g} from each other "
+                      "and from the measured runs", stacklevel=2)
+    tau = math.sqrt(noise) if temperature is None else float(temperature)
+    return Suggestion(
+        mixtures=H[sel["index"]], criterion=sel["criterion"], disagreement=sel["disagreement"],
+        near_optimal=sel["near_optimal"], predicted=sel["mean"], domains=tuple(data.domains), objective=desc, law=name,
+        noise=float(noise), temperature=tau, members=int(P.shape[0]), n_candidates=int(H.shape[0]), candidates=source,
+        model_size=N, n_tokens=D, info=info,
+    )
