@@ -54,6 +54,8 @@ from .mixture import MixtureEnsemble as MixtureEnsemble
 from .mixture import MixtureResult as MixtureResult
 from .mixture import optimize_mixture as optimize_mixture
 from .mixture import optimize_mixture_ensemble as optimize_mixture_ensemble
+from .suggest import Suggestion as Suggestion
+from .suggest import suggest as suggest
 from .metrics import mae as mae
 from .metrics import mre as mre
 from .metrics import rmse as rmse
