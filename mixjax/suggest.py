@@ -14,9 +14,9 @@ good loss, a run is of little use for choosing the final mixture. The criterion 
   members whose optimum h is, as in Thompson sampling from the ensemble). By default ``tau`` is the noise standard
   deviation of one run's measured objective (a run within the noise of the best cannot be told from it).
 
-Predictions enter capped at ``G = gap_cap tau`` (default 4 tau) above each member's best, ``J_r <- min(J_r, m_r +
-G)``: beyond that a member simply deems h not optimal, and by how much is irrelevant to the choice of the optimum (a
-single member that diverges somewhere must not dominate the variance).
+Predictions enter capped, ``J_r <- min(J_r, U)`` with ``U = max_r m_r + gap_cap tau`` (default 4 tau): above U no
+member considers h within ``gap_cap tau`` of its best, so how much worse a member predicts there is irrelevant to the
+choice of the optimum (and a single member that diverges somewhere cannot dominate the variance).
 
 So the criterion targets both the predicted loss at the optimal mixture and the optimum's location: it asks for
 runs where the members that could hold the optimum disagree most (the committee's expected reduction of the
@@ -167,10 +167,10 @@ def _tv(points: np.ndarray, others: np.ndarray) -> np.ndarray:
     return 0.5 * np.abs(points[:, None, :] - others[None, :, :]).sum(-1)
 
 
-def _clip_gaps(P: np.ndarray, tau: float, gap_cap: float) -> tuple[np.ndarray, float]:
-    """Predictions capped at G = gap_cap * tau above each member's best, ``min(J_r, m_r + G)``, and G."""
-    G = float(gap_cap) * tau
-    return np.minimum(P, P.min(axis=1, keepdims=True) + G), G
+def _cap(P: np.ndarray, tau: float, gap_cap: float) -> tuple[np.ndarray, float]:
+    """Predictions capped at ``U = max_r m_r + gap_cap tau`` (module docstring), and U."""
+    U = float(P.min(axis=1).max()) + float(gap_cap) * tau
+    return np.minimum(P, U), U
 
 
 def select_batch(
@@ -192,7 +192,7 @@ def select_batch(
       n: picks wanted (fewer are returned when the distance rule leaves too few candidates).
       noise: s^2 >= 0, noise variance of one run's measured objective (conditioning and the default tau).
       temperature: tau >= 0 of the near-optimal share (default sqrt(noise)).
-      gap_cap: predictions count up to G = gap_cap * tau above each member's best (module docstring).
+      gap_cap: predictions are capped at U = max_r m_r + gap_cap * tau (module docstring).
       mixtures: ``(m, K)`` candidate mixtures (needed for ``min_distance`` and the fallback; optional otherwise).
       min_distance: least TV distance between picks, and between a pick and a ``measured`` ``(q, K)`` mixture.
       pending_predictions: ``(R, p)`` predictions at runs already launched but not measured: the ensemble is
@@ -221,13 +221,13 @@ def select_batch(
     if min_distance > 0 and H is None:
         raise ValueError("min_distance needs the candidate mixtures")
     sd_raw, mean_raw = P.std(axis=0, ddof=1), P.mean(axis=0)
-    P, G = _clip_gaps(P, tau, gap_cap)
+    P, U = _cap(P, tau, gap_cap)
     mu = P.mean(axis=0)
     # the pending runs are extra columns, conditioned on first and never picked
     Q = np.zeros((R, 0)) if pending_predictions is None else np.asarray(pending_predictions, np.float64).reshape(R, -1)
     if not np.isfinite(Q).all():
         raise ValueError("pending_predictions must be finite")
-    Q = np.minimum(Q, P.min(axis=1, keepdims=True) + G)
+    Q = np.minimum(Q, U)
     A = np.concatenate([P, Q], axis=1) - np.concatenate([mu, Q.mean(axis=0)])
     for j in range(m, m + Q.shape[1]):
         A = condition_on(A, j, noise)
@@ -447,7 +447,7 @@ def suggest(
         fits run in chunks of ``point_starts`` members (``chunk_size``), so they reuse the full-data fit's program.
       seed: seeds the bootstrap and the candidate draws; the same seed gives the same suggestions.
       noise: s^2, noise variance of one run's measured objective; default: the mean squared residual of the
-        full-data fit's objective over fully measured rows. temperature: tau (default sqrt(noise)); gap_cap: G / tau.
+        full-data fit's objective over fully measured rows. temperature: tau (default sqrt(noise)); gap_cap: (U - max_r m_r) / tau.
       min_distance: least TV distance between suggestions and from measured mixtures (default 0.01).
       ensemble: a :class:`mixjax.BootstrapResult` fitted to ``data`` or a batched law (leading axis R on every
         parameter), used instead of a new bootstrap.
