@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
 from ._common import CliError, ProgressLine, check_output_path, format_table, print_json, write_atomic
-from .fit import add_fit_options, check_fit_args, read_training_data
+from .fit import add_fit_options, check_fit_args, fit_settings, read_training_data
 
 
 def add_parser(sub) -> None:
@@ -52,6 +54,7 @@ def run(args) -> int:
             args.law, data, resamples=args.resamples, scheme=args.scheme, starts=args.starts, seed=args.seed,
             chunk_size=args.chunk_size, progress=ProgressLine("bootstrap"), level=args.level, method=args.method,
             objective=args.objective, optimizer=args.optimizer, max_steps=args.max_steps, dtype=args.dtype,
+            **fit_settings(args, data),
         )
     except mixjax.DataError as e:
         raise CliError(str(e)) from None
@@ -63,6 +66,16 @@ def run(args) -> int:
         ]
         for name, v in iv.items()
     }
+    raw = {}
+    if hasattr(res.point.law, "raw_count_params"):  # the chinchilla law: A, B also for N, D in raw counts
+        ivr = res.interval(lambda law: law.raw_count_params(), args.level, args.method)
+        raw = {
+            name: [
+                {"estimate": float(e), "lo": float(lo), "hi": float(hi)}
+                for e, lo, hi in zip(np.ravel(ivr["estimate"][name]), np.ravel(ivr["lo"][name]), np.ravel(ivr["hi"][name]))
+            ]
+            for name in ("A", "B")
+        }
     if args.save:
         write_atomic(args.save, res.save)
         print(f"saved to {args.save}", file=sys.stderr)
@@ -88,6 +101,8 @@ def run(args) -> int:
         "targets": res.point.info["targets"],
         "params": params,
     }
+    if raw:
+        out["params_raw_counts"] = raw
     if args.timings:
         out["seconds"] = sum(float(v) for k, v in res.info.items() if "seconds" in k and isinstance(v, (int, float)))
     if args.json:
@@ -104,5 +119,8 @@ def run(args) -> int:
         for j, v in enumerate(vals):
             label = targets[j] if len(vals) == len(targets) else ("" if len(vals) == 1 else str(j))
             rows.append([name, label, v["estimate"], v["lo"], v["hi"]])
+    for name, vals in raw.items():
+        for j, v in enumerate(vals):
+            rows.append([f"{name} (raw counts)", targets[j] if len(vals) == len(targets) else str(j), v["estimate"], v["lo"], v["hi"]])
     print(format_table(rows, ["param", "target", "estimate", "lo", "hi"]))
     return 0

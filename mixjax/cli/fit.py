@@ -25,6 +25,8 @@ def add_fit_options(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed for starts (and resamples); same seed, same result (default 0)")
     p.add_argument("--objective", default="mse", choices=["mse", "relative", "huber_log"], help="fitting objective (default mse)")
     p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "lm", "adam"], help="solver: lbfgs (default), lm (Levenberg-Marquardt) or adam")
+    p.add_argument("--huber-delta", type=float, default=None, metavar="DELTA", help="threshold of the Huber loss of --objective huber_log, on log-loss residuals (default 1e-3, as Hoffmann et al. 2022)")
+    p.add_argument("--grid", action="store_true", help="start the fit from the grid of Hoffmann et al. / Besiroglu et al. (4500 starts in one batch; chinchilla law only) instead of --starts random draws")
     p.add_argument("--max-steps", type=int, default=300, help="solver steps per start (default 300)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="floating-point precision (default float64)")
     p.add_argument("--timings", action="store_true", help="report wall-clock seconds (left out by default, so that the same inputs give the same output bytes)")
@@ -55,10 +57,31 @@ def check_fit_args(args) -> type:
         raise CliError(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.sum_tol is not None and not (args.sum_tol >= 0 and args.sum_tol < float("inf")):
         raise CliError(f"--sum-tol must be a finite number >= 0, got {args.sum_tol}")
+    if args.huber_delta is not None:
+        if not (args.huber_delta > 0 and args.huber_delta < float("inf")):
+            raise CliError(f"--huber-delta must be a finite number > 0, got {args.huber_delta}")
+        if args.objective != "huber_log":
+            raise CliError(f"--huber-delta applies to --objective huber_log only (the objective is {args.objective})")
     try:
-        return get_law(args.law)
+        cls = get_law(args.law)
     except ValueError as e:
         raise CliError(str(e)) from None
+    if args.grid and cls.name != "chinchilla":
+        raise CliError(f"--grid is the starting grid of the chinchilla law; law {cls.name} draws random starts (--starts)")
+    return cls
+
+
+def fit_settings(args, data) -> dict:
+    """Keyword arguments of mixjax.fit / mixjax.bootstrap shared by both commands: the grid of starts (--grid) and
+    the Huber threshold (--huber-delta) when given."""
+    kw = {}
+    if args.huber_delta is not None:
+        kw["huber_delta"] = args.huber_delta
+    if args.grid:
+        from mixjax.laws import chinchilla_grid
+
+        kw["init"] = chinchilla_grid(data.n_targets, dtype=args.dtype)
+    return kw
 
 
 def read_training_data(args, cls):
@@ -68,6 +91,11 @@ def read_training_data(args, cls):
 
     data = load_data(args.train, args.targets, domains=args.domains, sum_tol=args.sum_tol, announce=True)
     data = select_scale(data, args.model_size, args.tokens)
+    if data.n_domains == 0 and getattr(cls, "uses_mixture", True):
+        raise CliError(
+            f"law {cls.name} is a function of the training mixture, but {data.name!r} has no weight_<domain> columns "
+            "(a table without mixtures); fit a law that does not use the mixture (chinchilla), or add weight columns"
+        )
     if cls.per_domain:
         if data.n_domains == 0:
             raise CliError(
@@ -97,7 +125,7 @@ def fit_from_args(args, data):
     try:
         return mixjax.fit(
             args.law, data, starts=args.starts, seed=args.seed, objective=args.objective, optimizer=args.optimizer,
-            max_steps=args.max_steps, dtype=args.dtype,
+            max_steps=args.max_steps, dtype=args.dtype, **fit_settings(args, data),
         )
     except mixjax.DataError as e:
         raise CliError(str(e)) from None
@@ -128,7 +156,8 @@ def run(args) -> int:
         except DataError as e:
             raise CliError(str(e)) from None
     if not args.json:
-        print(f"fitting {args.law} to {train.n_rows} rows of {train.name} ({args.starts} starts)...", file=sys.stderr)
+        how = "the grid of 4500 starts" if args.grid else f"{args.starts} starts"
+        print(f"fitting {args.law} to {train.n_rows} rows of {train.name} ({how})...", file=sys.stderr)
     f = fit_from_args(args, train)
     from mixjax.metrics import score_fit
 
@@ -148,6 +177,7 @@ def run(args) -> int:
         "train_mae": tr["mae"],
         "train_rmse": tr["rmse"],
         "params": {k: v.reshape(-1).tolist() for k, v in f.params().items()},
+        **raw_count_params(f.law),
         "domains": f.info["domains"],
         "targets": targets,
         "n_rows": train.n_rows,
@@ -203,4 +233,18 @@ def run(args) -> int:
     other = {k: v for k, v in params.items() if k not in vec}
     for k, v in other.items():
         print(f"{k} = {v.round(6).tolist()}")
+    if "params_raw_counts" in out:
+        raw = out["params_raw_counts"]
+        print("\nfor N and D in raw counts (parameters, tokens), as published fits quote them:")
+        print(format_table([[t] + [raw[k][j] for k in raw] for j, t in enumerate(targets)], ["target", *raw]))
     return 0
+
+
+def raw_count_params(law) -> dict:
+    """``{"params_raw_counts": {...}}`` for a law that also states its parameters for N, D in raw counts (the
+    chinchilla law: A_raw = A 1e6^alpha, B_raw = B 1e9^beta); empty otherwise."""
+    import numpy as np
+
+    if not hasattr(law, "raw_count_params"):
+        return {}
+    return {"params_raw_counts": {k: np.asarray(v).reshape(-1).tolist() for k, v in law.raw_count_params().items()}}

@@ -41,6 +41,9 @@ class ChinchillaLaw(AbstractLaw):
     per_domain: ClassVar[bool] = False
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"alpha": (0.0, 3.0), "beta": (0.0, 3.0)}
+    #: The mixture is not read: tables without mixtures (no weight_<domain> columns) fit too.
+    uses_mixture: ClassVar[bool] = False
 
     def __check_init__(self):
         K = self.log_E.shape[-1:]
