@@ -187,7 +187,9 @@ def solve(
     One compiled program per (law type, shapes, config): new data values of the same shapes reuse it.
 
     arrays: the prepared :class:`FitArrays` (a :class:`Problem` is built from them and ``config``), or a Problem.
-    chunk_size: cut the batch into chunks of exactly this many members (the last one, or a smaller batch, padded by
+    chunk_size: default: the whole batch, unless the compiled program's memory (XLA's estimate, read before it
+      runs) exceeds half the free memory of the device (host RAM on a CPU): the batch is then cut into chunks
+      that fit, with a warning. Otherwise: cut the batch into chunks of exactly this many members (the last one, or a smaller batch, padded by
       repeating its last member), run one after another through the same compiled program: batches larger than
       device memory run without recompiling, and batches of any size reuse one program. If a chunk
       (or the whole batch, by default) runs out of device memory, the chunk size is halved and the call retried,
@@ -200,7 +202,10 @@ def solve(
     problem = arrays if isinstance(arrays, Problem) else Problem.build(laws, arrays, config.objective, config.huber_delta, config.varpro)
     B = weights.shape[0]
     n_dev = jax.device_count() if (shard or (shard is None and jax.device_count() > 1)) else 1
-    chunk = B if chunk_size is None else max(1, int(chunk_size))
+    if chunk_size is None:
+        chunk = B if n_dev > 1 else _chunk_for_memory(laws, weights, problem, config)
+    else:
+        chunk = max(1, int(chunk_size))
     while True:
         try:
             return _solve_chunked(laws, weights, problem, config, chunk, n_dev, progress)
@@ -209,6 +214,48 @@ def solve(
                 raise
             warnings.warn(f"batch of {chunk} fits ran out of device memory; retrying in chunks of {max(chunk // 2, n_dev)}", stacklevel=2)
             chunk = max(chunk // 2, n_dev)
+
+
+def _memory_budget() -> int | None:
+    """Bytes one batch may use: half the free memory of the default device (of the host's RAM on a CPU)."""
+    try:
+        stats = jax.devices()[0].memory_stats() or {}
+    except Exception:  # backends without memory statistics
+        stats = {}
+    if "bytes_limit" in stats:
+        return int(0.5 * (stats["bytes_limit"] - stats.get("bytes_in_use", 0)))
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(0.5 * int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    return None
+
+
+def _chunk_for_memory(laws, weights, problem, config) -> int:
+    """The whole batch, or the largest power-of-two chunk whose program fits the memory budget. The program of the
+    whole batch is compiled to read its memory need; a later call of the same shapes reuses that compilation."""
+    B = weights.shape[0]
+    budget = _memory_budget()
+    if budget is None or B <= 1:
+        return B
+    ftol, gtol = config.tolerances
+    dt = weights.dtype
+    try:
+        compiled = _fit_program.lower(laws, weights, problem, config.solver(), jnp.asarray(config.max_steps, jnp.int32),
+                                      jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window).compile()
+        mem = compiled.compiled.memory_analysis()
+        need = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
+    except Exception:  # no estimate on this backend: run the batch whole (out-of-memory still retries smaller)
+        return B
+    if need <= budget:
+        return B
+    chunk = 1 << max(0, int(math.floor(math.log2(max(1.0, B * budget / need)))))
+    warnings.warn(f"a batch of {B} fits needs about {need / 2**30:.1f} GiB, more than the {budget / 2**30:.1f} GiB "
+                  f"budget (half the free memory): running it in chunks of {chunk}", stacklevel=3)
+    return min(chunk, B)
 
 
 def _solve_chunked(laws, weights, problem, config, chunk, n_dev, progress):

@@ -156,6 +156,23 @@ def test_out_of_memory_batch_splits_automatically(truth, data):
     np.testing.assert_allclose(np.asarray(split.loss), np.asarray(whole.loss), rtol=1e-6)
 
 
+def test_batch_beyond_the_memory_budget_is_chunked_before_it_runs(truth, data, monkeypatch):
+    arrays, _ = prepare(truth, data)
+    n = 6
+    starts = init_starts(mj.CapacityNoiseLaw, jax.random.PRNGKey(3), n, summarize(arrays, data))
+    cfg = FitConfig(max_steps=40, ftol=1e-9)
+    W = jnp.ones((n, len(data)))
+    whole = solve(starts, W, arrays, cfg)  # the real budget holds 6 members: one batch
+    sizes = []
+    original = engine._solve_batch
+    monkeypatch.setattr(engine, "_solve_batch", lambda laws, w, p, c: sizes.append(w.shape[0]) or original(laws, w, p, c))
+    monkeypatch.setattr(engine, "_memory_budget", lambda: 1)  # a device with (almost) no free memory
+    with pytest.warns(UserWarning, match=r"a batch of 6 fits needs about .* running it in chunks of 1"):
+        split = solve(starts, W, arrays, cfg)
+    assert sizes == [1] * 6  # chunked before running: no out-of-memory failure first
+    np.testing.assert_allclose(np.asarray(split.loss), np.asarray(whole.loss), rtol=1e-6)
+
+
 def test_float32_fast_path_close_to_float64(truth, data):
     f64 = mj.fit("capacity_noise", data, starts=4, seed=1, max_steps=300)
     f32 = mj.fit("capacity_noise", data, starts=4, seed=1, max_steps=300, dtype="float32")
