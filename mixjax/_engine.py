@@ -39,6 +39,34 @@ import optax
 
 from .results import Status
 
+# Where the loop reports its progress: a stack of callables ``sink(steps_done, n_active)``, set around a call by
+# :func:`reporting` on the host. The compiled loop calls the one module-level function below once per chunk of
+# steps, so that a new sink never recompiles anything; without a sink the call returns at once.
+_SINKS: list[Callable[[int, int], Any]] = []
+
+
+def _report(steps, n_active) -> None:
+    if _SINKS:
+        _SINKS[-1](int(steps), int(n_active))
+
+
+class reporting:
+    """Context manager: while it is open, every chunk of engine steps calls ``sink(steps_done, n_active)`` on the
+    host (steps done by the batch so far, members still active)."""
+
+    def __init__(self, sink: Callable[[int, int], Any] | None):
+        self.sink = sink
+
+    def __enter__(self):
+        if self.sink is not None:
+            _SINKS.append(self.sink)
+        return self
+
+    def __exit__(self, *exc):
+        if self.sink is not None:
+            _SINKS.remove(self.sink)
+        return False
+
 __all__ = ["LevenbergMarquardt", "LBFGS", "Adam", "Solution", "minimize", "AbstractSolver"]
 
 
@@ -302,6 +330,7 @@ def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window
     def chunk_body(carry):
         k, ms = carry
         ms, _ = jax.lax.scan(lambda c, _: (step_all(c, args), None), ms, None, length=chunk)
+        jax.debug.callback(_report, k + chunk, jnp.sum(ms.status < 0))
         return k + chunk, ms
 
     def cond(carry):

@@ -197,7 +197,8 @@ def solve(
     shard: split the batch axis over all devices of the default backend with ``jax.sharding`` (default: when
       there is more than one device). Each member is computed on one device; results equal the one-device run.
       Multi-host: call ``jax.distributed.initialize()`` first; ``jax.devices()`` then spans every host.
-    progress: optional callable ``progress(done, total)`` called after each chunk (members fitted so far).
+    progress: optional callable ``progress(done, total)``: called as the solver advances (every 10 steps, members
+      counted in proportion to the steps taken) and after each chunk (members fitted so far).
     """
     problem = arrays if isinstance(arrays, Problem) else Problem.build(laws, arrays, config.objective, config.huber_delta, config.varpro)
     B = weights.shape[0]
@@ -279,9 +280,15 @@ def _solve_chunked(laws, weights, problem, config, chunk, n_dev, progress):
         if n_dev > 1:
             laws_c = eqx.combine(jax.device_put(eqx.filter(laws_c, eqx.is_array), batch_sh), eqx.filter(laws_c, eqx.is_array, inverse=True))
             weights_c = jax.device_put(weights_c, batch_sh)
-        outs.append(_solve_batch(laws_c, weights_c, problem, config))
+        def within_chunk(steps, n_active, i=i):  # members of this chunk count as done in proportion to the steps
+            if progress is not None and n_active:
+                progress(min(i * chunk + int(chunk * min(steps, config.max_steps) / config.max_steps), B), B)
+
+        with _engine.reporting(within_chunk if progress is not None else None):
+            outs.append(_solve_batch(laws_c, weights_c, problem, config))
+            if progress is not None:
+                jax.block_until_ready(outs[-1].loss)
         if progress is not None:
-            jax.block_until_ready(outs[-1].loss)
             progress(min((i + 1) * chunk, B), B)
     jax.block_until_ready(outs)  # surface out-of-memory errors here, where the caller can retry smaller
     if n_chunks == 1 and not pad:

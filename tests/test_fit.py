@@ -173,6 +173,17 @@ def test_batch_beyond_the_memory_budget_is_chunked_before_it_runs(truth, data, m
     np.testing.assert_allclose(np.asarray(split.loss), np.asarray(whole.loss), rtol=1e-6)
 
 
+def test_progress_is_reported_while_the_solver_runs(truth, data):
+    arrays, _ = prepare(truth, data)
+    starts = init_starts(mj.CapacityNoiseLaw, jax.random.PRNGKey(3), 6, summarize(arrays, data))
+    calls = []
+    res = solve(starts, jnp.ones((6, len(data))), arrays, FitConfig(max_steps=40, ftol=1e-9), progress=lambda d, t: calls.append((d, t)))
+    steps = int(np.max(np.asarray(res.num_steps)))
+    assert calls[-1] == (6, 6) and all(t == 6 for _, t in calls)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)  # never goes back
+    assert len(calls) >= steps // 10  # one report per chunk of 10 steps, before the batch has finished
+
+
 def test_float32_fast_path_close_to_float64(truth, data):
     f64 = mj.fit("capacity_noise", data, starts=4, seed=1, max_steps=300)
     f32 = mj.fit("capacity_noise", data, starts=4, seed=1, max_steps=300, dtype="float32")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ._common import CliError, check_output_path, format_table, load_data, print_json, select_scale
+from ._common import CliError, ProgressLine, check_output_path, format_table, load_data, print_json, select_scale
 
 
 def add_data_options(p) -> None:
@@ -125,7 +125,7 @@ def fit_from_args(args, data):
     try:
         return mixjax.fit(
             args.law, data, starts=args.starts, seed=args.seed, objective=args.objective, optimizer=args.optimizer,
-            max_steps=args.max_steps, dtype=args.dtype, **fit_settings(args, data),
+            max_steps=args.max_steps, dtype=args.dtype, progress=ProgressLine("fit"), **fit_settings(args, data),
         )
     except mixjax.DataError as e:
         raise CliError(str(e)) from None
