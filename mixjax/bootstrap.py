@@ -51,6 +51,7 @@ from .data import DataError, MixtureData
 from .fit import Fit, FitArrays, FitConfig, FitResult, _law_class, best_of, fit, init_starts, prepare, solve, summarize
 from .laws import AbstractLaw, DataSummary, get_law
 from . import intervals
+from .io import _summary_from_json, _summary_to_json
 from .results import Status, status_counts
 
 __all__ = ["bootstrap", "BootstrapResult", "resample_weights", "SCHEMES", "METHODS"]
@@ -320,7 +321,7 @@ class BootstrapResult:
             "format": _FORMAT,
             "law": cls.name,
             "law_class": f"{cls.__module__}.{cls.__qualname__}",
-            "summary": _summary_to_json(self.info["summary"]),
+            "summary": _summary_to_json(self.info["summary"]),  # the fit files' codec
             "seed": self.seed,
             "scheme": self.scheme,
             "level": self.level,
@@ -408,67 +409,35 @@ class BootstrapResult:
 
 
 def _write_npz(path, arrays: dict[str, np.ndarray]) -> None:
-    """An ``.npz`` (readable by ``numpy.load``) whose bytes depend only on the arrays: members in sorted order with
-    a fixed timestamp (``numpy.savez`` stamps the current time), written under a temporary name and moved into
-    place, so a failed save leaves no partial file."""
+    """An ``.npz`` (readable by ``numpy.load``) whose bytes depend only on the arrays: members in sorted order,
+    written by :func:`mixjax.io.write_archive` (fixed time stamps, atomic)."""
     import io as _io
-    import os
-    import zipfile
 
-    tmp = f"{os.fspath(path)}.partial"
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
-            for name in sorted(arrays):
-                buf = _io.BytesIO()
-                np.lib.format.write_array(buf, np.ascontiguousarray(arrays[name]), allow_pickle=False)
-                z.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buf.getvalue())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    from .io import write_archive
+
+    def npy(a) -> bytes:
+        buf = _io.BytesIO()
+        np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
+        return buf.getvalue()
+
+    write_archive(path, {f"{name}.npy": npy(arrays[name]) for name in sorted(arrays)})
 
 
 def _static_fields(law: AbstractLaw) -> dict[str, Any]:
-    """The law's static (non-parameter) fields; ints, floats, strings, bools and None are saved."""
-    out = {}
-    for f in dataclasses.fields(law):
-        if f.metadata.get("static", False):
-            v = getattr(law, f.name)
-            if not (isinstance(v, (str, int, float, bool)) or v is None):
-                raise TypeError(f"static field {f.name}={v!r} of {type(law).__name__} cannot be saved (numbers, strings only)")
-            out[f.name] = v
-    return out
+    """The law's static fields, encoded for JSON as in fit files."""
+    from .io import _encode_static, _static_fields as fields
+
+    return {k: _encode_static(v) for k, v in fields(law).items()}
 
 
 def _with_static(law: AbstractLaw, static: dict, path) -> AbstractLaw:
-    """``law`` with its static fields set to the saved values (the template comes from ``law.init``)."""
-    current = _static_fields(law)
-    unknown = sorted(set(static) - set(current))
-    if unknown:
-        raise ValueError(f"{path}: saved static field(s) {unknown} do not exist on {type(law).__name__}")
-    if all(current[k] == v and type(current[k]) is type(v) for k, v in static.items()):
-        return law
-    out = jax.tree_util.tree_map(lambda x: x, law)  # a shallow copy: same leaves, new object
-    for k, v in static.items():
-        object.__setattr__(out, k, v)
-    return out
+    """``law`` with its static fields set to the saved values (as fit files restore them)."""
+    from .io import FitFileError, _decode_static, _with_static as restore
 
-
-def _summary_to_json(s: DataSummary) -> dict:
-    out = {}
-    for f in dataclasses.fields(s):
-        v = getattr(s, f.name)
-        out[f.name] = np.asarray(v).tolist() if isinstance(v, (np.ndarray, tuple)) else v
-    return out
-
-
-def _summary_from_json(d: dict) -> DataSummary:
-    kw = dict(d)
-    for k in ("loss_min", "loss_max", "loss_mean"):
-        kw[k] = np.asarray(kw[k], np.float64)
-    for k in ("model_size_range", "n_tokens_range"):
-        kw[k] = tuple(float(x) for x in kw[k])
-    return DataSummary(**kw)
+    try:
+        return restore(law, {k: _decode_static(v) for k, v in static.items()})
+    except FitFileError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 # --------------------------------------------------------------------------- entry point

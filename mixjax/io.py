@@ -234,15 +234,22 @@ def save_fit(path: str | os.PathLike, fit: Fit, *, ensemble: AbstractLaw | None 
         "checksums": {name: _sha256(blob) for name, blob in blobs.items()},
     }
     text = json.dumps(header, indent=1, allow_nan=False)
+    write_archive(path, {"header.json": text.encode("utf-8"), **blobs})
+
+
+def write_archive(path: str | os.PathLike, members: dict[str, bytes]) -> None:
+    """A stored (uncompressed) ZIP archive of ``members`` in the given order with fixed time stamps, so that the same
+    members always give the same bytes; written under a temporary name and moved into place, so a failed save
+    leaves nothing at ``path``. Fit files and bootstrap files (``.npz``, readable by ``numpy.load``) use it."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as z:
-            for name, blob in {"header.json": text.encode("utf-8"), **blobs}.items():  # fixed order
-                z.writestr(zipfile.ZipInfo(name, date_time=_EPOCH), blob)  # fixed time stamps: same fit, same bytes
+            for name, blob in members.items():
+                z.writestr(zipfile.ZipInfo(name, date_time=_EPOCH), blob)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)  # a failed save leaves nothing at path
+        os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
