@@ -31,11 +31,14 @@ from .io import save_fit as save_fit
 from .laws import LAWS as LAWS
 from .laws import AbstractLaw as AbstractLaw
 from .laws import CapacityNoiseLaw as CapacityNoiseLaw
+from .laws import CapacityNoisePseudoCountLaw as CapacityNoisePseudoCountLaw
 from .laws import AutoScaleLaw as AutoScaleLaw
 from .laws import BiMixLaw as BiMixLaw
 from .laws import CapacityOnlyLaw as CapacityOnlyLaw
 from .laws import CapacityRunTokensLaw as CapacityRunTokensLaw
 from .laws import ChinchillaLaw as ChinchillaLaw
+from .laws import ChinchillaMixtureLaw as ChinchillaMixtureLaw
+from .laws import ChinchillaMixturePerTargetLaw as ChinchillaMixturePerTargetLaw
 from .laws import ExponentialLaw as ExponentialLaw
 from .laws import LogLinearLaw as LogLinearLaw
 from .laws import PowerLinearLaw as PowerLinearLaw

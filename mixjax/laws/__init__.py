@@ -7,12 +7,15 @@ from ._base import DataSummary as DataSummary
 from ._base import n_params as n_params
 from ._base import param_names as param_names
 from .capacity_noise import CapacityNoiseLaw as CapacityNoiseLaw
+from .capacity_pseudocount import CapacityNoisePseudoCountLaw as CapacityNoisePseudoCountLaw
 from .autoscale import AutoScaleLaw as AutoScaleLaw
 from .bimix import BiMixLaw as BiMixLaw
 from .capacity_variants import CapacityOnlyLaw as CapacityOnlyLaw
 from .capacity_variants import CapacityRunTokensLaw as CapacityRunTokensLaw
 from .chinchilla import ChinchillaLaw as ChinchillaLaw
 from .chinchilla import chinchilla_grid as chinchilla_grid
+from .chinchilla_mixture import ChinchillaMixtureLaw as ChinchillaMixtureLaw
+from .chinchilla_mixture import ChinchillaMixturePerTargetLaw as ChinchillaMixturePerTargetLaw
 from .exponential import ExponentialLaw as ExponentialLaw
 from .function import FunctionLaw as FunctionLaw
 from .function import law_from_function as law_from_function
@@ -44,12 +47,15 @@ for _cls in (
     CapacityNoiseLaw,
     CapacityOnlyLaw,
     CapacityRunTokensLaw,
+    CapacityNoisePseudoCountLaw,
     ExponentialLaw,
     BiMixLaw,
     ShukorMixtureLaw,
     ShukorAdditiveLaw,
     ShukorJointLaw,
     ChinchillaLaw,
+    ChinchillaMixtureLaw,
+    ChinchillaMixturePerTargetLaw,
     LogLinearLaw,
     AutoScaleLaw,
     PowerLinearLaw,

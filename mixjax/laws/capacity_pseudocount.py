@@ -1,0 +1,121 @@
+r"""The capacity-noise law with a pseudo-count in its noise term, finite at zero domain weight."""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from ._allocation import capacity_allocation
+from ._base import AbstractLaw, DataSummary
+from .capacity_noise import _logit
+
+__all__ = ["CapacityNoisePseudoCountLaw"]
+
+
+class CapacityNoisePseudoCountLaw(AbstractLaw):
+    r"""Capacity competition plus data noise with a fitted pseudo-count h0_i > 0, per domain i:
+
+        L_i(h, N, D) = c_i x_i*(h, N)^(-b_i) + A_i (D (h_i + h0_i))^(-a_i) + E_i
+
+    with x*(h, N) the capacity allocation of :class:`mixjax.CapacityNoiseLaw` (total capacity N + (K-1) H, N in
+    millions of parameters, D in billions of tokens, h0_i a fraction of the mixture).
+
+    Reasoning: in the seed law (Dai & Zheng 2026, Eq. 3) the noise term A_i (D h_i)^(-a_i) is the loss of seeing
+    D h_i tokens of domain i, which diverges at h_i = 0 although a model trained without domain i still has a
+    finite loss there: it learns domain i through the other domains. The pseudo-count h0_i is that transfer, in
+    units of mixture weight: the model behaves as if it had seen D (h_i + h0_i) tokens of domain i. The term is
+    then finite at h_i = 0 (A_i (D h0_i)^(-a_i)), zero-weight cells are fitted like any other
+    (``mask_zero_weight = False``), and for h_i >> h0_i it is the seed law's term; as h0 -> 0 the law tends to
+    :class:`mixjax.CapacityNoiseLaw` wherever h_i > 0.
+
+    Free parameters: the seed law's b, c, A, a, E per domain and H, plus h0 per domain: **6K + 1** (43 for
+    K = 7, 103 for K = 17). b and a are bounded as in the seed law (b = 5 sigmoid, a = 3 sigmoid); c, A, E, H, h0 are
+    stored as logs. A and E enter linearly once the others are fixed (``linear_fields``; variable projection is
+    exact: the basis does not read them).
+    """
+
+    logit_b: jax.Array
+    log_c: jax.Array
+    log_A: jax.Array
+    logit_a: jax.Array
+    log_E: jax.Array
+    log_H: jax.Array
+    log_h0: jax.Array
+
+    name: ClassVar[str] = "capacity_noise_h0"
+    reference: ClassVar[str] = "Dai & Zheng, Explaining Data Mixing Scaling Laws, ICML 2026 (Eq. 3) with a fitted pseudo-count h0 in the noise term"
+    per_domain: ClassVar[bool] = True
+    uses_model_size: ClassVar[bool] = True
+    uses_tokens: ClassVar[bool] = True
+    mask_zero_weight: ClassVar[bool] = False
+    b_max: ClassVar[float] = 5.0
+    a_max: ClassVar[float] = 3.0
+    linear_fields: ClassVar[tuple[str, ...]] = ("log_A", "log_E")
+
+    def __check_init__(self):
+        K = self.logit_b.shape[-1:]
+        for f in ("log_c", "log_A", "logit_a", "log_E", "log_h0"):
+            if getattr(self, f).shape[-1:] != K:
+                raise ValueError(f"CapacityNoisePseudoCountLaw.{f} has shape {getattr(self, f).shape}, expected (..., {K[0]})")
+
+    @classmethod
+    def from_params(cls, b, c, A, a, E, H, h0) -> CapacityNoisePseudoCountLaw:
+        """Build from positive values: arrays of length K, a scalar H (millions of parameters), h0 (K,) > 0."""
+        log = lambda v: jnp.log(jnp.asarray(v, dtype=jnp.result_type(float)))  # noqa: E731
+        return cls(_logit(b, cls.b_max), log(c), log(A), _logit(a, cls.a_max), log(E), log(H), log(h0))
+
+    @classmethod
+    def init(cls, key, summary: DataSummary) -> CapacityNoisePseudoCountLaw:
+        K = summary.n_domains
+        kb, kc, kA, ka, kE, kH, k0 = jax.random.split(key, 7)
+        u = lambda k, lo, hi, shape=(K,): jax.random.uniform(k, shape, minval=lo, maxval=hi)  # noqa: E731
+        loss_min = jnp.asarray(summary.loss_min) if summary.n_targets == K else jnp.full(K, summary.loss_min.min())
+        n_ref = summary.model_size_range[0] if math.isfinite(summary.model_size_range[0]) else 100.0
+        return cls(
+            logit_b=_logit(u(kb, 0.1, 0.8), cls.b_max),
+            log_c=jnp.log(u(kc, 1.0, 8.0)),
+            log_A=jnp.log(u(kA, 0.1, 2.0)),
+            logit_a=_logit(u(ka, 0.1, 0.8), cls.a_max),
+            log_E=jnp.log(loss_min * u(kE, 0.2, 0.8)),
+            log_H=jnp.log(n_ref / (10.0 * K) * u(kH, 0.3, 1.5, ())),
+            log_h0=u(k0, math.log(1e-3), math.log(3e-2)),
+        )
+
+    def params(self):
+        e = jnp.exp
+        return {"b": self.b, "c": e(self.log_c), "A": e(self.log_A), "a": self.a, "E": e(self.log_E), "H": e(self.log_H),
+                "h0": e(self.log_h0)}
+
+    @property
+    def b(self):
+        """Capacity exponents b_i in (0, b_max)."""
+        return self.b_max * jax.nn.sigmoid(self.logit_b)
+
+    @property
+    def a(self):
+        """Data-noise exponents a_i in (0, a_max)."""
+        return self.a_max * jax.nn.sigmoid(self.logit_a)
+
+    def allocation(self, mixture, model_size):
+        """x*(h, N): capacity per domain, in millions of parameters."""
+        return capacity_allocation(mixture, self.b, jnp.exp(self.log_c), jnp.exp(self.log_H), model_size)
+
+    def linear_basis(self, mixture, model_size, n_tokens):
+        """``base = c x*^-b`` and the columns ``[(D (h + h0))^-a, 1]`` of the coefficients A and E."""
+        x = self.allocation(mixture, model_size)
+        capacity = jnp.exp(self.log_c - self.b * jnp.log(x))
+        noise = jnp.exp(-self.a * jnp.log(n_tokens * (mixture + jnp.exp(self.log_h0))))
+        return capacity, jnp.stack([noise, jnp.ones_like(noise)], axis=-1)
+
+    def with_linear(self, coef):
+        tiny = jnp.finfo(coef.dtype).tiny
+        log = lambda v: jnp.log(jnp.maximum(v, tiny))  # noqa: E731 (a coefficient at 0 is stored as the smallest positive)
+        return eqx.tree_at(lambda law: (law.log_A, law.log_E), self, (log(coef[:, 0]), log(coef[:, 1])))
+
+    def __call__(self, mixture, model_size, n_tokens):
+        base, phi = self.linear_basis(mixture, model_size, n_tokens)
+        return base + phi[:, 0] * jnp.exp(self.log_A) + jnp.exp(self.log_E)
