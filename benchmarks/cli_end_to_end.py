@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 
 import mixjax as mj  # noqa: E402
 from mixjax.metrics import mre  # noqa: E402
-from mixjax.reference import scipy_fit  # noqa: E402
+from scipy_reference import scipy_fit  # noqa: E402 (benchmarks/scipy_reference.py, beside this script)
 
 COMMON = ["slimpajama7", "--law", "capacity_noise", "-N", "122M", "-D", "9.998B", "--json"]
 

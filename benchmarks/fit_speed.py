@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 import mixjax as mj  # noqa: E402
 from mixjax.fit import FitConfig, init_starts, objective_value, prepare, solve, summarize  # noqa: E402
 from mixjax.metrics import mre  # noqa: E402
-from mixjax.reference import scipy_fit  # noqa: E402
+from scipy_reference import scipy_fit  # noqa: E402 (benchmarks/scipy_reference.py, beside this script)
 
 
 

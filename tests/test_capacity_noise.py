@@ -1,5 +1,8 @@
 """The capacity-competition + noise law: allocation, gradients, parameter recovery, and the real-data fit."""
 
+import sys
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +11,9 @@ from jax.test_util import check_grads
 
 import mixjax as mj
 from mixjax.laws import capacity_allocation
-from mixjax.reference import scipy_allocation, scipy_fit
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the scipy references live there
+from scipy_reference import scipy_allocation, scipy_fit  # noqa: E402
 
 
 def random_instance(rng, K, zero_some=True):

@@ -1,4 +1,5 @@
-"""Independent reference implementations (scipy), used to validate and benchmark the compiled engine.
+"""Independent reference implementations (scipy), used by the tests and benchmarks to validate and time the compiled
+engine (kept out of the package: mixjax does not depend on scipy).
 
 :func:`scipy_fit` minimizes the same objective as :func:`mixjax.fit` with ``scipy.optimize.minimize`` (L-BFGS-B),
 one start after another in a Python loop, the way published fitting code does. Gradients come from
@@ -15,8 +16,8 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from .fit import FitConfig, init_starts, objective_value, prepare, summarize
-from .laws import AbstractLaw
+from mixjax.fit import FitConfig, init_starts, objective_value, prepare, summarize
+from mixjax.laws import AbstractLaw
 
 __all__ = ["scipy_fit", "scipy_allocation"]
 
