@@ -51,6 +51,7 @@ from .laws import get_law as get_law
 from .laws import law_from_function as law_from_function
 from .laws import n_params as n_params
 from .laws import register as register
+from .laws import unregister as unregister
 from .mixture import ExtrapolationWarning as ExtrapolationWarning
 from .mixture import FixedOptimumWarning as FixedOptimumWarning
 from .mixture import MixtureEnsemble as MixtureEnsemble

@@ -15,7 +15,7 @@ import scipy.stats
 import mixjax
 from mixjax.bootstrap import BootstrapResult, resample_weights
 from mixjax.fit import init_starts, prepare, summarize
-from mixjax.laws import LAWS, AbstractLaw
+from mixjax.laws import LAWS, AbstractLaw, registered
 
 R, S, SEED, CHUNK = 200, 2, 3, 100  # every LinearMixLaw call reuses one compiled shape (CHUNK members)
 
@@ -245,11 +245,9 @@ def test_cli_json(boot, data, tmp_path, capsys):
 
     csv = tmp_path / "train.csv"
     data.to_dataframe().to_csv(csv, index=False, float_format="%.17g")
-    LAWS[LinearMixLaw.name] = LinearMixLaw
-    try:
+    with registered(LinearMixLaw):
         rc = main(["bootstrap", str(csv), "--law", LinearMixLaw.name, "--resamples", str(R), "--starts", str(S), "--seed", str(SEED), "--chunk-size", str(CHUNK), "--json"])
-    finally:
-        LAWS.pop(LinearMixLaw.name)
+    assert LinearMixLaw.name not in LAWS
     out = capsys.readouterr()
     assert rc == 0 and "resamples" in out.err
     js = json.loads(out.out)

@@ -148,7 +148,7 @@ def test_custom_law_round_trip_and_unknown_law(tmp_path):
         assert np.asarray(g.starts.status).dtype == np.int32
         assert np.allclose(g.law(jnp.array([0.2, 0.3, 0.5]), 1.0, 1.0), [1.5 + (0 * 0.2 + 1 * 0.3 + 2 * 0.5) / 7, 2.5 + (3 * 0.2 + 4 * 0.3 + 5 * 0.5) / 7])
     finally:
-        mixjax.LAWS.pop("_test_two_target")
+        mixjax.unregister("_test_two_target")
     with pytest.raises(FitFileError, match="_test_two_target.*not registered"):
         load_fit(tmp_path / "c.mixfit")
 

@@ -68,7 +68,7 @@ def registered_law():
     law = function_law(TRUTH, scale=1.1)
     mixjax.register(type(law))
     yield law
-    mixjax.LAWS.pop(law.name, None)
+    mixjax.unregister(law.name)
 
 
 def test_csv_without_mixture_fits_function_law_to_truth(table, registered_law, tmp_path):

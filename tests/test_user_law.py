@@ -74,7 +74,7 @@ def test_saves_and_loads_bit_for_bit(fitted, tmp_path):
         mj.save_fit(tmp_path / "user.mixjax", fitted)
         back = mj.load_fit(tmp_path / "user.mixjax")
     finally:
-        mj.LAWS.pop(PowerFloorLaw.name)
+        mj.unregister(PowerFloorLaw.name)
     for name in ("E", "C", "g"):
         assert np.array_equal(np.asarray(getattr(back.law, name)), np.asarray(getattr(fitted.law, name)))
 

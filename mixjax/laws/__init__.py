@@ -1,5 +1,9 @@
 """Scaling laws for data mixtures. Every law is an :class:`AbstractLaw` (an ``equinox.Module``)."""
 
+import contextlib
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from ._allocation import capacity_allocation as capacity_allocation
 from ._allocation import log_capacity_allocation as log_capacity_allocation
 from ._base import AbstractLaw as AbstractLaw
@@ -25,14 +29,46 @@ from .shukor import ShukorAdditiveLaw as ShukorAdditiveLaw
 from .shukor import ShukorJointLaw as ShukorJointLaw
 from .shukor import ShukorMixtureLaw as ShukorMixtureLaw
 
-#: Laws by their short name (``law.name``); used by the command line and by saved fits.
-LAWS: dict[str, type[AbstractLaw]] = {}
+_REGISTRY: dict[str, type[AbstractLaw]] = {}
+
+#: Laws by their short name (``law.name``); used by the command line and by saved fits. A read-only view: change it
+#: with :func:`register` and :func:`unregister` (or :func:`registered` for a block of code).
+LAWS: Mapping[str, type[AbstractLaw]] = MappingProxyType(_REGISTRY)
 
 
 def register(cls: type[AbstractLaw]) -> type[AbstractLaw]:
-    """Make a law class available by its ``name`` (to :func:`get_law`, the command line and saved fits)."""
-    LAWS[cls.name] = cls
+    """Make a law class available by its ``name`` (to :func:`get_law`, the command line and saved fits). Usable as
+    a class decorator. Registering another class under a taken name replaces it, with a warning (re-running a
+    notebook cell that defines a law does this)."""
+    if not (isinstance(cls, type) and issubclass(cls, AbstractLaw)):
+        raise TypeError(f"register takes an AbstractLaw subclass, got {cls!r}")
+    old = _REGISTRY.get(cls.name)
+    if old is not None and old is not cls:
+        import warnings
+
+        warnings.warn(f"law name {cls.name!r} was registered to {old.__module__}.{old.__qualname__}; now to "
+                      f"{cls.__module__}.{cls.__qualname__}", stacklevel=2)
+    _REGISTRY[cls.name] = cls
     return cls
+
+
+def unregister(name: str) -> None:
+    """Remove the law registered under ``name`` (no error if there is none)."""
+    _REGISTRY.pop(name, None)
+
+
+@contextlib.contextmanager
+def registered(cls: type[AbstractLaw]):
+    """Register ``cls`` for the duration of a ``with`` block (restoring what was there before)."""
+    before = _REGISTRY.get(cls.name)
+    _REGISTRY.pop(cls.name, None)
+    register(cls)
+    try:
+        yield cls
+    finally:
+        _REGISTRY.pop(cls.name, None)
+        if before is not None:
+            _REGISTRY[cls.name] = before
 
 
 def get_law(name: str) -> type[AbstractLaw]:
