@@ -14,14 +14,19 @@ mirror descent). A step from a feasible h with gradient g and step eta is the ex
 
     h+ = argmin_{h' in C} <g, h'> + KL(h' || h) / eta,   i.e.  h+_i = clip(h_i exp(-eta g_i) / Z, lo_i, hi_i),
 
-where the normalizer Z is found exactly (:func:`project_capped_simplex_kl`). The step is accepted when the descent
-lemma ``J(h+) <= J(h) + <g, h+ - h> + KL(h+ || h) / eta`` holds (else eta is halved), and eta doubles after each
-accepted step. ``method="projected"`` uses the Euclidean projection (:func:`project_capped_simplex`) and the
-squared distance instead. Convergence: the KKT residual ``||h - P(h - g)||_inf`` (Euclidean projection P, zero
-exactly at a KKT point) below ``gtol``, or a relative objective decrease below ``ftol`` for ``patience`` steps.
+where the normalizer Z is found exactly (:func:`project_capped_simplex_kl`). The step rule is
+:class:`SimplexDescent`, run by the same batched engine loop as every fit (:mod:`mixjax._engine`): each step tries
+four step sizes together and keeps the best one meeting the descent lemma
+``J(h+) <= J(h) + <g, h+ - h> + KL(h+ || h) / eta``; eta doubles after an accepted step and shrinks after a
+rejected one, with no inner loop, so members of a batch never wait on each other. ``method="projected"`` uses the
+Euclidean projection (:func:`project_capped_simplex`) and the squared distance instead. Convergence: the KKT
+residual ``||h - P(h - g)||_inf`` (Euclidean projection P, zero exactly at a KKT point) below ``gtol`` times |J|,
+or a relative objective decrease below ``ftol`` over ``patience`` steps with the residual below 100 ``gtol`` |J|
+or no step size accepted any more (round-off level).
 
-Many starts (the projected centre and Dirichlet(1) draws) run in one ``jax.jit`` call, ``vmap``-ped, and the best
-is kept; :func:`optimize_mixture_ensemble` adds a second ``vmap`` over a batched law (a bootstrap ensemble).
+Many starts (the projected centre and Dirichlet(1) draws) run as one engine batch, and the best is kept;
+:func:`optimize_mixture_ensemble` runs every member law of a batched law (a bootstrap ensemble) from every start
+as one batch.
 
 **Extrapolation report.** Given the measured mixtures (``measured=``: an (n, K) array or a dataset), the result
 says where the optimum lies relative to them (:func:`measured_coverage`): per domain the measured range
@@ -51,13 +56,14 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _engine
 from .intervals import DEFAULT_LEVEL, percentile_interval
 from .laws import AbstractLaw
 from .results import Status, status_counts
@@ -309,8 +315,7 @@ class MixtureConfig:
     """Solver settings (hashable: static under ``jax.jit``).
 
     method: "mirror" (entropic mirror descent, KL projection) or "projected" (Euclidean projected gradient).
-    steps: most accepted steps per start. step_size: first step eta. ftol/patience, gtol: see the module doc.
-    max_backtracks: halvings of eta tried per step before the point is declared converged (roundoff level).
+    steps: most steps per start. step_size: first step eta. ftol/patience, gtol: see the module doc.
     """
 
     method: str = "mirror"
@@ -319,7 +324,6 @@ class MixtureConfig:
     ftol: float = 1e-14
     gtol: float = 1e-10
     patience: int = 20
-    max_backtracks: int = 50
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -339,99 +343,115 @@ class _Solved(eqx.Module):
     kkt: jax.Array
 
 
-def _descend(law, h0, lo, hi, N, D, w, objective, config: MixtureConfig) -> _Solved:
-    """Adaptive mirror (or projected) descent from one feasible start; see the module docstring."""
-    dtype = h0.dtype
-    tiny = jnp.finfo(dtype).tiny
+class _SimplexState(NamedTuple):
+    f: jax.Array  # objective at h
+    g: jax.Array  # stationarity residual h - P(h - grad f): zero exactly at a KKT point (what the engine tests)
+    grad: jax.Array
+    eta: jax.Array  # step size to try next
+    fails: jax.Array  # consecutive rejected steps
 
-    def F(h):
-        return objective(law(h, N, D), w)
 
-    vg = jax.value_and_grad(F)
-    mirror = config.method == "mirror"
+class SimplexDescent(_engine.AbstractSolver):
+    """Adaptive mirror (entropic, KL projection) or projected-gradient descent on the capped simplex
+    ``{h : sum h = 1, lo <= h <= hi}``, a step rule for the engine's batched loop (:func:`mixjax._engine.minimize`).
 
-    def candidate(h, g, eta):
-        if mirror:
-            gs = g - jnp.min(jnp.where(jnp.isfinite(g), g, 0.0))
-            return project_capped_simplex_kl(jnp.log(jnp.maximum(h, tiny)) - eta * gs, lo, hi)
-        return project_capped_simplex(h - eta * g, lo, hi)
+    ``fn(h)`` returns the scalar objective F. A step tries the step sizes ``eta * t`` for every t in ``trials``
+    together, candidates ``P(h, eta t, grad F)`` (KL or Euclidean projection), and keeps the lowest F among those
+    meeting the sufficient-decrease bound ``F(h') <= F(h) + grad.(h' - h) + D(h', h) / (eta t)`` (D the Bregman
+    divergence of the mirror map: KL, or half the squared distance); the next eta is twice the accepted one. If no
+    trial passes, the step is rejected and eta shrinks by the smallest trial; after ``max_fails`` rejections in a
+    row the member is stuck (at round-off level: converged if F is also flat). Fixed work per step for every
+    member: ``len(trials)`` objective and gradient evaluations, no inner loop. The engine's stationarity test reads
+    ``g = h - P(h - grad F)``, zero exactly at a constrained optimum."""
 
-    def divergence(hn, h):
-        if mirror:
+    lo: jax.Array
+    hi: jax.Array
+    mirror: bool = eqx.field(static=True, default=True)
+    step_size: float = eqx.field(static=True, default=1.0)
+    trials: tuple[float, ...] = eqx.field(static=True, default=(2.0, 1.0, 0.25, 1.0 / 16))
+    max_fails: int = eqx.field(static=True, default=8)
+
+    def _kkt(self, h, grad):
+        return h - project_capped_simplex(h - grad, self.lo, self.hi)
+
+    def init(self, fn, h):
+        f, grad = jax.value_and_grad(fn)(h)
+        return _SimplexState(f, self._kkt(h, grad), grad, jnp.asarray(self.step_size, h.dtype), jnp.array(0, jnp.int32))
+
+    def _candidate(self, h, grad, eta):
+        tiny = jnp.finfo(h.dtype).tiny
+        if self.mirror:
+            gs = grad - jnp.min(jnp.where(jnp.isfinite(grad), grad, 0.0))
+            return project_capped_simplex_kl(jnp.log(jnp.maximum(h, tiny)) - eta * gs, self.lo, self.hi)
+        return project_capped_simplex(h - eta * grad, self.lo, self.hi)
+
+    def _divergence(self, hn, h):
+        tiny = jnp.finfo(h.dtype).tiny
+        if self.mirror:
             return jnp.sum(jnp.where(hn > 0, hn * (jnp.log(jnp.maximum(hn, tiny)) - jnp.log(jnp.maximum(h, tiny))), 0.0) - hn + h)
         return 0.5 * jnp.sum((hn - h) ** 2)
 
-    def kkt(h, g):
-        return jnp.max(jnp.abs(h - project_capped_simplex(h - g, lo, hi)))
+    def step(self, fn, h, s: _SimplexState):
+        dt = h.dtype
+        etas = s.eta * jnp.asarray(self.trials, dt)
+        cands = jax.vmap(lambda e: self._candidate(h, s.grad, e))(etas)
+        fs, grads = jax.vmap(jax.value_and_grad(fn))(cands)
+        bound = s.f + cands @ s.grad - jnp.dot(h, s.grad) + jax.vmap(lambda c: self._divergence(c, h))(cands) / etas
+        good = jnp.isfinite(fs) & jnp.all(jnp.isfinite(grads), axis=1) & (fs <= bound + 4 * jnp.finfo(dt).eps * jnp.abs(s.f))
+        k = jnp.argmin(jnp.where(good, fs, jnp.inf))
+        ok = jnp.any(good)
+        eta = jnp.where(ok, 2.0 * etas[k], s.eta * min(self.trials))
+        fails = jnp.where(ok, 0, s.fails + 1)
+        keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
+        hn, fn_, gn = keep(cands[k], h), keep(fs[k], s.f), keep(grads[k], s.grad)
+        new = _SimplexState(fn_, self._kkt(hn, gn), gn, eta, fails)
+        return hn, new, ok, fails >= self.max_fails
 
-    f0, g0 = vg(h0)
-    finite0 = jnp.isfinite(f0) & jnp.all(jnp.isfinite(g0))
 
-    def cond(c):
-        return (c["step"] < config.steps) & (c["status"] < 0)
+def _value_of_shared_law(h, _member, shared):
+    law, N, D, w, objective = shared
+    return objective(law(h, N, D), w)
 
-    def body(c):
-        h, f, g = c["h"], c["f"], c["g"]
 
-        def t_cond(s):
-            return (~s["ok"]) & (s["tries"] < config.max_backtracks)
+def _value_of_member_law(h, law, shared):
+    N, D, w, objective = shared
+    return objective(law(h, N, D), w)
 
-        def t_body(s):
-            hn = candidate(h, g, s["eta"])
-            fn, gn = vg(hn)
-            bound = f + jnp.dot(g, hn - h) + divergence(hn, h) / s["eta"]
-            ok = jnp.isfinite(fn) & jnp.all(jnp.isfinite(gn)) & (fn <= bound + 4 * jnp.finfo(dtype).eps * jnp.abs(f))
-            return {"eta": jnp.where(ok, s["eta"], 0.5 * s["eta"]), "h": hn, "f": fn, "g": gn, "ok": ok, "tries": s["tries"] + 1}
 
-        s0 = {"eta": c["eta"], "h": h, "f": f, "g": g, "ok": jnp.array(False), "tries": jnp.array(0)}
-        s = jax.lax.while_loop(t_cond, t_body, s0)
-        ok = s["ok"]
-        hn = jnp.where(ok, s["h"], h)
-        fn = jnp.where(ok, s["f"], f)
-        gn = jnp.where(ok, s["g"], g)
-        small = (f - fn) <= config.ftol * jnp.maximum(jnp.abs(f), tiny)
-        calm = jnp.where(small, c["calm"] + 1, 0)
-        r = kkt(hn, gn)
-        done = (~ok) | (calm >= config.patience) | (r <= config.gtol)
-        return {
-            "h": hn,
-            "f": fn,
-            "g": gn,
-            "eta": jnp.where(ok, 2.0 * s["eta"], s["eta"]),
-            "step": c["step"] + 1,
-            "calm": calm,
-            "kkt": r,
-            "status": jnp.where(done, int(Status.converged), -1),
-        }
+def _solved(laws_or_law, sol: _engine.Solution, N, D, per_member: bool) -> _Solved:
+    h = sol.y
+    if per_member:
+        losses = jax.vmap(lambda law, x: law(x, N, D))(laws_or_law, h)
+    else:
+        losses = jax.vmap(lambda x: laws_or_law(x, N, D))(h)
+    ok = jnp.isfinite(sol.value) & jnp.all(jnp.isfinite(losses), axis=-1)
+    status = jnp.where(ok, sol.status, int(Status.nonfinite))
+    return _Solved(h, sol.value, losses, status, sol.num_steps, sol.rel_grad * jnp.abs(sol.value))
 
-    carry = {
-        "h": h0,
-        "f": f0,
-        "g": jnp.where(jnp.isfinite(g0), g0, 0.0),
-        "eta": jnp.asarray(config.step_size, dtype),
-        "step": jnp.array(0),
-        "calm": jnp.array(0),
-        "kkt": jnp.asarray(jnp.inf, dtype),
-        "status": jnp.where(finite0, -1, int(Status.nonfinite)),
-    }
-    out = jax.lax.while_loop(cond, body, carry)
-    status = jnp.where(out["status"] < 0, int(Status.max_steps), out["status"])
-    losses = law(out["h"], N, D)
-    status = jnp.where(jnp.isfinite(out["f"]) & jnp.all(jnp.isfinite(losses)), status, int(Status.nonfinite))
-    return _Solved(out["h"], out["f"], losses, status, out["step"], kkt(out["h"], out["g"]))
+
+def _solver(lo, hi, config: MixtureConfig) -> SimplexDescent:
+    return SimplexDescent(lo, hi, mirror=config.method == "mirror", step_size=config.step_size)
 
 
 @eqx.filter_jit
 def _solve_starts(law, h0, lo, hi, N, D, w, objective, config):
-    return jax.vmap(lambda h: _descend(law, h, lo, hi, N, D, w, objective, config))(h0)
+    sol = _engine.minimize(_solver(lo, hi, config), _value_of_shared_law, h0, jnp.zeros(h0.shape[0], h0.dtype),
+                           (law, N, D, w, objective), max_steps=config.steps, ftol=config.ftol, gtol=config.gtol,
+                           window=config.patience)
+    return _solved(law, sol, N, D, per_member=False)
 
 
 @eqx.filter_jit
 def _solve_ensemble(laws, h0, lo, hi, N, D, w, objective, config):
-    def one(law):
-        return jax.vmap(lambda h: _descend(law, h, lo, hi, N, D, w, objective, config))(h0)
-
-    return eqx.filter_vmap(one)(laws)
+    """Every member law from every start, as one engine batch of R x S members; results shaped (R, S, ...)."""
+    R = jax.tree_util.tree_leaves(eqx.filter(laws, eqx.is_array))[0].shape[0]
+    S = h0.shape[0]
+    members = jax.tree_util.tree_map(lambda x: jnp.repeat(x, S, axis=0) if eqx.is_array(x) else x, laws)
+    starts = jnp.tile(h0, (R, 1))
+    sol = _engine.minimize(_solver(lo, hi, config), _value_of_member_law, starts, members, (N, D, w, objective),
+                           max_steps=config.steps, ftol=config.ftol, gtol=config.gtol, window=config.patience)
+    out = _solved(members, sol, N, D, per_member=True)
+    return jax.tree_util.tree_map(lambda x: x.reshape((R, S) + x.shape[1:]), out)
 
 
 _project_kl_batch = jax.jit(jax.vmap(project_capped_simplex_kl, in_axes=(0, None, None)))
