@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 import warnings
 from typing import Any, Callable
@@ -49,10 +48,11 @@ import numpy as np
 
 from .data import DataError, MixtureData
 from .fit import Fit, FitArrays, FitConfig, FitResult, _law_class, best_of, fit, init_starts, prepare, solve, summarize
-from .laws import AbstractLaw, DataSummary, get_law
+from .laws import AbstractLaw, get_law
 from . import intervals
 from .io import _summary_from_json, _summary_to_json
 from .results import Status, status_counts
+from .units import MODEL_SIZE_UNIT, TOKENS_UNIT
 
 __all__ = ["bootstrap", "BootstrapResult", "resample_weights", "SCHEMES", "METHODS"]
 
@@ -271,7 +271,7 @@ class BootstrapResult:
                 raise ValueError(f"mixtures has shape {np.shape(mixtures)}, expected (n, {K}) or ({K},)")
             if units not in ("raw", "law"):
                 raise ValueError(f"units must be 'raw' or 'law', got {units!r}")
-            scale = (1e6, 1e9) if units == "raw" else (1.0, 1.0)
+            scale = (MODEL_SIZE_UNIT, TOKENS_UNIT) if units == "raw" else (1.0, 1.0)
             n = h.shape[0]
 
             def as_scale(v, label, unit):
@@ -521,7 +521,6 @@ def bootstrap(
             jax.tree_util.tree_map(lambda s, p: s.at[first].set(p.astype(s.dtype)), eqx.filter(batch, eqx.is_array), eqx.filter(point.law, eqx.is_array)),
             eqx.filter(batch, eqx.is_array, inverse=True),
         )
-    B = R * S
     member_w = np.repeat(W, S, axis=0)  # (R*S, n), resample r owns members r*S .. r*S+S-1
 
     t1 = time.perf_counter()

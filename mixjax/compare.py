@@ -41,7 +41,7 @@ import numpy as np
 
 from .data import DataError, MixtureData
 from .fit import FitConfig, default_dtype, init_starts, solve
-from .laws import AbstractLaw, DataSummary, n_params
+from .laws import DataSummary, n_params
 from .problem import law_class, prepare
 from .results import Status, worst
 

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from .units import MODEL_SIZE_UNIT, TOKENS_UNIT
+
 __all__ = [
     "MixtureData",
     "from_arrays",
@@ -47,8 +49,6 @@ __all__ = [
 #: rows further off are an error.
 MIXTURE_SUM_TOL = 0.01
 
-MODEL_SIZE_UNIT = 1e6  # laws see model size in millions of parameters
-TOKENS_UNIT = 1e9  # laws see tokens in billions
 
 
 class DataError(ValueError):

@@ -66,6 +66,7 @@ import numpy as np
 from .fit import Fit, FitConfig, FitResult
 from .laws import AbstractLaw, DataSummary, get_law
 from .results import Status
+from .units import model_size_to_law, tokens_to_law
 
 __all__ = ["save_fit", "load_fit", "load_ensemble", "read_header", "FitFileError", "FORMAT_VERSION"]
 
@@ -143,8 +144,8 @@ def _summary_for(fit_info: dict, law: AbstractLaw) -> DataSummary:
     K = len(fit_info["domains"])
     V = len(fit_info["targets"])
     scales = np.asarray(fit_info.get("scales") or [[np.nan, np.nan]], float).reshape(-1, 2)
-    N = scales[:, 0] / 1e6
-    D = scales[:, 1] / 1e9
+    N = model_size_to_law(scales[:, 0])
+    D = tokens_to_law(scales[:, 1])
 
     def rng(v):
         v = v[np.isfinite(v)]

@@ -67,6 +67,7 @@ from . import _engine
 from .intervals import DEFAULT_LEVEL, percentile_interval
 from .laws import AbstractLaw
 from .results import Status, status_counts
+from .units import TOKENS_UNIT, model_size_to_law, tokens_to_law
 
 __all__ = [
     "MixtureConfig",
@@ -860,11 +861,11 @@ def _scale(law, model_size, n_tokens, raw_model_size, raw_n_tokens):
     if raw_model_size is not None:
         if model_size is not None:
             raise ValueError("give model_size (millions of parameters) or raw_model_size (parameters), not both")
-        model_size = float(raw_model_size) / 1e6
+        model_size = float(model_size_to_law(raw_model_size))
     if raw_n_tokens is not None:
         if n_tokens is not None:
             raise ValueError("give n_tokens (billions of tokens) or raw_n_tokens (tokens), not both")
-        n_tokens = float(raw_n_tokens) / 1e9
+        n_tokens = float(tokens_to_law(raw_n_tokens))
     cls = type(law)
     for flag, v, label in ((cls.uses_model_size, model_size, "model_size (millions of parameters)"), (cls.uses_tokens, n_tokens, "n_tokens (billions of tokens)")):
         if v is None:
@@ -889,7 +890,7 @@ def _setup(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_to
     if len(targets) != V:
         raise ValueError(f"{len(targets)} target names for a law with {V} targets")
     fn, w, desc = _objective_spec(V, objective, target_weights, target, targets)
-    unit = 1e9 if raw_n_tokens is not None else 1.0
+    unit = TOKENS_UNIT if raw_n_tokens is not None else 1.0
     lo, hi = mixture_bounds(K, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs,
                             n_tokens=D * unit, domains=domains)
     H = None if measured is None else measured_mixtures(measured, K)

@@ -52,7 +52,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -65,6 +65,7 @@ from .data import MixtureData
 from .laws import AbstractLaw
 from .mixture import _objective_spec, mixture_bounds, optimize_mixture_ensemble, project_capped_simplex
 from .problem import law_class, prepare
+from .units import TOKENS_UNIT, model_size_to_law, tokens_to_law
 
 __all__ = ["Suggestion", "suggest", "select_batch", "condition_on", "sample_candidates"]
 
@@ -360,11 +361,11 @@ def _scale_of(cls, data: MixtureData, model_size, n_tokens, raw_model_size, raw_
     if raw_model_size is not None:
         if model_size is not None:
             raise ValueError("give model_size (millions of parameters) or raw_model_size (parameters), not both")
-        model_size = float(raw_model_size) / 1e6
+        model_size = float(model_size_to_law(raw_model_size))
     if raw_n_tokens is not None:
         if n_tokens is not None:
             raise ValueError("give n_tokens (billions of tokens) or raw_n_tokens (tokens), not both")
-        n_tokens = float(raw_n_tokens) / 1e9
+        n_tokens = float(tokens_to_law(raw_n_tokens))
     out = []
     for flag, v, values, label in ((cls.uses_model_size, model_size, data.model_size_m, "model_size (millions of parameters)"),
                                    (cls.uses_tokens, n_tokens, data.n_tokens_b, "n_tokens (billions of tokens)")):
@@ -482,7 +483,7 @@ def suggest(
     V = jax.eval_shape(law0, jnp.zeros(K, dtype), jnp.asarray(N, dtype), jnp.asarray(D, dtype)).shape[0]
     targets = data.domains if cls.per_domain else (data.targets if len(data.targets) == V else tuple(f"target{j}" for j in range(V)))
     fn, w, desc = _objective_spec(V, objective, target_weights, target, targets)
-    unit = 1e9 if raw_n_tokens is not None else 1.0
+    unit = TOKENS_UNIT if raw_n_tokens is not None else 1.0
     lo, hi = mixture_bounds(K, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs,
                             n_tokens=D * unit, domains=data.domains)
     info: dict[str, Any] = {"seed": int(seed), "min_distance": float(min_distance)}

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 
 from ._common import CliError, format_table, parse_count, print_json
+from mixjax.units import MODEL_SIZE_UNIT, TOKENS_UNIT
 
 #: Mixture weights must sum to 1 within this before they are renormalized (as in :mod:`mixjax.data`).
 SUM_TOL = 0.01
@@ -170,7 +171,7 @@ def run(args) -> int:
             raise CliError(f"law {cls.name} needs {label} > 0; missing or invalid in row {bad[0]} (give --{'model-size' if label == 'model_size' else 'tokens'})")
     dt = np.dtype(f.config.dtype)
     fill = lambda v, unit: np.where(np.isfinite(v), v / unit, 1.0).astype(dt)  # noqa: E731
-    hN, hD = fill(Ns, 1e6), fill(Ds, 1e9)
+    hN, hD = fill(Ns, MODEL_SIZE_UNIT), fill(Ds, TOKENS_UNIT)
     pred = np.asarray(f.law.predict(h.astype(dt), hN, hD))
     # A law whose prediction diverges at a zero domain weight (its fits leave those cells out) cannot predict that
     # domain's loss there: such cells are reported as null with a reason, never as numbers.

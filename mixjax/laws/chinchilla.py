@@ -14,8 +14,7 @@ from ._base import AbstractLaw, DataSummary
 
 __all__ = ["ChinchillaLaw", "chinchilla_grid"]
 
-MODEL_SIZE_UNIT = 1e6  # the laws' N is in millions of parameters
-TOKENS_UNIT = 1e9  # and D in billions of tokens
+from ..units import MODEL_SIZE_UNIT, TOKENS_UNIT
 
 
 class ChinchillaLaw(AbstractLaw):

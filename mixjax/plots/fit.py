@@ -16,6 +16,7 @@ import numpy as np
 from ..data import MixtureData
 from ..fit import Fit
 from ..metrics import fit_cells, mre
+from ..units import model_size_to_law, tokens_to_law
 from . import require_matplotlib
 
 __all__ = [
@@ -43,8 +44,8 @@ def _predict(fit: Fit, h, model_size, n_tokens) -> np.ndarray:
     dt = np.dtype(fit.config.dtype)
     h = np.asarray(h, dt)
     n = h.shape[0]
-    N = np.broadcast_to(np.asarray(model_size, float) / 1e6, (n,)).astype(dt)
-    D = np.broadcast_to(np.asarray(n_tokens, float) / 1e9, (n,)).astype(dt)
+    N = np.broadcast_to(model_size_to_law(model_size), (n,)).astype(dt)
+    D = np.broadcast_to(tokens_to_law(n_tokens), (n,)).astype(dt)
     N, D = np.where(np.isfinite(N), N, 1.0), np.where(np.isfinite(D), D, 1.0)  # unknown scale: laws that need it refuse earlier
     size = max(128, 1 << (n - 1).bit_length())
     pad = lambda x: np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)])  # noqa: E731
