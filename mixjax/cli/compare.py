@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from ._common import CliError, ProgressLine, check_output_path, format_table, load_data, parse_count, print_json, select_scale, split_names
-from .fit import add_data_options
+from .fit import add_data_options, add_solver_options
 
 
 def add_parser(sub) -> None:
@@ -25,12 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("--model-size", "-N", metavar="N", help="use only rows at this model size")
     p.add_argument("--tokens", "-D", metavar="D", help="use only rows at this token count")
     add_data_options(p)
-    p.add_argument("--starts", type=int, default=8, help="random starts per law and split (default 8)")
-    p.add_argument("--max-steps", type=int, default=300, help="solver steps per start (default 300)")
-    p.add_argument("--objective", default="mse", choices=["mse", "relative", "huber_log"], help="fitting objective (default mse)")
-    p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "lm", "adam"], help="solver (default lbfgs)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the starts (default 0)")
-    p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="floating-point precision (default float64)")
+    add_solver_options(p, starts=8)
     p.add_argument("--plot", metavar="FILE", help="save a chart of train and held-out MRE per law (PNG, PDF or SVG; needs matplotlib)")
     p.add_argument("--timings", action="store_true", help="report seconds per law (left out by default: same inputs, same output bytes)")
     p.add_argument("--json", action="store_true", help="print one JSON object: 'laws' is the leaderboard, best first")

@@ -21,16 +21,21 @@ def add_fit_options(p) -> None:
     p.add_argument("--model-size", "-N", metavar="N", help="use only rows at this model size, in parameters (e.g. 122M or 1.22e8); default: all rows, each with its own size")
     p.add_argument("--tokens", "-D", metavar="D", help="use only rows at this token count, in tokens (e.g. 9.998B); default: all rows, each with its own count")
     add_data_options(p)
-    p.add_argument("--starts", type=int, default=16, help="random initializations fitted in one batch; the best is kept (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for starts (and resamples); same seed, same result (default 0)")
-    p.add_argument("--objective", default="mse", choices=["mse", "relative", "huber_log"], help="fitting objective (default mse)")
-    p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "lm", "adam"], help="solver: lbfgs (default), lm (Levenberg-Marquardt) or adam")
+    add_solver_options(p, starts=16)
     p.add_argument("--huber-delta", type=float, default=None, metavar="DELTA", help="threshold of the Huber loss of --objective huber_log, on log-loss residuals (default 1e-3, as Hoffmann et al. 2022)")
     p.add_argument("--grid", action="store_true", help="start the fit from the grid of Hoffmann et al. / Besiroglu et al. (4500 starts in one batch; chinchilla law only) instead of --starts random draws")
-    p.add_argument("--max-steps", type=int, default=300, help="solver steps per start (default 300)")
-    p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="floating-point precision (default float64)")
     p.add_argument("--timings", action="store_true", help="report wall-clock seconds (left out by default, so that the same inputs give the same output bytes)")
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON object instead of tables")
+
+
+def add_solver_options(p, starts: int) -> None:
+    """How each fit runs: starts, seed, objective, solver, steps, precision (fit, bootstrap, compare)."""
+    p.add_argument("--starts", type=int, default=starts, help=f"random initializations fitted in one batch; the best is kept (default {starts})")
+    p.add_argument("--seed", type=int, default=0, help="random seed for starts (and resamples, folds); same seed, same result (default 0)")
+    p.add_argument("--objective", default="mse", choices=["mse", "relative", "huber_log"], help="fitting objective (default mse)")
+    p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "lm", "adam"], help="solver: lbfgs (default), lm (Levenberg-Marquardt) or adam")
+    p.add_argument("--max-steps", type=int, default=300, help="solver steps per start (default 300)")
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="floating-point precision (default float64)")
 
 
 def add_parser(sub) -> None:
