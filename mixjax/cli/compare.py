@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--cv", metavar="SPEC", help="cross-validation: mixtures:K (default mixtures:5; all rows of one mixture on one side), rows:K, or split (the data's own split column)")
     p.add_argument("--holdout-scale", metavar="SIZE", help="fit on smaller models, score the model size SIZE ('largest', or parameters like 1.235B); instead of --cv")
     p.add_argument("--final-checkpoints", action="store_true", help="keep only the last checkpoint (most tokens) of each mixture and model size")
+    p.add_argument("--max-model-size", metavar="N", help="use only rows up to this model size (e.g. 1.235B: then --holdout-scale largest scores 1.235B)")
     p.add_argument("--model-size", "-N", metavar="N", help="use only rows at this model size")
     p.add_argument("--tokens", "-D", metavar="D", help="use only rows at this token count")
     add_data_options(p)
@@ -64,6 +65,12 @@ def run(args) -> int:
         holdout = "largest" if args.holdout_scale == "largest" else parse_count(args.holdout_scale)
     data = load_data(args.data, args.targets, domains=args.domains, sum_tol=args.sum_tol, announce=not args.json)
     data = select_scale(data, args.model_size, args.tokens)
+    if args.max_model_size:
+        cap = parse_count(args.max_model_size)
+        keep = data.model_size <= cap * (1 + 1e-6)
+        if not keep.any():
+            raise CliError(f"no row of {data.name!r} has a model size up to {cap:.4g}")
+        data = data.subset(keep)
     if args.final_checkpoints:
         data = data.final_checkpoints()
     show = ProgressLine("compare")
