@@ -294,14 +294,16 @@ def from_arrays(
 ) -> MixtureData:
     """Validate arrays and build a :class:`MixtureData`. Nothing passed in is modified.
 
-    Rules: ``mixtures`` may have 0 columns (a table without mixtures: K = 0, no weight rule applies);
+    Rules: ``mixtures`` may have 0 columns or be None (a table without mixtures: K = 0, no weight rule applies);
     otherwise mixtures must be finite and >= 0; a row whose weights sum to 1 within ``sum_tol`` is renormalized
     (warning when off by more than 1e-9); further off is an error. Losses must be > 0 where given; NaN marks a
     missing cell (masked), +-inf and values <= 0 are errors. ``model_size`` and ``n_tokens`` are raw counts (a
     scalar broadcasts to every row); NaN means unknown, and laws that need the value refuse such rows.
     """
-    h = np.array(mixtures, dtype=np.float64, copy=True)
     y = np.array(losses, dtype=np.float64, copy=True)
+    if mixtures is None:  # a table without mixtures: model sizes, tokens and losses only
+        mixtures = np.zeros((y.shape[0] if y.ndim else 0, 0))
+    h = np.array(mixtures, dtype=np.float64, copy=True)
     if h.ndim == 1:
         h = h[:, None]
     if y.ndim == 1:

@@ -84,6 +84,15 @@ def test_csv_without_mixture_fits_function_law_to_truth(table, registered_law, t
         mixjax.save_fit(tmp_path / "fn.mixfit", dataclasses.replace(f, law=unregistered))
 
 
+def test_arrays_without_mixture_equal_the_csv(table):
+    path, df = table
+    d = mixjax.from_arrays(None, df[["a_loss", "b_loss"]].to_numpy(), df["model_size"], df["n_tokens"], targets=["a", "b"])
+    c = mixjax.load_csv(path)
+    assert d.mixtures.shape == (24, 0) and d.targets == c.targets
+    np.testing.assert_array_equal(d.losses, c.losses)
+    np.testing.assert_array_equal(d.model_size_m, c.model_size_m)
+
+
 def test_cli_fits_saves_and_predicts_a_registered_function_law(table, registered_law, tmp_path):
     path, _ = table
     fit_file = tmp_path / "runs.mixfit"
