@@ -67,6 +67,11 @@ def prepare(law, data: MixtureData, *, mask_zero_weight: bool | None = None, dty
     cls = law_class(law)
     if not isinstance(data, MixtureData):
         raise TypeError(f"data must be a MixtureData (see mixjax.load_csv / from_arrays), got {type(data).__name__}")
+    if data.n_domains == 0 and cls.uses_mixture:
+        raise DataError(
+            f"law {cls.name} predicts losses from the mixture, but {data.name!r} has no weight_<domain> columns (a "
+            "table without mixtures); choose a law that does not use the mixture (chinchilla, a function law)"
+        )
     if cls.per_domain:
         y, mask = data.domain_losses()
         if not mask.any():

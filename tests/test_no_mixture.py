@@ -151,3 +151,11 @@ def test_cli_bootstrap_without_mixture_covers_truth(table):
             iv = res["params_raw_counts"][k][j]
             np.testing.assert_allclose(iv["estimate"], TRUTH[t][k], rtol=2e-3)
             assert iv["lo"] <= iv["estimate"] <= iv["hi"]
+
+
+def test_python_fit_refuses_mixture_laws_without_mixture(table):
+    path, _ = table
+    data = mixjax.load_csv(path)
+    assert data.n_domains == 0
+    with pytest.raises(mixjax.DataError, match="loglinear predicts losses from the mixture"):
+        mixjax.fit("loglinear", data, starts=1, max_steps=1)

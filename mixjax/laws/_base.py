@@ -84,6 +84,7 @@ class AbstractLaw(eqx.Module):
       per_domain: True when the law predicts one loss per training domain (V = K, targets aligned to domains);
         False when its V targets are free (the validation domains may differ from the training domains).
       uses_model_size / uses_tokens: whether predictions depend on N / D (rows with unknown N or D are refused).
+      uses_mixture: whether predictions depend on the mixture (a table without mixtures is refused otherwise).
       mask_zero_weight: whether fits by default exclude cells whose own domain has weight 0 (for laws whose
         prediction diverges there).
       sane_ranges: documented plausible ranges of readable parameters (``params()`` name -> (low, high), in the
@@ -96,6 +97,7 @@ class AbstractLaw(eqx.Module):
     per_domain: ClassVar[bool] = True
     uses_model_size: ClassVar[bool] = False
     uses_tokens: ClassVar[bool] = False
+    uses_mixture: ClassVar[bool] = True
     mask_zero_weight: ClassVar[bool] = False
     #: Fields holding coefficients that enter every prediction linearly once the other parameters are fixed
     #: (variable projection solves them in closed form inside the objective). A law that names fields here
