@@ -8,16 +8,17 @@ Protocols
   * scale step 1: fit on 122M, 310M, 680M, 937M; score the final checkpoints of 1.235B (20 mixtures, 46.1B tokens).
   * scale step 2: fit on everything up to 1.235B; score the final checkpoints of 2.718B (4 mixtures, 103.7B tokens).
   * tokens: the same runs at more tokens. Fit on the checkpoints of every run up to 1.235B whose token count is
-    between 20 % and 50 % of the run's final count (4 checkpoints per run, 2.6x range); score the final checkpoint of
-    the same runs (2x to 2.5x more tokens than the last fitted one; 220 runs). Reported over all 220 runs and at
-    1.235B alone, with the measured and predicted relative loss drop from the 50 % checkpoint to the final one.
+    between 20 % and 50 % of the run's final count (4 checkpoints per run, a 2.5x range); score the final checkpoint
+    of the same runs (2x the tokens of the last fitted checkpoint, 5x those of the first; 220 runs). Reported over
+    all 220 runs and at 1.235B alone, with the measured and predicted relative loss drop from the 50 % checkpoint to
+    the final one.
 
 Checkpoints as data (scale steps): "final" uses the final checkpoint of each run (one row per run); "late ckpts"
-adds the run's checkpoints at >= 50 % of its final tokens (6 rows per run); "ckpts >= 20 %" every checkpoint but the
-first (9 rows per run; with ``--early-checkpoints``). Each checkpoint is a row with its own D. The checkpoints of one run share one
-learning-rate schedule, so an intermediate checkpoint is not the loss of a run trained to that D: its loss
-includes the unfinished schedule, and early checkpoints (the first, at 10 % of the run, where the loss still falls
-10-30 % per doubling) bend the fitted D-curve. The first checkpoint is never used, and the duplicated final
+adds the run's checkpoints at >= 50 % of its final tokens (6 rows per run); "ckpts >= 20 %" every checkpoint but
+the first (9 rows per run; with ``--early-checkpoints``). Each checkpoint is a row with its own D. The checkpoints
+of one run share one learning-rate schedule, so an intermediate checkpoint is not the loss of a run trained to that
+D (its schedule has not finished), and early checkpoints (the first, at 10 % of the run, where the loss still falls
+10-20 % per doubling of tokens) bend the fitted D-curve. The first checkpoint is never used, and the duplicated final
 checkpoint (1.9998e10 and 2.0e10 tokens with identical losses) is counted once.
 
 Metrics on the scored cells: MRE (%), cells whose own domain weight is 0 counted separately (none on this sweep),
