@@ -478,8 +478,7 @@ def bootstrap(
       seed: the full-data fit uses ``PRNGKey(seed)`` (as :func:`mixjax.fit`), the resample starts
         ``fold_in(PRNGKey(seed), 1)``, the resample weights ``numpy.random.default_rng([seed, 1])``.
       chunk_size: fit the R*S members in chunks of this size (one compiled shape, last chunk padded) to bound
-        memory; the BCa jackknife reuses the same compiled shape. Default: on a CPU, chunks of ``point_starts``
-        (the full-data fit's compiled program is reused: one compilation in all); elsewhere the whole batch.
+        memory; progress is reported after each chunk; the BCa jackknife reuses the same compiled shape.
       progress: optional callable ``progress(done, total)``, called after each chunk of resample fits (outside the
         compiled call; the command line renders it as a progress line with an ETA). Library code never prints.
       level, method: defaults for :meth:`BootstrapResult.interval` (``"percentile"`` or ``"bca"``).
@@ -524,10 +523,6 @@ def bootstrap(
         )
     member_w = np.repeat(W, S, axis=0)  # (R*S, n), resample r owns members r*S .. r*S+S-1
 
-    if chunk_size is None and jax.default_backend() == "cpu" and R * S > int(point_starts):
-        # On a CPU a larger batch is not cheaper per fit: chunks the size of the full-data fit reuse its compiled
-        # program (no second compilation) and report progress as they go. Accelerators take the batch whole.
-        chunk_size = int(point_starts)
     t1 = time.perf_counter()
     res = _solve_chunked(batch, member_w, arrays, config, chunk_size, progress)
     t_solve = time.perf_counter() - t1
