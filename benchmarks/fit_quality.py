@@ -4,7 +4,7 @@
 Protocol: for each dataset and law, S random 80/20 splits of the rows (numpy ``default_rng(seed)``, seeds
 0..S-1); each split is fitted from ``--starts`` random starts (``law.init`` with ``PRNGKey(seed)``, drawn from the
 training rows' summary) by L-BFGS (MSE objective, ``--steps`` iterations at most), all splits and starts in one
-batched ``mixjax.fit.solve`` call (held-out rows get weight 0); the best start of each split is kept. A law is
+batched ``mixjax.fitting.solve`` call (held-out rows get weight 0); the best start of each split is kept. A law is
 fitted on its default cells (laws that diverge at h_i = 0, capacity_noise and bimix, leave out cells whose own
 domain weight is 0, as the seed code does; the others use every measured cell). Every law is **scored on the same
 cells**: measured cells whose own domain weight is > 0 (on SlimPajama and Pile-4 every weight is > 0, so these are
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import mixjax
-from mixjax.fit import FitConfig, best_of, init_starts, prepare, solve, summarize
+from mixjax.fitting import FitConfig, best_of, init_starts, prepare, solve, summarize
 from mixjax.laws import n_params
 from mixjax.metrics import mre
 

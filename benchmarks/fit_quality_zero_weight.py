@@ -7,7 +7,7 @@ zero weight too and is shown for reference.
 
 Protocol (as benchmarks/fit_quality.py, the scored cells aside): S random 80/20 row splits (numpy
 ``default_rng(s)``), each fitted from ``--starts`` random starts (``law.init``, ``PRNGKey(s)``) by L-BFGS, MSE
-objective, float64, all splits and starts in one batched ``mixjax.fit.solve`` call; best start per split. Each law
+objective, float64, all splits and starts in one batched ``mixjax.fitting.solve`` call; best start per split. Each law
 is fitted on its default cells. Held-out MRE (%) is reported over every measured cell, over the cells whose own
 domain weight is > 0 and over the zero-weight cells, as mean ± std over splits (the median for zero-weight cells of
 capacity_noise, whose mean is dominated by a few exploding predictions), and the largest held-out prediction of a
@@ -42,7 +42,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import mixjax  # noqa: E402
-from mixjax.fit import FitConfig, best_of, init_starts, prepare, solve, summarize  # noqa: E402
+from mixjax.fitting import FitConfig, best_of, init_starts, prepare, solve, summarize  # noqa: E402
 from mixjax.laws import n_params  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))

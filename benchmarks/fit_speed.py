@@ -38,7 +38,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import mixjax as mj  # noqa: E402
-from mixjax.fit import FitConfig, init_starts, objective_value, prepare, solve, summarize  # noqa: E402
+from mixjax.fitting import FitConfig, init_starts, objective_value, prepare, solve, summarize  # noqa: E402
 from mixjax.metrics import mre  # noqa: E402
 from scipy_reference import scipy_fit  # noqa: E402 (benchmarks/scipy_reference.py, beside this script)
 

@@ -16,7 +16,7 @@ import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 
-from mixjax.fit import FitConfig, init_starts, objective_value, prepare, summarize
+from mixjax.fitting import FitConfig, init_starts, objective_value, prepare, summarize
 from mixjax.laws import AbstractLaw
 
 __all__ = ["scipy_fit", "scipy_allocation"]

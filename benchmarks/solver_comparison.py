@@ -9,7 +9,7 @@ Problems (mixjax.load_dataset("slimpajama7")):
 
 Every method starts from the SAME S starts, ``init_starts(CapacityNoiseLaw, PRNGKey(0), S, summarize(arrays,
 train))``, and minimises the same objective, the masked MSE J = sum_cells m (pred - y)^2 / n_cells
-(:func:`mixjax.fit.objective_value`). The least-squares solvers see the residual vector
+(:func:`mixjax.fitting.objective_value`). The least-squares solvers see the residual vector
 
     r(theta) = where(mask, pred(theta) - y, 0) / sqrt(n_cells),   ||r||^2 = J,
 
@@ -46,7 +46,7 @@ import numpy as np  # noqa: E402
 import optimistix as optx  # noqa: E402
 
 import mixjax  # noqa: E402
-from mixjax.fit import FitConfig, init_starts, objective_value, prepare, summarize  # noqa: E402
+from mixjax.fitting import FitConfig, init_starts, objective_value, prepare, summarize  # noqa: E402
 
 LAW = mixjax.CapacityNoiseLaw
 RTOL, ATOL = 1e-10, 1e-12  # optimistix Cauchy termination (step and objective change); the engine uses ftol 1e-10

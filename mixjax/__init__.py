@@ -7,10 +7,10 @@ itself (``jax.config.update("jax_enable_x64", True)`` before creating arrays); w
 from importlib.metadata import PackageNotFoundError as _PNF
 from importlib.metadata import version as _version
 
-from .bootstrap import BootstrapResult as BootstrapResult
-from .bootstrap import bootstrap as bootstrap
-from .compare import Comparison as Comparison
-from .compare import compare as compare
+from .resampling import BootstrapResult as BootstrapResult
+from .resampling import bootstrap as bootstrap
+from .comparison import Comparison as Comparison
+from .comparison import compare as compare
 from .data import DataError as DataError
 from .data import MixtureData as MixtureData
 from .data import from_arrays as from_arrays
@@ -18,13 +18,13 @@ from .data import from_dataframe as from_dataframe
 from .data import list_datasets as list_datasets
 from .data import load_csv as load_csv
 from .data import load_dataset as load_dataset
-from .fit import Fit as Fit
-from .fit import FitConfig as FitConfig
-from .fit import FitResult as FitResult
-from .fit import OutOfRangeWarning as OutOfRangeWarning
-from .fit import fit as fit
-from .fit import init_starts as init_starts
-from .fit import solve as solve
+from .fitting import Fit as Fit
+from .fitting import FitConfig as FitConfig
+from .fitting import FitResult as FitResult
+from .fitting import OutOfRangeWarning as OutOfRangeWarning
+from .fitting import fit as fit
+from .fitting import init_starts as init_starts
+from .fitting import solve as solve
 from .io import load_ensemble as load_ensemble
 from .io import load_fit as load_fit
 from .io import save_fit as save_fit
@@ -46,7 +46,7 @@ from .laws import ShukorAdditiveLaw as ShukorAdditiveLaw
 from .laws import ShukorJointLaw as ShukorJointLaw
 from .laws import ShukorMixtureLaw as ShukorMixtureLaw
 from .laws import chinchilla_grid as chinchilla_grid
-from .fit import fit_chinchilla as fit_chinchilla
+from .fitting import fit_chinchilla as fit_chinchilla
 from .laws import get_law as get_law
 from .laws import law_from_function as law_from_function
 from .laws import n_params as n_params
@@ -58,8 +58,8 @@ from .mixture import MixtureEnsemble as MixtureEnsemble
 from .mixture import MixtureResult as MixtureResult
 from .mixture import optimize_mixture as optimize_mixture
 from .mixture import optimize_mixture_ensemble as optimize_mixture_ensemble
-from .suggest import Suggestion as Suggestion
-from .suggest import suggest as suggest
+from .design import Suggestion as Suggestion
+from .design import suggest as suggest
 from .metrics import mae as mae
 from .metrics import mre as mre
 from .metrics import rmse as rmse

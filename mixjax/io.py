@@ -63,7 +63,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .fit import Fit, FitConfig, FitResult
+from .fitting import Fit, FitConfig, FitResult
 from .laws import AbstractLaw, DataSummary, get_law
 from .results import Status
 from .units import model_size_to_law, tokens_to_law

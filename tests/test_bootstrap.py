@@ -13,8 +13,8 @@ import pytest
 import scipy.stats
 
 import mixjax
-from mixjax.bootstrap import BootstrapResult, resample_weights
-from mixjax.fit import init_starts, prepare, summarize
+from mixjax.resampling import BootstrapResult, resample_weights
+from mixjax.fitting import init_starts, prepare, summarize
 from mixjax.laws import LAWS, AbstractLaw, registered
 
 R, S, SEED, CHUNK = 200, 2, 3, 100  # every LinearMixLaw call reuses one compiled shape (CHUNK members)

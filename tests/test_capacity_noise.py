@@ -114,6 +114,7 @@ def synthetic_data(law, rng, n_mix=30):
     return mj.from_arrays(H, y, N * 1e6, D * 1e9, domains=list("wxyz"), name="synthetic")
 
 
+@pytest.mark.slow  # the engine's recovery of this law runs by default in test_laws.py and test_fit.py
 def test_recovers_known_parameters_from_synthetic_data(true_law):
     rng = np.random.default_rng(4)
     data = synthetic_data(true_law, rng)

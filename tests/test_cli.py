@@ -499,7 +499,7 @@ def test_command_line_turns_on_float64_itself(saved):
     before = jax.config.jax_enable_x64
     try:
         jax.config.update("jax_enable_x64", False)
-        rc, out, err = cli("predict", saved[1], "--mixture", "c4=1", "-N", "122M", "-D", "9.998B", "--json")
+        rc, out, err = cli("predict", saved[1], "--mixture", "0.1,0.1,0.3,0.1,0.2,0.1,0.1", "-N", "122M", "-D", "9.998B", "--json")
         assert rc == 0, err
         assert jax.config.jax_enable_x64 and all(np.isfinite(list(json.loads(out)["predicted"].values())))
     finally:

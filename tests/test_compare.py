@@ -9,7 +9,7 @@ from scipy.stats import spearmanr
 
 import mixjax
 import mixjax.cli
-from mixjax.compare import compare, cv_splits, holdout_scale_split, spearman
+from mixjax.comparison import compare, cv_splits, holdout_scale_split, spearman
 
 LAWS = ["loglinear", "chinchilla"]
 SETTINGS = dict(starts=2, max_steps=150)

@@ -10,10 +10,10 @@ import pytest
 
 import mixjax as mj
 from mixjax import _engine
-from mixjax.fit import FitConfig, best_of, init_starts, objective_value, prepare, solve, summarize
+from mixjax.fitting import FitConfig, best_of, init_starts, objective_value, prepare, solve, summarize
 from mixjax.metrics import metric_table
 
-engine = sys.modules["mixjax.fit"]
+engine = sys.modules["mixjax.fitting"]
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,7 @@ def test_bad_arguments(data):
 def test_float32_program_holds_no_float64_operation(truth, data):
     from jax.flatten_util import ravel_pytree
 
-    from mixjax.fit import _flat_residuals, _optimised_spec
+    from mixjax.fitting import _flat_residuals, _optimised_spec
     from mixjax.problem import Problem
 
     arrays, _ = prepare(truth, data, dtype="float32")

@@ -133,7 +133,11 @@ def _perturb(law, key, scale=0.05):
     return jax.tree_util.tree_unflatten(static, [p + scale * jax.random.normal(k, jnp.shape(p)) * (1 + jnp.abs(p)) for p, k in zip(params, keys)])
 
 
-@pytest.mark.parametrize("name", LAW_NAMES)
+# capacity_noise_run_tokens shares the capacity-noise machinery recovered by default; its own recovery is slow
+RECOVERY = [pytest.param(n, marks=pytest.mark.slow) if n == "capacity_noise_run_tokens" else n for n in LAW_NAMES]
+
+
+@pytest.mark.parametrize("name", RECOVERY)
 def test_recovery_from_synthetic_data(name):
     truth = TRUE[name]()
     n = 60
@@ -179,7 +183,7 @@ def test_chinchilla_matches_besiroglu_estimates():
     assert f.info["starts"] == 4 and f.status == mixjax.Status.converged
     p = {k: float(v[0]) for k, v in f.law.raw_count_params().items()}
     ref = ChinchillaLaw.from_raw_counts(1.8172, 482.01, 0.3478, 2085.43, 0.3658)
-    from mixjax.fit import objective_value, prepare
+    from mixjax.fitting import objective_value, prepare
     arrays, _ = prepare(ChinchillaLaw, d)
     assert f.loss <= float(objective_value(ref, arrays, jnp.ones(d.n_rows), f.config)) * (1 + 1e-9)
     np.testing.assert_allclose([p["E"], p["alpha"], p["beta"]], [1.8172, 0.3478, 0.3658], rtol=5e-3)

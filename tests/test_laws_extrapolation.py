@@ -132,6 +132,7 @@ def test_capacity_h0_fits_zero_weight_cells():
     assert not (seed_mask & zero).any() and np.array_equal(h0_mask, measured)
 
 
+@pytest.mark.slow  # the formula tests above run by default; this full fit is about 10 s of compilation
 def test_chinchilla_mixture_recovers_synthetic_truth(rng):
     """Noiseless data from known parameters (2 domains, 2 targets) at 3 sizes x 3 token counts x 6 mixtures: a fit
     from random starts recovers the parameters and predicts a 4x larger model at 5x more tokens (not in the data)."""

@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_enable_x64", True)
     import mixjax as mj
-    from mixjax.fit import prepare, summarize, init_starts, solve, FitConfig
+    from mixjax.fitting import prepare, summarize, init_starts, solve, FitConfig
     rng = np.random.default_rng(0)
     truth = mj.CapacityNoiseLaw.from_params(b=[0.5, 0.9, 0.3], c=[3.0, 4.0, 2.5], A=[0.6, 0.9, 0.4], a=[0.3, 0.4, 0.5],
                                             E=[1.2, 0.9, 1.5], H=3.0)

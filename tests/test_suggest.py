@@ -14,7 +14,7 @@ import pytest
 
 import mixjax
 from mixjax.cli import main
-from mixjax.suggest import condition_on, select_batch, suggest
+from mixjax.design import condition_on, select_batch, suggest
 
 K = 3
 FLOOR, CEIL = 0.05, 0.8

@@ -49,7 +49,7 @@ def _law_list(text: str) -> str | list[str]:
 
 def run(args) -> int:
     import mixjax
-    from mixjax.compare import compare
+    from mixjax.comparison import compare
 
     if args.starts < 1:
         raise CliError(f"--starts must be >= 1, got {args.starts}")

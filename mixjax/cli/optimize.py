@@ -155,7 +155,7 @@ def run(args) -> int:
         raise CliError(str(e)) from None
     fit_kw = dict(starts=args.starts, seed=args.seed, objective=args.objective, max_steps=args.max_steps, dtype=args.dtype)
     if args.optimizer is not None:
-        from mixjax.fit import FitConfig
+        from mixjax.fitting import FitConfig
 
         try:
             FitConfig(optimizer=args.optimizer)

@@ -1,4 +1,4 @@
-"""``mixjax suggest``: bootstrap a law, then suggest the mixtures to train next (see :mod:`mixjax.suggest`)."""
+"""``mixjax suggest``: bootstrap a law, then suggest the mixtures to train next (see :mod:`mixjax.design`)."""
 
 from __future__ import annotations
 
@@ -83,9 +83,9 @@ def run(args) -> int:
 
     import mixjax
     from mixjax.data import DataError
-    from mixjax.fit import FitConfig
+    from mixjax.fitting import FitConfig
     from mixjax.mixture import InfeasibleMixtureError, mixture_bounds
-    from mixjax.suggest import suggest
+    from mixjax.design import suggest
 
     for flag, v, least in (("--n", args.n, 1), ("--resamples", args.resamples, 2), ("--starts", args.starts, 1),
                            ("--point-starts", args.point_starts, 1), ("--n-candidates", args.n_candidates, 1), ("--max-steps", args.max_steps, 1)):

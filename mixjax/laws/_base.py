@@ -114,7 +114,7 @@ class AbstractLaw(eqx.Module):
         """A random, plausible starting point for a fit (must be traceable: ``jax.vmap`` over keys).
 
         Optional: a law without it is fitted from an instance given as the first start, around which the other
-        starts are drawn (:func:`mixjax.fit.init_starts`)."""
+        starts are drawn (:func:`mixjax.fitting.init_starts`)."""
         raise NotImplementedError(
             f"{cls.__name__} defines no init(key, summary): pass an instance of it as the law to fit (it is the first "
             "start; the other starts are drawn around it)"

@@ -14,7 +14,7 @@ import equinox as eqx
 import numpy as np
 
 from ..data import MixtureData
-from ..fit import Fit
+from ..fitting import Fit
 from ..metrics import fit_cells, mre
 from ..units import model_size_to_law, tokens_to_law
 from . import require_matplotlib

@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .bootstrap import BootstrapResult, bootstrap
+from .resampling import BootstrapResult, bootstrap
 from .data import MixtureData
 from .laws import AbstractLaw
 from .mixture import _objective_spec, mixture_bounds, optimize_mixture_ensemble, project_capped_simplex

@@ -1,7 +1,7 @@
 """Bootstrap uncertainty: refit a law on resampled data, all resamples and starts in one batched call.
 
 A resample is a vector of row multiplicities ``w`` (multinomial counts), so the refit minimizes the weighted
-objective of :mod:`mixjax.fit`::
+objective of :mod:`mixjax.fitting`::
 
     J_w(theta) = sum_r w_r sum_j m_rj rho(pred_rj(theta), y_rj) / sum_r w_r sum_j m_rj.
 
@@ -14,8 +14,8 @@ Schemes (n rows):
 * ``"stratified"``: within each (model_size, n_tokens) scale with n_s rows, ``w ~ Multinomial(n_s, 1/n_s)``:
   every scale keeps its row count.
 
-R resamples x S starts are fitted by ONE call of :func:`mixjax.fit.solve` (a batch of R*S members, optionally in
-chunks of one compiled shape); each resample keeps its best start (:func:`mixjax.fit.best_of`). With
+R resamples x S starts are fitted by ONE call of :func:`mixjax.fitting.solve` (a batch of R*S members, optionally in
+chunks of one compiled shape); each resample keeps its best start (:func:`mixjax.fitting.best_of`). With
 ``warm_start`` (default) start 0 of every resample is the full-data fit, the others are random draws of
 ``law.init``. A resample whose starts all failed (non-finite) is counted in ``n_failed`` and excluded from every
 interval.
@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .data import DataError, MixtureData
-from .fit import Fit, FitArrays, FitConfig, FitResult, _law_class, best_of, fit, init_starts, prepare, solve, summarize
+from .fitting import Fit, FitArrays, FitConfig, FitResult, _law_class, best_of, fit, init_starts, prepare, solve, summarize
 from .laws import AbstractLaw, get_law
 from . import intervals
 from .io import _summary_from_json, _summary_to_json
@@ -442,7 +442,7 @@ def _with_static(law: AbstractLaw, static: dict, path) -> AbstractLaw:
 
 # --------------------------------------------------------------------------- entry point
 def _solve_chunked(batch: AbstractLaw, member_w: np.ndarray, arrays: FitArrays, config: FitConfig, chunk_size: int | None, progress) -> FitResult:
-    """:func:`mixjax.fit.solve` on B members (row weights ``(B, n)``); with ``chunk_size`` every chunk has that
+    """:func:`mixjax.fitting.solve` on B members (row weights ``(B, n)``); with ``chunk_size`` every chunk has that
     many members (the last one padded), so every call of one law and dataset reuses one compiled program."""
     res = solve(batch, jnp.asarray(member_w, jnp.dtype(config.dtype)), arrays, config, chunk_size=chunk_size, progress=progress)
     jax.block_until_ready(res.loss)

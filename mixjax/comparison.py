@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .data import DataError, MixtureData
-from .fit import FitConfig, default_dtype, init_starts, solve
+from .fitting import FitConfig, default_dtype, init_starts, solve
 from .laws import DataSummary, n_params
 from .problem import law_class, prepare
 from .results import Status, worst
