@@ -31,6 +31,7 @@ Scores per law (MRE as a fraction, ``mean |pred - obs| / obs``):
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import time
 from typing import Any, Callable, Sequence
@@ -356,6 +357,7 @@ def compare(
     seed: int = 0,
     dtype: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 2,
 ) -> Comparison:
     """Fit and score several laws on the same splits of ``data``; see the module docstring.
 
@@ -366,6 +368,7 @@ def compare(
       holdout_scale: ``"largest"`` or a model size in parameters: fit below it, score at it.
       starts, max_steps, objective, optimizer, seed, dtype: as :func:`mixjax.fit`, per split.
       progress: optional ``progress(done, total)`` over laws.
+      workers: laws fitted at the same time (threads; default 2: one compiles while another runs).
     """
     from .laws import LAWS
 
@@ -388,20 +391,33 @@ def compare(
     if not classes:
         raise ValueError("no law to compare")
     skipped: dict[str, str] = {}
-    scored: list[tuple[LawScore, dict]] = []
-    for i, cls in enumerate(classes):
+    scored: list[tuple[LawScore, _HeldOut]] = []
+
+    def attempt(cls):
         reason = _applicable(cls, data)
-        if reason is None:
-            try:
-                scored.append(_score_law(cls, data, splits, holdout_scale is None, starts, cfg, seed))
-            except DataError as e:
-                reason = str(e)
         if reason is not None:
-            if explicit:
+            return None, reason
+        try:
+            return _score_law(cls, data, splits, holdout_scale is None, starts, cfg, seed), None
+        except DataError as e:
+            return None, str(e)
+
+    # Laws are independent: with workers > 1 one law compiles while another runs (compilation is single-threaded
+    # and takes most of the time of a small law); results keep the order of `classes`.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
+        futures = [pool.submit(attempt, cls) for cls in classes]
+        for i, (cls, fut) in enumerate(zip(classes, futures)):
+            result, reason = fut.result()
+            if result is not None:
+                scored.append(result)
+            elif explicit:
+                for f in futures:
+                    f.cancel()
                 raise DataError(f"law {cls.name} cannot be compared on {data.name!r}: {reason}")
-            skipped[cls.name] = reason
-        if progress is not None:
-            progress(i + 1, len(classes))
+            else:
+                skipped[cls.name] = reason
+            if progress is not None:
+                progress(i + 1, len(classes))
     if not scored:
         raise DataError(f"no law applies to {data.name!r}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     common = _common_cells([held for _, held in scored])

@@ -21,7 +21,57 @@ def _logit(v, upper):
     return jnp.log(v) - jnp.log1p(-v)
 
 
-class CapacityNoiseLaw(AbstractLaw):
+class CapacityNoiseForm:
+    r"""What the capacity-noise laws share (a mixin for :class:`AbstractLaw` subclasses with the fields ``logit_b``,
+    ``log_c``, ``log_A``, ``logit_a``, ``log_E``, ``log_H``)::
+
+        L_i(h, N, D) = c_i x_i*(h, N)^(-b_i) + A_i (D g_i(h))^(-a_i) + E_i
+
+    with the capacity allocation x* and the effective data share ``g(h) = noise_share(h)`` of the law (the seed law:
+    max(h_i, h_floor); the pseudo-count law: h_i + h0_i). Exponents are bounded logits, A and E enter linearly
+    (variable projection)."""
+
+    b_max: ClassVar[float] = 5.0
+    a_max: ClassVar[float] = 3.0
+    #: Exponents within 1 % of the bound of their parametrisation mean the fit ran along a flat direction.
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"b": (0.0, 0.99 * 5.0), "a": (0.0, 0.99 * 3.0)}
+    linear_fields: ClassVar[tuple[str, ...]] = ("log_A", "log_E")
+
+    @property
+    def b(self):
+        """Capacity exponents b_i in (0, b_max)."""
+        return self.b_max * jax.nn.sigmoid(self.logit_b)
+
+    @property
+    def a(self):
+        """Data-noise exponents a_i in (0, a_max)."""
+        return self.a_max * jax.nn.sigmoid(self.logit_a)
+
+    def allocation(self, mixture, model_size):
+        """x*(h, N): capacity per domain, in millions of parameters."""
+        return capacity_allocation(mixture, self.b, jnp.exp(self.log_c), jnp.exp(self.log_H), model_size)
+
+    def noise_share(self, mixture):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def linear_basis(self, mixture, model_size, n_tokens):
+        """``base = c x*^-b`` and the columns ``[(D g(h))^-a, 1]`` of the coefficients A and E."""
+        x = self.allocation(mixture, model_size)
+        capacity = jnp.exp(self.log_c - self.b * jnp.log(x))
+        noise = jnp.exp(-self.a * jnp.log(n_tokens * self.noise_share(mixture)))
+        return capacity, jnp.stack([noise, jnp.ones_like(noise)], axis=-1)
+
+    def with_linear(self, coef):
+        tiny = jnp.finfo(coef.dtype).tiny
+        log = lambda v: jnp.log(jnp.maximum(v, tiny))  # noqa: E731 (a coefficient at 0 is stored as the smallest positive)
+        return eqx.tree_at(lambda law: (law.log_A, law.log_E), self, (log(coef[:, 0]), log(coef[:, 1])))
+
+    def __call__(self, mixture, model_size, n_tokens):
+        base, phi = self.linear_basis(mixture, model_size, n_tokens)
+        return base + phi[:, 0] * jnp.exp(self.log_A) + jnp.exp(self.log_E)
+
+
+class CapacityNoiseLaw(CapacityNoiseForm, AbstractLaw):
     r"""Capacity competition plus data noise, per domain i (Dai & Zheng 2026, Eq. 3, with a fitted head H):
 
         L_i(h, N, D) = c_i x_i*(h, N)^(-b_i) + A_i (D max(h_i, h_floor))^(-a_i) + E_i
@@ -56,11 +106,6 @@ class CapacityNoiseLaw(AbstractLaw):
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
     mask_zero_weight: ClassVar[bool] = True
-    b_max: ClassVar[float] = 5.0
-    a_max: ClassVar[float] = 3.0
-    #: Exponents within 1 % of the bound of their parametrisation mean the fit ran along a flat direction.
-    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"b": (0.0, 0.99 * 5.0), "a": (0.0, 0.99 * 3.0)}
-    linear_fields: ClassVar[tuple[str, ...]] = ("log_A", "log_E")
 
     def __check_init__(self):
         K = self.logit_b.shape[-1:]
@@ -94,32 +139,7 @@ class CapacityNoiseLaw(AbstractLaw):
         e = jnp.exp
         return {"b": self.b, "c": e(self.log_c), "A": e(self.log_A), "a": self.a, "E": e(self.log_E), "H": e(self.log_H)}
 
-    @property
-    def b(self):
-        """Capacity exponents b_i in (0, b_max)."""
-        return self.b_max * jax.nn.sigmoid(self.logit_b)
+    def noise_share(self, mixture):
+        """max(h_i, h_floor): the law diverges at h_i = 0, floored there (cells at 0 are masked in fits)."""
+        return jnp.maximum(mixture, self.h_floor)
 
-    @property
-    def a(self):
-        """Data-noise exponents a_i in (0, a_max)."""
-        return self.a_max * jax.nn.sigmoid(self.logit_a)
-
-    def allocation(self, mixture, model_size):
-        """x*(h, N): capacity per domain, in millions of parameters."""
-        return capacity_allocation(mixture, self.b, jnp.exp(self.log_c), jnp.exp(self.log_H), model_size)
-
-    def linear_basis(self, mixture, model_size, n_tokens):
-        """``base = c x*^-b`` and the columns ``[(D h)^-a, 1]`` of the coefficients A and E."""
-        x = self.allocation(mixture, model_size)
-        capacity = jnp.exp(self.log_c - self.b * jnp.log(x))
-        noise = jnp.exp(-self.a * jnp.log(n_tokens * jnp.maximum(mixture, self.h_floor)))
-        return capacity, jnp.stack([noise, jnp.ones_like(noise)], axis=-1)
-
-    def with_linear(self, coef):
-        tiny = jnp.finfo(coef.dtype).tiny
-        log = lambda v: jnp.log(jnp.maximum(v, tiny))  # noqa: E731 (a coefficient at 0 is stored as the smallest positive)
-        return eqx.tree_at(lambda law: (law.log_A, law.log_E), self, (log(coef[:, 0]), log(coef[:, 1])))
-
-    def __call__(self, mixture, model_size, n_tokens):
-        base, phi = self.linear_basis(mixture, model_size, n_tokens)
-        return base + phi[:, 0] * jnp.exp(self.log_A) + jnp.exp(self.log_E)

@@ -5,18 +5,16 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._allocation import capacity_allocation
 from ._base import AbstractLaw, DataSummary
-from .capacity_noise import _logit
+from .capacity_noise import CapacityNoiseForm, _logit
 
 __all__ = ["CapacityNoisePseudoCountLaw"]
 
 
-class CapacityNoisePseudoCountLaw(AbstractLaw):
+class CapacityNoisePseudoCountLaw(CapacityNoiseForm, AbstractLaw):
     r"""Capacity competition plus data noise with a fitted pseudo-count h0_i > 0, per domain i:
 
         L_i(h, N, D) = c_i x_i*(h, N)^(-b_i) + A_i (D (h_i + h0_i))^(-a_i) + E_i
@@ -52,9 +50,6 @@ class CapacityNoisePseudoCountLaw(AbstractLaw):
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
     mask_zero_weight: ClassVar[bool] = False
-    b_max: ClassVar[float] = 5.0
-    a_max: ClassVar[float] = 3.0
-    linear_fields: ClassVar[tuple[str, ...]] = ("log_A", "log_E")
 
     def __check_init__(self):
         K = self.logit_b.shape[-1:]
@@ -90,32 +85,6 @@ class CapacityNoisePseudoCountLaw(AbstractLaw):
         return {"b": self.b, "c": e(self.log_c), "A": e(self.log_A), "a": self.a, "E": e(self.log_E), "H": e(self.log_H),
                 "h0": e(self.log_h0)}
 
-    @property
-    def b(self):
-        """Capacity exponents b_i in (0, b_max)."""
-        return self.b_max * jax.nn.sigmoid(self.logit_b)
-
-    @property
-    def a(self):
-        """Data-noise exponents a_i in (0, a_max)."""
-        return self.a_max * jax.nn.sigmoid(self.logit_a)
-
-    def allocation(self, mixture, model_size):
-        """x*(h, N): capacity per domain, in millions of parameters."""
-        return capacity_allocation(mixture, self.b, jnp.exp(self.log_c), jnp.exp(self.log_H), model_size)
-
-    def linear_basis(self, mixture, model_size, n_tokens):
-        """``base = c x*^-b`` and the columns ``[(D (h + h0))^-a, 1]`` of the coefficients A and E."""
-        x = self.allocation(mixture, model_size)
-        capacity = jnp.exp(self.log_c - self.b * jnp.log(x))
-        noise = jnp.exp(-self.a * jnp.log(n_tokens * (mixture + jnp.exp(self.log_h0))))
-        return capacity, jnp.stack([noise, jnp.ones_like(noise)], axis=-1)
-
-    def with_linear(self, coef):
-        tiny = jnp.finfo(coef.dtype).tiny
-        log = lambda v: jnp.log(jnp.maximum(v, tiny))  # noqa: E731 (a coefficient at 0 is stored as the smallest positive)
-        return eqx.tree_at(lambda law: (law.log_A, law.log_E), self, (log(coef[:, 0]), log(coef[:, 1])))
-
-    def __call__(self, mixture, model_size, n_tokens):
-        base, phi = self.linear_basis(mixture, model_size, n_tokens)
-        return base + phi[:, 0] * jnp.exp(self.log_A) + jnp.exp(self.log_E)
+    def noise_share(self, mixture):
+        """h_i + h0_i: the data share of domain i, counting what the other domains teach about it."""
+        return mixture + jnp.exp(self.log_h0)

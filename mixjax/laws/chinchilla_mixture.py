@@ -108,7 +108,30 @@ def _params(law):
             "C": e(law.log_C), "gamma": e(law.log_gamma)}
 
 
-class ChinchillaMixtureLaw(AbstractLaw):
+class _ChinchillaMixtureForm:
+    """What the two Chinchilla-mixture laws share: flags, readable parameters, the linear basis of B and E, and the
+    prediction (the module's functions); they differ in the shape of alpha and beta."""
+
+    per_domain: ClassVar[bool] = False
+    uses_model_size: ClassVar[bool] = True
+    uses_tokens: ClassVar[bool] = True
+    linear_fields: ClassVar[tuple[str, ...]] = ("log_B", "log_E")
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"gamma": (0.0, 10.0), "alpha": (0.0, 3.0), "beta": (0.0, 3.0)}
+
+    def params(self):
+        return _params(self)
+
+    def linear_basis(self, mixture, model_size, n_tokens):
+        return _basis(self, mixture, model_size, n_tokens)
+
+    def with_linear(self, coef):
+        return _with_linear(self, coef)
+
+    def __call__(self, mixture, model_size, n_tokens):
+        return _predict(self, mixture, model_size, n_tokens)
+
+
+class ChinchillaMixtureLaw(_ChinchillaMixtureForm, AbstractLaw):
     r"""Chinchilla backbone scaled by the mixture, exponents shared by every target (see the module docstring):
 
         L_v(h, N, D) = E_v + (N^-alpha + B_v D^-beta) / sum_j C_vj h_j^gamma_vj
@@ -126,10 +149,6 @@ class ChinchillaMixtureLaw(AbstractLaw):
 
     name: ClassVar[str] = "chinchilla_mixture"
     reference: ClassVar[str] = "Chinchilla backbone (Hoffmann et al. 2022) divided by a Shukor-style mixture sum; shared exponents"
-    per_domain: ClassVar[bool] = False
-    uses_model_size: ClassVar[bool] = True
-    uses_tokens: ClassVar[bool] = True
-    linear_fields: ClassVar[tuple[str, ...]] = ("log_B", "log_E")
 
     def __check_init__(self):
         _check_shapes(self, "shared")
@@ -143,20 +162,9 @@ class ChinchillaMixtureLaw(AbstractLaw):
     def init(cls, key, summary: DataSummary) -> ChinchillaMixtureLaw:
         return cls(**_init_fields(key, summary, ()))
 
-    def params(self):
-        return _params(self)
-
-    def linear_basis(self, mixture, model_size, n_tokens):
-        return _basis(self, mixture, model_size, n_tokens)
-
-    def with_linear(self, coef):
-        return _with_linear(self, coef)
-
-    def __call__(self, mixture, model_size, n_tokens):
-        return _predict(self, mixture, model_size, n_tokens)
 
 
-class ChinchillaMixturePerTargetLaw(AbstractLaw):
+class ChinchillaMixturePerTargetLaw(_ChinchillaMixtureForm, AbstractLaw):
     r"""Chinchilla backbone scaled by the mixture, exponents per target (see the module docstring):
 
         L_v(h, N, D) = E_v + (N^-alpha_v + B_v D^-beta_v) / sum_j C_vj h_j^gamma_vj
@@ -174,10 +182,6 @@ class ChinchillaMixturePerTargetLaw(AbstractLaw):
 
     name: ClassVar[str] = "chinchilla_mixture_per_target"
     reference: ClassVar[str] = "Chinchilla backbone (Hoffmann et al. 2022) divided by a Shukor-style mixture sum; exponents per target"
-    per_domain: ClassVar[bool] = False
-    uses_model_size: ClassVar[bool] = True
-    uses_tokens: ClassVar[bool] = True
-    linear_fields: ClassVar[tuple[str, ...]] = ("log_B", "log_E")
 
     def __check_init__(self):
         _check_shapes(self, "per_target")
@@ -191,14 +195,3 @@ class ChinchillaMixturePerTargetLaw(AbstractLaw):
     def init(cls, key, summary: DataSummary) -> ChinchillaMixturePerTargetLaw:
         return cls(**_init_fields(key, summary, (summary.n_targets,)))
 
-    def params(self):
-        return _params(self)
-
-    def linear_basis(self, mixture, model_size, n_tokens):
-        return _basis(self, mixture, model_size, n_tokens)
-
-    def with_linear(self, coef):
-        return _with_linear(self, coef)
-
-    def __call__(self, mixture, model_size, n_tokens):
-        return _predict(self, mixture, model_size, n_tokens)
