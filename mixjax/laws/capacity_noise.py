@@ -37,6 +37,24 @@ class CapacityNoiseForm:
     sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"b": (0.0, 0.99 * 5.0), "a": (0.0, 0.99 * 3.0)}
     linear_fields: ClassVar[tuple[str, ...]] = ("log_A", "log_E")
 
+    @classmethod
+    def random_fields(cls, keys, summary: DataSummary) -> dict:
+        """Random starting values of the six shared fields, one key each: exponents uniform in (0.1, 0.8), c in
+        (1, 8), A in (0.1, 2), E a fraction 0.2-0.8 of the smallest loss, H about a tenth of the smallest N per domain."""
+        K = summary.n_domains
+        kb, kc, kA, ka, kE, kH = keys
+        u = lambda k, lo, hi, shape=(K,): jax.random.uniform(k, shape, minval=lo, maxval=hi)  # noqa: E731
+        loss_min = jnp.asarray(summary.loss_min) if summary.n_targets == K else jnp.full(K, summary.loss_min.min())
+        n_ref = summary.model_size_range[0] if math.isfinite(summary.model_size_range[0]) else 100.0
+        return dict(
+            logit_b=_logit(u(kb, 0.1, 0.8), cls.b_max),
+            log_c=jnp.log(u(kc, 1.0, 8.0)),
+            log_A=jnp.log(u(kA, 0.1, 2.0)),
+            logit_a=_logit(u(ka, 0.1, 0.8), cls.a_max),
+            log_E=jnp.log(loss_min * u(kE, 0.2, 0.8)),
+            log_H=jnp.log(n_ref / (10.0 * K) * u(kH, 0.3, 1.5, ())),
+        )
+
     @property
     def b(self):
         """Capacity exponents b_i in (0, b_max)."""
@@ -121,19 +139,7 @@ class CapacityNoiseLaw(CapacityNoiseForm, AbstractLaw):
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> CapacityNoiseLaw:
-        K = summary.n_domains
-        kb, kc, kA, ka, kE, kH = jax.random.split(key, 6)
-        u = lambda k, lo, hi, shape=(K,): jax.random.uniform(k, shape, minval=lo, maxval=hi)  # noqa: E731
-        loss_min = jnp.asarray(summary.loss_min) if summary.n_targets == K else jnp.full(K, summary.loss_min.min())
-        n_ref = summary.model_size_range[0] if math.isfinite(summary.model_size_range[0]) else 100.0
-        return cls(
-            logit_b=_logit(u(kb, 0.1, 0.8), cls.b_max),
-            log_c=jnp.log(u(kc, 1.0, 8.0)),
-            log_A=jnp.log(u(kA, 0.1, 2.0)),
-            logit_a=_logit(u(ka, 0.1, 0.8), cls.a_max),
-            log_E=jnp.log(loss_min * u(kE, 0.2, 0.8)),
-            log_H=jnp.log(n_ref / (10.0 * K) * u(kH, 0.3, 1.5, ())),
-        )
+        return cls(**cls.random_fields(jax.random.split(key, 6), summary))
 
     def params(self):
         e = jnp.exp

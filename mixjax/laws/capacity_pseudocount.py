@@ -65,20 +65,9 @@ class CapacityNoisePseudoCountLaw(CapacityNoiseForm, AbstractLaw):
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> CapacityNoisePseudoCountLaw:
-        K = summary.n_domains
-        kb, kc, kA, ka, kE, kH, k0 = jax.random.split(key, 7)
-        u = lambda k, lo, hi, shape=(K,): jax.random.uniform(k, shape, minval=lo, maxval=hi)  # noqa: E731
-        loss_min = jnp.asarray(summary.loss_min) if summary.n_targets == K else jnp.full(K, summary.loss_min.min())
-        n_ref = summary.model_size_range[0] if math.isfinite(summary.model_size_range[0]) else 100.0
-        return cls(
-            logit_b=_logit(u(kb, 0.1, 0.8), cls.b_max),
-            log_c=jnp.log(u(kc, 1.0, 8.0)),
-            log_A=jnp.log(u(kA, 0.1, 2.0)),
-            logit_a=_logit(u(ka, 0.1, 0.8), cls.a_max),
-            log_E=jnp.log(loss_min * u(kE, 0.2, 0.8)),
-            log_H=jnp.log(n_ref / (10.0 * K) * u(kH, 0.3, 1.5, ())),
-            log_h0=u(k0, math.log(1e-3), math.log(3e-2)),
-        )
+        keys = jax.random.split(key, 7)
+        log_h0 = jax.random.uniform(keys[6], (summary.n_domains,), minval=math.log(1e-3), maxval=math.log(3e-2))
+        return cls(**cls.random_fields(keys[:6], summary), log_h0=log_h0)
 
     def params(self):
         e = jnp.exp
