@@ -1,3 +1,4 @@
+import gc
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
@@ -28,3 +29,4 @@ def _drop_compiled_programs():
     """Each test module compiles its own programs: free them afterwards to bound the suite's peak memory."""
     yield
     jax.clear_caches()
+    gc.collect()

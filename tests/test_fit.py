@@ -184,6 +184,7 @@ def test_progress_is_reported_while_the_solver_runs(truth, data):
     assert len(calls) >= steps // 10  # one report per chunk of 10 steps, before the batch has finished
 
 
+@pytest.mark.slow  # float32 compilation is checked by default in test_float32_program_holds_no_float64_operation
 def test_float32_fast_path_close_to_float64(truth, data):
     f64 = mj.fit("capacity_noise", data, starts=4, seed=1, max_steps=300)
     f32 = mj.fit("capacity_noise", data, starts=4, seed=1, max_steps=300, dtype="float32")
