@@ -133,8 +133,10 @@ def _perturb(law, key, scale=0.05):
     return jax.tree_util.tree_unflatten(static, [p + scale * jax.random.normal(k, jnp.shape(p)) * (1 + jnp.abs(p)) for p, k in zip(params, keys)])
 
 
-# capacity_noise_run_tokens shares the capacity-noise machinery recovered by default; its own recovery is slow
-RECOVERY = [pytest.param(n, marks=pytest.mark.slow) if n == "capacity_noise_run_tokens" else n for n in LAW_NAMES]
+# The capacity variants share the capacity-noise machinery recovered by default, and AutoScale's form is checked
+# against its formula by default: their own recoveries (the longest) run with the slow tests
+SLOW_RECOVERY = ("capacity_noise_run_tokens", "capacity_only", "autoscale")
+RECOVERY = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_RECOVERY else n for n in LAW_NAMES]
 
 
 @pytest.mark.parametrize("name", RECOVERY)
