@@ -6,10 +6,13 @@ on the 48 training rows (80 %, seed 0) of the 60-mixture SlimPajama subset at 12
 A fit is one optimisation from one random start; B fits are B starts in ONE compiled, vmapped call (the shape of a
 multi-start fit or a bootstrap of B resamples). Starts are the first B of one fixed draw, so every row shares them.
 
-A start counts as converged only if its float64 objective is within 1e-3 (relative) of the same start polished by
-scipy L-BFGS-B in float64 (ftol 1e-15, full parameterisation, JAX gradients) - checked on ``--check`` starts spread
-over the batch; "converged fits/s" is fits/s times that fraction. The scipy polish also gives the baseline: scipy's
-fits/s over those starts, one after another, and the held-out MRE of its best start. Compile seconds (first call
+A start counts as converged only if its float64 objective is within 1e-3 (relative) of the same fit polished by
+scipy L-BFGS-B in float64 (ftol 1e-15, full parameterisation, JAX gradients, started from the engine's end point) -
+checked on ``--check`` starts spread over the batch; "converged fits/s" is fits/s times that fraction. The column
+"<= scipy" is the share of checked starts whose objective is at most that of scipy L-BFGS-B run from the same
+starting point (a multimodal objective: the two may end in different basins). The scipy runs from the starting
+points give the baseline: scipy's fits/s, one start after another, and the held-out MRE of its best start. B = 1 is
+a loop over the checked starts, one compiled call each. Compile seconds (first call
 minus a warm call) are reported apart. Peak memory: device peak bytes where the backend reports them (GPU), else the
 process peak RSS.
 
@@ -98,28 +101,44 @@ def main(argv=None) -> int:
             cfg = FitConfig(max_steps=args.max_steps, dtype=dtype, optimizer=opt)
             for B in args.batches:
                 laws = jax.tree_util.tree_map(lambda x: x[:B].astype(dtype) if eqx.is_inexact_array(x) else x, starts64)
-                W = jnp.ones((B, train.n_rows), dtype)
-                t0 = time.perf_counter()
-                jax.block_until_ready(solve(laws, W, arrays, cfg).loss)
-                first = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                res = solve(laws, W, arrays, cfg)
-                jax.block_until_ready(res.loss)
-                run = time.perf_counter() - t0
                 idx = check_idx[B]
-                ok = []
-                for i in idx:
-                    law64 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, take(res.law, int(i)))
-                    J = float(objective_value(law64, a64, w1, FitConfig()))
-                    ok.append(J <= sp_value[int(i)] * (1 + 1e-3))
+                t0 = time.perf_counter()
+                if B == 1:  # a loop of single fits over the checked starts
+                    laws = jax.tree_util.tree_map(lambda x: x[:Bmax].astype(dtype) if eqx.is_inexact_array(x) else x, starts64)
+                    idx = check_idx[max(args.batches)]
+                    one = lambda i: solve(take(laws, jnp.asarray([int(i)])), jnp.ones((1, train.n_rows), dtype), arrays, cfg)  # noqa: E731
+                    jax.block_until_ready(one(idx[0]).loss)
+                    first = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    parts = [one(i) for i in idx]
+                    jax.block_until_ready(parts[-1].loss)
+                    run = (time.perf_counter() - t0) / len(idx)
+                    first -= run
+                    res = jax.tree_util.tree_map(lambda *x: jnp.concatenate(x) if eqx.is_array(x[0]) else x[0], *parts)
+                    pick = np.arange(len(idx))
+                else:
+                    W = jnp.ones((B, train.n_rows), dtype)
+                    jax.block_until_ready(solve(laws, W, arrays, cfg).loss)
+                    first = time.perf_counter() - t0
+                    t0 = time.perf_counter()
+                    res = solve(laws, W, arrays, cfg)
+                    jax.block_until_ready(res.loss)
+                    run = time.perf_counter() - t0
+                    first -= run
+                    pick = idx
+                ends = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, take(res.law, jnp.asarray(pick)))
+                J = np.array([float(objective_value(take(ends, k), a64, w1, FitConfig())) for k in range(len(idx))])
+                _, _, pol = scipy_fit("capacity_noise", train, starts=len(idx), start_laws=ends)
+                ok = J <= np.asarray(pol["values"]) * (1 + 1e-3)
+                basin = J <= np.array([sp_value[int(i)] for i in idx]) * (1 + 1e-3)
                 frac = float(np.mean(ok))
                 loss = np.where(np.isfinite(np.asarray(res.loss)), np.asarray(res.loss), np.inf)
                 best = take(res.law, int(np.argmin(loss)))
                 best64 = jax.tree_util.tree_map(lambda x: x.astype(jnp.float64) if eqx.is_inexact_array(x) else x, best)
                 mem, mem_kind = peak_memory()
                 row = {
-                    "optimizer": opt, "dtype": dtype, "B": B, "compile_s": first - run, "run_s": run, "fits_per_s": B / run,
-                    "converged_frac": frac, "converged_fits_per_s": B / run * frac, "checked": len(idx),
+                    "optimizer": opt, "dtype": dtype, "B": B, "compile_s": first, "run_s": run, "fits_per_s": B / run,
+                    "converged_frac": frac, "at_or_below_scipy_frac": float(np.mean(basin)), "converged_fits_per_s": B / run * frac, "checked": len(idx),
                     "status": mj.results.status_counts(res.status), "mean_steps": float(np.mean(np.asarray(res.num_steps))),
                     "best_J": float(loss.min()), "best_val_mre": val_mre(best64), "peak_bytes": mem, "peak_kind": mem_kind,
                 }
@@ -129,15 +148,16 @@ def main(argv=None) -> int:
     lines = [
         f"# fit_speed ({backend}: {device})", "",
         f"capacity_noise, SlimPajama 122M / 9.998B, {train.n_rows} training rows, max_steps {args.max_steps}, variable projection; "
-        f"converged = within 1e-3 of the start's own scipy L-BFGS-B float64 polish (checked on up to {args.check} starts per row).", "",
+        f"converged = within 1e-3 of its own fit polished by scipy L-BFGS-B in float64 (checked on up to {args.check} starts per row); "
+        "<= scipy = at or below (1e-3) scipy L-BFGS-B run from the same starting point; B = 1 is a loop of single fits; run s is per call.", "",
         f"scipy L-BFGS-B loop: {sp_rate:.2f} fits/s ({len(all_idx)} starts, {sp['seconds']:.1f} s), best held-out MRE {100 * sp_mre:.3f} %", "",
-        "| solver | dtype | B | compile s | run s | fits/s | converged | converged fits/s | x scipy | mean steps | best J | best held-out MRE % | peak memory |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| solver | dtype | B | compile s | run s | fits/s | converged | <= scipy | converged fits/s | x scipy | mean steps | best J | best held-out MRE % | peak memory |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['optimizer']} | {r['dtype']} | {r['B']} | {r['compile_s']:.1f} | {r['run_s']:.2f} | {r['fits_per_s']:.1f} | "
-            f"{100 * r['converged_frac']:.0f} % of {r['checked']} | {r['converged_fits_per_s']:.1f} | {r['converged_fits_per_s'] / sp_rate:.0f} | "
+            f"{100 * r['converged_frac']:.0f} % of {r['checked']} | {100 * r['at_or_below_scipy_frac']:.0f} % | {r['converged_fits_per_s']:.1f} | {r['converged_fits_per_s'] / sp_rate:.0f} | "
             f"{r['mean_steps']:.0f} | {r['best_J']:.7g} | {100 * r['best_val_mre']:.3f} | {r['peak_bytes'] / 2**20:.0f} MiB ({r['peak_kind']}) |"
         )
     os.makedirs(args.out, exist_ok=True)

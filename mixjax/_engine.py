@@ -9,8 +9,9 @@ independent least-squares problems over flat parameter vectors ``y`` (B, P)::
 never wait on each other:
 
 * every step costs the same, small, fixed amount of work for every member (no data-dependent loop inside a
-  step: a Levenberg-Marquardt step is one Jacobian and one trial; an L-BFGS step evaluates a fixed set of trial
-  step sizes together and takes the best acceptable one with ``jnp.where``);
+  step: a Levenberg-Marquardt step is one Jacobian and one trial; an L-BFGS step is one objective-and-gradient
+  evaluation at one trial point, accepted or rejected with ``jnp.where``, its step length carried to the
+  member's next step);
 * a member that has finished is frozen (its updates are discarded), it decides nothing for the others;
 * the outer loop runs chunks of ``chunk`` steps (``lax.scan``) and tests "is any member still active?" once per
   chunk (on an accelerator each data-dependent loop test is a device-to-host synchronisation).
@@ -30,7 +31,7 @@ accepted, stuck)``, where the state exposes ``f`` (objective) and ``g`` (gradien
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -79,7 +80,10 @@ def _finite(x):
 
 
 class AbstractSolver(eqx.Module):
-    """A batched-friendly solver: fixed work per step, accept/reject decided with ``jnp.where``."""
+    """A batched-friendly solver: fixed work per step, accept/reject decided with ``jnp.where``. ``uses_jacobian``:
+    the solver reads the Jacobian of the residuals (not only the gradient of their sum of squares)."""
+
+    uses_jacobian: ClassVar[bool] = False
 
     def init(self, fn: Callable, y: jax.Array) -> Any:  # pragma: no cover - interface
         raise NotImplementedError
@@ -115,6 +119,7 @@ class LevenbergMarquardt(AbstractSolver):
     member: no inner loop. Suited to laws with up to a few hundred free parameters (the normal matrix is P x P).
     """
 
+    uses_jacobian: ClassVar[bool] = True
     lam0: float = 1e-3
     lam_max: float = 1e12
     max_step: float = 1.0
@@ -153,7 +158,7 @@ class LevenbergMarquardt(AbstractSolver):
         return keep(y_t, y), new, ok, stuck
 
 
-# --------------------------------------------------------------------------- L-BFGS with parallel trial steps
+# --------------------------------------------------------------------------- L-BFGS, one trial per step
 class _LBFGSState(NamedTuple):
     f: jax.Array
     g: jax.Array
@@ -161,23 +166,28 @@ class _LBFGSState(NamedTuple):
     Y: jax.Array  # (m, P) gradient differences
     valid: jax.Array  # (m,) bool
     scale: jax.Array  # length of the last accepted step (scales steepest-descent directions)
+    tau: jax.Array  # step multiplier of the next trial, in (0, 1]
+    fails: jax.Array  # consecutive rejected trials
 
 
 class LBFGS(AbstractSolver):
-    """L-BFGS (Nocedal 1980) whose line search is a fixed set of trial step sizes evaluated together.
+    """L-BFGS (Nocedal 1980) with one trial point per step and the step length carried across steps.
 
-    Each step computes the two-loop direction d, evaluates f at ``y + t d`` for every t in ``trials`` in one
-    vectorised call, and takes the trial with the lowest f among those meeting the Armijo condition
-    ``f(y + t d) <= f + c1 t g.d``. If none does, the step is rejected, the memory is cleared and the next direction
-    is the steepest descent one (scaled to the last accepted step, shrunk by the smallest trial on each further
-    rejection); the full step is shortened to ``max_step`` in its largest coordinate. Curvature pairs with ``s.y <= eps |s| |y|`` are skipped. Work per step: ``len(trials)`` objective
-    evaluations and one gradient, the same for every member. Suited to laws with many parameters.
+    Each step computes the two-loop direction d (shortened to ``max_step`` in its largest coordinate) and ONE
+    value-and-gradient at ``y + tau d``. The trial is accepted when it meets the Armijo condition
+    ``f(y + tau d) <= f + c1 tau g.d``; its gradient is then the new gradient (no second evaluation), the curvature
+    pair is stored unless ``s.y <= eps |s| |y|``, and tau grows back towards the full step (``tau <- min(1, 4 tau)``).
+    A rejected trial keeps y and the memory and shrinks tau by safeguarded quadratic interpolation of f along d
+    (factor in [0.1, 0.5]); after ``reset_after`` rejections in a row the memory is cleared and the next direction
+    is the steepest-descent one, scaled to the last accepted step. A step thus costs one objective-and-gradient
+    evaluation for every member, whatever happens to the others: the backtracking that a line search does inside a
+    step is spread over the following steps of that member alone. Suited to laws with many parameters.
     """
 
     memory: int = 10
-    trials: tuple[float, ...] = (1.0, 0.3, 0.1, 0.01)
     c1: float = 1e-4
     max_step: float = 1.0
+    reset_after: int = 3
 
     def init(self, fn, y):
         f, g = jax.value_and_grad(lambda z: _sumsq(fn(z)))(y)
@@ -186,6 +196,7 @@ class LBFGS(AbstractSolver):
         return _LBFGSState(
             f, g, jnp.zeros((m, P), dt), jnp.zeros((m, P), dt), jnp.zeros((m,), bool),
             jnp.asarray(1.0, dt) / jnp.maximum(jnp.linalg.norm(g), jnp.finfo(dt).tiny),
+            jnp.asarray(1.0, dt), jnp.asarray(0, jnp.int32),
         )
 
     def _direction(self, s: _LBFGSState):
@@ -193,6 +204,7 @@ class LBFGS(AbstractSolver):
         dt = s.g.dtype
         sy = jnp.sum(s.S * s.Y, -1)
         rho = jnp.where(s.valid, 1.0 / jnp.where(s.valid, sy, 1.0), 0.0)
+
         def first(q, pair):
             S_j, Y_j, rho_j = pair
             a = rho_j * jnp.dot(S_j, q)
@@ -213,31 +225,34 @@ class LBFGS(AbstractSolver):
 
     def step(self, fn, y, s: _LBFGSState):
         dt = y.dtype
-        obj = lambda z: _sumsq(fn(z))  # noqa: E731
+        tiny = jnp.finfo(dt).tiny
         d = self._direction(s)
         slope = jnp.dot(s.g, d)
-        d = jnp.where(slope < 0, d, -s.g * s.scale / jnp.maximum(jnp.linalg.norm(s.g), jnp.finfo(dt).tiny))
-        d = d * jnp.minimum(1.0, self.max_step / jnp.maximum(jnp.max(jnp.abs(d)), jnp.finfo(dt).tiny))
+        d = jnp.where(slope < 0, d, -s.g * s.scale / jnp.maximum(jnp.linalg.norm(s.g), tiny))
+        d = d * jnp.minimum(1.0, self.max_step / jnp.maximum(jnp.max(jnp.abs(d)), tiny))
         slope = jnp.dot(s.g, d)
-        t = jnp.asarray(self.trials, dt)
-        f_t = jax.vmap(lambda ti: obj(y + ti * d))(t)
-        armijo = jnp.isfinite(f_t) & (f_t <= s.f + self.c1 * t * slope) & (f_t < s.f)
-        best = jnp.argmin(jnp.where(armijo, f_t, jnp.inf))
-        ok = jnp.any(armijo)
-        y_new = y + t[best] * d
-        f_new, g_new = jax.value_and_grad(obj)(y_new)
-        ok = ok & jnp.isfinite(f_new) & _finite(g_new)
-        sv, yv = y_new - y, g_new - s.g
+        y_t = y + s.tau * d
+        f_t, g_t = jax.value_and_grad(lambda z: _sumsq(fn(z)))(y_t)
+        ok = jnp.isfinite(f_t) & _finite(g_t) & (f_t <= s.f + self.c1 * s.tau * slope) & (f_t < s.f)
+        # accepted: store the pair, grow tau; rejected: shrink tau (minimum of the quadratic through f, slope, f_t)
+        sv, yv = y_t - y, g_t - s.g
         sy = jnp.dot(sv, yv)
         good_pair = ok & (sy > jnp.finfo(dt).eps * jnp.linalg.norm(sv) * jnp.linalg.norm(yv))
         push = lambda mem, new: jnp.where(good_pair, jnp.concatenate([new[None], mem[:-1]]), mem)  # noqa: E731
-        S, Y = push(s.S, sv), push(s.Y, yv)
-        valid = push(s.valid, jnp.array(True))
-        valid = jnp.where(ok, valid, jnp.zeros_like(valid))  # failed step: forget the curvature memory
-        scale = jnp.where(ok, jnp.linalg.norm(sv), s.scale * self.trials[-1])
-        stuck = (~ok) & (s.scale < jnp.finfo(dt).eps * jnp.maximum(jnp.linalg.norm(y), 1.0))
+        S, Y, valid = push(s.S, sv), push(s.Y, yv), push(s.valid, jnp.array(True))
+        curv = f_t - s.f - s.tau * slope
+        quad = -slope * s.tau / (2.0 * jnp.where(curv > 0, curv, 1.0))
+        shrink = jnp.where(jnp.isfinite(f_t) & (curv > 0), jnp.clip(quad, 0.1, 0.5), 0.1)
+        fails = jnp.where(ok, 0, s.fails + 1).astype(jnp.int32)
+        reset = (~ok) & (fails >= self.reset_after)
+        valid = jnp.where(reset, jnp.zeros_like(valid), valid)
+        tau = jnp.where(ok, jnp.minimum(1.0, 4.0 * s.tau), jnp.where(reset, 1.0, s.tau * shrink))
+        scale = jnp.where(ok, jnp.linalg.norm(sv), jnp.where(reset, s.scale * 1e-2, s.scale))
+        fails = jnp.where(reset, 0, fails).astype(jnp.int32)
+        stuck = (~ok) & ~jnp.any(s.valid) & (s.tau * s.scale < jnp.finfo(dt).eps * jnp.maximum(jnp.linalg.norm(y), 1.0))
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
-        return keep(y_new, y), _LBFGSState(keep(f_new, s.f), keep(g_new, s.g), S, Y, valid, scale.astype(dt)), ok, stuck
+        state = _LBFGSState(keep(f_t, s.f), keep(g_t, s.g), S, Y, valid, scale.astype(dt), tau.astype(dt), fails)
+        return keep(y_t, y), state, ok, stuck
 
 
 # --------------------------------------------------------------------------- Adam (first order, for comparison)

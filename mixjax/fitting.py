@@ -142,6 +142,8 @@ def _flat_residuals(y, row_w, shared):
 def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol, window: int) -> FitResult:
     """One compiled program per fit: flatten the optimised leaves, run the engine, rebuild the laws, solve their
     linear coefficients and score them."""
+    if solver.uses_jacobian and problem.envelope_gradient:
+        problem = dataclasses.replace(problem, envelope_gradient=False)
     spec = _optimised_spec(laws, problem.varpro)
     opt, rest = eqx.partition(laws, spec)
     y0 = jax.vmap(lambda t: ravel_pytree(t)[0])(opt)

@@ -178,6 +178,12 @@ class Problem(eqx.Module):
     objective: str = eqx.field(static=True)
     huber_delta: float = eqx.field(static=True)
     varpro: bool = eqx.field(static=True)
+    #: Under variable projection, differentiate J with the solved coefficients held constant. By the envelope
+    #: theorem this is the exact gradient of the projected objective J(theta) = min_{c >= 0} J(theta, c) (the
+    #: coefficients' own derivative is zero at their optimum, or they sit on the bound c = 0), at a fraction of the
+    #: cost of differentiating through the active-set solves. Jacobian-based solvers (Levenberg-Marquardt) need the
+    #: coupled residual Jacobian and set it False.
+    envelope_gradient: bool = eqx.field(static=True, default=True)
 
     @classmethod
     def build(cls, law, arrays: FitArrays, objective: str = "mse", huber_delta: float = 1e-3, varpro: bool = True) -> Problem:
@@ -229,6 +235,8 @@ class Problem(eqx.Module):
         if self.varpro:
             base, phi = self._basis(law)
             coef = self._coefficients(base, phi, W)
+            if self.envelope_gradient:
+                coef = jax.lax.stop_gradient(coef)
             pred = base + jnp.sum(phi * coef[None], axis=-1)
         else:
             pred = self.predict(law)
