@@ -22,6 +22,12 @@ File layout (format version 2; version 1 files, without checksums, still load). 
 * ``starts.eqx``: the :class:`mixjax.FitResult` of every start (batched laws, objectives, status, steps);
 * ``ensemble.eqx`` (optional): a batched law with leading axis R (for example bootstrap refits).
 
+A saved bootstrap (:func:`save_bootstrap`, ``BootstrapResult.save``, ``mixjax bootstrap --save``) is the same
+kind of file: its full-data fit, its resample laws as the ensemble, plus ``bootstrap.eqx`` (per-resample objectives
+and statuses, row weights, jackknife units and statuses), ``jackknife.eqx`` (leave-one-out laws, once computed) and
+a ``"bootstrap"`` header section (seed, scheme, interval level and method, data summary, settings). Whatever reads
+a fit file reads a bootstrap file as a fit with an ensemble.
+
 ``info`` holds no wall-clock time (it would change the bytes of the same fit). The members are written in this
 order with fixed time stamps, so the same fit always gives the same bytes; the file is written to a temporary name
 and moved into place, so a failed save leaves nothing at ``path``.
@@ -68,7 +74,7 @@ from .laws import AbstractLaw, DataSummary, get_law
 from .results import Status
 from .units import model_size_to_law, tokens_to_law
 
-__all__ = ["save_fit", "load_fit", "load_ensemble", "read_header", "FitFileError", "FORMAT_VERSION"]
+__all__ = ["save_fit", "load_fit", "load_ensemble", "save_bootstrap", "load_bootstrap", "read_header", "FitFileError", "FORMAT_VERSION"]
 
 FORMAT = "mixjax.fit"
 #: Version of the file layout written by :func:`save_fit`; :func:`load_fit` reads versions up to this one.
@@ -184,6 +190,13 @@ def _serialise(tree) -> bytes:
 def save_fit(path: str | os.PathLike, fit: Fit, *, ensemble: AbstractLaw | None = None) -> None:
     """Write ``fit`` (and optionally an ``ensemble``: the same law class batched along a leading axis R, for
     example bootstrap refits) to one file at ``path`` (layout in the module docstring). Overwrites ``path``."""
+    header, blobs = _fit_members(fit, ensemble)
+    _write_fit_file(path, header, blobs)
+
+
+def _fit_members(fit: Fit, ensemble: AbstractLaw | None, registered_only: bool = True) -> tuple[dict, dict[str, bytes]]:
+    """The header and the member blobs of a fit file (checked: finite parameters, and with ``registered_only`` a
+    law registered under its name, which :func:`load_fit` needs to find its class)."""
     if not isinstance(fit, Fit):
         raise TypeError(f"fit must be a mixjax.Fit, got {type(fit).__name__}")
     missing = [k for k in ("law", "domains", "targets") if k not in fit.info]
@@ -198,7 +211,7 @@ def save_fit(path: str | os.PathLike, fit: Fit, *, ensemble: AbstractLaw | None 
         registered = get_law(cls.name)
     except ValueError:
         registered = None
-    if registered is not cls:
+    if registered_only and registered is not cls:
         raise FitFileError(f"law class {cls.__qualname__} is not registered under its name {cls.name!r}; call mixjax.register({cls.__name__}) first")
     members: dict[str, dict] = {"law": {"leaves": _leaf_specs(law)}}
     blobs = {"law.eqx": _serialise(law)}
@@ -206,15 +219,7 @@ def save_fit(path: str | os.PathLike, fit: Fit, *, ensemble: AbstractLaw | None 
     members["starts"] = {"leaves": _leaf_specs(fit.starts), "size": B}
     blobs["starts.eqx"] = _serialise(fit.starts)
     if ensemble is not None:
-        if type(ensemble) is not cls:
-            raise TypeError(f"ensemble must be a batched {cls.__name__}, got {type(ensemble).__name__}")
-        lead = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree_util.tree_leaves(ensemble)}
-        ref = {tuple(np.shape(x)) for x in jax.tree_util.tree_leaves(law)}
-        got = {tuple(np.shape(x))[1:] for x in jax.tree_util.tree_leaves(ensemble)}
-        if len(lead) != 1 or None in lead or got != ref:
-            raise ValueError("ensemble must be the fitted law's class with one extra leading axis R on every parameter array")
-        members["ensemble"] = {"leaves": _leaf_specs(ensemble), "size": int(lead.pop())}
-        blobs["ensemble.eqx"] = _serialise(ensemble)
+        members["ensemble"], blobs["ensemble.eqx"] = _batched_law_member(ensemble, law, "ensemble")
     import mixjax
 
     header = {
@@ -232,16 +237,89 @@ def save_fit(path: str | os.PathLike, fit: Fit, *, ensemble: AbstractLaw | None 
         "status": Status(fit.status).name,
         "num_steps": int(fit.num_steps),
         "members": members,
-        "checksums": {name: _sha256(blob) for name, blob in blobs.items()},
     }
+    return header, blobs
+
+
+def _batched_law_member(batched: AbstractLaw, law: AbstractLaw, what: str) -> tuple[dict, bytes]:
+    """Header entry and blob of a batched law (``law``'s class, one leading axis on every parameter array)."""
+    if type(batched) is not type(law):
+        raise TypeError(f"{what} must be a batched {type(law).__name__}, got {type(batched).__name__}")
+    lead = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree_util.tree_leaves(batched)}
+    ref = {tuple(np.shape(x)) for x in jax.tree_util.tree_leaves(law)}
+    got = {tuple(np.shape(x))[1:] for x in jax.tree_util.tree_leaves(batched)}
+    if len(lead) != 1 or None in lead or got != ref:
+        raise ValueError(f"{what} must be the fitted law's class with one extra leading axis R on every parameter array")
+    return {"leaves": _leaf_specs(batched), "size": int(lead.pop())}, _serialise(batched)
+
+
+def _write_fit_file(path, header: dict, blobs: dict[str, bytes]) -> None:
+    """Add the members' checksums to ``header`` and write the archive: header first, then the members."""
+    header = dict(header, checksums={name: _sha256(blob) for name, blob in blobs.items()})
     text = json.dumps(header, indent=1, allow_nan=False)
     write_archive(path, {"header.json": text.encode("utf-8"), **blobs})
+
+
+# --------------------------------------------------------------------------- bootstrap results
+#: Arrays of the ``bootstrap.eqx`` member, in the order they are stored (the order of a flattened dict).
+_BOOTSTRAP_ARRAYS = ("jackknife_status", "loss", "status", "units", "weights")
+
+
+def save_bootstrap(path: str | os.PathLike, result) -> None:
+    """Write a :class:`mixjax.BootstrapResult` as a fit file: the full-data fit (``law.eqx``, ``starts.eqx``), the
+    resample laws as its ensemble (``ensemble.eqx``), the member ``bootstrap.eqx`` (per-resample objectives and
+    statuses, row weights ``(R, n)``, jackknife units, and jackknife statuses when computed), the jackknife laws
+    (``jackknife.eqx``) when computed, and a ``bootstrap`` header section (seed, scheme, interval defaults, data
+    summary, settings). Every reader of fit files reads it (``mixjax predict`` uses the ensemble for intervals);
+    :func:`load_bootstrap` restores the whole result bit for bit. A law that is not registered is saved too;
+    loading it then needs its class (``load_bootstrap(path, law=cls)``)."""
+    header, blobs = _fit_members(result.point, result.laws, registered_only=False)
+    arrays = {"loss": result.loss, "status": result.status, "weights": result.weights, "units": result.units}
+    if result.jackknife_laws is not None:
+        arrays["jackknife_status"] = result.jackknife_status
+        header["members"]["jackknife"], blobs["jackknife.eqx"] = _batched_law_member(result.jackknife_laws, result.point.law, "jackknife laws")
+    arrays = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
+    header["members"]["bootstrap"] = {"leaves": _leaf_specs(arrays), "size": int(result.status.shape[0])}
+    blobs["bootstrap.eqx"] = _serialise(arrays)
+    info = {k: v for k, v in result.info.items() if k != "summary"}
+    header["bootstrap"] = {
+        "seed": int(result.seed), "scheme": result.scheme, "level": float(result.level), "method": result.method,
+        "arrays": sorted(arrays), "summary": _summary_to_json(result.info["summary"]), "info": _jsonable(_without_timings(info)),
+    }
+    _write_fit_file(path, header, blobs)
+
+
+def load_bootstrap(path: str | os.PathLike, law: type[AbstractLaw] | None = None) -> dict:
+    """The parts of a bootstrap saved by :func:`save_bootstrap`, as keyword arguments of
+    :class:`mixjax.BootstrapResult`. ``law``: the law class, needed only when it is not registered."""
+    header = read_header(path)
+    section = header.get("bootstrap")
+    if not isinstance(section, dict) or "bootstrap" not in header["members"]:
+        raise FitFileError(f"{path} is a fit file without a bootstrap (write one with BootstrapResult.save or mixjax bootstrap --save)")
+    with _damaged(path):
+        cls = _law_class(header, path, law)
+        point = _load_fit(path, header, cls)
+        laws = _load_ensemble(path, header, cls)
+        spec = header["members"]["bootstrap"]
+        if [s[2] for s in spec["leaves"]] != [f"['{k}']" for k in section["arrays"]] or not set(section["arrays"]) <= set(_BOOTSTRAP_ARRAYS):
+            raise FitFileError(f"{path}: the bootstrap member does not hold the arrays its header lists")
+        like = {k: np.zeros(tuple(s[0]), np.dtype(s[1])) for k, s in zip(section["arrays"], spec["leaves"])}
+        arrays = _read(path, header, "bootstrap.eqx", like)
+        jack = None
+        if "jackknife" in header["members"]:
+            jack = _load_batched(path, header, cls, "jackknife")
+        info = dict(section["info"], summary=_summary_from_json(section["summary"]))
+        return dict(
+            laws=laws, status=arrays["status"], loss=arrays["loss"], weights=arrays["weights"], point=point,
+            seed=int(section["seed"]), scheme=section["scheme"], level=float(section["level"]), method=section["method"],
+            units=arrays.get("units"), info=info, jackknife_laws=jack, jackknife_status=arrays.get("jackknife_status"),
+        )
 
 
 def write_archive(path: str | os.PathLike, members: dict[str, bytes]) -> None:
     """A stored (uncompressed) ZIP archive of ``members`` in the given order with fixed time stamps, so that the same
     members always give the same bytes; written under a temporary name and moved into place, so a failed save
-    leaves nothing at ``path``. Fit files and bootstrap files (``.npz``, readable by ``numpy.load``) use it."""
+    leaves nothing at ``path``."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
@@ -318,7 +396,12 @@ def _check_header(header: dict, path) -> None:
             need(f"{name}.eqx" in sums, f"no checksum for {name}.eqx")
 
 
-def _law_class(header: dict, path) -> type[AbstractLaw]:
+def _law_class(header: dict, path, given: type[AbstractLaw] | None = None) -> type[AbstractLaw]:
+    """The saved law's class: ``given`` (checked against the saved name), else the registered class of that name."""
+    if given is not None:
+        if getattr(given, "name", None) != header["law"]:
+            raise FitFileError(f"{path} holds law {header['law']!r}, but the class {given.__name__} (name {getattr(given, 'name', None)!r}) was given")
+        return given
     try:
         return get_law(header["law"])
     except ValueError as e:
@@ -436,8 +519,8 @@ def load_fit(path: str | os.PathLike) -> Fit:
         return _load_fit(path, header)
 
 
-def _load_fit(path, header: dict) -> Fit:
-    cls = _law_class(header, path)
+def _load_fit(path, header: dict, cls: type[AbstractLaw] | None = None) -> Fit:
+    cls = cls or _law_class(header, path)
     static = {k: _decode_static(v) for k, v in header["static"].items()}
     summary = _summary_from_json(header["summary"])
     members = header["members"]
@@ -477,12 +560,16 @@ def load_ensemble(path: str | os.PathLike) -> AbstractLaw | None:
         return _load_ensemble(path, header)
 
 
-def _load_ensemble(path, header: dict) -> AbstractLaw | None:
-    spec = header["members"].get("ensemble")
-    if spec is None:
+def _load_ensemble(path, header: dict, cls: type[AbstractLaw] | None = None) -> AbstractLaw | None:
+    if "ensemble" not in header["members"]:
         return None
-    cls = _law_class(header, path)
+    return _load_batched(path, header, cls or _law_class(header, path), "ensemble")
+
+
+def _load_batched(path, header: dict, cls: type[AbstractLaw], name: str) -> AbstractLaw:
+    """The batched law stored in member ``name``."""
+    spec = header["members"][name]
     _check_dtypes(spec, path)
     static = {k: _decode_static(v) for k, v in header["static"].items()}
-    like = _template(cls, _summary_from_json(header["summary"]), static, spec, spec["size"], "ensemble", path)
-    return _read(path, header, "ensemble.eqx", like)
+    like = _template(cls, _summary_from_json(header["summary"]), static, spec, spec["size"], name, path)
+    return _read(path, header, f"{name}.eqx", like)

@@ -36,7 +36,6 @@ Everything is reproducible from ``seed``: same seed and settings, bit-identical 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 import warnings
 from typing import Any, Callable
@@ -48,9 +47,9 @@ import numpy as np
 
 from .data import DataError, MixtureData
 from .fitting import Fit, FitArrays, FitConfig, FitResult, _law_class, best_of, fit, init_starts, prepare, solve, summarize
-from .laws import AbstractLaw, get_law
+from .laws import AbstractLaw
 from . import intervals
-from .io import _summary_from_json, _summary_to_json
+from .io import load_bootstrap, save_bootstrap
 from .results import Status, status_counts
 from .units import MODEL_SIZE_UNIT, TOKENS_UNIT
 
@@ -58,7 +57,6 @@ __all__ = ["bootstrap", "BootstrapResult", "resample_weights", "SCHEMES", "METHO
 
 SCHEMES = ("rows", "mixtures", "stratified")
 METHODS = ("percentile", "bca")
-_FORMAT = "mixjax.bootstrap/1"
 
 
 # --------------------------------------------------------------------------- resampling
@@ -291,153 +289,16 @@ class BootstrapResult:
 
     # ----------------------------------------------------------------- save / load
     def save(self, path) -> None:
-        """Write an ``.npz`` file: every array exactly (laws, statuses, weights, full-data fit and its starts,
-        jackknife if computed) plus a JSON header; :meth:`load` restores it bit for bit."""
-        cls = type(self.point.law)
-        arrays: dict[str, np.ndarray] = {}
-
-        static: dict[str, dict] = {}
-
-        def put(prefix, tree):
-            leaves = jax.tree_util.tree_leaves(eqx.filter(tree, eqx.is_array))
-            for i, leaf in enumerate(leaves):
-                arrays[f"{prefix}/{i}"] = np.asarray(leaf)
-            static[prefix] = _static_fields(tree.law if isinstance(tree, FitResult) else tree)
-            return len(leaves)
-
-        counts = {
-            "laws": put("laws", self.laws),
-            "point_law": put("point_law", self.point.law),
-            "point_starts": put("point_starts", self.point.starts),
-        }
-        if self.jackknife_laws is not None:
-            counts["jackknife_laws"] = put("jackknife_laws", self.jackknife_laws)
-            arrays["jackknife_status"] = np.asarray(self.jackknife_status)
-        arrays["status"] = np.asarray(self.status)
-        arrays["loss"] = np.asarray(self.loss)
-        arrays["weights"] = np.asarray(self.weights)
-        arrays["units"] = np.asarray(self.units)
-        header = {
-            "format": _FORMAT,
-            "law": cls.name,
-            "law_class": f"{cls.__module__}.{cls.__qualname__}",
-            "summary": _summary_to_json(self.info["summary"]),  # the fit files' codec
-            "seed": self.seed,
-            "scheme": self.scheme,
-            "level": self.level,
-            "method": self.method,
-            "info": {k: v for k, v in self.info.items() if k != "summary" and "seconds" not in k},
-            "point": {
-                "loss": self.point.loss,
-                "status": int(self.point.status),
-                "num_steps": self.point.num_steps,
-                "config": dataclasses.asdict(self.point.config),
-                "info": {k: v for k, v in self.point.info.items() if "seconds" not in k},
-            },
-            "counts": counts,
-            "static": static,
-        }
-        arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-        _write_npz(path, arrays)
+        """Write the result as a mixjax fit file (:func:`mixjax.io.save_bootstrap`): the full-data fit, the
+        resample laws as its ensemble, the weights, statuses and jackknife; :meth:`load` restores it bit for bit,
+        and :func:`mixjax.load_fit` / ``mixjax predict`` read it as a fit with an ensemble."""
+        save_bootstrap(path, self)
 
     @classmethod
     def load(cls, path, law: type[AbstractLaw] | None = None) -> BootstrapResult:
         """Read a file written by :meth:`save`. ``law``: the law class, needed only for a law that is not
         registered (:func:`mixjax.register`)."""
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-        if "header" not in arrays:
-            raise ValueError(f"{path} is not a saved BootstrapResult (no header)")
-        header = json.loads(arrays["header"].tobytes().decode())
-        if header.get("format") != _FORMAT:
-            raise ValueError(f"{path}: unknown format {header.get('format')!r}, expected {_FORMAT!r}")
-        if law is None:
-            try:
-                law_cls = get_law(header["law"])
-            except ValueError:
-                raise ValueError(f"{path} holds law {header['law']!r} ({header['law_class']}), which is not registered: pass law=<its class>") from None
-        else:
-            law_cls = _law_class(law)
-            if law_cls.name != header["law"]:
-                raise ValueError(f"{path} holds law {header['law']!r}, but law={law_cls.name!r} was given")
-        summary = _summary_from_json(header["summary"])
-        template = eqx.filter_eval_shape(law_cls.init, jax.random.PRNGKey(0), summary)  # structure only
-
-        def get(prefix, tree):
-            if isinstance(tree, FitResult):
-                tree = FitResult(_with_static(tree.law, header["static"][prefix], path), *(getattr(tree, f) for f in ("loss", "status", "num_steps", "grad_norm")))
-            else:
-                tree = _with_static(tree, header["static"][prefix], path)
-            params, static = eqx.partition(tree, lambda x: eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct))
-            leaves, treedef = jax.tree_util.tree_flatten(params)
-            n = header["counts"][prefix]
-            if n != len(leaves):
-                raise ValueError(f"{path}: {prefix} has {n} arrays, the law template has {len(leaves)}")
-            loaded = [jnp.asarray(arrays[f"{prefix}/{i}"]) for i in range(n)]
-            return eqx.combine(jax.tree_util.tree_unflatten(treedef, loaded), static)
-
-        p = header["point"]
-        config = FitConfig(**p["config"])
-        starts_template = FitResult(template, jnp.zeros(()), jnp.zeros(()), jnp.zeros(()), jnp.zeros(()))
-        point = Fit(
-            law=get("point_law", template),
-            loss=p["loss"],
-            status=Status(p["status"]),
-            num_steps=p["num_steps"],
-            starts=get("point_starts", starts_template),
-            config=config,
-            info=p["info"],
-        )
-        info = dict(header["info"])
-        info["summary"] = summary
-        jack = get("jackknife_laws", template) if "jackknife_laws" in header["counts"] else None
-        return cls(
-            laws=get("laws", template),
-            status=arrays["status"],
-            loss=arrays["loss"],
-            weights=arrays["weights"],
-            point=point,
-            seed=header["seed"],
-            scheme=header["scheme"],
-            level=header["level"],
-            method=header["method"],
-            units=arrays["units"],
-            info=info,
-            jackknife_laws=jack,
-            jackknife_status=arrays.get("jackknife_status"),
-        )
-
-
-def _write_npz(path, arrays: dict[str, np.ndarray]) -> None:
-    """An ``.npz`` (readable by ``numpy.load``) whose bytes depend only on the arrays: members in sorted order,
-    written by :func:`mixjax.io.write_archive` (fixed time stamps, atomic)."""
-    import io as _io
-
-    from .io import write_archive
-
-    def npy(a) -> bytes:
-        buf = _io.BytesIO()
-        np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
-        return buf.getvalue()
-
-    write_archive(path, {f"{name}.npy": npy(arrays[name]) for name in sorted(arrays)})
-
-
-def _static_fields(law: AbstractLaw) -> dict[str, Any]:
-    """The law's static fields, encoded for JSON as in fit files."""
-    from .io import _encode_static, _static_fields as fields
-
-    return {k: _encode_static(v) for k, v in fields(law).items()}
-
-
-def _with_static(law: AbstractLaw, static: dict, path) -> AbstractLaw:
-    """``law`` with its static fields set to the saved values (as fit files restore them)."""
-    from .io import FitFileError, _decode_static, _with_static as restore
-
-    try:
-        return restore(law, {k: _decode_static(v) for k, v in static.items()})
-    except FitFileError as e:
-        raise ValueError(f"{path}: {e}") from None
+        return cls(**load_bootstrap(path, law))
 
 
 # --------------------------------------------------------------------------- entry point

@@ -233,6 +233,17 @@ def test_save_load_bit_for_bit(boot, tmp_path):
         assert np.array_equal(np.asarray(a), np.asarray(b))
     assert np.array_equal(back.weights, boot.weights) and back.point.loss == boot.point.loss
     assert back.point.config == boot.point.config and (back.seed, back.scheme) == (boot.seed, boot.scheme)
+    np.testing.assert_array_equal(back.jackknife_status, boot.jackknife_status)
+    # one file format: the bootstrap file is a fit file whose ensemble is the resample laws
+    with registered(LinearMixLaw):
+        as_fit, ens = mixjax.load_fit(path), mixjax.load_ensemble(path)
+    assert as_fit.loss == boot.point.loss and as_fit.status == boot.point.status
+    for a, b in zip(jax.tree_util.tree_leaves(boot.laws), jax.tree_util.tree_leaves(ens)):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(mixjax.io.FitFileError, match="without a bootstrap"):
+        with registered(LinearMixLaw):
+            mixjax.save_fit(tmp_path / "plain.mixfit", boot.point)
+            BootstrapResult.load(tmp_path / "plain.mixfit")
     for method in ("percentile", "bca"):
         x, y = boot.param_intervals(method=method), back.param_intervals(method=method)
         for k in x:

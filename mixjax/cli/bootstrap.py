@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("--level", type=float, default=0.9, help="interval level (default 0.9)")
     p.add_argument("--method", default="percentile", choices=["percentile", "bca"], help="interval method; bca adds one leave-one-out refit per row (or mixture) (default percentile)")
     p.add_argument("--chunk-size", type=int, help="fit the resamples x starts in chunks of this many members (bounds memory; progress per chunk)")
-    p.add_argument("--save", metavar="PATH", help="save the bootstrap result (.npz) for later analysis (checked before fitting)")
+    p.add_argument("--save", metavar="PATH", help="save the bootstrap result as a fit file with the resamples as its ensemble (.mixfit; mixjax predict reads it) for later analysis (checked before fitting)")
     p.add_argument("--plot", metavar="PNG", help="write a figure of the parameter intervals (.png, .svg or .pdf; checked before fitting)")
     p.set_defaults(run=run)
 
