@@ -36,6 +36,7 @@ import dataclasses
 import time
 from typing import Any, Callable, Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,6 +57,12 @@ class Split:
     name: str
     train: np.ndarray
     test: np.ndarray
+
+
+@eqx.filter_jit
+def _predict_each(laws, h, N, D):
+    """Predictions ``(B, n, V)`` of a batch of laws on the same rows, compiled once per law type and shapes."""
+    return eqx.filter_vmap(lambda law: jax.vmap(law)(h, N, D))(laws)
 
 
 def cv_splits(data: MixtureData, cv: str = "mixtures:5", seed: int = 0) -> list[Split]:
@@ -282,7 +289,7 @@ def _score_law(cls, data, splits, with_full, starts, cfg, seed) -> tuple[LawScor
     status = np.asarray(res.status).reshape(len(groups), starts)
     pick = np.where(np.isfinite(loss), loss, np.inf).argmin(1) + starts * np.arange(len(groups))
     best = jax.tree_util.tree_map(lambda x: x[pick] if isinstance(x, jax.Array) else x, res.law)
-    pred = np.asarray(jax.vmap(lambda law: jax.vmap(law)(arrays.h, arrays.N, arrays.D))(best), np.float64)
+    pred = np.asarray(_predict_each(best, arrays.h, arrays.N, arrays.D), np.float64)
     best_status = [Status(int(s)) for s in status.reshape(-1)[pick]]
     measured = np.isfinite(obs_all)
 

@@ -25,6 +25,7 @@ from jax.flatten_util import ravel_pytree
 from . import _engine
 from .data import DataError, MixtureData
 from .laws import AbstractLaw, DataSummary, n_params
+from .laws._base import predict_rows
 from .metrics import metric_table
 from .problem import OBJECTIVES, FitArrays, Problem, law_class, prepare, summarize
 from .results import Status, status_counts
@@ -317,7 +318,8 @@ def init_starts(law, key: jax.Array, n: int, summary: DataSummary, dtype: str = 
             moved.append(x[None] + 0.3 * (jnp.abs(x[None]) + 0.1) * z)
         starts = eqx.combine(jax.tree_util.tree_unflatten(treedef, moved), rest)
     else:
-        starts = jax.vmap(lambda k: cls.init(k, summary))(keys)
+        # one compiled program (the summary is a constant of it): op-by-op dispatch would compile every primitive
+        starts = jax.jit(jax.vmap(lambda k: cls.init(k, summary)))(keys)
         if isinstance(law, AbstractLaw):
             first = jax.tree_util.tree_map(lambda a: a[None], eqx.filter(law, eqx.is_inexact_array))
             starts = eqx.combine(
@@ -328,6 +330,7 @@ def init_starts(law, key: jax.Array, n: int, summary: DataSummary, dtype: str = 
     return jax.tree_util.tree_map(lambda x: x.astype(dt) if eqx.is_inexact_array(x) else x, starts)
 
 
+@eqx.filter_jit
 def best_of(result: FitResult, axis: int = -1) -> tuple[FitResult, jax.Array]:
     """For each group along ``axis`` (the starts), the best member that did not fail, and its index.
     Groups whose members all failed return member 0 with status ``nonfinite``."""
@@ -376,14 +379,14 @@ class Fit:
         """Predicted losses ``(n, V)`` for every row of ``data`` (in the law's target order: the training domains
         for per-domain laws)."""
         arrays, _ = prepare(self.law, data, mask_zero_weight=False, dtype=self.config.dtype)
-        return np.asarray(jax.vmap(self.law)(arrays.h, arrays.N, arrays.D))
+        return np.asarray(predict_rows(self.law, arrays.h, arrays.N, arrays.D))
 
     def evaluate(self, data: MixtureData, *, mask_zero_weight: bool | None = None) -> dict:
         """MRE / MAE / RMSE (overall and per target) on ``data``, over the cells a fit of this law counts."""
         if mask_zero_weight is None:
             mask_zero_weight = self.info.get("mask_zero_weight")
         arrays, obs = prepare(self.law, data, mask_zero_weight=mask_zero_weight, dtype=self.config.dtype)
-        pred = np.asarray(jax.vmap(self.law)(arrays.h, arrays.N, arrays.D))
+        pred = np.asarray(predict_rows(self.law, arrays.h, arrays.N, arrays.D))
         return metric_table(pred, obs, np.isfinite(obs), self.info["targets"])
 
     def __repr__(self) -> str:
@@ -408,6 +411,7 @@ def fit(
     throw: bool = True,
     init: AbstractLaw | None = None,
     progress=None,
+    polish: bool = False,
     **config_kwargs,
 ) -> Fit:
     """Fit a law to a dataset from ``starts`` random initializations in one compiled, vmapped call; keep the best.
@@ -424,8 +428,16 @@ def fit(
       init: a batch of starting points (a law whose arrays have a leading axis, e.g. :func:`chinchilla_grid`);
         replaces the random draws (``starts`` is then its length).
       progress: optional callable ``progress(done, total)`` (see :func:`solve`).
+      polish: with ``dtype="float32"`` (the fast path for many starts on an accelerator), continue the best start
+        in float64 (one more fit of one member, up to ``max_steps`` steps; needs ``jax_enable_x64``): the returned
+        law, objective, status and ``config`` are float64, the float32 starts stay in ``starts``, and
+        ``info["polish"]`` records the float32 objective and the steps the polish took.
     """
     dtype = default_dtype() if dtype is None else dtype
+    if polish and dtype != "float32":
+        raise ValueError(f"polish refines a float32 fit in float64; this fit is already {dtype}")
+    if polish and not jax.config.jax_enable_x64:
+        raise ValueError("polish=True needs 64-bit floats in JAX: call jax.config.update('jax_enable_x64', True) at the start of the program")
     cfg = FitConfig(objective=objective, optimizer=optimizer, max_steps=max_steps, dtype=dtype, **config_kwargs)
     cls = _law_class(law)
     if init is not None:
@@ -465,6 +477,15 @@ def fit(
     status = Status(int(best.status))
     if throw and status == Status.nonfinite:
         raise RuntimeError(f"every one of {starts} starts of {cls.name} failed (non-finite objective); check the data and the starts")
+    polished = None
+    if polish and status != Status.nonfinite:
+        cfg64 = dataclasses.replace(cfg, dtype="float64")
+        arrays64, _ = prepare(cls, data, mask_zero_weight=mask_zero_weight, dtype="float64")
+        law64 = jax.tree_util.tree_map(lambda x: x[None].astype(jnp.float64) if eqx.is_inexact_array(x) else x, best.law)
+        one = solve(law64, jnp.asarray(w, jnp.float64)[None], arrays64, cfg64)
+        polished = {"loss_float32": float(best.loss), "num_steps": int(one.num_steps[0]), "status_float32": status.name}
+        best = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, one)
+        status, cfg = Status(int(best.status)), cfg64
     if status == Status.out_of_range:
         bad = ", ".join(f"{k} outside [{lo:g}, {hi:g}]" for k, (lo, hi) in best.law.out_of_range().items())
         warnings.warn(f"the best fit of {cls.name} to {data.name!r} has {bad}: the fit ran away (status out_of_range); "
@@ -493,6 +514,8 @@ def fit(
         "seconds": elapsed,
         "backend": jax.default_backend(),
     }
+    if polished is not None:
+        info["polish"] = polished
     return Fit(law=best.law, loss=float(best.loss), status=status, num_steps=int(best.num_steps), starts=res, config=cfg, info=info)
 
 

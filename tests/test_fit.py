@@ -256,3 +256,27 @@ def test_variable_projection_nnls_and_gradient(truth, data):
     # projecting can only lower the objective of any law
     full = Problem.build(truth, arrays, varpro=False)
     assert float(problem.value(problem.complete(truth, w), w)) <= float(full.value(truth, w)) * (1 + 1e-12)
+
+
+def test_float64_polish_of_a_float32_fit(data):
+    """polish=True continues the best float32 start in float64: the answer is float64, no worse than the float32
+    best, and scipy L-BFGS-B started from it finds no lower objective."""
+    import scipy.optimize
+    from jax.flatten_util import ravel_pytree
+
+    f = mj.fit("loglinear", data, starts=4, dtype="float32", polish=True, max_steps=200)
+    assert f.config.dtype == "float64"
+    assert {np.asarray(x).dtype for x in jax.tree_util.tree_leaves(eqx.filter(f.law, eqx.is_inexact_array))} == {np.dtype("float64")}
+    arrays, _ = prepare(mj.LogLinearLaw, data, dtype="float64")
+    w = jnp.ones(len(data))
+    best32 = jax.tree_util.tree_map(lambda x: x[int(f.info["best_start"])].astype(jnp.float64) if eqx.is_inexact_array(x) else x, f.starts.law)
+    assert f.loss <= float(objective_value(best32, arrays, w, FitConfig())) * (1 + 1e-12)
+    assert f.info["polish"]["loss_float32"] > 0 and f.info["polish"]["num_steps"] >= 1
+    flat, unravel = ravel_pytree(eqx.filter(f.law, eqx.is_inexact_array))
+    rest = eqx.filter(f.law, eqx.is_inexact_array, inverse=True)
+    vg = jax.jit(jax.value_and_grad(lambda z: objective_value(eqx.combine(unravel(z), rest), arrays, w, FitConfig())))
+    res = scipy.optimize.minimize(lambda z: tuple(np.asarray(v, np.float64) for v in vg(jnp.asarray(z))), np.asarray(flat), jac=True,
+                                  method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000})
+    assert f.loss <= res.fun * (1 + 1e-6)
+    with pytest.raises(ValueError, match="polish refines a float32 fit"):
+        mj.fit("loglinear", data, starts=2, dtype="float64", polish=True)

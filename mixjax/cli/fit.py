@@ -47,6 +47,7 @@ def add_parser(sub) -> None:
     )
     add_fit_options(p)
     p.add_argument("--eval", metavar="VAL", help="validation data (CSV or bundled name, same domains as TRAIN) scored with the fitted law, at the same --model-size/--tokens selection")
+    p.add_argument("--polish", action="store_true", help="with --dtype float32: continue the best start in float64 (the fast float32 search, a float64 answer)")
     p.add_argument("--val-fraction", type=float, help="hold out this fraction (strictly between 0 and 1) of TRAIN rows (random, --seed) as validation instead of --eval")
     p.add_argument("--output", "-o", metavar="FILE", help="save the fit to FILE (reload with `mixjax predict FILE` or mixjax.load_fit); checked before fitting")
     p.set_defaults(run=run)
@@ -127,10 +128,13 @@ def read_training_data(args, cls):
 def fit_from_args(args, data):
     import mixjax
 
+    polish = bool(getattr(args, "polish", False))
+    if polish and args.dtype != "float32":
+        raise CliError("--polish continues a float32 fit in float64: give it with --dtype float32")
     try:
         return mixjax.fit(
             args.law, data, starts=args.starts, seed=args.seed, objective=args.objective, optimizer=args.optimizer,
-            max_steps=args.max_steps, dtype=args.dtype, progress=ProgressLine("fit"), **fit_settings(args, data),
+            max_steps=args.max_steps, dtype=args.dtype, progress=ProgressLine("fit"), polish=polish, **fit_settings(args, data),
         )
     except mixjax.DataError as e:
         raise CliError(str(e)) from None

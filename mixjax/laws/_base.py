@@ -169,7 +169,14 @@ class AbstractLaw(eqx.Module):
         n = h.shape[0]
         N = jnp.broadcast_to(jnp.asarray(model_size, h.dtype), (n,))
         D = jnp.broadcast_to(jnp.asarray(n_tokens, h.dtype), (n,))
-        return jax.vmap(self)(h, N, D)
+        return predict_rows(self, h, N, D)
+
+
+@eqx.filter_jit
+def predict_rows(law, h, N, D):
+    """``vmap(law)`` over rows, compiled once per law type and shapes (op-by-op dispatch would compile every
+    primitive of the law separately)."""
+    return jax.vmap(law)(h, N, D)
 
 
 def n_params(law: AbstractLaw) -> int:
