@@ -184,7 +184,7 @@ class LBFGS(AbstractSolver):
     step is spread over the following steps of that member alone. Suited to laws with many parameters.
     """
 
-    memory: int = 10
+    memory: int = 20
     c1: float = 1e-4
     max_step: float = 1.0
     reset_after: int = 3

@@ -59,7 +59,7 @@ class FitConfig:
     gtol: float | None = None
     window: int = 10
     learning_rate: float = 0.02
-    lbfgs_memory: int = 10
+    lbfgs_memory: int = 20
     huber_delta: float = 1e-3
     varpro: bool = True
     dtype: str = "float64"
