@@ -63,7 +63,7 @@ import numpy as np
 from .resampling import BootstrapResult, bootstrap
 from .data import MixtureData
 from .laws import AbstractLaw
-from .mixture import _objective_spec, mixture_bounds, optimize_mixture_ensemble, project_capped_simplex
+from .mixture import objective_spec, mixture_bounds, optimize_mixture_ensemble, project_capped_simplex
 from .problem import law_class, prepare
 from .units import TOKENS_UNIT, model_size_to_law, tokens_to_law
 
@@ -482,7 +482,7 @@ def suggest(
     law0 = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, laws)
     V = jax.eval_shape(law0, jnp.zeros(K, dtype), jnp.asarray(N, dtype), jnp.asarray(D, dtype)).shape[0]
     targets = data.domains if cls.per_domain else (data.targets if len(data.targets) == V else tuple(f"target{j}" for j in range(V)))
-    fn, w, desc = _objective_spec(V, objective, target_weights, target, targets)
+    fn, w, desc = objective_spec(V, objective, target_weights, target, targets)
     unit = TOKENS_UNIT if raw_n_tokens is not None else 1.0
     lo, hi = mixture_bounds(K, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs,
                             n_tokens=D * unit, domains=data.domains)

@@ -41,14 +41,15 @@ class FitConfig:
     """Settings of a fit; hashable, so it is static under ``jax.jit`` (a new value compiles a new program).
 
     objective: "mse", "relative" or "huber_log" (see :mod:`mixjax.problem`); huber_delta for the latter.
-    optimizer: "lbfgs" (the default: L-BFGS with parallel trial steps), "lm" (Levenberg-Marquardt; fewer, dearer
+    optimizer: "lbfgs" (the default: L-BFGS, one trial point per step), "lm" (Levenberg-Marquardt; fewer, dearer
       steps: one Jacobian each) or "adam" (a first-order baseline). ``benchmarks/fit_speed.py`` compares them.
     varpro: solve linear coefficients in closed form (variable projection) where the law declares them and the
       objective is least squares (``mse``/``relative``).
-    max_steps: solver steps per member. A member converges when its relative gradient
-      ``max_k |dJ/dy_k| max(|y_k|, 1) / J`` falls below gtol, or J fell by less than ftol (relative) over the last
-      ``window`` steps with the relative gradient below 100 gtol. Defaults depend on dtype (float64: gtol 1e-6,
-      ftol 1e-10; float32: gtol 1e-3, ftol 1e-6).
+    max_steps: solver steps per member. A member converges when its relative gradient ``max_k |dJ/dy_k| / J``
+      (parameters are logs and logits) falls below gtol, or J fell by less than ftol (relative) over the last
+      ``window`` steps and either the relative gradient is below 100 gtol or no step lowers J any more (a minimum
+      at a kink; see :mod:`mixjax._engine`). Defaults depend on dtype (float64: gtol 1e-6, ftol 1e-10; float32:
+      gtol 1e-3, ftol 1e-6).
     dtype: "float64" or "float32" (the accelerator fast path; every operation of the compiled program is float32).
     """
 

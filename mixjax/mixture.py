@@ -76,6 +76,7 @@ __all__ = [
     "optimize_mixture",
     "optimize_mixture_ensemble",
     "mixture_objective",
+    "objective_spec",
     "mixture_bounds",
     "project_capped_simplex",
     "project_capped_simplex_kl",
@@ -266,8 +267,11 @@ class _UserObjective:
         return jnp.asarray(self.fn(losses)).reshape(())
 
 
-def _objective_spec(V: int, objective, target_weights, target, targets: Sequence[str] | None):
-    """(callable, normalized weights (V,), description) for the objective arguments."""
+def objective_spec(V: int, objective, target_weights, target, targets: Sequence[str] | None):
+    """The scalar objective of a mixture search over V predicted losses, from the user's arguments (``objective``
+    "mean" / "weighted" / a callable, ``target_weights``, ``target``; ``targets`` names them): returns
+    ``(callable, normalized weights (V,), description)``. Shared by :func:`optimize_mixture` and
+    :func:`mixjax.suggest`."""
     names = list(targets) if targets is not None else [f"target{j}" for j in range(V)]
     if target is not None and target_weights is not None:
         raise ValueError("give either target (one target) or target_weights, not both")
@@ -304,7 +308,7 @@ def mixture_objective(law: AbstractLaw, *, model_size=1.0, n_tokens=1.0, objecti
     ``jax.grad``; N in millions of parameters, D in billions of tokens)."""
     law = getattr(law, "law", law)
     V = jax.eval_shape(law, jnp.zeros(_n_domains(law)), jnp.asarray(1.0), jnp.asarray(1.0)).shape[0]
-    fn, w, _ = _objective_spec(V, objective, target_weights, target, targets)
+    fn, w, _ = objective_spec(V, objective, target_weights, target, targets)
     w = jnp.asarray(w)
     N, D = jnp.asarray(float(model_size)), jnp.asarray(float(n_tokens))
     return lambda h: fn(law(h, N, D), w)
@@ -889,7 +893,7 @@ def _setup(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_to
     targets = tuple(targets) if targets is not None else (domains if V == K else tuple(f"target{j}" for j in range(V)))
     if len(targets) != V:
         raise ValueError(f"{len(targets)} target names for a law with {V} targets")
-    fn, w, desc = _objective_spec(V, objective, target_weights, target, targets)
+    fn, w, desc = objective_spec(V, objective, target_weights, target, targets)
     unit = TOKENS_UNIT if raw_n_tokens is not None else 1.0
     lo, hi = mixture_bounds(K, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs,
                             n_tokens=D * unit, domains=domains)
