@@ -44,6 +44,7 @@ import numpy as np
 from .data import DataError, MixtureData
 from .fitting import FitConfig, default_dtype, init_starts, solve
 from .laws import DataSummary, n_params
+from .laws._base import predict_rows
 from .problem import law_class, prepare
 from .results import Status, worst
 
@@ -62,7 +63,7 @@ class Split:
 @eqx.filter_jit
 def _predict_each(laws, h, N, D):
     """Predictions ``(B, n, V)`` of a batch of laws on the same rows, compiled once per law type and shapes."""
-    return eqx.filter_vmap(lambda law: jax.vmap(law)(h, N, D))(laws)
+    return eqx.filter_vmap(lambda law: predict_rows(law, h, N, D))(laws)
 
 
 def cv_splits(data: MixtureData, cv: str = "mixtures:5", seed: int = 0) -> list[Split]:

@@ -319,8 +319,7 @@ def init_starts(law, key: jax.Array, n: int, summary: DataSummary, dtype: str = 
             moved.append(x[None] + 0.3 * (jnp.abs(x[None]) + 0.1) * z)
         starts = eqx.combine(jax.tree_util.tree_unflatten(treedef, moved), rest)
     else:
-        # one compiled program (the summary is a constant of it): op-by-op dispatch would compile every primitive
-        starts = jax.jit(jax.vmap(lambda k: cls.init(k, summary)))(keys)
+        starts = jax.vmap(lambda k: cls.init(k, summary))(keys)
         if isinstance(law, AbstractLaw):
             first = jax.tree_util.tree_map(lambda a: a[None], eqx.filter(law, eqx.is_inexact_array))
             starts = eqx.combine(

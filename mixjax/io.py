@@ -261,7 +261,7 @@ def _write_fit_file(path, header: dict, blobs: dict[str, bytes]) -> None:
 
 
 # --------------------------------------------------------------------------- bootstrap results
-#: Arrays of the ``bootstrap.eqx`` member, in the order they are stored (the order of a flattened dict).
+#: The arrays a ``bootstrap.eqx`` member may hold (stored as a dict, so in sorted key order).
 _BOOTSTRAP_ARRAYS = ("jackknife_status", "loss", "status", "units", "weights")
 
 

@@ -30,6 +30,7 @@ import numpy as np
 
 from .data import DataError, MixtureData
 from .laws import AbstractLaw, DataSummary, get_law
+from .laws._base import predict_rows
 
 __all__ = ["FitArrays", "Problem", "prepare", "summarize", "law_class", "OBJECTIVES"]
 
@@ -196,7 +197,7 @@ class Problem(eqx.Module):
 
     def predict(self, law: AbstractLaw) -> jax.Array:
         a = self.arrays
-        return jax.vmap(law)(a.h, a.N, a.D)
+        return predict_rows(law, a.h, a.N, a.D)
 
     def cell_weights(self, row_w: jax.Array) -> jax.Array:
         """(n, V) weight of each cell in J: ``w_r m_rj / sum(w m)`` (divided by y^2 for ``relative``)."""
