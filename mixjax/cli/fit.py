@@ -128,13 +128,10 @@ def read_training_data(args, cls):
 def fit_from_args(args, data):
     import mixjax
 
-    polish = bool(getattr(args, "polish", False))
-    if polish and args.dtype != "float32":
-        raise CliError("--polish continues a float32 fit in float64: give it with --dtype float32")
     try:
         return mixjax.fit(
             args.law, data, starts=args.starts, seed=args.seed, objective=args.objective, optimizer=args.optimizer,
-            max_steps=args.max_steps, dtype=args.dtype, progress=ProgressLine("fit"), polish=polish, **fit_settings(args, data),
+            max_steps=args.max_steps, dtype=args.dtype, progress=ProgressLine("fit"), polish=args.polish, **fit_settings(args, data),
         )
     except mixjax.DataError as e:
         raise CliError(str(e)) from None
@@ -150,6 +147,8 @@ def run(args) -> int:
         raise CliError("give either --eval or --val-fraction, not both")
     if args.val_fraction is not None and not 0.0 < args.val_fraction < 1.0:
         raise CliError(f"--val-fraction must be strictly between 0 and 1 (leave it out for no validation), got {args.val_fraction}")
+    if args.polish and args.dtype != "float32":
+        raise CliError("--polish continues a float32 fit in float64: give it with --dtype float32")
     if args.output:
         check_output_path(args.output, "--output")
     train = read_training_data(args, cls)
