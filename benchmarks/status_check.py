@@ -1,9 +1,9 @@
 """Does a fit's reported status agree with a polish of its end point? Capacity-noise law, SlimPajama 122M / 9.998B
-(48 training rows, 80/20 split, seed 0), ``--starts`` starts of one batch, ``--max-steps`` steps, float64. Each end
-point is polished by scipy L-BFGS-B (float64, ftol 1e-15, full parametrisation); a start "passes" when the polish
+(48 training rows, 80/20 split, seed 0), ``--starts`` starts of one batch, ``--max-steps`` steps, in each
+``--dtypes`` (the same starts; a float32 end point is scored by its float64 objective). Each end point is polished by scipy L-BFGS-B (float64, ftol 1e-15, full parametrisation); a start "passes" when the polish
 lowers its objective by less than 1e-3 (relative). Prints, per status, how many starts pass and the largest gap.
 
-    python benchmarks/status_check.py                 # 48 starts, 300 steps
+    python benchmarks/status_check.py                 # 48 starts, 300 steps, float64 and float32
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+import equinox as eqx  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import mixjax as mj  # noqa: E402
-from mixjax.fitting import FitConfig, init_starts, prepare, solve, summarize  # noqa: E402
+from mixjax.fitting import FitConfig, init_starts, objective_value, prepare, solve, summarize  # noqa: E402
 from scipy_reference import scipy_fit  # noqa: E402 (benchmarks/scipy_reference.py, beside this script)
 
 
@@ -26,19 +27,27 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--starts", type=int, default=48)
     p.add_argument("--max-steps", type=int, default=300)
+    p.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
     args = p.parse_args(argv)
     train, _ = mj.load_dataset("slimpajama7").at_scale(122e6, 9.998e9).split_rows(0.2, seed=0)
-    arrays, _ = prepare(mj.CapacityNoiseLaw, train, dtype="float64")
-    starts = init_starts(mj.CapacityNoiseLaw, jax.random.PRNGKey(0), args.starts, summarize(arrays, train), "float64")
-    res = solve(starts, jnp.ones((args.starts, train.n_rows)), arrays, FitConfig(max_steps=args.max_steps))
-    _, _, polished = scipy_fit("capacity_noise", train, starts=args.starts, start_laws=res.law)
-    gap = np.asarray(res.loss) / np.asarray(polished["values"]) - 1
-    status = np.asarray(res.status)
-    print(f"{args.starts} starts, {args.max_steps} steps: status, starts, pass (polish gap < 1e-3), largest gap")
-    for s in mj.Status:
-        m = status == int(s)
-        if m.any():
-            print(f"{s.name:13s} {m.sum():4d} {int((gap[m] <= 1e-3).sum()):4d}  {gap[m].max():.2e}")
+    arrays64, _ = prepare(mj.CapacityNoiseLaw, train, dtype="float64")
+    starts = init_starts(mj.CapacityNoiseLaw, jax.random.PRNGKey(0), args.starts, summarize(arrays64, train), "float64")
+    cast = lambda tree, dt: jax.tree_util.tree_map(lambda x: x.astype(dt) if eqx.is_inexact_array(x) else x, tree)  # noqa: E731
+    ones = jnp.ones(train.n_rows)
+    for dtype in args.dtypes:
+        arrays, _ = prepare(mj.CapacityNoiseLaw, train, dtype=dtype)
+        res = solve(cast(starts, dtype), jnp.ones((args.starts, train.n_rows), dtype), arrays, FitConfig(max_steps=args.max_steps, dtype=dtype))
+        ends = cast(res.law, "float64")
+        own = np.asarray(jax.vmap(lambda law: objective_value(law, arrays64, ones, FitConfig()))(ends))
+        _, _, polished = scipy_fit("capacity_noise", train, starts=args.starts, start_laws=ends)
+        gap = own / np.asarray(polished["values"]) - 1
+        status = np.asarray(res.status)
+        print(f"{dtype}, {args.starts} starts, {args.max_steps} steps: status, starts, pass (polish gap < 1e-3), largest gap")
+        for s in mj.Status:
+            m = status == int(s)
+            if m.any():
+                print(f"  {s.name:13s} {m.sum():4d} {int((gap[m] <= 1e-3).sum()):4d}  {gap[m].max():.2e}")
+        print(f"  all           {len(gap):4d} {int((gap <= 1e-3).sum()):4d}  {gap.max():.2e}")
     return 0
 
 

@@ -49,7 +49,7 @@ class FitConfig:
       (parameters are logs and logits) falls below gtol, or J fell by less than ftol (relative) over the last
       ``window`` steps and either the relative gradient is below 100 gtol or no step lowers J any more (a minimum
       at a kink; see :mod:`mixjax._engine`). Defaults depend on dtype (float64: gtol 1e-6, ftol 1e-10; float32:
-      gtol 1e-3, ftol 1e-6).
+      gtol 1e-4, ftol 1e-6).
     dtype: "float64" or "float32" (the accelerator fast path; every operation of the compiled program is float32).
     """
 
@@ -87,7 +87,7 @@ class FitConfig:
         """(ftol, gtol) with the dtype defaults filled in."""
         f64 = self.dtype == "float64"
         ftol = self.ftol if self.ftol is not None else (1e-10 if f64 else 1e-6)
-        gtol = self.gtol if self.gtol is not None else (1e-6 if f64 else 1e-3)
+        gtol = self.gtol if self.gtol is not None else (1e-6 if f64 else 1e-4)
         return float(ftol), float(gtol)
 
     def solver(self) -> _engine.AbstractSolver:

@@ -119,50 +119,52 @@ def _huber_root(u, delta):
     return jnp.where(inside, u / jnp.sqrt(2.0), jnp.sign(u) * outer)
 
 
-def _solve_spd_small(A, b):
-    """Solve A z = b for a small symmetric positive-definite A by unrolled Gaussian elimination (no pivoting is
-    needed for SPD matrices); elementwise operations only, which vectorise well under ``vmap`` (a LAPACK call per
-    2 x 2 system does not)."""
-    n = b.shape[-1]
-    A = [[A[i, j] for j in range(n)] for i in range(n)]
-    b = [b[i] for i in range(n)]
-    for k in range(n):
-        for i in range(k + 1, n):
-            m = A[i][k] / A[k][k]
-            for j in range(k, n):
-                A[i][j] = A[i][j] - m * A[k][j]
-            b[i] = b[i] - m * b[k]
-    z = [None] * n
-    for i in reversed(range(n)):
-        acc = b[i]
-        for j in range(i + 1, n):
-            acc = acc - A[i][j] * z[j]
-        z[i] = acc / A[i][i]
-    return jnp.stack(z)
+def _nnls_small(X, t):
+    """argmin_{beta >= 0} |X beta - t|^2 for one target: X (n, L) weighted basis columns, t (n,) weighted targets,
+    small L.
 
-
-def _nnls_small(G, b):
-    """argmin_{beta >= 0} beta^T G beta - 2 b^T beta for a small L x L positive semi-definite G (one target).
-
-    Every active set is solved (2^L systems of size L, columns scaled to unit diagonal, tiny ridge) and the best
-    feasible solution kept; the empty set (beta = 0) is always feasible, so the result is the exact optimum."""
-    L = b.shape[-1]
-    dt = b.dtype
-    d = jnp.diagonal(G)
-    sc = jax.lax.rsqrt(jnp.maximum(d, jnp.finfo(dt).tiny))
-    Gs = G * sc[:, None] * sc[None, :]
-    bs = b * sc
-    ridge = 10.0 * jnp.finfo(dt).eps
+    Every non-empty active set S is solved by modified Gram-Schmidt on the columns of S (scaled to unit norm): the
+    QR factors give the least-squares coefficients and the drop of the objective below beta = 0 as the squared
+    length of the projection of t, ``sum_k (q_k . t)^2``. Unlike the normal equations, whose condition number is
+    the square of X's, this keeps float32 coefficients accurate when the columns are nearly collinear (a noise
+    term ``(D h)^-a`` with small ``a`` beside the constant column of E). The best feasible solution is kept; the
+    empty set (beta = 0) is always feasible, so the result is the exact optimum. A column that is a linear
+    combination of earlier ones of its set up to rounding is left out of that set."""
+    n, L = X.shape
+    dt = X.dtype
+    eps = jnp.finfo(dt).eps
+    nrm2 = jnp.sum(X * X, axis=0)
+    sc = jnp.where(nrm2 > 0, jax.lax.rsqrt(jnp.where(nrm2 > 0, nrm2, 1.0)), 0.0)
+    Xs = X * sc
     masks = np.array(list(itertools.product([False, True], repeat=L)), bool)[1:]  # non-empty active sets
 
     def solve(mask):
-        mm = mask[:, None] & mask[None, :]
-        A = jnp.where(mm, Gs, 0.0) + jnp.diag(jnp.where(mask, ridge, 1.0))
-        z = _solve_spd_small(A, jnp.where(mask, bs, 0.0))
-        z = jnp.where(mask, z, 0.0)
+        qs, cs, R = [], [], [[None] * L for _ in range(L)]
+        res = t
+        for k in range(L):
+            v = jnp.where(mask[k], Xs[:, k], 0.0)
+            for j in range(k):
+                R[j][k] = jnp.dot(qs[j], v)
+                v = v - R[j][k] * qs[j]
+            v2 = jnp.dot(v, v)
+            keep = mask[k] & (v2 > (100.0 * eps) ** 2)
+            r_kk = jnp.sqrt(jnp.where(keep, v2, 1.0))
+            q = jnp.where(keep, v / r_kk, 0.0)
+            c = jnp.dot(q, res)
+            res = res - c * q
+            qs.append(q)
+            cs.append(c)
+            R[k][k] = r_kk
+        z = [None] * L
+        for k in reversed(range(L)):
+            acc = cs[k]
+            for j in range(k + 1, L):
+                acc = acc - R[k][j] * z[j]
+            z[k] = acc / R[k][k]
+        z = jnp.where(mask, jnp.stack(z), 0.0)
+        gain = sum(c * c for c in cs)
         feasible = jnp.all(z >= 0.0)
-        gain = 2.0 * jnp.dot(bs, z) - z @ Gs @ z  # reduction of the objective below beta = 0
-        return z, jnp.where(feasible & jnp.isfinite(gain), gain, -jnp.inf)
+        return z, jnp.where(feasible & jnp.isfinite(gain) & jnp.all(jnp.isfinite(z)), gain, -jnp.inf)
 
     zs, gains = jax.vmap(solve)(jnp.asarray(masks))
     best = jnp.argmax(gains)
@@ -213,12 +215,10 @@ class Problem(eqx.Module):
     def _coefficients(self, base, phi, W):
         """(V, L) non-negative coefficients of the weighted least-squares fit of y - base on phi, per target."""
         use = W > 0
-        phi = jnp.where(use[..., None], phi, 0.0)
-        t = jnp.where(use, self.arrays.y - base, 0.0)
-        Wphi = W[..., None] * phi
-        G = jnp.sum(Wphi[..., :, None] * phi[..., None, :], axis=0)  # (V, L, L); elementwise: fast on every backend
-        b = jnp.sum(Wphi * t[..., None], axis=0)  # (V, L)
-        return jax.vmap(_nnls_small)(G, b)
+        sw = jnp.sqrt(jnp.where(use, W, 0.0))
+        X = jnp.where(use[..., None], phi, 0.0) * sw[..., None]  # (n, V, L)
+        t = jnp.where(use, self.arrays.y - base, 0.0) * sw  # (n, V)
+        return jax.vmap(_nnls_small, in_axes=(1, 1))(X, t)
 
     def linear_coefficients(self, law: AbstractLaw, row_w: jax.Array) -> jax.Array:
         """(V, L) non-negative coefficients minimising J with the law's other parameters fixed."""

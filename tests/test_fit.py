@@ -258,6 +258,26 @@ def test_variable_projection_nnls_and_gradient(truth, data):
     assert float(problem.value(problem.complete(truth, w), w)) <= float(full.value(truth, w)) * (1 + 1e-12)
 
 
+def test_nnls_float32_nearly_collinear_columns():
+    """The projected coefficients stay accurate in float32 when the basis columns are nearly collinear (a noise
+    column (10 h)^-a with a = 0.002 beside the constant column: condition number ~1800, so the normal equations
+    lose everything in float32). Reference: scipy's active-set NNLS in float64."""
+    import scipy.optimize
+
+    from mixjax.problem import _nnls_small
+
+    rng = np.random.default_rng(0)
+    h = rng.uniform(0.05, 0.6, 48)
+    X = np.stack([(10.0 * h) ** -0.002, np.ones(48)], 1) * rng.uniform(0.5, 1.5, 48)[:, None]
+    assert np.linalg.cond(X) ** 2 * np.finfo(np.float32).eps > 0.3
+    for beta in ([0.8, 2.0], [0.0, 2.0], [3.0, 0.0], [-1.0, 2.5]):
+        t = X @ np.array(beta) + 1e-4 * rng.standard_normal(48)
+        ref, _ = scipy.optimize.nnls(X, t)
+        z = np.asarray(_nnls_small(jnp.asarray(X, jnp.float32), jnp.asarray(t, jnp.float32)))
+        assert z.dtype == np.float32 and np.all(z >= 0)
+        np.testing.assert_allclose(z, ref, rtol=1e-4, atol=1e-5)
+
+
 def test_float64_polish_of_a_float32_fit(data):
     """polish=True continues the best float32 start in float64: the answer is float64, no worse than the float32
     best, and scipy L-BFGS-B started from it finds no lower objective."""
