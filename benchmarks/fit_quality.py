@@ -3,7 +3,8 @@
 
 Protocol: for each dataset and law, S random 80/20 splits of the rows (numpy ``default_rng(seed)``, seeds
 0..S-1); each split is fitted from ``--starts`` random starts (``law.init`` with ``PRNGKey(seed)``, drawn from the
-training rows' summary) by L-BFGS (MSE objective, ``--steps`` iterations at most), all splits and starts in one
+training rows' summary) by L-BFGS (MSE objective, ``--steps`` iterations at most; by default each law's default, 300 or 1000 above 200
+parameters), all splits and starts in one
 batched ``mixjax.fitting.solve`` call (held-out rows get weight 0); the best start of each split is kept. A law is
 fitted on its default cells (laws that diverge at h_i = 0, capacity_noise and bimix, leave out cells whose own
 domain weight is 0, as the seed code does; the others use every measured cell). Every law is **scored on the same
@@ -122,7 +123,7 @@ def main(argv=None) -> int:
     ap.add_argument("--splits", type=int, default=5)
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--starts", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=None, help="L-BFGS steps (default: the law's default, mixjax.fitting.default_max_steps)")
     ap.add_argument("--laws", nargs="+", help="laws to run (default: every registered mixing law)")
     ap.add_argument("--out", default=str(RESULTS / "fit_quality"), help="results path without extension")
     args = ap.parse_args(argv)
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
     total = time.perf_counter() - t_start
     protocol = {
         "splits": args.splits, "val_fraction": args.val_fraction, "split_seeds": list(range(args.splits)), "starts": args.starts,
-        "max_steps": args.steps, "objective": "mse", "optimizer": "lbfgs", "scored_cells": "measured cells whose own domain weight > 0",
+        "max_steps": args.steps if args.steps is not None else "default (300; 1000 above 200 parameters)", "objective": "mse", "optimizer": "lbfgs", "scored_cells": "measured cells whose own domain weight > 0",
         "fit_cells": "law default (capacity_noise, bimix: own weight > 0; others: all measured cells)",
         "slimpajama": "final checkpoint of each (mixture, model size) run", "quick": args.quick,
     }
@@ -152,7 +153,7 @@ def main(argv=None) -> int:
             "command": "python benchmarks/fit_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     lines = ["# Fit quality: train and held-out MRE (%) of each law", "",
              f"Protocol: {args.splits} random {int(round((1 - args.val_fraction) * 100))}/{int(round(args.val_fraction * 100))} row splits "
-             f"(seeds 0..{args.splits - 1}), {args.starts} random starts x <= {args.steps} L-BFGS steps (MSE) per split, best start kept; "
+             f"(seeds 0..{args.splits - 1}), {args.starts} random starts x <= {args.steps or 'the default (300; 1000 above 200 parameters)'} L-BFGS steps (MSE) per split, best start kept; "
              "mean ± std over splits. Scored on the same cells for every law: measured cells whose own domain weight is > 0. "
              "Fitted on each law's default cells (capacity_noise and bimix leave out zero-weight cells). "
              "SlimPajama: final checkpoint of each (mixture, size). k = free parameters.", "",

@@ -359,7 +359,7 @@ def compare(
     cv: str | None = None,
     holdout_scale: str | float | None = None,
     starts: int = 8,
-    max_steps: int = 300,
+    max_steps: int | None = None,
     objective: str = "mse",
     optimizer: str = "lbfgs",
     seed: int = 0,

@@ -67,6 +67,16 @@ def test_fit_recovers_synthetic_losses_and_reports_status(truth, data):
     # noise is 0.3 % per cell: the fit reaches the noise level
     assert f.evaluate(data)["mre"] < 0.004
     assert f.n_params == 16 and f.info["units"]["model_size"] == "millions of parameters"
+    # no max_steps given: the default for 16 parameters, recorded in the fit's config
+    assert f.config.max_steps == 300 and f.num_steps <= 300
+
+
+def test_default_steps_grow_with_the_parameter_count():
+    from mixjax.fitting import FitConfig, default_max_steps
+
+    assert [default_max_steps(k) for k in (1, 200, 201, 700)] == [300, 300, 1000, 1000]
+    assert FitConfig().max_steps is None and FitConfig().resolved(650).max_steps == 1000
+    assert FitConfig(max_steps=50).resolved(650).max_steps == 50  # an explicit value always wins
 
 
 def test_failed_member_never_poisons_the_batch(truth, data):

@@ -53,7 +53,7 @@ def run(args) -> int:
 
     if args.starts < 1:
         raise CliError(f"--starts must be >= 1, got {args.starts}")
-    if args.max_steps < 1:
+    if args.max_steps is not None and args.max_steps < 1:
         raise CliError(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.cv and args.holdout_scale:
         raise CliError("give either --cv or --holdout-scale, not both")

@@ -34,7 +34,7 @@ def add_solver_options(p, starts: int) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed for starts (and resamples, folds); same seed, same result (default 0)")
     p.add_argument("--objective", default="mse", choices=["mse", "relative", "huber_log"], help="fitting objective (default mse)")
     p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "lm", "adam"], help="solver: lbfgs (default), lm (Levenberg-Marquardt) or adam")
-    p.add_argument("--max-steps", type=int, default=300, help="solver steps per start (default 300)")
+    p.add_argument("--max-steps", type=int, default=None, help="solver steps per start (default: 300, or 1000 for a law with more than 200 parameters)")
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="floating-point precision (default float64)")
 
 
@@ -59,7 +59,7 @@ def check_fit_args(args) -> type:
 
     if args.starts < 1:
         raise CliError(f"--starts must be >= 1, got {args.starts}")
-    if args.max_steps < 1:
+    if args.max_steps is not None and args.max_steps < 1:
         raise CliError(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.sum_tol is not None and not (args.sum_tol >= 0 and args.sum_tol < float("inf")):
         raise CliError(f"--sum-tol must be a finite number >= 0, got {args.sum_tol}")
