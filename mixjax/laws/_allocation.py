@@ -28,7 +28,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["capacity_allocation", "log_capacity_allocation"]
+__all__ = ["capacity_allocation", "log_capacity_allocation", "log_allocation_from_logs"]
 
 
 def _log_x(t, log_w, active, inv1pb, log_H):
@@ -37,12 +37,15 @@ def _log_x(t, log_w, active, inv1pb, log_H):
 
 
 def _G_and_slope(t, log_w, active, inv1pb, log_H, log_C):
+    """G(t) and dG/dt with one exponential per domain and one logarithm: the shares ``p_i = x_i / sum_j x_j`` reuse
+    the exponentials of the log-sum-exp."""
     lx = _log_x(t, log_w, active, inv1pb, log_H)
-    lse = jax.nn.logsumexp(lx)
-    p = jnp.exp(lx - lse)
+    m = jax.lax.stop_gradient(jnp.max(lx))
+    e = jnp.exp(lx - m)
+    total = jnp.sum(e)
     is_free = active & ((log_w - t) * inv1pb > log_H)
-    slope = -jnp.sum(jnp.where(is_free, p * inv1pb, 0.0))
-    return lse - log_C, slope
+    slope = -jnp.sum(jnp.where(is_free, e * inv1pb, 0.0)) / total
+    return m + jnp.log(total) - log_C, slope
 
 
 def log_capacity_allocation(mixture, b, c, H, model_size, *, n_iter: int | None = None):
@@ -51,17 +54,22 @@ def log_capacity_allocation(mixture, b, c, H, model_size, *, n_iter: int | None 
     ``n_iter`` Newton steps, a fixed count so that a batch of allocations costs the same for every member (no
     data-dependent loop): by default 7 in float64 and 5 in float32, a margin over the most steps measured to
     reach the working precision on random instances (``benchmarks/allocation_newton.py``)."""
-    dtype = jnp.result_type(mixture, b, c, H, model_size)
+    return log_allocation_from_logs(mixture, b, jnp.log(c), jnp.log(H), model_size, n_iter=n_iter)
+
+
+def log_allocation_from_logs(mixture, b, log_c, log_H, model_size, *, n_iter: int | None = None):
+    """:func:`log_capacity_allocation` with c and H given as logs (the laws store them so): no exp/log round trip.
+    Per Newton step: one exponential per domain and one logarithm."""
+    dtype = jnp.result_type(mixture, b, log_c, log_H, model_size)
     if n_iter is None:
         n_iter = 7 if dtype == jnp.float64 else 5
     h = jnp.asarray(mixture, dtype)
     K = h.shape[-1]
     active = h > 0
     h_safe = jnp.where(active, h, 1.0)
-    log_w = jnp.log(b) + jnp.log(c) + jnp.log(h_safe)
+    log_w = jnp.log(b) + log_c + jnp.log(h_safe)
     inv1pb = 1.0 / (1.0 + b)
-    log_H = jnp.log(H)
-    log_C = jnp.log(model_size + (K - 1) * H)
+    log_C = jnp.log(model_size + (K - 1) * jnp.exp(log_H))
 
     sg = jax.lax.stop_gradient
     args = (sg(log_w), active, sg(inv1pb), sg(log_H), sg(log_C))
@@ -77,9 +85,10 @@ def log_capacity_allocation(mixture, b, c, H, model_size, *, n_iter: int | None 
 
     t_star = sg(jax.lax.fori_loop(0, n_iter, body, t_lo))
 
-    # One differentiable Newton step: exact implicit-function-theorem gradients w.r.t. h, b, c, H and N.
-    g, _ = _G_and_slope(t_star, log_w, active, inv1pb, log_H, log_C)
-    _, slope = _G_and_slope(t_star, *args)
+    # One differentiable Newton step: exact implicit-function-theorem gradients w.r.t. h, b, c, H and N (the
+    # slope is held constant: its value at the root is all the implicit function theorem needs).
+    g, slope = _G_and_slope(t_star, log_w, active, inv1pb, log_H, log_C)
+    slope = sg(slope)
     safe = slope < 0
     t = jnp.where(safe, t_star - g / jnp.where(safe, slope, -1.0), t_star)
     return _log_x(t, log_w, active, inv1pb, log_H)

@@ -9,7 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._allocation import capacity_allocation
+from ._allocation import capacity_allocation, log_allocation_from_logs
 from ._base import AbstractLaw, DataSummary
 
 __all__ = ["CapacityNoiseLaw"]
@@ -69,13 +69,16 @@ class CapacityNoiseForm:
         """x*(h, N): capacity per domain, in millions of parameters."""
         return capacity_allocation(mixture, self.b, jnp.exp(self.log_c), jnp.exp(self.log_H), model_size)
 
+    def log_allocation(self, mixture, model_size):
+        """log x*(h, N), without the exp/log round trip of :meth:`allocation`."""
+        return log_allocation_from_logs(mixture, self.b, self.log_c, self.log_H, model_size)
+
     def noise_share(self, mixture):  # pragma: no cover - interface
         raise NotImplementedError
 
     def linear_basis(self, mixture, model_size, n_tokens):
         """``base = c x*^-b`` and the columns ``[(D g(h))^-a, 1]`` of the coefficients A and E."""
-        x = self.allocation(mixture, model_size)
-        capacity = jnp.exp(self.log_c - self.b * jnp.log(x))
+        capacity = jnp.exp(self.log_c - self.b * self.log_allocation(mixture, model_size))
         noise = jnp.exp(-self.a * jnp.log(n_tokens * self.noise_share(mixture)))
         return capacity, jnp.stack([noise, jnp.ones_like(noise)], axis=-1)
 

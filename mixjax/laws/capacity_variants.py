@@ -16,7 +16,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from ._allocation import capacity_allocation
+from ._allocation import capacity_allocation, log_allocation_from_logs
 from ._base import AbstractLaw, DataSummary
 
 __all__ = ["CapacityOnlyLaw", "CapacityRunTokensLaw"]
@@ -90,9 +90,9 @@ class CapacityOnlyLaw(AbstractLaw):
         return capacity_allocation(mixture, jnp.exp(self.log_b), jnp.exp(self.log_c), jnp.exp(self.log_H), model_size)
 
     def __call__(self, mixture, model_size, n_tokens):
-        b, c, E = jnp.exp(self.log_b), jnp.exp(self.log_c), jnp.exp(self.log_E)
-        x = self.allocation(mixture, model_size)
-        return c * jnp.exp(-b * jnp.log(x)) + E
+        b = jnp.exp(self.log_b)
+        log_x = log_allocation_from_logs(mixture, b, self.log_c, self.log_H, model_size)
+        return jnp.exp(self.log_c - b * log_x) + jnp.exp(self.log_E)
 
 
 class CapacityRunTokensLaw(AbstractLaw):
@@ -153,6 +153,6 @@ class CapacityRunTokensLaw(AbstractLaw):
         return capacity_allocation(mixture, jnp.exp(self.log_b), jnp.exp(self.log_c), jnp.exp(self.log_H), model_size)
 
     def __call__(self, mixture, model_size, n_tokens):
-        b, c, A, a, E = (jnp.exp(v) for v in (self.log_b, self.log_c, self.log_A, self.log_a, self.log_E))
-        x = self.allocation(mixture, model_size)
-        return c * jnp.exp(-b * jnp.log(x)) + A * jnp.exp(-a * jnp.log(n_tokens)) + E
+        b, A, a, E = (jnp.exp(v) for v in (self.log_b, self.log_A, self.log_a, self.log_E))
+        log_x = log_allocation_from_logs(mixture, b, self.log_c, self.log_H, model_size)
+        return jnp.exp(self.log_c - b * log_x) + A * jnp.exp(-a * jnp.log(n_tokens)) + E
