@@ -124,12 +124,15 @@ def _nnls_small(X, t):
     small L.
 
     Every non-empty active set S is solved by modified Gram-Schmidt on the columns of S (scaled to unit norm): the
-    QR factors give the least-squares coefficients and the drop of the objective below beta = 0 as the squared
-    length of the projection of t, ``sum_k (q_k . t)^2``. Unlike the normal equations, whose condition number is
+    QR factors give the least-squares coefficients, and t's component orthogonal to the columns (updated column by
+    column) gives the objective left, |X beta - t|^2. Active sets are compared by that residual, not by the
+    objective's drop below beta = 0: the drop is about |t|^2, far larger than what is left, and its rounding
+    (eps |t|^2) would decide between nearly equivalent sets in float32. Unlike the normal equations, whose condition number is
     the square of X's, this keeps float32 coefficients accurate when the columns are nearly collinear (a noise
     term ``(D h)^-a`` with small ``a`` beside the constant column of E). The best feasible solution is kept; the
     empty set (beta = 0) is always feasible, so the result is the exact optimum. A column that is a linear
-    combination of earlier ones of its set up to rounding is left out of that set."""
+    combination of earlier ones of its set up to rounding is left out of that set. Each column is orthogonalised twice
+    (Gram-Schmidt with reorthogonalisation), which keeps Q orthogonal to working precision."""
     n, L = X.shape
     dt = X.dtype
     eps = jnp.finfo(dt).eps
@@ -146,6 +149,10 @@ def _nnls_small(X, t):
             for j in range(k):
                 R[j][k] = jnp.dot(qs[j], v)
                 v = v - R[j][k] * qs[j]
+            for j in range(k):  # a second pass restores orthogonality lost to nearly collinear columns
+                r = jnp.dot(qs[j], v)
+                v = v - r * qs[j]
+                R[j][k] = R[j][k] + r
             v2 = jnp.dot(v, v)
             keep = mask[k] & (v2 > (100.0 * eps) ** 2)
             r_kk = jnp.sqrt(jnp.where(keep, v2, 1.0))
@@ -162,13 +169,13 @@ def _nnls_small(X, t):
                 acc = acc - R[k][j] * z[j]
             z[k] = acc / R[k][k]
         z = jnp.where(mask, jnp.stack(z), 0.0)
-        gain = sum(c * c for c in cs)
+        left = jnp.dot(res, res)
         feasible = jnp.all(z >= 0.0)
-        return z, jnp.where(feasible & jnp.isfinite(gain) & jnp.all(jnp.isfinite(z)), gain, -jnp.inf)
+        return z, jnp.where(feasible & jnp.isfinite(left) & jnp.all(jnp.isfinite(z)), left, jnp.inf)
 
-    zs, gains = jax.vmap(solve)(jnp.asarray(masks))
-    best = jnp.argmax(gains)
-    z = jnp.where(gains[best] > 0, zs[best], jnp.zeros_like(zs[best]))
+    zs, left = jax.vmap(solve)(jnp.asarray(masks))
+    best = jnp.argmin(left)
+    z = jnp.where(left[best] < jnp.dot(t, t), zs[best], jnp.zeros_like(zs[best]))
     return z * sc
 
 
