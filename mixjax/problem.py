@@ -131,8 +131,7 @@ def _nnls_small(X, t):
     the square of X's, this keeps float32 coefficients accurate when the columns are nearly collinear (a noise
     term ``(D h)^-a`` with small ``a`` beside the constant column of E). The best feasible solution is kept; the
     empty set (beta = 0) is always feasible, so the result is the exact optimum. A column that is a linear
-    combination of earlier ones of its set up to rounding is left out of that set. Each column is orthogonalised twice
-    (Gram-Schmidt with reorthogonalisation), which keeps Q orthogonal to working precision."""
+    combination of earlier ones of its set up to rounding is left out of that set."""
     n, L = X.shape
     dt = X.dtype
     eps = jnp.finfo(dt).eps
@@ -149,10 +148,6 @@ def _nnls_small(X, t):
             for j in range(k):
                 R[j][k] = jnp.dot(qs[j], v)
                 v = v - R[j][k] * qs[j]
-            for j in range(k):  # a second pass restores orthogonality lost to nearly collinear columns
-                r = jnp.dot(qs[j], v)
-                v = v - r * qs[j]
-                R[j][k] = R[j][k] + r
             v2 = jnp.dot(v, v)
             keep = mask[k] & (v2 > (100.0 * eps) ** 2)
             r_kk = jnp.sqrt(jnp.where(keep, v2, 1.0))
