@@ -504,3 +504,14 @@ def test_command_line_turns_on_float64_itself(saved):
         assert jax.config.jax_enable_x64 and all(np.isfinite(list(json.loads(out)["predicted"].values())))
     finally:
         jax.config.update("jax_enable_x64", before)
+
+
+def test_table_prints_a_coefficient_at_its_bound_as_zero():
+    """Coefficients at their non-negativity bound are stored as log(tiny); tables print them as 0, and nothing else."""
+    import numpy as np
+
+    from mixjax.cli._common import format_table
+
+    row = [float(np.finfo(np.float64).tiny), float(np.finfo(np.float32).tiny), 1e-30, 2.5e-308, 0.1234567]
+    cells = format_table([row], ["a", "b", "c", "d", "e"]).splitlines()[2].split()
+    assert cells == ["0", "0", "1e-30", "2.5e-308", "0.1235"]

@@ -157,6 +157,12 @@ def print_json(obj: dict) -> None:
     sys.stdout.write(json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
+def _at_zero_bound(v: float) -> bool:
+    """True for the smallest positive normal float32 or float64: a coefficient at its non-negativity bound, which the
+    laws store as log(tiny) (exactly 0 would have no logarithm)."""
+    return v > 0 and any(abs(v / float(np.finfo(t).tiny) - 1) < 1e-3 for t in (np.float32, np.float64))
+
+
 def format_table(rows: list[list[Any]], header: list[str]) -> str:
     """A plain aligned text table."""
 
@@ -164,7 +170,7 @@ def format_table(rows: list[list[Any]], header: list[str]) -> str:
         if v is None or (isinstance(v, float) and not math.isfinite(v)):
             return "n/a"
         if isinstance(v, float):
-            return f"{v:.4g}"
+            return "0" if _at_zero_bound(v) else f"{v:.4g}"
         return str(v)
 
     cells = [[fmt(v) for v in r] for r in rows]
