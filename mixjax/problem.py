@@ -127,12 +127,12 @@ def _nnls_small(X, t):
     QR factors give the least-squares coefficients, and t's component orthogonal to the columns (updated column by
     column) gives the objective left, |X beta - t|^2. Active sets are compared by that residual, not by the
     objective's drop below beta = 0: the drop is about |t|^2, far larger than what is left, and its rounding
-    (eps |t|^2) would decide between nearly equivalent sets in float32. Unlike the normal equations, whose condition number is
-    the square of X's, this keeps float32 coefficients accurate when the columns are nearly collinear (a noise
-    term ``(D h)^-a`` with small ``a`` beside the constant column of E). The best feasible solution is kept; the
+    (eps |t|^2) would decide between nearly equivalent sets in float32. Unlike the normal equations, whose
+    condition number is the square of X's, this keeps float32 coefficients accurate when the columns are nearly
+    collinear (a noise term ``(D h)^-a`` with small ``a`` beside the constant column of E). The best feasible solution is kept; the
     empty set (beta = 0) is always feasible, so the result is the exact optimum. A column that is a linear
     combination of earlier ones of its set up to rounding is left out of that set."""
-    n, L = X.shape
+    L = X.shape[1]
     dt = X.dtype
     eps = jnp.finfo(dt).eps
     nrm2 = jnp.sum(X * X, axis=0)

@@ -9,7 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._allocation import capacity_allocation, log_allocation_from_logs
+from ._allocation import log_allocation_from_logs
 from ._base import AbstractLaw, DataSummary
 
 __all__ = ["CapacityNoiseLaw"]
@@ -65,13 +65,13 @@ class CapacityNoiseForm:
         """Data-noise exponents a_i in (0, a_max)."""
         return self.a_max * jax.nn.sigmoid(self.logit_a)
 
+    def log_allocation(self, mixture, model_size):
+        """log x*(h, N), computed from the stored logs (no exp/log round trip)."""
+        return log_allocation_from_logs(mixture, self.b, self.log_c, self.log_H, model_size)
+
     def allocation(self, mixture, model_size):
         """x*(h, N): capacity per domain, in millions of parameters."""
-        return capacity_allocation(mixture, self.b, jnp.exp(self.log_c), jnp.exp(self.log_H), model_size)
-
-    def log_allocation(self, mixture, model_size):
-        """log x*(h, N), without the exp/log round trip of :meth:`allocation`."""
-        return log_allocation_from_logs(mixture, self.b, self.log_c, self.log_H, model_size)
+        return jnp.exp(self.log_allocation(mixture, model_size))
 
     def noise_share(self, mixture):  # pragma: no cover - interface
         raise NotImplementedError

@@ -16,7 +16,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from ._allocation import capacity_allocation, log_allocation_from_logs
+from ._allocation import log_allocation_from_logs
 from ._base import AbstractLaw, DataSummary
 
 __all__ = ["CapacityOnlyLaw", "CapacityRunTokensLaw"]
@@ -39,7 +39,24 @@ def _capacity_init(key, summary: DataSummary):
     )
 
 
-class CapacityOnlyLaw(AbstractLaw):
+class _CapacityTerm:
+    """What both variants share (a mixin for laws with the fields ``log_b``, ``log_c``, ``log_H``): the capacity
+    allocation and the capacity term ``c_i x_i*^-b_i``."""
+
+    def log_allocation(self, mixture, model_size):
+        """log x*(h, N), computed from the stored logs (no exp/log round trip)."""
+        return log_allocation_from_logs(mixture, jnp.exp(self.log_b), self.log_c, self.log_H, model_size)
+
+    def allocation(self, mixture, model_size):
+        """x*(h, N): capacity per domain, in millions of parameters."""
+        return jnp.exp(self.log_allocation(mixture, model_size))
+
+    def capacity_term(self, mixture, model_size):
+        """``c_i x_i*(h, N)^(-b_i)`` per domain."""
+        return jnp.exp(self.log_c - jnp.exp(self.log_b) * self.log_allocation(mixture, model_size))
+
+
+class CapacityOnlyLaw(_CapacityTerm, AbstractLaw):
     r"""Capacity competition alone (Dai & Zheng 2026, Eq. 1, the extended quantization model), per domain i:
 
         L_i(h, N) = c_i x_i*(h, N)^(-b_i) + E_i
@@ -85,17 +102,11 @@ class CapacityOnlyLaw(AbstractLaw):
         e = jnp.exp
         return {"b": e(self.log_b), "c": e(self.log_c), "E": e(self.log_E), "H": e(self.log_H)}
 
-    def allocation(self, mixture, model_size):
-        """x*(h, N): capacity per domain, in millions of parameters."""
-        return capacity_allocation(mixture, jnp.exp(self.log_b), jnp.exp(self.log_c), jnp.exp(self.log_H), model_size)
-
     def __call__(self, mixture, model_size, n_tokens):
-        b = jnp.exp(self.log_b)
-        log_x = log_allocation_from_logs(mixture, b, self.log_c, self.log_H, model_size)
-        return jnp.exp(self.log_c - b * log_x) + jnp.exp(self.log_E)
+        return self.capacity_term(mixture, model_size) + jnp.exp(self.log_E)
 
 
-class CapacityRunTokensLaw(AbstractLaw):
+class CapacityRunTokensLaw(_CapacityTerm, AbstractLaw):
     r"""Capacity competition plus a noise term in the run's token count, per domain i:
 
         L_i(h, N, D) = c_i x_i*(h, N)^(-b_i) + A_i D^(-a_i) + E_i
@@ -148,11 +159,6 @@ class CapacityRunTokensLaw(AbstractLaw):
         e = jnp.exp
         return {"b": e(self.log_b), "c": e(self.log_c), "A": e(self.log_A), "a": e(self.log_a), "E": e(self.log_E), "H": e(self.log_H)}
 
-    def allocation(self, mixture, model_size):
-        """x*(h, N): capacity per domain, in millions of parameters."""
-        return capacity_allocation(mixture, jnp.exp(self.log_b), jnp.exp(self.log_c), jnp.exp(self.log_H), model_size)
-
     def __call__(self, mixture, model_size, n_tokens):
-        b, A, a, E = (jnp.exp(v) for v in (self.log_b, self.log_A, self.log_a, self.log_E))
-        log_x = log_allocation_from_logs(mixture, b, self.log_c, self.log_H, model_size)
-        return jnp.exp(self.log_c - b * log_x) + A * jnp.exp(-a * jnp.log(n_tokens)) + E
+        A, a, E = (jnp.exp(v) for v in (self.log_A, self.log_a, self.log_E))
+        return self.capacity_term(mixture, model_size) + A * jnp.exp(-a * jnp.log(n_tokens)) + E
