@@ -309,6 +309,8 @@ def write(path, text):
         (None, ["fit", "TINY", "--val-fraction", "1.5"], ["--val-fraction"]),
         (None, ["fit", "TINY", "--sum-tol", "-1"], ["--sum-tol"]),
         (None, ["fit", "TINY", "--starts", "0"], ["--starts"]),
+        (None, ["fit", "TINY", "--max-steps", "0"], ["--max-steps", "got 0"]),
+        (None, ["optimize", "missing.csv", "--max-steps", "0"], ["--max-steps", "got 0"]),  # refused before the data are read
         (None, ["fit", "TINY", "--output", "OUTDIR/missing/f.mixfit"], ["--output", "does not exist"]),
         (None, ["fit", "TINY", "--output", "OUTDIR"], ["--output", "is a directory"]),
         (None, ["bootstrap", "TINY", "--plot", "OUTDIR/fig.txt"], ["--plot", ".png"]),

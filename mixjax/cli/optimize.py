@@ -118,6 +118,8 @@ def run(args) -> int:
     from mixjax.data import DataError
     from mixjax.mixture import ExtrapolationWarning, FixedOptimumWarning, InfeasibleMixtureError, mixture_bounds
 
+    if args.max_steps is not None and args.max_steps < 1:
+        raise CliError(f"--max-steps must be >= 1, got {args.max_steps}")
     train = select_scale(load_data(args.train, args.targets), args.fit_model_size, args.fit_tokens)
     cls = mixjax.get_law(args.law)
     N = parse_count(args.model_size) if args.model_size else None
