@@ -212,7 +212,7 @@ class Problem(eqx.Module):
 
     def _basis(self, law: AbstractLaw):
         a = self.arrays
-        return jax.vmap(law.linear_basis)(a.h, a.N, a.D)  # (n, V), (n, V, L)
+        return law.linear_basis_rows(a.h, a.N, a.D)  # (n, V), (n, V, L)
 
     def _coefficients(self, base, phi, W):
         """(V, L) non-negative coefficients of the weighted least-squares fit of y - base on phi, per target."""

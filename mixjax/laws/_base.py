@@ -7,7 +7,8 @@ run::
     law(mixture, model_size, n_tokens) -> losses
 
 with ``mixture`` of shape ``(K,)`` on the simplex, ``model_size`` in millions of parameters, ``n_tokens`` in
-billions of tokens, and losses of shape ``(V,)``. Batching is done from outside with ``jax.vmap``.
+billions of tokens, and losses of shape ``(V,)``. Batching is done from outside with ``jax.vmap``; fits and
+predictions call :meth:`AbstractLaw.evaluate_rows` (all runs at once), which a law may override with a faster form.
 
 A new law needs only its array fields and ``__call__``; fit it from an instance (the first start, the other starts
 are drawn around it). Optionally it implements ``init`` (a random starting point, given a :class:`DataSummary`),
@@ -158,6 +159,17 @@ class AbstractLaw(eqx.Module):
         named by ``linear_fields``; must not read those fields."""
         raise NotImplementedError(f"{type(self).__name__} declares no linear coefficients")
 
+    def evaluate_rows(self, mixtures: jax.Array, model_sizes: jax.Array, n_tokens: jax.Array) -> jax.Array:
+        """Losses ``(n, V)`` of n runs given as arrays ``(n, K)``, ``(n,)``, ``(n,)``: ``vmap`` of ``__call__``
+        over runs. A law may override it with a faster all-runs form (the capacity laws compute every run's
+        allocation at once); it must agree with ``__call__`` run by run."""
+        return jax.vmap(self)(mixtures, model_sizes, n_tokens)
+
+    def linear_basis_rows(self, mixtures: jax.Array, model_sizes: jax.Array, n_tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """:meth:`linear_basis` of n runs: ``(base (n, V), phi (n, V, L))`` (``vmap`` over runs unless a law
+        overrides it, like :meth:`evaluate_rows`)."""
+        return jax.vmap(self.linear_basis)(mixtures, model_sizes, n_tokens)
+
     def with_linear(self, coef: jax.Array) -> AbstractLaw:
         """This law with its linear coefficients set from ``coef`` (V, L), each >= 0."""
         raise NotImplementedError(f"{type(self).__name__} declares no linear coefficients")
@@ -174,9 +186,9 @@ class AbstractLaw(eqx.Module):
 
 @eqx.filter_jit
 def predict_rows(law, h, N, D):
-    """``vmap(law)`` over rows, compiled once per law type and shapes (op-by-op dispatch would compile every
-    primitive of the law separately)."""
-    return jax.vmap(law)(h, N, D)
+    """``law.evaluate_rows`` (a ``vmap`` of the law over rows), compiled once per law type and shapes (op-by-op
+    dispatch would compile every primitive of the law separately)."""
+    return law.evaluate_rows(h, N, D)
 
 
 def n_params(law: AbstractLaw) -> int:

@@ -9,7 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._allocation import log_allocation_from_logs
+from ._allocation import log_allocation_from_logs, log_allocation_rows
 from ._base import AbstractLaw, DataSummary
 
 __all__ = ["CapacityNoiseLaw"]
@@ -69,6 +69,10 @@ class CapacityNoiseForm:
         """log x*(h, N), computed from the stored logs (no exp/log round trip)."""
         return log_allocation_from_logs(mixture, self.b, self.log_c, self.log_H, model_size)
 
+    def log_allocation_rows(self, mixtures, model_sizes):
+        """log x* of n runs at once, ``(n, K)`` (:func:`mixjax.laws._allocation.log_allocation_rows`)."""
+        return log_allocation_rows(mixtures, self.b, self.log_c, self.log_H, model_sizes)
+
     def allocation(self, mixture, model_size):
         """x*(h, N): capacity per domain, in millions of parameters."""
         return jnp.exp(self.log_allocation(mixture, model_size))
@@ -76,11 +80,21 @@ class CapacityNoiseForm:
     def noise_share(self, mixture):  # pragma: no cover - interface
         raise NotImplementedError
 
-    def linear_basis(self, mixture, model_size, n_tokens):
-        """``base = c x*^-b`` and the columns ``[(D g(h))^-a, 1]`` of the coefficients A and E."""
-        capacity = jnp.exp(self.log_c - self.b * self.log_allocation(mixture, model_size))
+    def _basis_given(self, mixture, log_x, n_tokens):
+        capacity = jnp.exp(self.log_c - self.b * log_x)
         noise = jnp.exp(-self.a * jnp.log(n_tokens * self.noise_share(mixture)))
         return capacity, jnp.stack([noise, jnp.ones_like(noise)], axis=-1)
+
+    def _predict_given(self, mixture, log_x, n_tokens):
+        base, phi = self._basis_given(mixture, log_x, n_tokens)
+        return base + phi[..., 0] * jnp.exp(self.log_A) + jnp.exp(self.log_E)
+
+    def linear_basis(self, mixture, model_size, n_tokens):
+        """``base = c x*^-b`` and the columns ``[(D g(h))^-a, 1]`` of the coefficients A and E."""
+        return self._basis_given(mixture, self.log_allocation(mixture, model_size), n_tokens)
+
+    def linear_basis_rows(self, mixtures, model_sizes, n_tokens):
+        return jax.vmap(self._basis_given)(mixtures, self.log_allocation_rows(mixtures, model_sizes), n_tokens)
 
     def with_linear(self, coef):
         tiny = jnp.finfo(coef.dtype).tiny
@@ -88,8 +102,10 @@ class CapacityNoiseForm:
         return eqx.tree_at(lambda law: (law.log_A, law.log_E), self, (log(coef[:, 0]), log(coef[:, 1])))
 
     def __call__(self, mixture, model_size, n_tokens):
-        base, phi = self.linear_basis(mixture, model_size, n_tokens)
-        return base + phi[:, 0] * jnp.exp(self.log_A) + jnp.exp(self.log_E)
+        return self._predict_given(mixture, self.log_allocation(mixture, model_size), n_tokens)
+
+    def evaluate_rows(self, mixtures, model_sizes, n_tokens):
+        return jax.vmap(self._predict_given)(mixtures, self.log_allocation_rows(mixtures, model_sizes), n_tokens)
 
 
 class CapacityNoiseLaw(CapacityNoiseForm, AbstractLaw):

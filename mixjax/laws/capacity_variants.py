@@ -16,7 +16,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from ._allocation import log_allocation_from_logs
+from ._allocation import log_allocation_from_logs, log_allocation_rows
 from ._base import AbstractLaw, DataSummary
 
 __all__ = ["CapacityOnlyLaw", "CapacityRunTokensLaw"]
@@ -40,12 +40,17 @@ def _capacity_init(key, summary: DataSummary):
 
 
 class _CapacityTerm:
-    """What both variants share (a mixin for laws with the fields ``log_b``, ``log_c``, ``log_H``): the capacity
-    allocation and the capacity term ``c_i x_i*^-b_i``."""
+    """What both variants share (a mixin for laws with the fields ``log_b``, ``log_c``, ``log_H`` and a method
+    ``_predict_given(mixture, log_x, model_size, n_tokens)``, the prediction given the log allocation): the capacity
+    allocation, the capacity term ``c_i x_i*^-b_i``, and the prediction of one run or of many runs at once."""
 
     def log_allocation(self, mixture, model_size):
         """log x*(h, N), computed from the stored logs (no exp/log round trip)."""
         return log_allocation_from_logs(mixture, jnp.exp(self.log_b), self.log_c, self.log_H, model_size)
+
+    def log_allocation_rows(self, mixtures, model_sizes):
+        """log x* of n runs at once, ``(n, K)`` (:func:`mixjax.laws._allocation.log_allocation_rows`)."""
+        return log_allocation_rows(mixtures, jnp.exp(self.log_b), self.log_c, self.log_H, model_sizes)
 
     def allocation(self, mixture, model_size):
         """x*(h, N): capacity per domain, in millions of parameters."""
@@ -53,7 +58,17 @@ class _CapacityTerm:
 
     def capacity_term(self, mixture, model_size):
         """``c_i x_i*(h, N)^(-b_i)`` per domain."""
-        return jnp.exp(self.log_c - jnp.exp(self.log_b) * self.log_allocation(mixture, model_size))
+        return self._capacity_given(self.log_allocation(mixture, model_size))
+
+    def _capacity_given(self, log_x):
+        return jnp.exp(self.log_c - jnp.exp(self.log_b) * log_x)
+
+    def __call__(self, mixture, model_size, n_tokens):
+        return self._predict_given(mixture, self.log_allocation(mixture, model_size), model_size, n_tokens)
+
+    def evaluate_rows(self, mixtures, model_sizes, n_tokens):
+        log_x = self.log_allocation_rows(mixtures, model_sizes)
+        return jax.vmap(self._predict_given)(mixtures, log_x, model_sizes, n_tokens)
 
 
 class CapacityOnlyLaw(_CapacityTerm, AbstractLaw):
@@ -102,8 +117,8 @@ class CapacityOnlyLaw(_CapacityTerm, AbstractLaw):
         e = jnp.exp
         return {"b": e(self.log_b), "c": e(self.log_c), "E": e(self.log_E), "H": e(self.log_H)}
 
-    def __call__(self, mixture, model_size, n_tokens):
-        return self.capacity_term(mixture, model_size) + jnp.exp(self.log_E)
+    def _predict_given(self, mixture, log_x, model_size, n_tokens):
+        return self._capacity_given(log_x) + jnp.exp(self.log_E)
 
 
 class CapacityRunTokensLaw(_CapacityTerm, AbstractLaw):
@@ -159,6 +174,6 @@ class CapacityRunTokensLaw(_CapacityTerm, AbstractLaw):
         e = jnp.exp
         return {"b": e(self.log_b), "c": e(self.log_c), "A": e(self.log_A), "a": e(self.log_a), "E": e(self.log_E), "H": e(self.log_H)}
 
-    def __call__(self, mixture, model_size, n_tokens):
+    def _predict_given(self, mixture, log_x, model_size, n_tokens):
         A, a, E = (jnp.exp(v) for v in (self.log_A, self.log_a, self.log_E))
-        return self.capacity_term(mixture, model_size) + A * jnp.exp(-a * jnp.log(n_tokens)) + E
+        return self._capacity_given(log_x) + A * jnp.exp(-a * jnp.log(n_tokens)) + E
