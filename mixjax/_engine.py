@@ -17,13 +17,18 @@ never wait on each other:
   chunk (on an accelerator each data-dependent loop test is a device-to-host synchronisation).
 
 Status of a member (:class:`mixjax.Status`): ``converged`` only when a stationarity test passes, never right
-after a failed step: either the relative gradient ``max_k |df/dy_k| / f`` is below ``gtol``; or the objective fell
-by less than ``ftol`` (relative) over the last ``window`` steps and either the relative gradient is below
-``100 gtol`` or no step lowers f any more even at the smallest trial (damping at its ceiling, no acceptable
-L-BFGS trial along the scaled gradient): a local minimum at a kink of a piecewise-smooth objective (the capacity
-floor of the capacity laws and the non-negativity of projected coefficients make such kinks), where the gradient
-of one side does not vanish. Otherwise ``max_steps``, or ``nonfinite`` (the starting point's objective is not
-finite).
+after a failed step. Either (1) the relative gradient ``max_k |df/dy_k| / f`` is below ``gtol``; or (2) the objective
+fell by less than ``ftol`` (relative) over the last ``window`` steps and either the relative gradient is below
+``100 gtol``, or no step lowers f any more even at the smallest trial (damping at its ceiling, no acceptable L-BFGS
+trial along the scaled gradient), or the parameters moved by less than ``xtol`` in all over those steps (law fits:
+1e-3 in the stored logs and logits): a local
+minimum at a kink of a piecewise-smooth objective (the capacity floor of the capacity laws and the non-negativity
+of projected coefficients make such kinks), where the gradient of one side does not vanish; or (3) the step just
+taken was accepted and the objective fell by less than ``slow_ftol`` = 1e-5 (relative) over the last
+``slow_windows x window`` = 50 steps: at that rate a thousand more steps lower it by less than 2e-4, the flat
+valleys of the many-parameter laws, where parameters still drift along directions the data do not determine.
+Otherwise ``max_steps``, or ``nonfinite`` (the starting point's objective is not finite).
+``benchmarks/status_check.py`` checks these statuses against a scipy polish of each end point.
 
 Solvers are small ``equinox`` modules with ``init(fn, y) -> state`` and ``step(fn, y, state) -> (y, state,
 accepted, stuck)``, where the state exposes ``f`` (objective) and ``g`` (gradient) at ``y``.
@@ -175,11 +180,16 @@ class LBFGS(AbstractSolver):
 
     Each step computes the two-loop direction d (shortened to ``max_step`` in its largest coordinate) and ONE
     value-and-gradient at ``y + tau d``. The trial is accepted when it meets the Armijo condition
-    ``f(y + tau d) <= f + c1 tau g.d``; its gradient is then the new gradient (no second evaluation), the curvature
-    pair is stored unless ``s.y <= eps |s| |y|``, and tau grows back towards the full step (``tau <- min(1, 4 tau)``).
-    A rejected trial keeps y and the memory and shrinks tau by safeguarded quadratic interpolation of f along d
-    (factor in [0.1, 0.5]); after ``reset_after`` rejections in a row the memory is cleared and the next direction
-    is the steepest-descent one, scaled to the last accepted step. A step thus costs one objective-and-gradient
+    ``f(y + tau d) <= f + c1 tau g.d``, or the approximate Wolfe condition of Hager & Zhang (2005): f rose by at
+    most the rounding noise (``noise`` relative to f) and the directional derivative at the trial is at most
+    ``wolfe_hi |g.d|``, so the trial is not past the minimum along d by more than the derivative can tell. Near a
+    minimum, differences of f are rounding (in float32 they are at 1e-7 to 1e-6 of f) while the gradient still
+    points the way; an Armijo-only search stalls there. On acceptance the trial's gradient is the new gradient (no
+    second evaluation), the curvature pair is stored unless ``s.y <= eps |s| |y|``, and tau grows back towards the
+    full step (``tau <- min(1, 4 tau)``). A rejected trial keeps y and the memory and shrinks tau by safeguarded
+    quadratic interpolation of f along d (factor in [0.1, 0.5]; by the secant of the directional derivative when f
+    is within the noise); after ``reset_after`` rejections in a row the memory is cleared and the next direction is
+    the steepest-descent one, scaled to the last accepted step. A step thus costs one objective-and-gradient
     evaluation for every member, whatever happens to the others: the backtracking that a line search does inside a
     step is spread over the following steps of that member alone. Suited to laws with many parameters.
     """
@@ -187,7 +197,16 @@ class LBFGS(AbstractSolver):
     memory: int = 20
     c1: float = 1e-4
     max_step: float = 1.0
-    reset_after: int = 3
+    reset_after: int = 10
+    noise: float | None = None
+    wolfe_hi: float = 0.8
+
+    def _noise(self, dtype) -> float:
+        """Relative objective change below which two values are not told apart: by default 1e-6 in float32 (about
+        ten roundings of a sum of squares) and 1e-10 in float64."""
+        if self.noise is not None:
+            return float(self.noise)
+        return 1e-6 if jnp.finfo(dtype).bits <= 32 else 1e-10
 
     def init(self, fn, y):
         f, g = jax.value_and_grad(lambda z: _sumsq(fn(z)))(y)
@@ -233,7 +252,12 @@ class LBFGS(AbstractSolver):
         slope = jnp.dot(s.g, d)
         y_t = y + s.tau * d
         f_t, g_t = jax.value_and_grad(lambda z: _sumsq(fn(z)))(y_t)
-        ok = jnp.isfinite(f_t) & _finite(g_t) & (f_t <= s.f + self.c1 * s.tau * slope) & (f_t < s.f)
+        finite = jnp.isfinite(f_t) & _finite(g_t)
+        armijo = (f_t <= s.f + self.c1 * s.tau * slope) & (f_t < s.f)
+        dslope = jnp.dot(g_t, d)
+        noise = self._noise(dt) * jnp.abs(s.f)
+        approx = (f_t <= s.f + noise) & (dslope <= -self.wolfe_hi * slope)
+        ok = finite & (armijo | approx)
         # accepted: store the pair, grow tau; rejected: shrink tau (minimum of the quadratic through f, slope, f_t)
         sv, yv = y_t - y, g_t - s.g
         sy = jnp.dot(sv, yv)
@@ -243,6 +267,10 @@ class LBFGS(AbstractSolver):
         curv = f_t - s.f - s.tau * slope
         quad = -slope * s.tau / (2.0 * jnp.where(curv > 0, curv, 1.0))
         shrink = jnp.where(jnp.isfinite(f_t) & (curv > 0), jnp.clip(quad, 0.1, 0.5), 0.1)
+        # past the minimum along d by a trial within the noise: the secant of the directional derivative is the
+        # better guess (f's differences there are rounding)
+        secant = slope / jnp.where(dslope > slope, slope - dslope, -1.0)
+        shrink = jnp.where(jnp.isfinite(dslope) & (dslope > 0) & (f_t <= s.f + noise), jnp.clip(secant, 0.1, 0.5), shrink)
         fails = jnp.where(ok, 0, s.fails + 1).astype(jnp.int32)
         reset = (~ok) & (fails >= self.reset_after)
         valid = jnp.where(reset, jnp.zeros_like(valid), valid)
@@ -306,6 +334,7 @@ class _Member(NamedTuple):
     y: jax.Array
     state: Any
     hist: jax.Array  # (window,) objective after each of the last `window` steps
+    moved: jax.Array  # (window,) largest parameter change of each of the last `window` steps (0 if rejected)
     steps: jax.Array
     accepted: jax.Array
     status: jax.Array  # -1 while active
@@ -313,7 +342,7 @@ class _Member(NamedTuple):
 
 @eqx.filter_jit
 @eqx.debug.assert_max_traces(max_traces=None)  # counts compilations (eqx.debug.get_num_traces), never limits them
-def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window):
+def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window, xtol=None, slow_ftol=None, slow_windows=5):
     dt = y0.dtype
 
     def member_fn(a):
@@ -323,20 +352,24 @@ def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window
         st = solver.init(member_fn(a), y)
         bad = ~(jnp.isfinite(st.f) & _finite(st.g))
         status = jnp.where(bad, int(Status.nonfinite), -1)
-        hist = jnp.full((window,), jnp.inf, dt)
-        return _Member(y, st, hist, jnp.array(0, jnp.int32), jnp.array(0, jnp.int32), jnp.asarray(status, jnp.int32))
+        hist = jnp.full((slow_windows * window,), jnp.inf, dt)
+        moved = jnp.full((window,), jnp.inf, dt)
+        return _Member(y, st, hist, moved, jnp.array(0, jnp.int32), jnp.array(0, jnp.int32), jnp.asarray(status, jnp.int32))
 
     def step_one(m: _Member, a):
         active = m.status < 0
         y, st, ok, stuck = solver.step(member_fn(a), m.y, m.state)
         f = st.f
         hist = jnp.roll(m.hist, -1).at[-1].set(f)
+        moved = jnp.roll(m.moved, -1).at[-1].set(jnp.max(jnp.abs(y - m.y), initial=0.0))
         rg = relative_gradient(st.g, f)
-        flat = (hist[0] - f) <= ftol * jnp.abs(f)
-        converged = (rg <= gtol) | (flat & ((rg <= 100.0 * gtol) | stuck))
+        flat = (hist[-window] - f) <= ftol * jnp.abs(f)
+        still = jnp.sum(moved) <= xtol if xtol is not None else False
+        slow = ok & ((hist[0] - f) <= slow_ftol * jnp.abs(f)) if slow_ftol is not None else False
+        converged = (rg <= gtol) | (flat & ((rg <= 100.0 * gtol) | stuck | still)) | slow
         steps = m.steps + 1
         status = jnp.where(converged, int(Status.converged), jnp.where(steps >= max_steps, int(Status.max_steps), -1))
-        new = _Member(y, st, hist, steps, m.accepted + ok.astype(jnp.int32), jnp.asarray(status, jnp.int32))
+        new = _Member(y, st, hist, moved, steps, m.accepted + ok.astype(jnp.int32), jnp.asarray(status, jnp.int32))
         return jax.tree_util.tree_map(lambda n, o: jnp.where(active, n, o), new, m)
 
     members = jax.vmap(init_one)(y0, args)
@@ -371,14 +404,18 @@ def minimize(
     gtol: float,
     window: int = 10,
     chunk: int = 10,
+    xtol: float | None = None,
+    slow_ftol: float | None = None,
 ) -> Solution:
     """Minimise ``sum(fn(y, args_b, shared)^2)`` for every member b of the batch, from ``y0`` (B, P).
 
     ``args``: a pytree whose leaves have leading axis B (per-member data, e.g. row weights); ``shared``: a pytree
     used by every member (the data). One compiled program per (solver, fn, shapes, window, chunk): ``max_steps``,
-    ``ftol`` and ``gtol`` are traced values, so changing them does not recompile. ``fn`` must be a stable callable
+    ``ftol`` and ``gtol`` are traced values, so changing them does not recompile. ``xtol`` and ``slow_ftol``
+    switch on the kink and slow-objective tests of the module docstring (None: off; the law fits use 1e-3 and
+    1e-5). ``fn`` must be a stable callable
     (a module-level function or an ``equinox.Module``) so that repeated calls reuse the program.
     """
     dt = y0.dtype
     return _minimize(solver, fn, y0, args, shared, jnp.asarray(max_steps, jnp.int32), int(chunk), jnp.asarray(ftol, dt),
-                     jnp.asarray(gtol, dt), int(window))
+                     jnp.asarray(gtol, dt), int(window), xtol, slow_ftol)

@@ -46,10 +46,11 @@ class FitConfig:
     varpro: solve linear coefficients in closed form (variable projection) where the law declares them and the
       objective is least squares (``mse``/``relative``).
     max_steps: solver steps per member; None (the default) picks :func:`default_max_steps` of the law's parameter
-      count (300, or 1000 for laws with more than 200 parameters). A member converges when its relative gradient ``max_k |dJ/dy_k| / J``
-      (parameters are logs and logits) falls below gtol, or J fell by less than ftol (relative) over the last
-      ``window`` steps and either the relative gradient is below 100 gtol or no step lowers J any more (a minimum
-      at a kink; see :mod:`mixjax._engine`). Defaults depend on dtype (float64: gtol 1e-6, ftol 1e-10; float32:
+      count (500, or 1000 for laws with more than 200 parameters). A member converges when its relative gradient ``max_k |dJ/dy_k| / J``
+      (parameters are logs and logits) falls below gtol; or J fell by less than ftol (relative) over the last
+      ``window`` steps and either the relative gradient is below 100 gtol, or no step lowers J any more, or the
+      parameters stopped moving (a minimum at a kink); or J fell by less than 1e-5 over the last 5 ``window``
+      steps (see :mod:`mixjax._engine`). Defaults depend on dtype (float64: gtol 1e-6, ftol 1e-8; float32:
       gtol 1e-4, ftol 1e-6).
     dtype: "float64" or "float32" (the accelerator fast path; every operation of the compiled program is float32).
     """
@@ -91,7 +92,7 @@ class FitConfig:
     def tolerances(self) -> tuple[float, float]:
         """(ftol, gtol) with the dtype defaults filled in."""
         f64 = self.dtype == "float64"
-        ftol = self.ftol if self.ftol is not None else (1e-10 if f64 else 1e-6)
+        ftol = self.ftol if self.ftol is not None else (1e-8 if f64 else 1e-6)
         gtol = self.gtol if self.gtol is not None else (1e-6 if f64 else 1e-4)
         return float(ftol), float(gtol)
 
@@ -106,14 +107,21 @@ class FitConfig:
 
 
 #: Laws with more parameters than this get ``MANY_PARAMS_STEPS`` solver steps by default instead of ``DEFAULT_STEPS``:
-#: with hundreds of parameters (Shukor's laws on 17 domains) 300 steps stop far from the optimum.
+#: with hundreds of parameters (Shukor's laws on 17 domains) 500 steps stop far from the optimum.
 MANY_PARAMS = 200
-DEFAULT_STEPS = 300
+DEFAULT_STEPS = 500
 MANY_PARAMS_STEPS = 1000
 
 
+#: Stationarity tests of law fits beside gtol / ftol (:mod:`mixjax._engine`): a member whose parameters (logs and
+#: logits) moved by less than FIT_XTOL over a flat window sits at a kink; one whose objective fell by less than
+#: FIT_SLOW_FTOL (relative) over 5 windows has converged in the objective.
+FIT_XTOL = 1e-3
+FIT_SLOW_FTOL = 1e-5
+
+
 def default_max_steps(n_parameters: int) -> int:
-    """Solver steps per member when none are given: 300, or 1000 for a law with more than 200 parameters."""
+    """Solver steps per member when none are given: 500, or 1000 for a law with more than 200 parameters."""
     return MANY_PARAMS_STEPS if n_parameters > MANY_PARAMS else DEFAULT_STEPS
 
 
@@ -168,7 +176,8 @@ def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol,
     y0 = jax.vmap(lambda t: ravel_pytree(t)[0])(opt)
     template = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, laws)
     shared = (problem, template, _optimised_spec(template, problem.varpro))
-    sol = _engine.minimize(solver, _flat_residuals, y0, weights, shared, max_steps=max_steps, ftol=ftol, gtol=gtol, window=window)
+    sol = _engine.minimize(solver, _flat_residuals, y0, weights, shared, max_steps=max_steps, ftol=ftol, gtol=gtol, window=window,
+                           xtol=FIT_XTOL, slow_ftol=FIT_SLOW_FTOL)
     unravel = ravel_pytree(jax.tree_util.tree_map(lambda x: x[0], opt))[1]
     fitted = eqx.combine(jax.vmap(unravel)(sol.y), rest)
     full = jax.vmap(problem.complete)(fitted, weights)
