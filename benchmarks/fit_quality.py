@@ -3,7 +3,7 @@
 
 Protocol: for each dataset and law, S random 80/20 splits of the rows (numpy ``default_rng(seed)``, seeds
 0..S-1); each split is fitted from ``--starts`` random starts (``law.init`` with ``PRNGKey(seed)``, drawn from the
-training rows' summary) by L-BFGS (MSE objective, ``--steps`` iterations at most; by default each law's default, 300 or 1000 above 200
+training rows' summary) by L-BFGS (MSE objective, ``--steps`` iterations at most; by default each law's default, 500 or 1000 above 200
 parameters), all splits and starts in one
 batched ``mixjax.fitting.solve`` call (held-out rows get weight 0); the best start of each split is kept. A law is
 fitted on its default cells (laws that diverge at h_i = 0, capacity_noise and bimix, leave out cells whose own
