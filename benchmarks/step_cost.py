@@ -57,9 +57,8 @@ def main(argv=None) -> int:
     print("|---|---|---:|---:|---:|")
     for dtype in args.dtypes:
         arrays, _ = prepare(mj.CapacityNoiseLaw, train, dtype=dtype)
-        starts = init_starts(mj.CapacityNoiseLaw, jax.random.PRNGKey(0), B, summarize(arrays, train), dtype)
         for layout, cls in (("all runs at once", mj.CapacityNoiseLaw), ("run by run", RunByRun)):
-            laws = cls(**{f: getattr(starts, f) for f in ("logit_b", "log_c", "log_A", "logit_a", "log_E", "log_H")})
+            laws = init_starts(cls, jax.random.PRNGKey(0), B, summarize(arrays, train), dtype)  # the same draw for both
             problem = Problem.build(laws, arrays)
             spec = _optimised_spec(laws, True)
             y0 = jax.vmap(lambda t: ravel_pytree(t)[0])(eqx.filter(laws, spec))

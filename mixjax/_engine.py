@@ -255,8 +255,8 @@ class LBFGS(AbstractSolver):
         finite = jnp.isfinite(f_t) & _finite(g_t)
         armijo = (f_t <= s.f + self.c1 * s.tau * slope) & (f_t < s.f)
         dslope = jnp.dot(g_t, d)
-        noise = self._noise(dt) * jnp.abs(s.f)
-        approx = (f_t <= s.f + noise) & (dslope <= -self.wolfe_hi * slope)
+        within_noise = f_t <= s.f + self._noise(dt) * jnp.abs(s.f)
+        approx = within_noise & (dslope <= -self.wolfe_hi * slope)
         ok = finite & (armijo | approx)
         # accepted: store the pair, grow tau; rejected: shrink tau (minimum of the quadratic through f, slope, f_t)
         sv, yv = y_t - y, g_t - s.g
@@ -270,7 +270,7 @@ class LBFGS(AbstractSolver):
         # past the minimum along d by a trial within the noise: the secant of the directional derivative is the
         # better guess (f's differences there are rounding)
         secant = slope / jnp.where(dslope > slope, slope - dslope, -1.0)
-        shrink = jnp.where(jnp.isfinite(dslope) & (dslope > 0) & (f_t <= s.f + noise), jnp.clip(secant, 0.1, 0.5), shrink)
+        shrink = jnp.where(jnp.isfinite(dslope) & (dslope > 0) & within_noise, jnp.clip(secant, 0.1, 0.5), shrink)
         fails = jnp.where(ok, 0, s.fails + 1).astype(jnp.int32)
         reset = (~ok) & (fails >= self.reset_after)
         valid = jnp.where(reset, jnp.zeros_like(valid), valid)
@@ -333,7 +333,7 @@ def relative_gradient(g, f):
 class _Member(NamedTuple):
     y: jax.Array
     state: Any
-    hist: jax.Array  # (window,) objective after each of the last `window` steps
+    hist: jax.Array  # (slow_windows * window,) objective after each of the last steps, newest last
     moved: jax.Array  # (window,) largest parameter change of each of the last `window` steps (0 if rejected)
     steps: jax.Array
     accepted: jax.Array

@@ -28,7 +28,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["capacity_allocation", "log_capacity_allocation", "log_allocation_from_logs", "log_allocation_rows"]
+__all__ = ["capacity_allocation", "log_capacity_allocation", "log_allocation_from_logs", "log_allocation_rows", "CapacityAllocationMixin"]
 
 
 def _log_x(t, log_w, active, inv1pb, log_H):
@@ -48,15 +48,16 @@ def _G_and_slope(t, log_w, active, inv1pb, log_H, log_C):
     return m + jnp.log(total) - log_C, slope
 
 
-def _default_iterations(dtype) -> int:
-    return 7 if dtype == jnp.float64 else 5
-
-
 def _log_allocation_domain_major(h, b, log_c, log_H, model_size, n_iter):
     """log x* with the K domains on axis 0 of ``h`` and any number of runs behind it: ``h`` (K, *S), ``b`` and
     ``log_c`` broadcastable to it (K, 1, ...), ``model_size`` to S, ``log_H`` a scalar. Every reduction runs over
     axis 0, so with S = (n,) runs the elementwise work is vectorised over runs (a vmap over runs would put the
-    K domains on the minor axis, where a reduction over 7 or 17 values vectorises poorly)."""
+    K domains on the minor axis, where a reduction over 7 or 17 values vectorises poorly). ``n_iter`` None: the
+    dtype's default (:func:`log_capacity_allocation`)."""
+    dtype = jnp.result_type(h, b, log_c, log_H, model_size)
+    h = jnp.asarray(h, dtype)
+    if n_iter is None:
+        n_iter = 7 if dtype == jnp.float64 else 5
     K = h.shape[0]
     active = h > 0
     h_safe = jnp.where(active, h, 1.0)
@@ -99,10 +100,7 @@ def log_capacity_allocation(mixture, b, c, H, model_size, *, n_iter: int | None 
 def log_allocation_from_logs(mixture, b, log_c, log_H, model_size, *, n_iter: int | None = None):
     """:func:`log_capacity_allocation` with c and H given as logs (the laws store them so): no exp/log round trip.
     Per Newton step: one exponential per domain and one logarithm."""
-    dtype = jnp.result_type(mixture, b, log_c, log_H, model_size)
-    h = jnp.asarray(mixture, dtype)
-    n_iter = _default_iterations(dtype) if n_iter is None else n_iter
-    return _log_allocation_domain_major(h, b, log_c, log_H, model_size, n_iter)
+    return _log_allocation_domain_major(mixture, b, log_c, log_H, model_size, n_iter)
 
 
 def log_allocation_rows(mixtures, b, log_c, log_H, model_sizes, *, n_iter: int | None = None):
@@ -110,12 +108,37 @@ def log_allocation_rows(mixtures, b, log_c, log_H, model_sizes, *, n_iter: int |
     ``b``, ``log c`` ``(K,)`` and ``log H``; returns ``(n, K)``. Equal to ``vmap`` of
     :func:`log_allocation_from_logs` over runs (values and gradients), about twice as fast: the work is laid out
     domain-major, vectorised over runs."""
-    dtype = jnp.result_type(mixtures, b, log_c, log_H, model_sizes)
-    h = jnp.asarray(mixtures, dtype).T
-    n_iter = _default_iterations(dtype) if n_iter is None else n_iter
+    h = jnp.asarray(mixtures).T
     return _log_allocation_domain_major(h, b[:, None], log_c[:, None], log_H, model_sizes, n_iter).T
 
 
 def capacity_allocation(mixture, b, c, H, model_size, **kwargs):
     """x*(h) ``(K,)``: the capacity (in the units of ``model_size``, millions of parameters) given to each domain."""
     return jnp.exp(log_capacity_allocation(mixture, b, c, H, model_size, **kwargs))
+
+
+class CapacityAllocationMixin:
+    """What every capacity law gets from the allocation, as a mixin for :class:`mixjax.laws.AbstractLaw` subclasses
+    with the exponents ``b`` (an attribute or property), the fields ``log_c`` and ``log_H``, and a method
+    ``_predict_given(mixture, log_x, model_size, n_tokens)``: the losses of one run given its log allocation. One
+    run's prediction (``__call__``) and all runs at once (``evaluate_rows``, every allocation in one domain-major
+    pass) both go through ``_predict_given``."""
+
+    def log_allocation(self, mixture, model_size):
+        """log x*(h, N), computed from the stored logs (no exp/log round trip)."""
+        return log_allocation_from_logs(mixture, self.b, self.log_c, self.log_H, model_size)
+
+    def log_allocation_rows(self, mixtures, model_sizes):
+        """log x* of n runs at once, ``(n, K)`` (:func:`log_allocation_rows`)."""
+        return log_allocation_rows(mixtures, self.b, self.log_c, self.log_H, model_sizes)
+
+    def allocation(self, mixture, model_size):
+        """x*(h, N): capacity per domain, in millions of parameters."""
+        return jnp.exp(self.log_allocation(mixture, model_size))
+
+    def __call__(self, mixture, model_size, n_tokens):
+        return self._predict_given(mixture, self.log_allocation(mixture, model_size), model_size, n_tokens)
+
+    def evaluate_rows(self, mixtures, model_sizes, n_tokens):
+        log_x = self.log_allocation_rows(mixtures, model_sizes)
+        return jax.vmap(self._predict_given)(mixtures, log_x, model_sizes, n_tokens)

@@ -9,7 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._allocation import log_allocation_from_logs, log_allocation_rows
+from ._allocation import CapacityAllocationMixin
 from ._base import AbstractLaw, DataSummary
 
 __all__ = ["CapacityNoiseLaw"]
@@ -21,7 +21,7 @@ def _logit(v, upper):
     return jnp.log(v) - jnp.log1p(-v)
 
 
-class CapacityNoiseForm:
+class CapacityNoiseForm(CapacityAllocationMixin):
     r"""What the capacity-noise laws share (a mixin for :class:`AbstractLaw` subclasses with the fields ``logit_b``,
     ``log_c``, ``log_A``, ``logit_a``, ``log_E``, ``log_H``)::
 
@@ -65,18 +65,6 @@ class CapacityNoiseForm:
         """Data-noise exponents a_i in (0, a_max)."""
         return self.a_max * jax.nn.sigmoid(self.logit_a)
 
-    def log_allocation(self, mixture, model_size):
-        """log x*(h, N), computed from the stored logs (no exp/log round trip)."""
-        return log_allocation_from_logs(mixture, self.b, self.log_c, self.log_H, model_size)
-
-    def log_allocation_rows(self, mixtures, model_sizes):
-        """log x* of n runs at once, ``(n, K)`` (:func:`mixjax.laws._allocation.log_allocation_rows`)."""
-        return log_allocation_rows(mixtures, self.b, self.log_c, self.log_H, model_sizes)
-
-    def allocation(self, mixture, model_size):
-        """x*(h, N): capacity per domain, in millions of parameters."""
-        return jnp.exp(self.log_allocation(mixture, model_size))
-
     def noise_share(self, mixture):  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -85,7 +73,7 @@ class CapacityNoiseForm:
         noise = jnp.exp(-self.a * jnp.log(n_tokens * self.noise_share(mixture)))
         return capacity, jnp.stack([noise, jnp.ones_like(noise)], axis=-1)
 
-    def _predict_given(self, mixture, log_x, n_tokens):
+    def _predict_given(self, mixture, log_x, model_size, n_tokens):
         base, phi = self._basis_given(mixture, log_x, n_tokens)
         return base + phi[..., 0] * jnp.exp(self.log_A) + jnp.exp(self.log_E)
 
@@ -100,12 +88,6 @@ class CapacityNoiseForm:
         tiny = jnp.finfo(coef.dtype).tiny
         log = lambda v: jnp.log(jnp.maximum(v, tiny))  # noqa: E731 (a coefficient at 0 is stored as the smallest positive)
         return eqx.tree_at(lambda law: (law.log_A, law.log_E), self, (log(coef[:, 0]), log(coef[:, 1])))
-
-    def __call__(self, mixture, model_size, n_tokens):
-        return self._predict_given(mixture, self.log_allocation(mixture, model_size), n_tokens)
-
-    def evaluate_rows(self, mixtures, model_sizes, n_tokens):
-        return jax.vmap(self._predict_given)(mixtures, self.log_allocation_rows(mixtures, model_sizes), n_tokens)
 
 
 class CapacityNoiseLaw(CapacityNoiseForm, AbstractLaw):

@@ -16,7 +16,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from ._allocation import log_allocation_from_logs, log_allocation_rows
+from ._allocation import CapacityAllocationMixin
 from ._base import AbstractLaw, DataSummary
 
 __all__ = ["CapacityOnlyLaw", "CapacityRunTokensLaw"]
@@ -39,36 +39,23 @@ def _capacity_init(key, summary: DataSummary):
     )
 
 
-class _CapacityTerm:
+class _CapacityTerm(CapacityAllocationMixin):
     """What both variants share (a mixin for laws with the fields ``log_b``, ``log_c``, ``log_H`` and a method
-    ``_predict_given(mixture, log_x, model_size, n_tokens)``, the prediction given the log allocation): the capacity
-    allocation, the capacity term ``c_i x_i*^-b_i``, and the prediction of one run or of many runs at once."""
+    ``_predict_given(mixture, log_x, model_size, n_tokens)``, the prediction given the log allocation): the
+    exponents b, the capacity term ``c_i x_i*^-b_i``, and through :class:`CapacityAllocationMixin` the allocation
+    and the prediction of one run or of many runs at once."""
 
-    def log_allocation(self, mixture, model_size):
-        """log x*(h, N), computed from the stored logs (no exp/log round trip)."""
-        return log_allocation_from_logs(mixture, jnp.exp(self.log_b), self.log_c, self.log_H, model_size)
-
-    def log_allocation_rows(self, mixtures, model_sizes):
-        """log x* of n runs at once, ``(n, K)`` (:func:`mixjax.laws._allocation.log_allocation_rows`)."""
-        return log_allocation_rows(mixtures, jnp.exp(self.log_b), self.log_c, self.log_H, model_sizes)
-
-    def allocation(self, mixture, model_size):
-        """x*(h, N): capacity per domain, in millions of parameters."""
-        return jnp.exp(self.log_allocation(mixture, model_size))
+    @property
+    def b(self):
+        """Capacity exponents b_i > 0."""
+        return jnp.exp(self.log_b)
 
     def capacity_term(self, mixture, model_size):
         """``c_i x_i*(h, N)^(-b_i)`` per domain."""
         return self._capacity_given(self.log_allocation(mixture, model_size))
 
     def _capacity_given(self, log_x):
-        return jnp.exp(self.log_c - jnp.exp(self.log_b) * log_x)
-
-    def __call__(self, mixture, model_size, n_tokens):
-        return self._predict_given(mixture, self.log_allocation(mixture, model_size), model_size, n_tokens)
-
-    def evaluate_rows(self, mixtures, model_sizes, n_tokens):
-        log_x = self.log_allocation_rows(mixtures, model_sizes)
-        return jax.vmap(self._predict_given)(mixtures, log_x, model_sizes, n_tokens)
+        return jnp.exp(self.log_c - self.b * log_x)
 
 
 class CapacityOnlyLaw(_CapacityTerm, AbstractLaw):
