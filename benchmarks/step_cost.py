@@ -2,7 +2,7 @@
 122M / 9.998B, 48 training rows, B = 256 starts), with every run's capacity allocation computed at once
 (domain-major, the law's ``evaluate_rows`` / ``linear_basis_rows``) and, as the baseline in the same run, with
 the law vmapped run by run (``AbstractLaw``'s default). Milliseconds per call for the whole batch, the faster of
-two timed rounds.
+five timed rounds (the machine is shared: the fastest round is the least disturbed).
 
     python benchmarks/step_cost.py [--batch 256] [--dtypes float32 float64]
 """
@@ -34,7 +34,7 @@ class RunByRun(mj.CapacityNoiseLaw):
     linear_basis_rows = AbstractLaw.linear_basis_rows
 
 
-def best_ms(fn, *args, rounds=2, calls=10):
+def best_ms(fn, *args, rounds=5, calls=10):
     jax.block_until_ready(fn(*args))
     out = []
     for _ in range(rounds):
