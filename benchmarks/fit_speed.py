@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
     p.add_argument("--optimizers", nargs="+", default=["lbfgs"], choices=["lbfgs", "lm", "adam"])
     p.add_argument("--max-steps", type=int, default=300)
-    p.add_argument("--check", type=int, default=16, help="starts checked against their scipy polish")
+    p.add_argument("--check", type=int, default=64, help="starts checked against their scipy polish")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = p.parse_args(argv)
 
