@@ -1,7 +1,8 @@
 """Does a fit's reported status agree with a polish of its end point? Capacity-noise law, SlimPajama 122M / 9.998B
 (48 training rows, 80/20 split, seed 0), ``--starts`` starts of one batch, ``--max-steps`` steps, in each
 ``--dtypes`` (the same starts; a float32 end point is scored by its float64 objective). Each end point is polished by scipy L-BFGS-B (float64, ftol 1e-15, full parametrisation); a start "passes" when the polish
-lowers its objective by less than 1e-3 (relative). Prints, per status, how many starts pass and the largest gap.
+lowers its objective by less than 1e-3 (relative). Prints, per status, how many starts pass and the largest gap;
+then, for each start that fails, its objective against the best start's and where its capacity parameters stand.
 
     python benchmarks/status_check.py                 # 48 starts, 300 steps, float64 and float32
 """
@@ -32,6 +33,7 @@ def main(argv=None) -> int:
     train, _ = mj.load_dataset("slimpajama7").at_scale(122e6, 9.998e9).split_rows(0.2, seed=0)
     arrays64, _ = prepare(mj.CapacityNoiseLaw, train, dtype="float64")
     starts = init_starts(mj.CapacityNoiseLaw, jax.random.PRNGKey(0), args.starts, summarize(arrays64, train), "float64")
+    take = lambda tree, k: jax.tree_util.tree_map(lambda x: x[k] if eqx.is_array(x) else x, tree)  # noqa: E731
     cast = lambda tree, dt: jax.tree_util.tree_map(lambda x: x.astype(dt) if eqx.is_inexact_array(x) else x, tree)  # noqa: E731
     ones = jnp.ones(train.n_rows)
     for dtype in args.dtypes:
@@ -48,6 +50,12 @@ def main(argv=None) -> int:
             if m.any():
                 print(f"  {s.name:13s} {m.sum():4d} {int((gap[m] <= 1e-3).sum()):4d}  {gap[m].max():.2e}")
         print(f"  all           {len(gap):4d} {int((gap <= 1e-3).sum()):4d}  {gap.max():.2e}")
+        best = float(np.min(own))
+        for k in np.flatnonzero(gap > 1e-3):  # where the starts that fail stand
+            law = take(ends, int(k))
+            log10_c = np.asarray(law.log_c) / np.log(10)
+            print(f"    start {k:3d} {mj.Status(int(status[k])).name:13s} J / best J - 1 {own[k] / best - 1:.2e}  gap {gap[k]:.2e}  "
+                  f"log10 c in [{log10_c.min():.1f}, {log10_c.max():.1f}]  max b {float(np.max(np.asarray(law.b))):.2f}")
     return 0
 
 
