@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     total = time.perf_counter() - t_start
     protocol = {
         "splits": args.splits, "val_fraction": args.val_fraction, "split_seeds": list(range(args.splits)), "starts": args.starts,
-        "max_steps": args.steps if args.steps is not None else "default (300; 1000 above 200 parameters)", "objective": "mse", "optimizer": "lbfgs", "scored_cells": "measured cells whose own domain weight > 0",
+        "max_steps": args.steps if args.steps is not None else "default (500; 1000 above 200 parameters)", "objective": "mse", "optimizer": "lbfgs", "scored_cells": "measured cells whose own domain weight > 0",
         "fit_cells": "law default (capacity_noise, bimix: own weight > 0; others: all measured cells)",
         "slimpajama": "final checkpoint of each (mixture, model size) run", "quick": args.quick,
     }
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
             "command": "python benchmarks/fit_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     lines = ["# Fit quality: train and held-out MRE (%) of each law", "",
              f"Protocol: {args.splits} random {int(round((1 - args.val_fraction) * 100))}/{int(round(args.val_fraction * 100))} row splits "
-             f"(seeds 0..{args.splits - 1}), {args.starts} random starts x <= {args.steps or 'the default (300; 1000 above 200 parameters)'} L-BFGS steps (MSE) per split, best start kept; "
+             f"(seeds 0..{args.splits - 1}), {args.starts} random starts x <= {args.steps or 'the default (500; 1000 above 200 parameters)'} L-BFGS steps (MSE) per split, best start kept; "
              "mean ± std over splits. Scored on the same cells for every law: measured cells whose own domain weight is > 0. "
              "Fitted on each law's default cells (capacity_noise and bimix leave out zero-weight cells). "
              "SlimPajama: final checkpoint of each (mixture, size). k = free parameters.", "",

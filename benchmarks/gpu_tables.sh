@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every accelerator table in one run (about 6 minutes on one H100): fit speed up to B = 65,536 in float32 and
+# Every accelerator table in one run (sized to stay under 8 minutes on one H100; not yet run on one): fit speed up to B = 65,536 in float32 and
 # float64 with the convergence check, then the bootstrap timing. Results land in benchmarks/results/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
