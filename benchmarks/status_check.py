@@ -5,6 +5,11 @@ lowers its objective by less than 1e-3 (relative). Prints, per status, how many 
 then, for each start that fails, its objective against the best start's and where its capacity parameters stand.
 
     python benchmarks/status_check.py                 # 48 starts, 300 steps, float64 and float32
+    python benchmarks/status_check.py --bootstrap 200 # also: the default bootstrap of all 60 rows (200 resamples)
+
+With ``--bootstrap R``, the same check for ``mixjax.bootstrap("capacity_noise", data, resamples=R)`` with its
+defaults (2 starts per resample, the default step limit) on all 60 rows at 122M / 9.998e9 tokens: each
+resample's fit is polished by scipy on the resampled rows (a row drawn w times appears w times).
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ def main(argv=None) -> int:
     p.add_argument("--starts", type=int, default=48)
     p.add_argument("--max-steps", type=int, default=300)
     p.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
+    p.add_argument("--bootstrap", type=int, default=0, help="also check a default bootstrap of this many resamples")
     args = p.parse_args(argv)
+    if args.bootstrap:
+        check_bootstrap(args.bootstrap)
     train, _ = mj.load_dataset("slimpajama7").at_scale(122e6, 9.998e9).split_rows(0.2, seed=0)
     arrays64, _ = prepare(mj.CapacityNoiseLaw, train, dtype="float64")
     starts = init_starts(mj.CapacityNoiseLaw, jax.random.PRNGKey(0), args.starts, summarize(arrays64, train), "float64")
@@ -57,6 +65,29 @@ def main(argv=None) -> int:
             print(f"    start {k:3d} {mj.Status(int(status[k])).name:13s} J / best J - 1 {own[k] / best - 1:.2e}  gap {gap[k]:.2e}  "
                   f"log10 c in [{log10_c.min():.1f}, {log10_c.max():.1f}]  max b {float(np.max(np.asarray(law.b))):.2f}")
     return 0
+
+
+def check_bootstrap(resamples: int) -> None:
+    data = mj.load_dataset("slimpajama7").at_scale(122e6, 9.998e9)
+    b = mj.bootstrap("capacity_noise", data, resamples=resamples)
+    status, weights = np.asarray(b.status), np.asarray(b.weights)
+    own, polished = np.empty(resamples), np.empty(resamples)
+    for r in range(resamples):
+        rows = data.subset(np.repeat(np.arange(data.n_rows), weights[r]))
+        law = jax.tree_util.tree_map(lambda x: x[r : r + 1] if eqx.is_array(x) else x, b.laws)
+        arrays, _ = prepare(mj.CapacityNoiseLaw, rows, dtype="float64")
+        own[r] = float(objective_value(jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, law), arrays,
+                                       jnp.ones(rows.n_rows), FitConfig()))
+        polished[r] = scipy_fit("capacity_noise", rows, starts=1, start_laws=law)[1]
+    drift = np.max(np.abs(own / np.asarray(b.loss) - 1))  # the repeated rows give the resample's own objective
+    gap = own / polished - 1
+    print(f"bootstrap, {resamples} resamples (defaults; objective on repeated rows vs the fit's own: max rel. diff "
+          f"{drift:.1e}): status, resamples, pass (polish gap < 1e-3), median gap, largest gap")
+    for s in mj.Status:
+        m = status == int(s)
+        if m.any():
+            print(f"  {s.name:13s} {m.sum():4d} {int((gap[m] <= 1e-3).sum()):4d}  {np.median(gap[m]):.1e}  {gap[m].max():.2e}")
+    print(f"  all           {resamples:4d} {int((gap <= 1e-3).sum()):4d}  {np.median(gap):.1e}  {gap.max():.2e}")
 
 
 if __name__ == "__main__":
