@@ -27,7 +27,20 @@ def scipy_fit(law, data, *, starts: int = 16, seed: int = 0, objective: str = "m
     """Fit with scipy L-BFGS-B from the same random starts as ``mixjax.fit(law, data, starts=..., seed=...)``.
 
     Returns ``(best_law, best_value, info)`` where info has per-start values, iterations, and seconds (excluding
-    the one-off jit compile of the objective, which is reported separately as ``compile_seconds``)."""
+    the one-off jit compile of the objective, which is reported separately as ``compile_seconds``). Runs on the
+    host CPU whatever JAX's default device (one small evaluation per scipy iteration: on an accelerator each
+    would wait on a kernel launch and a transfer); the returned law lives there too."""
+    try:
+        cpu = jax.devices("cpu")[0]
+    except RuntimeError:  # JAX started without its CPU backend (JAX_PLATFORMS): stay on the default device
+        return _scipy_fit(law, data, starts, seed, objective, maxiter, ftol, gtol, start_laws)
+    if start_laws is not None:
+        start_laws = jax.tree_util.tree_map(lambda x: jax.device_put(x, cpu) if eqx.is_array(x) else x, start_laws)
+    with jax.default_device(cpu):
+        return _scipy_fit(law, data, starts, seed, objective, maxiter, ftol, gtol, start_laws)
+
+
+def _scipy_fit(law, data, starts, seed, objective, maxiter, ftol, gtol, start_laws):
     from scipy.optimize import minimize
 
     cfg = FitConfig(objective=objective)
