@@ -81,7 +81,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         old = os.path.join(tmp, "old")
         os.makedirs(old)
-        archive = subprocess.run(["git", "-C", ROOT, "archive", args.ref, "mixjax"], capture_output=True, check=True).stdout
+        archive = subprocess.run(["git", "-C", ROOT, "archive", args.ref, "mixjax"], capture_output=True)
+        if archive.returncode != 0:
+            p.error(f"--ref {args.ref}: {archive.stderr.decode().strip()}")
+        archive = archive.stdout
         subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
         for name, path in (("earlier", old), ("current", ROOT)):
             print(f"{name} engine ({args.ref if name == 'earlier' else head})", flush=True)

@@ -29,6 +29,11 @@ from mixjax.fitting import FitConfig, init_starts, objective_value, prepare, sol
 from scipy_reference import scipy_fit  # noqa: E402 (benchmarks/scipy_reference.py, beside this script)
 
 
+def take(tree, k):
+    """Member(s) k of a batched law (an index or a slice)."""
+    return jax.tree_util.tree_map(lambda x: x[k] if eqx.is_array(x) else x, tree)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--starts", type=int, default=48)
@@ -36,12 +41,13 @@ def main(argv=None) -> int:
     p.add_argument("--dtypes", nargs="+", default=["float64", "float32"], choices=["float64", "float32"])
     p.add_argument("--bootstrap", type=int, default=0, help="also check a default bootstrap of this many resamples")
     args = p.parse_args(argv)
+    if args.bootstrap < 0:
+        p.error(f"--bootstrap must be >= 0, got {args.bootstrap}")
     if args.bootstrap:
         check_bootstrap(args.bootstrap)
     train, _ = mj.load_dataset("slimpajama7").at_scale(122e6, 9.998e9).split_rows(0.2, seed=0)
     arrays64, _ = prepare(mj.CapacityNoiseLaw, train, dtype="float64")
     starts = init_starts(mj.CapacityNoiseLaw, jax.random.PRNGKey(0), args.starts, summarize(arrays64, train), "float64")
-    take = lambda tree, k: jax.tree_util.tree_map(lambda x: x[k] if eqx.is_array(x) else x, tree)  # noqa: E731
     cast = lambda tree, dt: jax.tree_util.tree_map(lambda x: x.astype(dt) if eqx.is_inexact_array(x) else x, tree)  # noqa: E731
     ones = jnp.ones(train.n_rows)
     for dtype in args.dtypes:
@@ -74,10 +80,9 @@ def check_bootstrap(resamples: int) -> None:
     own, polished = np.empty(resamples), np.empty(resamples)
     for r in range(resamples):
         rows = data.subset(np.repeat(np.arange(data.n_rows), weights[r]))
-        law = jax.tree_util.tree_map(lambda x: x[r : r + 1] if eqx.is_array(x) else x, b.laws)
+        law = take(b.laws, slice(r, r + 1))
         arrays, _ = prepare(mj.CapacityNoiseLaw, rows, dtype="float64")
-        own[r] = float(objective_value(jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, law), arrays,
-                                       jnp.ones(rows.n_rows), FitConfig()))
+        own[r] = float(objective_value(take(law, 0), arrays, jnp.ones(rows.n_rows), FitConfig()))
         polished[r] = scipy_fit("capacity_noise", rows, starts=1, start_laws=law)[1]
     drift = np.max(np.abs(own / np.asarray(b.loss) - 1))  # the repeated rows give the resample's own objective
     gap = own / polished - 1
