@@ -1,10 +1,10 @@
 """Saved fits: one file that reloads a :class:`mixjax.Fit` bit for bit.
 
-File layout (format version 2; version 1 files, without checksums, still load). A fit file is a ZIP archive (stored, no compression) with these members:
+File layout (format version 3). A fit file is a ZIP archive (stored, no compression) with these members:
 
 * ``header.json``: UTF-8 JSON object::
 
-      {"format": "mixjax.fit", "format_version": 1, "mixjax_version": "0.1.0", "jax_version": "...",
+      {"format": "mixjax.fit", "format_version": 3, "mixjax_version": "0.1.0", "jax_version": "...",
        "law": "capacity_noise",               # law.name, looked up in mixjax.LAWS on load
        "law_class": "mixjax.laws.capacity_noise.CapacityNoiseLaw",   # for error messages only
        "static": {"h_floor": 0.0001},         # the law's static (non-parameter) fields
@@ -18,6 +18,8 @@ File layout (format version 2; version 1 files, without checksums, still load). 
                    "ensemble": {"leaves": [...], "size": 200}},      # ensemble only when one was saved
        "checksums": {"law.eqx": "<sha256 hex>", "starts.eqx": ..., "ensemble.eqx": ...}}
 
+* ``header.sha256``: the sha256 of the exact bytes of ``header.json``, as one ``sha256sum`` line
+  (``<hex>  header.json``), so the header (and through its ``checksums`` every member) is covered;
 * ``law.eqx``: the best law's leaves, written by :func:`equinox.tree_serialise_leaves` (``np.save`` records);
 * ``starts.eqx``: the :class:`mixjax.FitResult` of every start (batched laws, objectives, status, steps);
 * ``ensemble.eqx`` (optional): a batched law with leading axis R (for example bootstrap refits).
@@ -30,11 +32,20 @@ a fit file reads a bootstrap file as a fit with an ensemble.
 
 ``info`` holds no wall-clock time (it would change the bytes of the same fit). The members are written in this
 order with fixed time stamps, so the same fit always gives the same bytes; the file is written to a temporary name
-and moved into place, so a failed save leaves nothing at ``path``.
+and moved into place (:func:`mixjax._paths.atomic_write`: a missing folder, a directory, a device or a FIFO is an
+:class:`~mixjax._paths.OutputPathError`, and a failed save leaves ``path`` as it was).
 
-Loading verifies before it trusts: the sha256 of every member, each array's shape and dtype against the header, a
-dtype consistent with the fit's settings, and finite parameters of the fitted law. A damaged or edited file is a
-:class:`FitFileError` naming the file and what is wrong, never a traceback or a NaN prediction.
+Loading verifies before it trusts: the header's sha256, then, before any member is read or any array allocated,
+that every member is stored (not compressed) and no larger than its leaf list allows (``header.json`` at most
+16 MiB; an array member at most its arrays' bytes plus a small allowance per ``np.save`` record, and at least
+its arrays' bytes), then the sha256 of every member, each record's shape and dtype against the header before it
+is read, a dtype consistent with the fit's settings, and finite parameters of the fitted law. A damaged or edited
+file is a :class:`FitFileError` naming the file and what is wrong, never a traceback, a NaN prediction or a huge
+allocation.
+
+Older files still load: version 2 files have member checksums but no ``header.sha256`` (their header is not
+covered), version 1 files have no checksums at all. A ``header.sha256`` member is verified whatever version the
+header claims, so a version 3 file relabelled as an older one is refused too.
 
 Loading builds a template of the right structure from ``law.init`` on the saved summary (through
 ``equinox.filter_eval_shape``, so nothing is computed), gives every leaf the saved shape and dtype, and reads the
@@ -60,7 +71,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import zipfile
 from typing import Any
 
@@ -69,17 +79,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._paths import atomic_write
 from .fitting import Fit, FitConfig, FitResult
 from .laws import AbstractLaw, DataSummary, get_law
 from .results import Status
 from .units import model_size_to_law, tokens_to_law
 
-__all__ = ["save_fit", "load_fit", "load_ensemble", "save_bootstrap", "load_bootstrap", "read_header", "FitFileError", "FORMAT_VERSION"]
+__all__ = ["FORMAT_VERSION", "FitFileError", "load_bootstrap", "load_ensemble", "load_fit", "read_header", "save_bootstrap", "save_fit"]
 
 FORMAT = "mixjax.fit"
 #: Version of the file layout written by :func:`save_fit`; :func:`load_fit` reads versions up to this one.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+#: The member holding the sha256 of ``header.json`` (format version 3 on).
+HEADER_SUM = "header.sha256"
+_MAX_HEADER_BYTES = 16 * 2**20
+_MAX_SUM_BYTES = 4096
+#: Bytes an ``np.save`` record may add to its array's data: a 128-byte header, plus room for long shapes.
+_RECORD_BYTES = 256
+_RECORD_BYTES_PER_DIM = 32
 
 
 class FitFileError(ValueError):
@@ -253,11 +271,17 @@ def _batched_law_member(batched: AbstractLaw, law: AbstractLaw, what: str) -> tu
     return {"leaves": _leaf_specs(batched), "size": int(lead.pop())}, _serialise(batched)
 
 
+def _header_sum(header_bytes: bytes) -> bytes:
+    """The ``header.sha256`` member for these exact header bytes (a ``sha256sum`` line)."""
+    return f"{_sha256(header_bytes)}  header.json\n".encode("ascii")
+
+
 def _write_fit_file(path, header: dict, blobs: dict[str, bytes]) -> None:
-    """Add the members' checksums to ``header`` and write the archive: header first, then the members."""
+    """Add the members' checksums to ``header`` and write the archive: the header and its checksum, then the
+    members."""
     header = dict(header, checksums={name: _sha256(blob) for name, blob in blobs.items()})
-    text = json.dumps(header, indent=1, allow_nan=False)
-    write_archive(path, {"header.json": text.encode("utf-8"), **blobs})
+    text = json.dumps(header, indent=1, allow_nan=False).encode("utf-8")
+    write_archive(path, {"header.json": text, HEADER_SUM: _header_sum(text), **blobs})
 
 
 # --------------------------------------------------------------------------- bootstrap results
@@ -309,30 +333,25 @@ def load_bootstrap(path: str | os.PathLike, law: type[AbstractLaw] | None = None
         if "jackknife" in header["members"]:
             jack = _load_batched(path, header, cls, "jackknife")
         info = dict(section["info"], summary=_summary_from_json(section["summary"]))
-        return dict(
-            laws=laws, status=arrays["status"], loss=arrays["loss"], weights=arrays["weights"], point=point,
-            seed=int(section["seed"]), scheme=section["scheme"], level=float(section["level"]), method=section["method"],
-            units=arrays.get("units"), info=info, jackknife_laws=jack, jackknife_status=arrays.get("jackknife_status"),
-        )
+        return {
+            "laws": laws, "status": arrays["status"], "loss": arrays["loss"], "weights": arrays["weights"], "point": point,
+            "seed": int(section["seed"]), "scheme": section["scheme"], "level": float(section["level"]), "method": section["method"],
+            "units": arrays.get("units"), "info": info, "jackknife_laws": jack, "jackknife_status": arrays.get("jackknife_status"),
+        }
 
 
 def write_archive(path: str | os.PathLike, members: dict[str, bytes]) -> None:
     """A stored (uncompressed) ZIP archive of ``members`` in the given order with fixed time stamps, so that the same
-    members always give the same bytes; written under a temporary name and moved into place, so a failed save
-    leaves nothing at ``path``."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_STORED) as z:
+    members always give the same bytes. Written by :func:`mixjax._paths.atomic_write`: a path that is a directory,
+    a device or a FIFO, or whose folder is missing or not writable, is an ``OutputPathError`` and is left untouched;
+    a failed save leaves ``path`` as it was."""
+
+    def write(tmp: str) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as z:
             for name, blob in members.items():
                 z.writestr(zipfile.ZipInfo(name, date_time=_EPOCH), blob)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write, label="fit file")
 
 
 # --------------------------------------------------------------------------- load
@@ -342,21 +361,99 @@ def read_header(path: str | os.PathLike) -> dict:
         raise FileNotFoundError(f"no such fit file: {path}")
     if os.path.isdir(path):
         raise FitFileError(f"{path} is a directory, not a mixjax fit file")
+    not_fit = f"{path} is not a mixjax fit file (expected a zip archive with header.json; write one with mixjax.save_fit)"
     try:
         with zipfile.ZipFile(path) as z:
-            header = json.loads(z.read("header.json").decode("utf-8"))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, ValueError, EOFError, NotImplementedError):
-        raise FitFileError(f"{path} is not a mixjax fit file (expected a zip archive with header.json; write one with mixjax.save_fit)") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise FitFileError(f"{path} is not a mixjax fit file (header format {header.get('format') if isinstance(header, dict) else None!r}, expected {FORMAT!r})")
-    version = header.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise FitFileError(
-            f"{path} has fit-file format version {version}, written by mixjax {header.get('mixjax_version')}; this "
-            f"mixjax reads versions up to {FORMAT_VERSION}: upgrade mixjax to load it"
-        )
+            infos = {i.filename: i for i in z.infolist()}
+            if "header.json" not in infos:
+                raise FitFileError(not_fit)
+            raw = _read_member(z, infos["header.json"], path, _MAX_HEADER_BYTES, "a fit header may hold")
+            header = json.loads(raw.decode("utf-8"))
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
+                got = header.get("format") if isinstance(header, dict) else None
+                raise FitFileError(f"{path} is not a mixjax fit file (header format {got!r}, expected {FORMAT!r})")
+            version = header.get("format_version")
+            if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+                raise FitFileError(
+                    f"{path} has fit-file format version {version}, written by mixjax {header.get('mixjax_version')}; "
+                    f"this mixjax reads versions up to {FORMAT_VERSION}: upgrade mixjax to load it"
+                )
+            if version >= 3 or HEADER_SUM in infos:
+                _check_header_sum(z, infos, raw, path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, NotImplementedError, RecursionError) as e:
+        if isinstance(e, FitFileError):
+            raise
+        raise FitFileError(not_fit) from None
     _check_header(header, path)
+    _check_member_sizes(header, infos, os.path.getsize(path), path)
     return header
+
+
+def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path, most: int, why: str) -> bytes:
+    """The bytes of a stored member of at most ``most`` bytes, checked on its ``ZipInfo`` before anything is read."""
+    _check_stored(info, path)
+    if info.file_size > most:
+        raise FitFileError(f"{path}: member {info.filename} holds {info.file_size} bytes, more than the {most} {why}; refusing to read it")
+    with z.open(info) as f:
+        return f.read(most + 1)
+
+
+def _check_stored(info: zipfile.ZipInfo, path) -> None:
+    """Refuse a member that is compressed or encrypted, or whose sizes disagree: mixjax writes members stored."""
+    name = info.filename
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise FitFileError(
+            f"{path}: member {name} is compressed (method {info.compress_type}, {info.compress_size} bytes inflating to "
+            f"{info.file_size}); mixjax writes members uncompressed, so the file was not written by mixjax: refusing to inflate it"
+        )
+    if info.flag_bits & 0x1:
+        raise FitFileError(f"{path}: member {name} is encrypted; the file was not written by mixjax")
+    if info.compress_size != info.file_size:
+        raise FitFileError(f"{path}: member {name} is stored but its sizes disagree ({info.compress_size} bytes stored, {info.file_size} listed); the file is damaged")
+
+
+def _check_header_sum(z: zipfile.ZipFile, infos: dict, raw: bytes, path) -> None:
+    """Compare the bytes of ``header.json`` with their sha256 in ``header.sha256``."""
+    if HEADER_SUM not in infos:
+        raise FitFileError(f"{path}: the header has no checksum (member {HEADER_SUM} is missing); the header was edited or the file is damaged")
+    line = _read_member(z, infos[HEADER_SUM], path, _MAX_SUM_BYTES, "a checksum line may hold")
+    if line.split()[:1] != [_sha256(raw).encode("ascii")]:
+        raise FitFileError(f"{path}: header.json does not match its checksum ({HEADER_SUM}); the header was edited or damaged")
+
+
+def _spec_bytes(spec: dict) -> tuple[int, int]:
+    """The array bytes a member's leaf list implies, and the most bytes its ``np.save`` records may take."""
+    data = sum(math.prod(leaf[0]) * np.dtype(leaf[1]).itemsize for leaf in spec["leaves"])
+    records = sum(_RECORD_BYTES + _RECORD_BYTES_PER_DIM * len(leaf[0]) for leaf in spec["leaves"])
+    return data, data + records
+
+
+def _check_member_size(info: zipfile.ZipInfo, spec: dict, file_size: int, path) -> None:
+    """A member's ``ZipInfo`` against its leaf list and the archive's size, before the member is read."""
+    _check_stored(info, path)
+    name, size = info.filename, info.file_size
+    if info.header_offset + info.compress_size > file_size:
+        raise FitFileError(
+            f"{path}: member {name} claims {info.compress_size} bytes at offset {info.header_offset}, past the end of the "
+            f"{file_size}-byte file; the file is truncated or damaged"
+        )
+    data, most = _spec_bytes(spec)
+    if data > size:
+        raise FitFileError(f"{path}: the header lists {data} bytes of arrays for member {name}, which holds {size} bytes; the file is damaged or was edited")
+    if size > most:
+        raise FitFileError(
+            f"{path}: member {name} holds {size} bytes, more than the {most} its leaf list allows ({data} bytes of arrays "
+            "plus their record headers); the file is damaged or was edited"
+        )
+
+
+def _check_member_sizes(header: dict, infos: dict, file_size: int, path) -> None:
+    """Every member the header lists exists and has a size its leaf list allows (nothing is read yet)."""
+    for key, spec in header["members"].items():
+        name = f"{key}.eqx"
+        if name not in infos:
+            raise FitFileError(f"{path}: member {name} listed in the header is missing; the file is damaged")
+        _check_member_size(infos[name], spec, file_size, path)
 
 
 def _check_header(header: dict, path) -> None:
@@ -381,19 +478,24 @@ def _check_header(header: dict, path) -> None:
     for name, spec in members.items():
         need(isinstance(spec, dict) and isinstance(spec.get("leaves"), list), f"member {name!r} has no leaf list")
         for leaf in spec["leaves"]:
-            ok = isinstance(leaf, list) and len(leaf) >= 2 and isinstance(leaf[0], list) and all(isinstance(d, int) and d >= 0 for d in leaf[0])
+            ok = isinstance(leaf, list) and len(leaf) >= 2 and isinstance(leaf[0], list) and all(_is_count(d) for d in leaf[0])
             need(ok and isinstance(leaf[1], str), f"member {name!r} has a malformed leaf {leaf!r}")
             try:
-                np.dtype(leaf[1])
-            except TypeError:
-                need(False, f"member {name!r} has an unknown dtype {leaf[1]!r}")
+                kind = np.dtype(leaf[1]).kind
+            except (TypeError, ValueError):
+                kind = None
+            need(kind is not None and kind in "biufc", f"member {name!r} has an unknown dtype {leaf[1]!r}")
         if name != "law":
-            need(isinstance(spec.get("size"), int) and spec["size"] >= 1, f"member {name!r} has no batch size")
+            need(_is_count(spec.get("size")) and spec["size"] >= 1, f"member {name!r} has no batch size")
     if header["format_version"] >= 2:
         sums = header.get("checksums")
         need(isinstance(sums, dict) and all(isinstance(v, str) for v in sums.values()), "no member checksums")
         for name in members:
             need(f"{name}.eqx" in sums, f"no checksum for {name}.eqx")
+
+
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 def _law_class(header: dict, path, given: type[AbstractLaw] | None = None) -> type[AbstractLaw]:
@@ -442,8 +544,8 @@ def _template(cls, summary: DataSummary, static: dict, spec: dict, batch: int | 
 
     if batch is None:
         shape_tree = eqx.filter_eval_shape(make, jax.random.PRNGKey(0))
-    else:
-        shape_tree = eqx.filter_eval_shape(jax.vmap(make), jax.random.split(jax.random.PRNGKey(0), batch))
+    else:  # the keys too are abstract: nothing is allocated for the saved batch size
+        shape_tree = eqx.filter_eval_shape(lambda key: jax.vmap(make)(jax.random.split(key, batch)), jax.random.PRNGKey(0))
     shape_tree = _with_static(shape_tree, static)
     return _fill_specs(shape_tree, spec, what, path, prefix)
 
@@ -469,19 +571,25 @@ def _fill_specs(tree, spec: dict, what: str, path, prefix: str = ""):
 
 
 def _read(path, header: dict, name: str, like):
-    """Member ``name`` deserialised into ``like``, after checking its sha256 (format 2) and that every array has the
-    shape and dtype the header lists."""
+    """Member ``name`` deserialised into ``like``, after checking its size against its leaf list, its sha256
+    (format 2 on) and that every record has the shape and dtype the header lists."""
     try:
         with zipfile.ZipFile(path) as z:
-            blob = z.read(name)
+            info = z.getinfo(name)
+            _check_member_size(info, header["members"][name.removesuffix(".eqx")], os.path.getsize(path), path)
+            with z.open(info) as f:
+                blob = f.read(info.file_size + 1)
     except (zipfile.BadZipFile, KeyError, ValueError, EOFError, OSError) as e:
+        if isinstance(e, FitFileError):
+            raise
         raise FitFileError(f"{path}: cannot read member {name} ({' '.join(str(e).split())}); the file is damaged") from None
     want = (header.get("checksums") or {}).get(name)
     if want is not None and _sha256(blob) != want:
         raise FitFileError(f"{path}: member {name} does not match its checksum; the file is damaged or was edited")
+    _check_records(blob, like, name, path)
     try:
         out = eqx.tree_deserialise_leaves(io.BytesIO(blob), like)
-    except Exception as e:  # numpy/equinox raise several kinds for a malformed record
+    except Exception as e:  # noqa: BLE001 (numpy/equinox raise several kinds for a malformed record)
         raise FitFileError(f"{path}: member {name} cannot be read ({type(e).__name__}: {' '.join(str(e).split())[:200]}); the file is damaged") from None
     for (k, got), want_leaf in zip(jax.tree_util.tree_flatten_with_path(out)[0], jax.tree_util.tree_leaves(like)):
         a = np.asarray(got)
@@ -491,6 +599,34 @@ def _read(path, header: dict, name: str, like):
                 f"{np.dtype(want_leaf.dtype)}{list(want_leaf.shape)}; the file is damaged or was edited"
             )
     return out
+
+
+def _check_records(blob: bytes, like, name: str, path) -> None:
+    """Walk the ``np.save`` records of ``blob``: one per leaf of ``like``, each of that leaf's shape and dtype, and
+    nothing after them; so that reading the member allocates no more than the header promised."""
+    f = io.BytesIO(blob)
+    for k, leaf in jax.tree_util.tree_flatten_with_path(like)[0]:
+        field = jax.tree_util.keystr(k)
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f"unsupported record version {version}")
+        except (ValueError, TypeError, SyntaxError, KeyError, OverflowError, EOFError) as e:  # a malformed record header
+            msg = " ".join(str(e).split())[:200]
+            raise FitFileError(f"{path}: member {name} field {field} is not a readable array record ({msg}); the file is damaged or was edited") from None
+        want_shape, want_dtype = tuple(np.shape(leaf)), np.dtype(leaf.dtype)
+        if tuple(shape) != want_shape or dtype != want_dtype:
+            raise FitFileError(
+                f"{path}: member {name} field {field} is {dtype}{list(shape)}, the header says "
+                f"{want_dtype}{list(want_shape)}; the file is damaged or was edited"
+            )
+        f.seek(math.prod(shape) * dtype.itemsize, io.SEEK_CUR)
+    if f.tell() != len(blob):
+        raise FitFileError(f"{path}: member {name} holds {len(blob)} bytes, but its records take {f.tell()}; the file is damaged or was edited")
 
 
 def _check_dtypes(spec: dict, path) -> None:

@@ -355,6 +355,7 @@ def damaged_copies(path, tmp_path):
     header = json.loads(members["header.json"])
     header["checksums"]["law.eqx"] = hashlib.sha256(buf.getvalue()).hexdigest()
     members.update({"law.eqx": buf.getvalue(), "header.json": json.dumps(header).encode()})
+    members["header.sha256"] = (hashlib.sha256(members["header.json"]).hexdigest() + "  header.json\n").encode()
     with zipfile.ZipFile(tmp_path / "nan.mixfit", "w") as z:
         for n, b in members.items():
             z.writestr(n, b)

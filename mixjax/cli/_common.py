@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
@@ -31,6 +30,20 @@ def parse_count(text: str) -> float:
         raise CliError(f"cannot read {text!r} as a count; use e.g. 122M, 1.22e8 or 9.998B") from None
     if not math.isfinite(value) or value <= 0:
         raise CliError(f"{text!r} must be a positive count")
+    return value
+
+
+def parse_scale(text: str, kind: str, flag: str) -> float:
+    """A raw model size (``kind="model_size"``) or token count (``"n_tokens"``) from the command line: a count as in
+    :func:`parse_count`, within the plausible range of :func:`mixjax.units.check_scale` (``122`` is refused as a
+    likely ``122M``)."""
+    from mixjax.units import ScaleError, check_scale
+
+    value = parse_count(text)
+    try:
+        check_scale(value, kind, where=flag)
+    except ScaleError as e:
+        raise CliError(str(e)) from None
     return value
 
 
@@ -81,46 +94,45 @@ def load_data(source: str, targets=None, *, domains=None, sum_tol: float | None 
     return d
 
 
-def check_output_path(path, flag: str, suffixes: tuple[str, ...] | None = None) -> str:
-    """Check, before any work, that ``path`` can be written: its folder exists and is writable, and it is not a
-    folder itself (so a long run never ends with nowhere to put its result). Returns the path as a string."""
+#: Arguments that name files a command writes; every other argument naming an existing file is one of its inputs.
+OUTPUT_ARGS = ("output", "out", "save", "plot")
+
+
+def input_paths(args) -> list[str]:
+    """The existing files named by the arguments of a command other than its outputs (``OUTPUT_ARGS``)."""
     import os
 
-    p = os.fspath(path)
-    if not p:
-        raise CliError(f"{flag} is empty; give a file name")
-    if suffixes and not p.lower().endswith(suffixes):
-        raise CliError(f"{flag} must end in {', '.join(suffixes)}, got {p!r}")
-    if os.path.isdir(p):
-        raise CliError(f"{flag} {p!r} is a directory; give a file name")
-    parent = os.path.dirname(os.path.abspath(p))
-    if not os.path.isdir(parent):
-        raise CliError(f"{flag} {p!r}: the folder {parent!r} does not exist")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise CliError(f"{flag} {p!r}: the folder {parent!r} is not writable")
-    if os.path.exists(p) and not os.access(p, os.W_OK):
-        raise CliError(f"{flag} {p!r} exists and is not writable")
-    return p
+    found = []
+    for name, value in vars(args).items():
+        if name in OUTPUT_ARGS or callable(value):
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, (str, os.PathLike)) and os.fspath(v) and os.path.exists(v):
+                found.append(os.fspath(v))
+    return found
 
 
-def write_atomic(path: str, write) -> None:
-    """Call ``write(tmp_path)`` on a temporary file next to ``path`` (same extension), then move it into place: a
-    failure leaves nothing at ``path``."""
-    import os
-    import tempfile
+def check_output_path(path, flag: str, suffixes: tuple[str, ...] | None = None, args=None) -> str:
+    """Check, before any work, that ``path`` may be written (rules of :mod:`mixjax._paths`: not a directory, a
+    device, a FIFO or one of the files the command reads, found in ``args``; its folder exists and is writable).
+    Returns the path as a string."""
+    from mixjax._paths import OutputPathError, check_output_target
 
-    folder = os.path.dirname(os.path.abspath(path))
-    base = os.path.basename(path)
-    ext = os.path.splitext(base)[1]
-    fd, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=ext, dir=folder)
-    os.close(fd)
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        return check_output_target(path, inputs=input_paths(args) if args is not None else (), label=flag, suffixes=suffixes)
+    except OutputPathError as e:
+        raise CliError(str(e)) from None
+
+
+def write_atomic(path: str, write, args=None, flag: str = "output path") -> None:
+    """Call ``write(tmp_path)`` on a temporary file next to ``path`` (same extension), then move it into place: a
+    failure leaves nothing at ``path`` (see :func:`mixjax._paths.atomic_write`)."""
+    from mixjax._paths import OutputPathError, atomic_write
+
+    try:
+        atomic_write(path, write, inputs=input_paths(args) if args is not None else (), label=flag)
+    except OutputPathError as e:
+        raise CliError(str(e)) from None
 
 
 def select_scale(data, model_size: str | None, tokens: str | None):
@@ -131,8 +143,8 @@ def select_scale(data, model_size: str | None, tokens: str | None):
         return data
     try:
         return data.at_scale(
-            parse_count(model_size) if model_size is not None else None,
-            parse_count(tokens) if tokens is not None else None,
+            parse_scale(model_size, "model_size", "--model-size") if model_size is not None else None,
+            parse_scale(tokens, "n_tokens", "--tokens") if tokens is not None else None,
             rtol=1e-3,
         )
     except DataError as e:

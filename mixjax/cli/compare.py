@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ._common import CliError, ProgressLine, check_output_path, format_table, load_data, parse_count, print_json, select_scale, split_names
+from ._common import CliError, ProgressLine, check_output_path, write_atomic, format_table, load_data, parse_count, print_json, select_scale, split_names
 from .fit import add_data_options, add_solver_options
 
 
@@ -50,15 +50,17 @@ def _law_list(text: str) -> str | list[str]:
 def run(args) -> int:
     import mixjax
     from mixjax.comparison import compare
+    from mixjax.fitting import check_seed
 
     if args.starts < 1:
         raise CliError(f"--starts must be >= 1, got {args.starts}")
+    check_seed(args.seed, "--seed")
     if args.max_steps is not None and args.max_steps < 1:
         raise CliError(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.cv and args.holdout_scale:
         raise CliError("give either --cv or --holdout-scale, not both")
     if args.plot:
-        check_output_path(args.plot, "--plot", (".png", ".pdf", ".svg"))
+        check_output_path(args.plot, "--plot", (".png", ".pdf", ".svg"), args=args)
     laws = _law_list(args.laws)
     holdout = None
     if args.holdout_scale:
@@ -84,7 +86,7 @@ def run(args) -> int:
     if args.plot:
         from mixjax.plots import plot_comparison
 
-        plot_comparison(result, args.plot)
+        write_atomic(args.plot, lambda tmp: plot_comparison(result, tmp), args, "--plot")
     if args.json:
         out = result.as_dict(timings=args.timings)
         if args.plot:

@@ -55,10 +55,12 @@ def add_parser(sub) -> None:
 
 def check_fit_args(args) -> type:
     """Validate the fitting options before any data is read; returns the law class."""
+    from mixjax.fitting import check_seed
     from mixjax.laws import get_law
 
     if args.starts < 1:
         raise CliError(f"--starts must be >= 1, got {args.starts}")
+    check_seed(args.seed, "--seed")
     if args.max_steps is not None and args.max_steps < 1:
         raise CliError(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.sum_tol is not None and not (args.sum_tol >= 0 and args.sum_tol < float("inf")):
@@ -150,7 +152,7 @@ def run(args) -> int:
     if args.polish and args.dtype != "float32":
         raise CliError("--polish continues a float32 fit in float64: give it with --dtype float32")
     if args.output:
-        check_output_path(args.output, "--output")
+        check_output_path(args.output, "--output", args=args)
     train = read_training_data(args, cls)
     val = None
     if args.eval:
