@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .units import MODEL_SIZE_UNIT, TOKENS_UNIT
+from .units import MODEL_SIZE_UNIT, TOKENS_UNIT, ScaleError, check_scale
 
 __all__ = [
     "MixtureData",
@@ -48,6 +48,8 @@ __all__ = [
 #: Rows whose weights sum to within this of 1 are renormalized (with a warning when off by more than 1e-9);
 #: rows further off are an error.
 MIXTURE_SUM_TOL = 0.01
+#: Losses outside this range are refused as a unit or recording slip (a loss of 1e-310 or 1e30).
+PLAUSIBLE_LOSS = (1e-8, 1e8)
 
 
 
@@ -198,6 +200,29 @@ class MixtureData:
         idx = [self.targets.index(t) for t in names]
         return dataclasses.replace(self, losses=_readonly(self.losses[:, idx]), targets=tuple(names))
 
+    def align(self, domains: Sequence[str], targets: Sequence[str] | None = None, *, to: str = "the fit") -> MixtureData:
+        """This table matched by name to ``domains`` (its weight columns reordered to that order) and, when given, to
+        ``targets`` (only those loss columns, in that order). Different domain names or a missing target is a
+        :class:`DataError` naming what is missing and what is extra (``to`` names the other side)."""
+        domains = tuple(domains)
+        out = self
+        if self.domains != domains:
+            missing = [d for d in domains if d not in self.domains]
+            extra = [d for d in self.domains if d not in domains]
+            if missing or extra:
+                raise DataError(
+                    f"{self.name!r} has domains {list(self.domains)}, {to} has {list(domains)} (missing here: {missing}; "
+                    f"not in {to}: {extra}); mixtures are matched to domains by name"
+                )
+            idx = [self.domains.index(d) for d in domains]
+            out = dataclasses.replace(self, mixtures=_readonly(self.mixtures[:, idx]), domains=domains)
+        if targets is not None and out.targets != tuple(targets):
+            missing = [t for t in targets if t not in out.targets]
+            if missing:
+                raise DataError(f"{self.name!r} has no loss column for target(s) {missing} of {to} (its targets: {list(out.targets)})")
+            out = out.select_targets(list(targets))
+        return out
+
     def domain_losses(self) -> tuple[np.ndarray, np.ndarray]:
         """Losses aligned to the training domains, for laws that predict one loss per training domain:
         ``(n, K)`` losses (NaN where missing or where the domain has no loss column) and the ``(n, K)`` mask.
@@ -337,6 +362,10 @@ def from_arrays(
         bad = np.flatnonzero(~np.isnan(v) & ~(np.isfinite(v) & (v > 0)))
         if bad.size:
             raise DataError(f"{label} row {bad[0]} is {float(v[bad[0]])!r}; expected a positive raw count")
+        try:
+            check_scale(v, label, where=f"{name}: {label}")
+        except ScaleError as e:
+            raise DataError(str(e)) from None
         return v
 
     N = scale(model_size, "model_size")
@@ -356,6 +385,18 @@ def from_arrays(
         raise DataError(f"loss must be positive; row {r}, column {_target_column(targets[c])} is {float(y[r, c])!r}")
     if not np.isfinite(y).any():
         raise DataError(f"dataset {name!r} has no measured loss (every cell is missing)")
+    lo, hi = PLAUSIBLE_LOSS
+    bad = np.argwhere(np.isfinite(y) & ((y < lo) | (y > hi)))
+    if bad.size:
+        r, c = bad[0]
+        raise DataError(
+            f"{name}: loss at row {r}, column {_target_column(targets[c])} is {float(y[r, c])!r}, outside the plausible "
+            f"range {lo:g} to {hi:g} of a loss (nats or bits per token or byte); check the column's units"
+        )
+    empty = [_target_column(t) for t, m in zip(targets, np.isfinite(y).any(axis=0)) if not m]
+    if empty:
+        raise DataError(f"{name}: loss column(s) {empty} hold no measured value; drop them or name the targets to read (targets= / --targets)")
+    _check_repeated_rows(h, N, D, y, name)
 
     if mixture_id is None:
         mid = _mixture_ids(h) if k > 0 else np.zeros(n, np.int64)  # no mixture: every row has the same (empty) one
@@ -380,6 +421,26 @@ def from_arrays(
         split=None if sp is None else _readonly(sp),
         name=name,
     )
+
+
+def _check_repeated_rows(h, N, D, y, name: str) -> None:
+    """All rows identical is an error (nothing to fit); rows repeated exactly (mixture, scale and every loss) are
+    warned about: each copy counts as one more run in a fit and in a bootstrap."""
+    n = h.shape[0]
+    if n < 2:
+        return
+    table = np.concatenate([h, N[:, None], D[:, None], y], axis=1)
+    _, first, counts = np.unique(np.nan_to_num(table, nan=-1.0), axis=0, return_index=True, return_counts=True)
+    if first.size == 1:
+        raise DataError(f"{name}: all {n} rows are identical (same mixture, scale and losses): there is nothing to fit")
+    repeated = int((counts - 1).sum())
+    if repeated:
+        r = int(first[np.argmax(counts)])
+        warnings.warn(
+            f"{name}: {repeated} row(s) repeat an earlier row exactly (mixture, scale and every loss; row {r} appears "
+            f"{int(counts.max())} times); each copy counts as another run. Drop the copies unless they are real replicates",
+            stacklevel=4,
+        )
 
 
 _MANGLED = re.compile(r"^(?P<base>.+)\.(?P<n>[1-9][0-9]*)$")

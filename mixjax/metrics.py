@@ -126,11 +126,7 @@ def fit_cells(fit, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     is 0 are left out for per-domain laws fitted with ``mask_zero_weight``)."""
     targets = list(fit.info["targets"])
     want = list(fit.info["domains"])
-    if list(data.domains) != want:
-        raise ValueError(
-            f"{data.name!r} has domains {list(data.domains)}, the fit was made on {want}: the mixtures do not match "
-            "(same domain names, same order)"
-        )
+    data = data.align(want, to=f"the fit of {fit.info.get('law')}")  # mixtures matched to the fit's domains by name
     pred = np.asarray(fit.predict(data), np.float64)
     obs = np.full((data.n_rows, len(targets)), np.nan)
     for j, t in enumerate(targets):

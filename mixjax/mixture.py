@@ -67,7 +67,8 @@ from . import _engine
 from .intervals import DEFAULT_LEVEL, percentile_interval
 from .laws import AbstractLaw
 from .results import Status, status_counts
-from .units import TOKENS_UNIT, model_size_to_law, tokens_to_law
+from .units import (TOKENS_UNIT, ScaleExtrapolationWarning, check_scale, extrapolation_message, model_size_from_law, model_size_to_law,
+                    tokens_from_law, tokens_to_law)
 
 __all__ = [
     "MixtureConfig",
@@ -674,6 +675,8 @@ class MixtureResult:
     ``upper`` that were enforced, names ``domains`` / ``targets``, the scale (``model_size`` in millions of
     parameters, ``n_tokens`` in billions of tokens) and ``objective`` (a description).
 
+    ``scale_extrapolation``: where the scale lies against the fit's scales, per scale the law uses (``{kind: {"value",
+    "fitted_min", "fitted_max", "factor", "far"}}``, raw counts; None when optimizing a bare law, which records none).
     ``coverage``: a :class:`MeasuredCoverage` of the optimum when the measured mixtures were given (else None);
     ``extrapolation``: its verdict (None without measured mixtures). ``optimum_fixed_by_law``: True when the
     optimum does not depend on the fitted parameters, False when it does, None when not checked or not
@@ -699,6 +702,7 @@ class MixtureResult:
     coverage: MeasuredCoverage | None = None
     optimum_fixed_by_law: bool | None = None
     fixed_message: str | None = None
+    scale_extrapolation: dict | None = None
 
     @property
     def extrapolation(self) -> bool | None:
@@ -742,6 +746,7 @@ class MixtureResult:
             **self._coverage_dict(),
             "optimum_fixed_by_law": self.optimum_fixed_by_law,
             "optimum_fixed_message": self.fixed_message,
+            "scale_extrapolation": self.scale_extrapolation,
         }
 
     def _coverage_dict(self) -> dict[str, Any]:
@@ -877,7 +882,25 @@ def _scale(law, model_size, n_tokens, raw_model_size, raw_n_tokens):
                 raise ValueError(f"law {cls.name} depends on {label}; pass it")
         elif not (math.isfinite(float(v)) and float(v) > 0):
             raise ValueError(f"{label.split()[0]} must be a positive finite number, got {v!r}")
+        else:
+            check_scale(float(v), label.split()[0], units="law")
     return (1.0 if model_size is None else float(model_size)), (1.0 if n_tokens is None else float(n_tokens))
+
+
+def _scale_report(source, law, N: float, D: float) -> dict | None:
+    """Where the scale (N millions, D billions) lies against the scales ``source`` (a :class:`mixjax.Fit`) was fitted
+    on, for the scales the law uses; warns on a far extrapolation. None when ``source`` records no fitted scales."""
+    report_of = getattr(source, "scale_extrapolation", None)
+    if not callable(report_of):
+        return None
+    cls = type(law)
+    report = report_of(model_size=float(model_size_from_law(N)) if cls.uses_model_size else None,
+                       n_tokens=float(tokens_from_law(D)) if cls.uses_tokens else None)
+    for kind, r in report.items():
+        msg = extrapolation_message(r, kind)
+        if msg:
+            warnings.warn(msg, ScaleExtrapolationWarning, stacklevel=3)
+    return report
 
 
 def _setup(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_tokens, objective, target_weights, target,
@@ -897,6 +920,10 @@ def _setup(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_to
     unit = TOKENS_UNIT if raw_n_tokens is not None else 1.0
     lo, hi = mixture_bounds(K, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs,
                             n_tokens=D * unit, domains=domains)
+    if type(law1).min_weight > 0:  # the law diverges below its min_weight: an implicit floor on every domain
+        lo, hi = mixture_bounds(K, floors=np.maximum(lo, type(law1).min_weight), ceilings=hi, domains=domains)
+    if measured is not None and callable(getattr(measured, "align", None)) and domains is not None and getattr(measured, "n_domains", 0):
+        measured = measured.align(domains, to="the law")  # a table's mixtures, matched to the law's domains by name
     H = None if measured is None else measured_mixtures(measured, K)
     if within_measured:
         if H is None:
@@ -964,6 +991,7 @@ def optimize_mixture(
     """
     if measured is None:
         measured = _measured_of(law)
+    source = law
     law, domains, targets = _unpack(law, domains, targets)
     s = _setup(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_tokens, objective, target_weights,
                target, floors, ceilings, unique_tokens, max_epochs, method, steps, step_size, batched=False,
@@ -981,7 +1009,7 @@ def optimize_mixture(
         mixture=out.mixture[i], losses=out.losses[i], value=float(out.value[i]), status=status, num_steps=int(out.num_steps[i]),
         kkt_residual=float(out.kkt[i]), start_values=out.value, start_mixtures=out.mixture, start_status=out.status,
         lower=s["lo"], upper=s["hi"], domains=s["domains"], targets=s["targets"], model_size=s["N"], n_tokens=s["D"],
-        objective=s["desc"], config=s["cfg"],
+        objective=s["desc"], config=s["cfg"], scale_extrapolation=_scale_report(source, law, s["N"], s["D"]),
     )
     if status == Status.nonfinite:
         return res

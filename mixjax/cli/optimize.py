@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from ._common import CliError, format_table, load_data, parse_count, print_json, select_scale
+from ._common import CliError, check_output_path, format_table, load_data, parse_count, parse_scale, print_json, select_scale, write_atomic
 
 
 def add_parser(sub) -> None:
@@ -116,14 +116,20 @@ def read_unique_tokens(path: str) -> dict[str, float]:
 def run(args) -> int:
     import mixjax
     from mixjax.data import DataError
+    from mixjax.fitting import check_seed
     from mixjax.mixture import ExtrapolationWarning, FixedOptimumWarning, InfeasibleMixtureError, mixture_bounds
 
+    if args.starts < 1:
+        raise CliError(f"--starts must be >= 1, got {args.starts}")
+    check_seed(args.seed, "--seed")
     if args.max_steps is not None and args.max_steps < 1:
         raise CliError(f"--max-steps must be >= 1, got {args.max_steps}")
+    if args.plot:
+        check_output_path(args.plot, "--plot", (".png", ".pdf", ".svg"), args=args)
     train = select_scale(load_data(args.train, args.targets), args.fit_model_size, args.fit_tokens)
     cls = mixjax.get_law(args.law)
-    N = parse_count(args.model_size) if args.model_size else None
-    D = parse_count(args.tokens) if args.tokens else None
+    N = parse_scale(args.model_size, "model_size", "--model-size") if args.model_size else None
+    D = parse_scale(args.tokens, "n_tokens", "--tokens") if args.tokens else None
     if cls.uses_model_size and N is None:
         raise CliError(f"law {cls.name} depends on model size: give the target --model-size (e.g. 1.3B)")
     if cls.uses_tokens and D is None:
@@ -210,7 +216,7 @@ def run(args) -> int:
         from mixjax.plots.mixture import plot_mixture
 
         fig = plot_mixture(ens if ens is not None else res, level=args.level)
-        fig.savefig(args.plot, dpi=130, bbox_inches="tight")
+        write_atomic(args.plot, lambda tmp: fig.savefig(tmp, dpi=130, bbox_inches="tight"), args, "--plot")
         out["plot"] = args.plot
     if args.json:
         print_json(out)

@@ -169,6 +169,8 @@ def run(args) -> int:
         bad = np.flatnonzero(~(np.isfinite(v) & (v > 0)))
         if flag and bad.size:
             raise CliError(f"law {cls.name} needs {label} > 0; missing or invalid in row {bad[0]} (give --{'model-size' if label == 'model_size' else 'tokens'})")
+    extrapolation = _check_scales(f, Ns, Ds, "--model-size" if args.data is None else f"{args.data}: model_size",
+                                  "--tokens" if args.data is None else f"{args.data}: n_tokens")
     dt = np.dtype(f.config.dtype)
     fill = lambda v, unit: np.where(np.isfinite(v), v / unit, 1.0).astype(dt)  # noqa: E731
     hN, hD = fill(Ns, MODEL_SIZE_UNIT), fill(Ds, TOKENS_UNIT)
@@ -218,6 +220,7 @@ def run(args) -> int:
             out["mre"] = float(mre(pred, y, m))
             out["per_target_mre"] = {t: float(mre(pred[:, j], y[:, j], m[:, j])) for j, t in enumerate(targets) if m[:, j].any()}
     out["notes"] = notes
+    out["scale_extrapolation"] = extrapolation
     if args.json:
         print_json(out)
         return 0
@@ -239,3 +242,27 @@ def run(args) -> int:
         if "mre" in out:
             print(f"\nMRE against the observed losses: {100 * out['mre']:.3f} %")
     return 0
+
+
+def _check_scales(f, Ns, Ds, size_label: str, tokens_label: str) -> dict:
+    """Refuse implausible scales (:func:`mixjax.units.check_scale`); warn when a scale lies far outside the fitted
+    ones. Returns the farthest value of each kind against the fitted range (``Fit.scale_extrapolation``)."""
+    import warnings
+
+    from mixjax.units import ScaleError, ScaleExtrapolationWarning, check_scale, extrapolation_message
+
+    report = {}
+    for values, kind, label in ((Ns, "model_size", size_label), (Ds, "n_tokens", tokens_label)):
+        try:
+            check_scale(values, kind, where=label)
+        except ScaleError as e:
+            raise CliError(str(e)) from None
+        finite = values[np.isfinite(values)]
+        if not finite.size:
+            continue
+        ends = [f.scale_extrapolation(**{kind: float(v)})[kind] for v in (finite.min(), finite.max())]
+        report[kind] = max(ends, key=lambda r: r["factor"] or 0.0)
+        msg = extrapolation_message(report[kind], kind)
+        if msg:
+            warnings.warn(msg, ScaleExtrapolationWarning, stacklevel=2)
+    return report

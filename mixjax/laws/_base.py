@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..units import check_scale
+
 __all__ = ["AbstractLaw", "DataSummary", "n_params", "param_names"]
 
 
@@ -88,6 +90,10 @@ class AbstractLaw(eqx.Module):
       uses_mixture: whether predictions depend on the mixture (a table without mixtures is refused otherwise).
       mask_zero_weight: whether fits by default exclude cells whose own domain has weight 0 (for laws whose
         prediction diverges there).
+      min_weight: the smallest domain weight at which the law's prediction is meaningful. 0 for laws that are
+        finite at zero weight; a law with a term that diverges as h_i -> 0 (such as ``A_i (D h_i)^-a_i``) sets
+        the weight below which that term is floored or unbounded. Mixture searches and suggestions treat it as an
+        implicit floor, ``h_i >= max(floor_i, min_weight)``.
       sane_ranges: documented plausible ranges of readable parameters (``params()`` name -> (low, high), in the
         law's units): an exponent at the bound of its parametrisation, or a scale many orders beyond the data,
         means the fit ran away; such a fit gets status ``out_of_range`` instead of ``converged``.
@@ -100,6 +106,7 @@ class AbstractLaw(eqx.Module):
     uses_tokens: ClassVar[bool] = False
     uses_mixture: ClassVar[bool] = True
     mask_zero_weight: ClassVar[bool] = False
+    min_weight: ClassVar[float] = 0.0
     #: Fields holding coefficients that enter every prediction linearly once the other parameters are fixed
     #: (variable projection solves them in closed form inside the objective). A law that names fields here
     #: implements :meth:`linear_basis` and :meth:`with_linear`.
@@ -178,10 +185,50 @@ class AbstractLaw(eqx.Module):
         """Losses ``(n, V)`` for ``n`` runs: mixtures ``(n, K)``, model sizes and tokens ``(n,)`` or scalars,
         in the laws' units (millions of parameters, billions of tokens)."""
         h = jnp.asarray(mixtures)
+        check_mixture_rows(h, "mixtures")
+        if not isinstance(h, jax.core.Tracer):
+            try:
+                jax.eval_shape(self, h[0], jnp.asarray(1.0, h.dtype), jnp.asarray(1.0, h.dtype))
+            except Exception as e:  # noqa: BLE001  (a shape error from the law's arrays)
+                raise ValueError(f"{type(self).__name__} cannot evaluate mixtures of {h.shape[1]} domains ({' '.join(str(e).split())[:160]})") from None
+        for v, kind in ((model_size, "model_size"), (n_tokens, "n_tokens")):
+            if not isinstance(v, jax.core.Tracer):
+                a = np.asarray(v, dtype=np.float64)
+                if not np.all(np.isfinite(a) & (a > 0)):
+                    raise ValueError(f"{kind} must be positive and finite, got {v!r}")
+                check_scale(a, kind, units="law", where=kind)
         n = h.shape[0]
         N = jnp.broadcast_to(jnp.asarray(model_size, h.dtype), (n,))
         D = jnp.broadcast_to(jnp.asarray(n_tokens, h.dtype), (n,))
         return predict_rows(self, h, N, D)
+
+
+#: A mixture passed to a prediction must sum to 1 within this (renormalize it first, as data loading does).
+MIXTURE_SUM_ATOL = 1e-6
+
+
+def check_mixture_rows(h, label: str = "mixtures", n_domains: int | None = None) -> None:
+    """Mixtures given to a prediction or an optimum: a 2-D array (runs, domains), finite, >= 0, each row summing to 1
+    within :data:`MIXTURE_SUM_ATOL` (with ``n_domains`` columns when given). Traced values pass unchecked."""
+    if isinstance(h, jax.core.Tracer):
+        return
+    a = np.asarray(h)
+    if a.ndim != 2:
+        hint = " (one run: pass [mixture], a 2-D array of one row)" if a.ndim == 1 else ""
+        raise ValueError(f"{label} must be a 2-D array (runs, domains), got shape {a.shape}{hint}")
+    if n_domains is not None and a.shape[1] != n_domains:
+        raise ValueError(f"{label} has {a.shape[1]} domain columns, expected {n_domains}")
+    a = a.astype(np.float64)
+    bad = np.argwhere(~np.isfinite(a))
+    if bad.size:
+        raise ValueError(f"{label} row {bad[0][0]}, column {bad[0][1]} is {a[tuple(bad[0])]!r}; mixture weights must be finite")
+    bad = np.argwhere(a < 0)
+    if bad.size:
+        raise ValueError(f"{label} row {bad[0][0]}, column {bad[0][1]} is {a[tuple(bad[0])]!r}; mixture weights must be >= 0")
+    off = np.flatnonzero(np.abs(a.sum(axis=1) - 1.0) > MIXTURE_SUM_ATOL * max(1.0, a.shape[1] / 100))
+    if off.size and a.shape[1]:
+        r = int(off[0])
+        raise ValueError(f"{label} row {r} sums to {a[r].sum():.6g}, expected 1; divide each row by its sum ({off.size} row(s) off)")
 
 
 @eqx.filter_jit
