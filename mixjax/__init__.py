@@ -22,6 +22,7 @@ from .fitting import Fit as Fit
 from .fitting import FitConfig as FitConfig
 from .fitting import FitResult as FitResult
 from .fitting import OutOfRangeWarning as OutOfRangeWarning
+from .fitting import MaxStepsWarning as MaxStepsWarning
 from .fitting import fit as fit
 from .fitting import init_starts as init_starts
 from .fitting import solve as solve

@@ -29,8 +29,9 @@ from .laws._base import predict_rows
 from .metrics import metric_table
 from .problem import OBJECTIVES, FitArrays, Problem, law_class, prepare, summarize
 from .results import Status, status_counts
+from .units import ScaleExtrapolationWarning, extrapolation, extrapolation_message
 
-__all__ = ["OutOfRangeWarning", "FitConfig", "default_max_steps", "FitArrays", "FitResult", "Fit", "fit", "fit_chinchilla", "solve", "prepare", "objective_value", "init_starts", "best_of"]
+__all__ = ["OutOfRangeWarning", "MaxStepsWarning", "check_seed", "FitConfig", "default_max_steps", "FitArrays", "FitResult", "Fit", "fit", "fit_chinchilla", "solve", "prepare", "objective_value", "init_starts", "best_of"]
 
 OPTIMIZERS = ("lbfgs", "lm", "adam")
 _law_class = law_class
@@ -252,7 +253,7 @@ def _memory_budget() -> int | None:
     """Bytes one batch may use: half the free memory of the default device (of the host's RAM on a CPU)."""
     try:
         stats = jax.devices()[0].memory_stats() or {}
-    except Exception:  # backends without memory statistics
+    except Exception:  # noqa: BLE001 - backends without memory statistics
         stats = {}
     if "bytes_limit" in stats:
         return int(0.5 * (stats["bytes_limit"] - stats.get("bytes_in_use", 0)))
@@ -266,9 +267,55 @@ def _memory_budget() -> int | None:
     return None
 
 
+def _gib(n_bytes: float) -> str:
+    """A memory size for messages: GiB, or MiB below a tenth of a GiB."""
+    return f"{n_bytes / 2**30:.3g} GiB" if n_bytes >= 2**30 / 10 else f"{n_bytes / 2**20:.3g} MiB"
+
+
+def _check_memory(members: int, n_parameters: int, arrays: FitArrays, config: FitConfig, *, what: str, fewer: str,
+                  chunk_size: int | None = None, extra_bytes: int = 0) -> None:
+    """Refuse a batch, before anything of it is allocated, when what it holds at once cannot fit the memory budget
+    (:func:`_memory_budget`): every member's start, row weights ``(B, n)`` and result, and the solver state of
+    the members that run together (all of them when the batch is sharded over devices; one chunk otherwise, since
+    :func:`solve` cuts a larger batch into chunks that fit). ``extra_bytes``: other arrays the caller holds."""
+    budget = _memory_budget()
+    if budget is None:
+        return
+    B, P = int(members), int(n_parameters)
+    n, V = int(arrays.y.shape[0]), int(arrays.y.shape[1])
+    M = n * V
+    if chunk_size is not None:
+        together = min(B, int(chunk_size))
+    else:
+        n_dev = jax.device_count()
+        together = math.ceil(B / n_dev) if n_dev > 1 else 1
+    state = 2 * P + 6 * config.window + 2 * M  # the member's position and stopping history, residuals and their gradient
+    if config.optimizer == "lbfgs":
+        state += (2 * config.lbfgs_memory + 1) * P  # curvature pairs (2 m P) and the gradient
+        solver = f"L-BFGS memory (2 x {config.lbfgs_memory} x {P} per member)"
+    elif config.optimizer == "lm":
+        state += M * P + P * P + M  # residual Jacobian and normal matrix
+        solver = f"Levenberg-Marquardt Jacobian ({M} x {P} per member)"
+    else:
+        state += 3 * P
+        solver = "Adam moments"
+    item = jnp.dtype(config.dtype).itemsize
+    parts = (B * P * item, B * n * item, 2 * B * (P + 4) * item, together * state * item)
+    need = sum(parts) + int(extra_bytes)
+    if need <= budget:
+        return
+    where = "the host's free memory" if jax.default_backend() == "cpu" else f"the free memory of {jax.devices()[0].device_kind}"
+    raise ValueError(
+        f"{B} {what} need about {_gib(need)} of memory before the first step, more than the {_gib(budget)} available "
+        f"(half of {where}): starts {_gib(parts[0])}, row weights ({B}, {n}) {_gib(parts[1])}, results {_gib(parts[2])}, "
+        f"{solver} {_gib(parts[3])}" + (f", other arrays {_gib(extra_bytes)}" if extra_bytes else "") + f"; use {fewer}"
+    )
+
+
 def _chunk_for_memory(laws, weights, problem, config) -> int:
-    """The whole batch, or the largest power-of-two chunk whose program fits the memory budget. The program of the
-    whole batch is compiled to read its memory need; a later call of the same shapes reuses that compilation."""
+    """The whole batch, or the largest power-of-two chunk whose program fits the memory budget beside what stays in
+    memory across chunks (the batch's inputs and every chunk's results). The program of the whole batch is compiled
+    to read its memory need; a later call of the same shapes reuses that compilation."""
     B = weights.shape[0]
     budget = _memory_budget()
     if budget is None or B <= 1:
@@ -280,34 +327,42 @@ def _chunk_for_memory(laws, weights, problem, config) -> int:
                                       jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window).compile()
         mem = compiled.compiled.memory_analysis()
         need = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
-    except Exception:  # no estimate on this backend: run the batch whole (out-of-memory still retries smaller)
+    except Exception:  # noqa: BLE001 - no estimate on this backend: run the batch whole (out-of-memory still retries smaller)
         return B
     if need <= budget:
         return B
-    chunk = 1 << max(0, int(math.floor(math.log2(max(1.0, B * budget / need)))))
-    warnings.warn(f"a batch of {B} fits needs about {need / 2**30:.1f} GiB, more than the {budget / 2**30:.1f} GiB "
-                  f"budget (half the free memory): running it in chunks of {chunk}", stacklevel=3)
+    inputs = sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves((laws, weights)) if eqx.is_array(x))
+    outputs = 2 * sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(laws) if eqx.is_inexact_array(x))
+    room = max(budget - inputs - outputs, 0)
+    chunk = 1 << max(0, math.floor(math.log2(max(1.0, B * room / need))))
+    warnings.warn(f"a batch of {B} fits needs about {_gib(need)}, more than the {_gib(budget)} budget (half the free "
+                  f"memory) beside its inputs and results ({_gib(inputs + outputs)}): running it in chunks of {chunk}", stacklevel=3)
     return min(chunk, B)
 
 
 def _solve_chunked(laws, weights, problem, config, chunk, n_dev, progress):
+    """Run the batch in chunks of ``chunk`` members (a multiple of ``n_dev``), one after another through one compiled
+    program; only the last chunk is padded (by repeating its last member), so no copy of the whole batch is made."""
     B = weights.shape[0]
     chunk = math.ceil(chunk / n_dev) * n_dev
     n_chunks = math.ceil(B / chunk)
-    pad = n_chunks * chunk - B
-
-    def padded(x):
-        return jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]) if pad else x
-
-    laws_p = jax.tree_util.tree_map(lambda x: padded(x) if eqx.is_array(x) else x, laws)
-    weights_p = padded(weights)
     if n_dev > 1:
         batch_sh, replicated = _batch_sharding(n_dev)
         problem = jax.device_put(problem, replicated)
+
+    def piece(x, lo, hi):
+        if not eqx.is_array(x):
+            return x
+        if lo == 0 and hi == B == chunk:
+            return x
+        x = x[lo:hi]
+        return jnp.concatenate([x, jnp.repeat(x[-1:], chunk - (hi - lo), axis=0)]) if hi - lo < chunk else x
+
     outs = []
     for i in range(n_chunks):
-        sl = lambda x: x[i * chunk : (i + 1) * chunk] if eqx.is_array(x) else x  # noqa: E731
-        laws_c, weights_c = jax.tree_util.tree_map(sl, laws_p), sl(weights_p)
+        lo, hi = i * chunk, min((i + 1) * chunk, B)
+        laws_c = jax.tree_util.tree_map(lambda x, lo=lo, hi=hi: piece(x, lo, hi), laws)
+        weights_c = piece(weights, lo, hi)
         if n_dev > 1:
             laws_c = eqx.combine(jax.device_put(eqx.filter(laws_c, eqx.is_array), batch_sh), eqx.filter(laws_c, eqx.is_array, inverse=True))
             weights_c = jax.device_put(weights_c, batch_sh)
@@ -322,9 +377,27 @@ def _solve_chunked(laws, weights, problem, config, chunk, n_dev, progress):
         if progress is not None:
             progress(min((i + 1) * chunk, B), B)
     jax.block_until_ready(outs)  # surface out-of-memory errors here, where the caller can retry smaller
-    if n_chunks == 1 and not pad:
+    if n_chunks == 1 and chunk == B:
         return outs[0]
     return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:B] if eqx.is_array(xs[0]) else xs[0], *outs)
+
+
+#: Seeds are integers in [0, SEED_LIMIT): ``jax.random.PRNGKey`` gives distinct keys to all of them with or without
+#: 64-bit mode (a 32-bit key wraps larger seeds around, and seeds of 2**63 and more overflow).
+SEED_LIMIT = 2**32
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as an int, or a ValueError naming ``name`` (a keyword or a command-line flag) unless it is an integer
+    in ``[0, 2**32)``."""
+    try:
+        value = int(seed)
+        ok = not isinstance(seed, bool) and value == seed and 0 <= value < SEED_LIMIT
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer from 0 to {SEED_LIMIT - 1} (2**32 - 1), got {seed!r}")
+    return value
 
 
 def init_starts(law, key: jax.Array, n: int, summary: DataSummary, dtype: str = "float64") -> AbstractLaw:
@@ -348,13 +421,60 @@ def init_starts(law, key: jax.Array, n: int, summary: DataSummary, dtype: str = 
     else:
         starts = jax.vmap(lambda k: cls.init(k, summary))(keys)
         if isinstance(law, AbstractLaw):
-            first = jax.tree_util.tree_map(lambda a: a[None], eqx.filter(law, eqx.is_inexact_array))
+            drawn = eqx.filter(starts, eqx.is_inexact_array)
+            given = eqx.filter(law, eqx.is_inexact_array)
+            for (path, s), a in zip(jax.tree_util.tree_flatten_with_path(drawn)[0], jax.tree_util.tree_leaves(given)):
+                if tuple(s.shape[1:]) != tuple(jnp.shape(a)):
+                    raise ValueError(
+                        f"law {cls.name}: parameter {jax.tree_util.keystr(path).lstrip('.')} of the given law has shape "
+                        f"{tuple(jnp.shape(a))}, but the data ({summary.n_domains} domains, {summary.n_targets} targets) "
+                        f"needs {tuple(s.shape[1:])}"
+                    )
+            first = jax.tree_util.tree_map(lambda a: a[None], given)
             starts = eqx.combine(
-                jax.tree_util.tree_map(lambda s, a: s.at[0].set(a[0].astype(s.dtype)), eqx.filter(starts, eqx.is_inexact_array), first),
+                jax.tree_util.tree_map(lambda s, a: s.at[0].set(a[0].astype(s.dtype)), drawn, first),
                 eqx.filter(law, eqx.is_inexact_array, inverse=True),
             )
     dt = jnp.dtype(dtype)
     return jax.tree_util.tree_map(lambda x: x.astype(dt) if eqx.is_inexact_array(x) else x, starts)
+
+
+def _first_start(law, summary: DataSummary, dtype: str, arrays: FitArrays, data: MixtureData, init=None) -> int:
+    """Check, by tracing only (nothing is allocated or compiled), that one start of ``law`` (or the first of the batch
+    ``init``) predicts one loss per target for one row of the data; returns its number of free parameters.
+
+    A law that fails on the data's shapes (parameters sized for another number of domains) or returns another
+    shape than ``(V,)`` is a ValueError naming the law, the data's domains and targets and the shapes involved."""
+    cls = _law_class(law)
+    K, V = int(arrays.h.shape[1]), int(arrays.y.shape[1])
+    targets = list(data.domains) if cls.per_domain else list(data.targets)
+    h1, N1, D1 = arrays.h[:1], arrays.N[:1], arrays.D[:1]
+
+    def one_row(law, batch):
+        starts = batch if batch is not None else init_starts(law, jax.random.PRNGKey(0), 1, summary, dtype)
+        one = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, starts)
+        try:
+            out = one.evaluate_rows(h1, N1, D1)
+        except Exception as e:  # noqa: BLE001 - a user's law may raise anything on shapes it was not written for
+            shapes = ", ".join(f"{jax.tree_util.keystr(p).lstrip('.')} {tuple(x.shape)}"
+                               for p, x in jax.tree_util.tree_flatten_with_path(eqx.filter(one, eqx.is_array))[0])
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise ValueError(
+                f"law {cls.name} cannot predict one row of {data.name!r}, which has K={K} domains "
+                f"({', '.join(data.domains)}) and {V} targets; its parameters have shapes {shapes}: {type(e).__name__}: {first}"
+            ) from None
+        return one, out
+
+    one, out = eqx.filter_eval_shape(one_row, law, init)
+    got = tuple(out.shape[1:]) if isinstance(out, jax.ShapeDtypeStruct) and out.ndim >= 1 else None
+    if got != (V,) or out.shape[0] != 1:
+        shown = f"shape {got}" if got is not None else f"{type(out).__name__}, not an array"
+        raise ValueError(
+            f"law {cls.name} predicts {shown} for one row of {data.name!r}; expected shape ({V},): one loss per target "
+            f"({', '.join(targets)})"
+        )
+    leaves = jax.tree_util.tree_leaves(one)
+    return int(sum(math.prod(x.shape) for x in leaves if isinstance(x, jax.ShapeDtypeStruct) and jnp.issubdtype(x.dtype, jnp.inexact)))
 
 
 @eqx.filter_jit
@@ -376,6 +496,10 @@ def best_of(result: FitResult, axis: int = -1) -> tuple[FitResult, jax.Array]:
 # --------------------------------------------------------------------------- user-facing fit
 class OutOfRangeWarning(UserWarning):
     """The best fit has a parameter outside its law's documented sane range (``AbstractLaw.sane_ranges``)."""
+
+
+class MaxStepsWarning(UserWarning):
+    """The best fit stopped at the step limit (status ``max_steps``) before a convergence test passed."""
 
 
 @dataclasses.dataclass
@@ -402,16 +526,46 @@ class Fit:
         """Readable parameter values by name (numpy arrays)."""
         return {k: np.asarray(v) for k, v in self.law.params().items()}
 
+    def _aligned(self, data: MixtureData, with_targets: bool) -> MixtureData:
+        """``data`` matched to the fit by name: its domains reordered to the fit's (different names are an error)
+        and, with ``with_targets``, its loss columns to the fit's targets; warns when a row lies far outside the
+        fitted model sizes or token counts (:func:`Fit.scale_extrapolation`)."""
+        if not isinstance(data, MixtureData):
+            raise TypeError(f"data must be a MixtureData (see mixjax.load_csv / from_arrays), got {type(data).__name__}")
+        per_domain = law_class(self.law).per_domain
+        targets = self.info["targets"] if with_targets and not per_domain else None
+        out = data.align(self.info["domains"], targets, to=f"the fit of {self.info['law']}")
+        for kind, values in (("model_size", out.model_size), ("n_tokens", out.n_tokens)):
+            finite = values[np.isfinite(values)]
+            for v in (finite.min(), finite.max()) if finite.size else ():
+                msg = extrapolation_message(self.scale_extrapolation(**{kind: v})[kind], kind)
+                if msg:
+                    warnings.warn(f"{data.name}: {msg}", ScaleExtrapolationWarning, stacklevel=3)
+        return out
+
+    def scale_extrapolation(self, model_size: float | None = None, n_tokens: float | None = None) -> dict:
+        """Where raw ``model_size`` (parameters) and ``n_tokens`` (tokens) lie against the scales this fit was
+        fitted on: ``{kind: {"value", "fitted_min", "fitted_max", "factor", "far"}}`` (:func:`mixjax.units.extrapolation`)."""
+        scales = np.asarray(self.info.get("scales") or [[np.nan, np.nan]], dtype=np.float64).reshape(-1, 2)
+        out = {}
+        for j, (kind, v) in enumerate((("model_size", model_size), ("n_tokens", n_tokens))):
+            if v is not None:
+                out[kind] = extrapolation(v, scales[:, j], kind)
+        return out
+
     def predict(self, data: MixtureData) -> np.ndarray:
         """Predicted losses ``(n, V)`` for every row of ``data`` (in the law's target order: the training domains
-        for per-domain laws)."""
+        for per-domain laws). Mixtures are matched to the fit's domains by name."""
+        data = self._aligned(data, with_targets=False)
         arrays, _ = prepare(self.law, data, mask_zero_weight=False, dtype=self.config.dtype)
         return np.asarray(predict_rows(self.law, arrays.h, arrays.N, arrays.D))
 
     def evaluate(self, data: MixtureData, *, mask_zero_weight: bool | None = None) -> dict:
-        """MRE / MAE / RMSE (overall and per target) on ``data``, over the cells a fit of this law counts."""
+        """MRE / MAE / RMSE (overall and per target) on ``data``, over the cells a fit of this law counts; domains
+        and targets are matched to the fit's by name."""
         if mask_zero_weight is None:
             mask_zero_weight = self.info.get("mask_zero_weight")
+        data = self._aligned(data, with_targets=True)
         arrays, obs = prepare(self.law, data, mask_zero_weight=mask_zero_weight, dtype=self.config.dtype)
         pred = np.asarray(predict_rows(self.law, arrays.h, arrays.N, arrays.D))
         return metric_table(pred, obs, np.isfinite(obs), self.info["targets"])
@@ -446,7 +600,9 @@ def fit(
     Args:
       law: a law name (``"capacity_noise"``), an :class:`AbstractLaw` subclass, or an instance (used as start 0).
       data: a :class:`MixtureData`; every row is used with its own model size and token count.
-      starts: number of random starting points (drawn by ``law.init`` with ``jax.random.PRNGKey(seed)``).
+      starts: number of random starting points (drawn by ``law.init`` with ``jax.random.PRNGKey(seed)``). A batch
+        whose starts, row weights and results cannot fit in memory is refused before anything is allocated.
+      seed: an integer in ``[0, 2**32)``.
       objective, optimizer, max_steps, dtype, **config_kwargs: see :class:`FitConfig` (dtype defaults to float64
         when JAX has 64-bit floats enabled, float32 otherwise).
       weights: optional ``(n,)`` non-negative row weights (a bootstrap resample is expressed this way).
@@ -473,14 +629,14 @@ def fit(
         starts = int(jax.tree_util.tree_leaves(eqx.filter(init, eqx.is_inexact_array))[0].shape[0])
     if starts < 1:
         raise ValueError(f"starts must be >= 1, got {starts}")
+    seed = check_seed(seed)
     arrays, _ = prepare(cls, data, mask_zero_weight=mask_zero_weight, dtype=dtype)
     summary = summarize(arrays, data)
     template = law if isinstance(law, AbstractLaw) else None
+    given = None
     if init is not None:
-        starts_batch = jax.tree_util.tree_map(lambda x: x.astype(jnp.dtype(dtype)) if eqx.is_inexact_array(x) else x, init)
-    else:
-        starts_batch = init_starts(template or cls, jax.random.PRNGKey(seed), starts, summary, dtype)
-    k = n_params(jax.tree_util.tree_map(lambda x: x[0], starts_batch))
+        given = jax.tree_util.tree_map(lambda x: x.astype(jnp.dtype(dtype)) if eqx.is_inexact_array(x) else x, init)
+    k = _first_start(template or cls, summary, dtype, arrays, data, given)  # shapes checked before anything is allocated
     cfg = cfg.resolved(k)
     n_cells = int(np.asarray(arrays.mask).sum())
     if n_cells < k:
@@ -488,6 +644,8 @@ def fit(
             f"{data.name!r} has {n_cells} measured loss cells for the {k} free parameters of {cls.name}: the fit is "
             "underdetermined; add rows or choose a law with fewer parameters"
         )
+    _check_memory(starts, k, arrays, cfg, what=f"starts of {cls.name}", fewer="fewer starts")
+    starts_batch = given if given is not None else init_starts(template or cls, jax.random.PRNGKey(seed), starts, summary, dtype)
     if weights is None:
         w = np.ones(data.n_rows)
     else:
@@ -518,6 +676,9 @@ def fit(
         bad = ", ".join(f"{k} outside [{lo:g}, {hi:g}]" for k, (lo, hi) in best.law.out_of_range().items())
         warnings.warn(f"the best fit of {cls.name} to {data.name!r} has {bad}: the fit ran away (status out_of_range); "
                       "the law's form may not suit this data", OutOfRangeWarning, stacklevel=2)
+    if status == Status.max_steps:
+        warnings.warn(f"the best of {starts} starts of {cls.name} on {data.name!r} stopped at max_steps={cfg.max_steps} "
+                      "before converging (status max_steps): pass a larger max_steps", MaxStepsWarning, stacklevel=2)
     y_used = np.asarray(arrays.mask)
     info = {
         "law": cls.name,

@@ -38,28 +38,60 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .data import DataError, MixtureData
-from .fitting import Fit, FitArrays, FitConfig, FitResult, _law_class, best_of, fit, init_starts, prepare, solve, summarize
-from .laws import AbstractLaw
 from . import intervals
+from .data import DataError, MixtureData
+from .fitting import (
+    Fit,
+    FitArrays,
+    FitConfig,
+    FitResult,
+    MaxStepsWarning,
+    _check_memory,
+    _first_start,
+    _law_class,
+    best_of,
+    check_seed,
+    default_dtype,
+    fit,
+    init_starts,
+    prepare,
+    solve,
+    summarize,
+)
 from .io import load_bootstrap, save_bootstrap
+from .laws import AbstractLaw
+from .laws._base import check_mixture_rows
 from .results import Status, status_counts
-from .units import MODEL_SIZE_UNIT, TOKENS_UNIT
+from .units import MODEL_SIZE_UNIT, TOKENS_UNIT, check_scale
 
-__all__ = ["bootstrap", "BootstrapResult", "resample_weights", "SCHEMES", "METHODS"]
+__all__ = ["METHODS", "SCHEMES", "BootstrapResult", "bootstrap", "check_resamples", "resample_weights"]
 
 SCHEMES = ("rows", "mixtures", "stratified")
 METHODS = ("percentile", "bca")
 
 
 # --------------------------------------------------------------------------- resampling
+def check_resamples(resamples, name: str = "resamples") -> int:
+    """``resamples`` as an int, or a ValueError naming ``name`` (a keyword or a command-line flag) unless it is an
+    integer >= 2: an interval from one resample has lo == hi."""
+    try:
+        value = int(resamples)
+        ok = not isinstance(resamples, bool) and value == resamples and value >= 2
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer of at least 2 (an interval needs 2 or more resamples), got {resamples!r}")
+    return value
+
+
 def _scale_groups(data: MixtureData) -> np.ndarray:
     """Integer id of each row's (model_size, n_tokens) scale (unknown values form one group)."""
     keys = np.nan_to_num(np.stack([data.model_size, data.n_tokens], axis=1), nan=-1.0)
@@ -258,7 +290,7 @@ class BootstrapResult:
         :class:`MixtureData`; ``units="law"``: millions of parameters and billions of tokens. ``mixtures`` may
         also be a :class:`MixtureData`, whose own scales are used."""
         if isinstance(mixtures, MixtureData):
-            d = mixtures
+            d = mixtures.align(self.point.info["domains"], to=f"the fit of {self.point.info.get('law')}")
             h, N, D = d.mixtures, d.model_size_m, d.n_tokens_b
         else:
             h = np.array(mixtures, np.float64, copy=True)
@@ -280,8 +312,10 @@ class BootstrapResult:
                 v = np.broadcast_to(np.asarray(v, np.float64), (n,)) / unit
                 if not np.all(np.isfinite(v) & (v > 0)):
                     raise ValueError(f"{label} must be positive and finite, got {v}")
+                check_scale(v, label, units="law", where=label)
                 return v
 
+            check_mixture_rows(h, "mixtures", K)
             N, D = as_scale(model_size, "model_size", scale[0]), as_scale(n_tokens, "n_tokens", scale[1])
         dt = jnp.dtype(self.point.config.dtype)
         hj, Nj, Dj = jnp.asarray(h, dt), jnp.asarray(N, dt), jnp.asarray(D, dt)
@@ -331,7 +365,7 @@ def bootstrap(
     Args:
       law: a law name, class or instance (as for :func:`mixjax.fit`).
       data: the training runs (:class:`MixtureData`).
-      resamples: R, the number of bootstrap resamples.
+      resamples: R, the number of bootstrap resamples (at least 2).
       scheme: ``"rows"``, ``"mixtures"`` or ``"stratified"`` (module docstring).
       starts: S starts per resample; the best finite one is kept. With ``warm_start`` start 0 is the full-data fit,
         so the default 2 is that fit plus one random draw.
@@ -350,14 +384,12 @@ def bootstrap(
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-    if isinstance(resamples, bool) or int(resamples) != resamples or resamples < 1:
-        raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
+    check_resamples(resamples)
     if isinstance(starts, bool) or int(starts) != starts or starts < 1:
         raise ValueError(f"starts must be a positive integer, got {starts!r}")
     if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = check_seed(seed)
     _check_level_method(level, method)
     if "weights" in fit_kwargs:
         raise TypeError("bootstrap draws its own row weights; 'weights' cannot be passed")
@@ -365,9 +397,18 @@ def bootstrap(
         raise TypeError(f"data must be a MixtureData (see mixjax.load_csv / from_arrays), got {type(data).__name__}")
     R, S = int(resamples), int(starts)
     cls = _law_class(law)
+    dtype = fit_kwargs.get("dtype") or default_dtype()
+    probe, _ = prepare(cls, data, mask_zero_weight=fit_kwargs.get("mask_zero_weight"), dtype=dtype)
+    k = _first_start(law, summarize(probe, data), dtype, probe, data)
+    settings = FitConfig(dtype=dtype, **{f.name: fit_kwargs[f.name] for f in dataclasses.fields(FitConfig) if f.name in fit_kwargs and f.name != "dtype"})
+    n = data.n_rows
+    _check_memory(R * S, k, probe, settings, what=f"fits of {cls.name} ({R} resamples x {S} starts)", fewer="fewer resamples or starts",
+                  chunk_size=chunk_size, extra_bytes=8 * n * (R + R * S))  # the int64 multiplicities, and per member
 
     t0 = time.perf_counter()
-    point = fit(law, data, starts=int(point_starts), seed=int(seed), **fit_kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MaxStepsWarning)  # said once below, for what it means to the resamples
+        point = fit(law, data, starts=int(point_starts), seed=seed, **fit_kwargs)
     t_point = time.perf_counter() - t0
     config = point.config
     arrays, _ = prepare(cls, data, mask_zero_weight=point.info["mask_zero_weight"], dtype=config.dtype)
@@ -424,6 +465,7 @@ def bootstrap(
         warnings.warn(
             f"the full-data fit of {cls.name} stopped at the step limit (max_steps={config.max_steps}) before converging; "
             "resamples warm-started from it run further, so intervals may not contain the estimate: raise max_steps",
+            MaxStepsWarning,
             stacklevel=2,
         )
     return result

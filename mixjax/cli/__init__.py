@@ -5,12 +5,14 @@ Every failure is one line on stderr, ``mixjax COMMAND: error: ...``, with exit s
 input files, unreadable saved fits); an unexpected exception is reported as ``mixjax COMMAND: internal error: ...``,
 also with status 2. Set ``MIXJAX_DEBUG=1`` to get the full traceback instead. Warnings are printed as one line
 ``mixjax COMMAND: warning: ...``. Output cut short by a closed pipe (``mixjax laws | head -3``) ends quietly with
-status 141, as a shell reports a process stopped by SIGPIPE.
+status 141, as a shell reports a process stopped by SIGPIPE. A closed standard output (``mixjax laws >&-``) is an
+error (status 2) found before the command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -71,6 +73,26 @@ def _quiet_stdout() -> None:
         pass
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output cannot be written: closed when the process started (``sys.stdout`` is None), closed
+    since, or a file descriptor that is no longer open."""
+    out = sys.stdout
+    if out is None or getattr(out, "closed", False):
+        return True
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):  # an in-memory stream (io.StringIO) has no descriptor
+        return False
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+STDOUT_CLOSED = "standard output is closed; redirect it to a file or to /dev/null instead"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``mixjax`` with ``argv`` (default: the process arguments); returns the exit status."""
     import jax
@@ -90,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_ERROR
     prog = f"mixjax {args.command}"
+    if _stdout_closed():
+        print(f"{prog}: error: {STDOUT_CLOSED}", file=sys.stderr)
+        return EXIT_ERROR
 
     def show_warning(message, category, filename, lineno, file=None, line=None):
         print(f"{prog}: warning: {_one_line(message)}", file=sys.stderr)
@@ -120,12 +145,17 @@ def main(argv: list[str] | None = None) -> int:
         except (CliError, DataError, FitFileError, ValueError, OSError, RuntimeError) as e:
             if _debug():
                 raise
+            if isinstance(e, (OSError, ValueError)) and _stdout_closed() and getattr(e, "errno", errno.EBADF) == errno.EBADF:
+                _quiet_stdout()
+                return fail("error", STDOUT_CLOSED)
             if isinstance(e, OSError) and e.filename is not None and str(e.filename) not in str(e):
                 return fail("error", f"{e.filename}: {e}")
             return fail("error", e)
         except Exception as e:  # last resort: never a traceback on the user's screen
             if _debug():
                 raise
+            if _stdout_closed():  # e.g. an AttributeError of a write to a standard output set to None
+                return fail("error", STDOUT_CLOSED)
             return fail("internal error", e)
 
 

@@ -33,16 +33,17 @@ def run(args) -> int:
     import mixjax
 
     cls = check_fit_args(args)
-    if args.resamples < 1:
-        raise CliError(f"--resamples must be >= 1, got {args.resamples}")
+    from mixjax.resampling import check_resamples
+
+    check_resamples(args.resamples, "--resamples")
     if not 0.0 < args.level < 1.0:
         raise CliError(f"--level must be in (0, 1), got {args.level}")
     if args.chunk_size is not None and args.chunk_size < 1:
         raise CliError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     if args.save:
-        check_output_path(args.save, "--save")
+        check_output_path(args.save, "--save", args=args)
     if args.plot:
-        check_output_path(args.plot, "--plot", (".png", ".svg", ".pdf"))
+        check_output_path(args.plot, "--plot", (".png", ".svg", ".pdf"), args=args)
     data = read_training_data(args, cls)
     print(
         f"bootstrap of {args.law} on {data.n_rows} rows of {data.name}: {args.resamples} resamples ({args.scheme}) "
@@ -77,13 +78,13 @@ def run(args) -> int:
             for name in ("A", "B")
         }
     if args.save:
-        write_atomic(args.save, res.save)
+        write_atomic(args.save, res.save, args, "--save")
         print(f"saved to {args.save}", file=sys.stderr)
     if args.plot:
         from mixjax.plots.intervals import plot_param_intervals
 
         fig = plot_param_intervals(res, args.level, args.method)
-        write_atomic(args.plot, lambda tmp: fig.savefig(tmp, dpi=120))
+        write_atomic(args.plot, lambda tmp: fig.savefig(tmp, dpi=120), args, "--plot")
         print(f"figure written to {args.plot}", file=sys.stderr)
     out = {
         "law": res.point.info["law"],
