@@ -16,7 +16,8 @@ good loss, a run is of little use for choosing the final mixture. The criterion 
 
 Predictions enter capped, ``J_r <- min(J_r, U)`` with ``U = max_r m_r + gap_cap tau`` (default 4 tau): above U no
 member considers h within ``gap_cap tau`` of its best, so how much worse a member predicts there is irrelevant to the
-choice of the optimum (and a single member that diverges somewhere cannot dominate the variance).
+choice of the optimum (and a single member that diverges somewhere cannot dominate the variance: capped, it adds
+at most about ``(U - Jbar)^2 / R`` to v). The reported ``disagreement`` and ``predicted`` are the uncapped values.
 
 So the criterion targets both the predicted loss at the optimal mixture and the optimum's location: it asks for
 runs where the members that could hold the optimum disagree most (the committee's expected reduction of the
@@ -43,6 +44,15 @@ from the bounded simplex: uniform Dirichlet(1) draws, the members' own optimal m
 (:func:`mixjax.optimize_mixture_ensemble`) and Dirichlet draws around them (concentrations 30 and 300), each
 projected onto ``{h : sum h = 1, lo <= h <= hi}``.
 
+**Where the law is meaningful.** A law whose prediction diverges at a zero weight declares the smallest meaningful
+weight (``min_weight``, e.g. 1e-4 for the capacity-noise law, whose noise term ``A_i (D h_i)^-a_i`` blows up as
+``h_i -> 0``): it is an implicit floor, ``lo_i <- max(lo_i, min_weight)``, for the sampled candidates, the members'
+optima and the picks; pool candidates below it are dropped with a warning. Candidates where some member's predicted
+objective is non-finite, or above ``T = J_ref + max(|J_ref|, J_hi - J_lo)`` (``J_hi``, ``J_lo``: the largest and
+smallest observed objective over fully measured runs; ``J_ref = max(J_hi, median prediction)``, so a suggestion at
+a smaller scale than the data's is not cut), are dropped with a warning too. For a loss, T is twice the worst
+measured objective: no mixture inside the simplex doubles the worst measured loss unless a diverging term does.
+
 Units: model size in millions of parameters and tokens in billions (the laws' units), or raw counts via
 ``raw_model_size`` / ``raw_n_tokens``; criterion values in loss units squared, disagreement in loss units.
 """
@@ -60,14 +70,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .resampling import BootstrapResult, bootstrap
 from .data import MixtureData
 from .laws import AbstractLaw
-from .mixture import objective_spec, mixture_bounds, optimize_mixture_ensemble, project_capped_simplex
+from .mixture import (
+    InfeasibleMixtureError,
+    mixture_bounds,
+    objective_spec,
+    optimize_mixture_ensemble,
+    project_capped_simplex,
+)
 from .problem import law_class, prepare
-from .units import TOKENS_UNIT, model_size_to_law, tokens_to_law
+from .resampling import BootstrapResult, bootstrap
+from .units import TOKENS_UNIT, check_scale, model_size_to_law, tokens_to_law
 
-__all__ = ["Suggestion", "suggest", "select_batch", "condition_on", "sample_candidates"]
+__all__ = ["Suggestion", "condition_on", "law_floors", "sample_candidates", "select_batch", "suggest"]
 
 #: Candidates are evaluated in blocks of this many (padded), so a shrinking pool reuses one compiled program.
 _CANDIDATE_BLOCK = 256
@@ -185,6 +201,7 @@ def select_batch(
     min_distance: float = 0.0,
     measured=None,
     pending_predictions=None,
+    lower=None,
 ) -> dict[str, np.ndarray]:
     """Greedy batch selection from members' predicted objectives (the module docstring's criterion).
 
@@ -198,6 +215,8 @@ def select_batch(
       min_distance: least TV distance between picks, and between a pick and a ``measured`` ``(q, K)`` mixture.
       pending_predictions: ``(R, p)`` predictions at runs already launched but not measured: the ensemble is
         conditioned on them first (kriging believer), and they are not picked.
+      lower: a floor per domain (K,) or one number (e.g. the law's ``min_weight`` combined with the user's floors):
+        candidates with a weight below it are never picked (needs ``mixtures``).
 
     Returns a dict: ``index`` (n,) candidate indices in pick order, ``criterion``, ``near_optimal``,
     ``disagreement`` (standard deviation of the uncapped predictions), ``mean`` (their ensemble mean), each (n,)."""
@@ -221,6 +240,8 @@ def select_batch(
         raise ValueError(f"mixtures has {H.shape[0]} rows for {m} candidates")
     if min_distance > 0 and H is None:
         raise ValueError("min_distance needs the candidate mixtures")
+    if lower is not None and H is None:
+        raise ValueError("lower needs the candidate mixtures")
     sd_raw, mean_raw = P.std(axis=0, ddof=1), P.mean(axis=0)
     P, U = _cap(P, tau, gap_cap)
     mu = P.mean(axis=0)
@@ -233,6 +254,9 @@ def select_batch(
     for j in range(m, m + Q.shape[1]):
         A = condition_on(A, j, noise)
     available = np.ones(m, bool)
+    if lower is not None:
+        floor = np.broadcast_to(np.asarray(lower, np.float64), (H.shape[1],))
+        available &= np.all(H >= floor * (1 - _SIMPLEX_TOL), axis=1)
     near_measured = np.full(m, np.inf)
     if H is not None and measured is not None:
         M = np.asarray(measured, np.float64).reshape(-1, H.shape[1])
@@ -300,8 +324,24 @@ def sample_candidates(n_candidates: int, lo, hi, *, centers=None, seed: int = 0)
     return np.asarray(proj(jnp.asarray(draws, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32), jnp.asarray(lo), jnp.asarray(hi)), np.float64)
 
 
-def _check_candidates(candidates, K: int, lo, hi, domains) -> tuple[np.ndarray, int]:
-    """Candidate mixtures (m, K) validated; those outside the bounds are dropped (returned count)."""
+def law_floors(law, lo, hi, domains=None) -> np.ndarray:
+    """Floors ``max(lo_i, min_weight)`` with the law's ``min_weight`` (its smallest meaningful weight), checked
+    against the ceilings ``hi``; :class:`InfeasibleMixtureError` naming the law when they leave no mixture."""
+    cls = law_class(law)
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    mw = float(cls.min_weight)
+    if not mw > 0:
+        return lo.copy()
+    try:
+        return mixture_bounds(lo.size, floors=np.maximum(lo, mw), ceilings=hi, domains=domains)[0]
+    except InfeasibleMixtureError as e:
+        raise InfeasibleMixtureError(f"law {cls.name} diverges at a domain weight below {mw:g} (its min_weight, an implicit "
+                                     f"floor on every domain): {e}") from None
+
+
+def _check_candidates(candidates, K: int, lo, hi, domains, min_weight: float = 0.0) -> tuple[np.ndarray, int, int]:
+    """Candidate mixtures (m, K) validated; those outside the bounds, then those with a weight below the law's
+    ``min_weight``, are dropped (the two counts are returned)."""
     H = np.array(candidates, np.float64, copy=True)
     if H.ndim == 1 and H.size == K:
         H = H[None]
@@ -318,7 +358,11 @@ def _check_candidates(candidates, K: int, lo, hi, domains) -> tuple[np.ndarray, 
     inside = np.all((H >= lo - _SIMPLEX_TOL) & (H <= hi + _SIMPLEX_TOL), axis=1)
     if not inside.any():
         raise ValueError(f"none of the {H.shape[0]} candidates lies within the floors and ceilings")
-    return H[inside], int((~inside).sum())
+    meaningful = inside & (H.min(axis=1) >= min_weight * (1 - _SIMPLEX_TOL))
+    if not meaningful.any():
+        raise ValueError(f"every candidate within the floors and ceilings gives some domain a weight below {min_weight:g}, "
+                         "where the law diverges (its min_weight)")
+    return H[meaningful], int((~inside).sum()), int((inside & ~meaningful).sum())
 
 
 # --------------------------------------------------------------------------- predictions
@@ -336,7 +380,7 @@ def _row_objectives(law, h, N, D, y, w, fn):
 
 def _predict_members(laws, H: np.ndarray, N: float, D: float, w, fn, dtype) -> np.ndarray:
     m = H.shape[0]
-    padded = int(math.ceil(m / _CANDIDATE_BLOCK)) * _CANDIDATE_BLOCK
+    padded = math.ceil(m / _CANDIDATE_BLOCK) * _CANDIDATE_BLOCK
     Hp = np.concatenate([H, np.repeat(H[:1], padded - m, axis=0)])
     out = _member_objectives(laws, jnp.asarray(Hp, dtype), jnp.asarray(N, dtype), jnp.asarray(D, dtype), jnp.asarray(w, dtype), fn)
     return np.asarray(out, np.float64)[:, :m]
@@ -344,15 +388,46 @@ def _predict_members(laws, H: np.ndarray, N: float, D: float, w, fn, dtype) -> n
 
 def _noise_variance(law, data: MixtureData, fn, w, dtype) -> tuple[float, int]:
     """Mean squared residual of the objective, ``(J(law(h_r)) - J(y_r))^2``, over rows whose every target was
-    measured (and is finite), and the number of rows used."""
+    measured (and is finite), and the number of rows used. Rows with a weight below the law's ``min_weight`` (where
+    its prediction is a floor, not the law) are left out while other rows remain."""
     arrays, y = prepare(type(law), data, mask_zero_weight=False, dtype=dtype)
     full = np.isfinite(y).all(axis=1)
+    meaningful = full & (data.mixtures.min(axis=1, initial=1.0) >= type(law).min_weight)
+    if meaningful.any():
+        full = meaningful
     if not full.any():
         return 0.0, 0
     J_pred, J_meas = (np.asarray(a, np.float64) for a in _row_objectives(
         law, arrays.h, arrays.N, arrays.D, jnp.asarray(np.where(full[:, None], y, 1.0), dtype), jnp.asarray(w, dtype), fn))
     r = (J_pred - J_meas)[full & np.isfinite(J_pred)]
     return (float(np.mean(r**2)) if r.size else 0.0), int(r.size)
+
+
+@eqx.filter_jit
+def _objective_of_rows(y, w, fn):
+    return jax.vmap(lambda yr: fn(yr, w))(y)
+
+
+def _absurd_threshold(cls, data: MixtureData, P: np.ndarray, fn, w, dtype) -> tuple[float, float]:
+    """``(T, J_hi)``: predicted objectives above ``T = J_ref + max(|J_ref|, J_hi - J_lo)`` are absurd (module
+    docstring); ``J_hi``/``J_lo`` the largest/smallest observed objective over fully measured rows (the largest and
+    smallest measured loss when no row is complete), ``J_ref = max(J_hi, median over candidates of the members'
+    median prediction)``. Infinite when nothing was measured."""
+    _, y = prepare(cls, data, mask_zero_weight=False, dtype=dtype)
+    full = np.isfinite(y).all(axis=1)
+    if full.any() and y.shape[1] == np.size(w):
+        J = np.asarray(_objective_of_rows(jnp.asarray(y[full], dtype), jnp.asarray(w, dtype), fn), np.float64)
+        J = J[np.isfinite(J)]
+    else:
+        J = y[np.isfinite(y)]
+    if J.size == 0:
+        return math.inf, math.nan
+    J_hi, J_lo = float(J.max()), float(J.min())
+    cols = np.isfinite(P).any(axis=0)
+    typical = float(np.median(np.nanmedian(np.where(np.isfinite(P), P, np.nan)[:, cols], axis=0))) if cols.any() else -math.inf
+    J_ref = max(J_hi, typical)
+    margin = max(abs(J_ref), J_hi - J_lo)
+    return (J_ref + margin if margin > 0 else math.inf), J_hi
 
 
 # --------------------------------------------------------------------------- entry point
@@ -377,6 +452,8 @@ def _scale_of(cls, data: MixtureData, model_size, n_tokens, raw_model_size, raw_
             v = float(known[0])
         if v is not None and not (math.isfinite(float(v)) and float(v) > 0):
             raise ValueError(f"{label.split()[0]} must be a positive finite number, got {v!r}")
+        if v is not None:
+            check_scale(float(v), label.split()[0], units="law")
         out.append(1.0 if v is None else float(v))
     return out[0], out[1]
 
@@ -440,8 +517,10 @@ def suggest(
         as ``raw_model_size`` / ``raw_n_tokens``); default: the data's only scale, for laws that use it.
       objective, target_weights, target: the objective J, as in :func:`mixjax.optimize_mixture` (default: the mean
         predicted loss over targets).
-      floors, ceilings, unique_tokens, max_epochs: bounds on the weights, as in :func:`mixjax.optimize_mixture`.
-      candidates: ``(m, K)`` allowed mixtures (a pool); those outside the bounds are dropped with a warning.
+      floors, ceilings, unique_tokens, max_epochs: bounds on the weights, as in :func:`mixjax.optimize_mixture`;
+        the law's ``min_weight`` (its smallest meaningful weight) is an implicit floor on every domain.
+      candidates: ``(m, K)`` allowed mixtures (a pool); those outside the bounds, or with a weight below the law's
+        ``min_weight``, are dropped with a warning.
         Default: ``n_candidates`` sampled from the bounded simplex around the members' optima and uniformly.
       pending: ``(p, K)`` mixtures of runs launched but not yet measured: conditioned on first, never suggested.
       resamples, starts, point_starts, scheme, **fit_kwargs: the bootstrap (:func:`mixjax.bootstrap`); its resample
@@ -484,19 +563,24 @@ def suggest(
     targets = data.domains if cls.per_domain else (data.targets if len(data.targets) == V else tuple(f"target{j}" for j in range(V)))
     fn, w, desc = objective_spec(V, objective, target_weights, target, targets)
     unit = TOKENS_UNIT if raw_n_tokens is not None else 1.0
-    lo, hi = mixture_bounds(K, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs,
-                            n_tokens=D * unit, domains=data.domains)
-    info: dict[str, Any] = {"seed": int(seed), "min_distance": float(min_distance)}
+    lo_user, hi = mixture_bounds(K, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs,
+                                 n_tokens=D * unit, domains=data.domains)
+    lo = law_floors(cls, lo_user, hi, data.domains)
+    info: dict[str, Any] = {"seed": int(seed), "min_distance": float(min_distance), "min_weight": float(cls.min_weight)}
     if isinstance(ensemble, BootstrapResult):
         info.update(resamples=ensemble.n_resamples, resamples_failed=ensemble.n_failed, scheme=ensemble.scheme)
     if ok.sum() < 2:
         raise RuntimeError(f"only {int(ok.sum())} of {ok.size} ensemble members are usable; a design needs at least 2")
 
     if candidates is not None:
-        H, dropped = _check_candidates(candidates, K, lo, hi, data.domains)
+        H, dropped, below = _check_candidates(candidates, K, lo_user, hi, data.domains, float(cls.min_weight))
         if dropped:
             warnings.warn(f"{dropped} candidate(s) lie outside the floors and ceilings and were left out", stacklevel=2)
+        if below:
+            warnings.warn(f"{below} candidate(s) give some domain a weight below {cls.min_weight:g}, where law {name} diverges "
+                          "(its min_weight), and were left out", stacklevel=2)
         info["candidates_outside_bounds"] = dropped
+        info["candidates_below_min_weight"] = below
         source = "pool"
     else:
         ens = optimize_mixture_ensemble(laws, ok=ok, model_size=N, n_tokens=D, objective=objective, target_weights=target_weights,
@@ -507,16 +591,26 @@ def suggest(
         source = "sampled"
 
     P = _predict_members(laws, H, N, D, w, fn, dtype)
-    members = ok & np.isfinite(P).any(axis=1)
-    P = P[members]
+    T, J_hi = _absurd_threshold(cls, data, P[ok], fn, w, dtype)
+    sane = np.isfinite(P) & (P <= T)
+    members = ok & sane.any(axis=1)  # a member absurd at every candidate is no member
+    P, sane = P[members], sane[members]
     finite = np.isfinite(P).all(axis=0)
+    keep = sane.all(axis=0)
     if not finite.all():
         warnings.warn(f"{int((~finite).sum())} of {finite.size} candidates get a non-finite prediction from some member "
                       f"and were left out", stacklevel=2)
-        if not finite.any():
-            raise RuntimeError("every candidate gets a non-finite prediction from some ensemble member")
+    absurd = finite & ~keep
+    if absurd.any():
+        warnings.warn(f"{int(absurd.sum())} of {absurd.size} candidates get a predicted objective above {T:.4g} from some member "
+                      f"(the largest observed objective is {J_hi:.4g}: a diverging term, not an interpolation) and were left out",
+                      stacklevel=2)
+    if not keep.any():
+        raise RuntimeError("every candidate gets a non-finite or absurd prediction from some ensemble member")
     info["candidates_nonfinite"] = int((~finite).sum())
-    H, P = H[finite], P[:, finite]
+    info["candidates_absurd"] = int(absurd.sum())
+    info["absurd_threshold"] = float(T)
+    H, P = H[keep], P[:, keep]
     if P.shape[0] < 2:
         raise RuntimeError("fewer than 2 ensemble members give finite predictions; a design needs at least 2")
     if candidates is not None and H.shape[0] < n:
@@ -530,14 +624,18 @@ def suggest(
     Q = None
     if pending is not None:
         Hq = np.asarray(pending, np.float64).reshape(-1, K)
-        Q = _predict_members(laws, Hq, N, D, w, fn, dtype)[members]
-        if not np.isfinite(Q).all():
+        usable = Hq.min(axis=1) >= cls.min_weight * (1 - _SIMPLEX_TOL)
+        if not usable.all():
+            warnings.warn(f"{int((~usable).sum())} pending run(s) give some domain a weight below {cls.min_weight:g}, where law "
+                          f"{name} diverges (its min_weight): the design is not conditioned on them", stacklevel=2)
+        Q = _predict_members(laws, Hq[usable], N, D, w, fn, dtype)[members] if usable.any() else None
+        if Q is not None and not np.isfinite(Q).all():
             raise ValueError("some pending mixture gets a non-finite prediction from an ensemble member")
     measured = data.mixtures[np.isfinite(data.losses).any(axis=1)]
     if pending is not None:
         measured = np.concatenate([measured, Hq])
     sel = select_batch(P, n, noise=float(noise), temperature=temperature, gap_cap=gap_cap, mixtures=H, min_distance=float(min_distance),
-                       measured=measured, pending_predictions=Q)
+                       measured=measured, pending_predictions=Q, lower=lo)
     if sel["index"].size < n:
         warnings.warn(f"only {sel['index'].size} of {n} suggestions keep a TV distance of {min_distance:g} from each other "
                       "and from the measured runs", stacklevel=2)

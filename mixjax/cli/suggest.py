@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from ._common import CliError, format_table, load_data, parse_count, print_json, select_scale
+from ._common import CliError, format_table, load_data, parse_scale, print_json, select_scale
 from .optimize import parse_bounds
 
 
@@ -17,9 +17,11 @@ def add_parser(sub) -> None:
         help="suggest the mixtures to train next",
         description="Bootstrap a law on DATA (the runs measured so far), then pick --n mixtures for the next runs at the "
         "scale --model-size/--tokens: where the bootstrap members disagree most about the predicted loss (variance across "
-        "members, capped a few noise units above each member's best) among mixtures that members consider near-optimal, "
+        "members, capped a few noise units above the worst member's best) among mixtures that members consider near-optimal, "
         "picked one by one with the ensemble conditioned on each pick (kriging believer), so the batch is diverse. "
-        "Candidates are a pool (--candidates CSV) or sampled from the bounded simplex around the members' optimal mixtures.",
+        "Candidates are a pool (--candidates CSV) or sampled from the bounded simplex around the members' optimal mixtures. "
+        "A law that diverges at zero weight (capacity_noise, bimix) keeps every weight at or above its min_weight, and "
+        "candidates where some member predicts a non-finite or absurd loss are left out (with a warning).",
     )
     p.add_argument("data", metavar="DATA", help="measured runs: a wide-layout CSV file or a bundled dataset name (see `mixjax datasets`)")
     p.add_argument("--law", default="capacity_noise", help="law to bootstrap (see `mixjax laws`; default capacity_noise)")
@@ -85,9 +87,13 @@ def run(args) -> int:
     from mixjax.data import DataError
     from mixjax.fitting import FitConfig
     from mixjax.mixture import InfeasibleMixtureError, mixture_bounds
-    from mixjax.design import suggest
+    from mixjax.design import law_floors, suggest
+    from mixjax.fitting import check_seed
+    from mixjax.resampling import check_resamples
 
-    for flag, v, least in (("--n", args.n, 1), ("--resamples", args.resamples, 2), ("--starts", args.starts, 1),
+    check_resamples(args.resamples, "--resamples")
+    check_seed(args.seed, "--seed")
+    for flag, v, least in (("--n", args.n, 1), ("--starts", args.starts, 1),
                            ("--point-starts", args.point_starts, 1), ("--n-candidates", args.n_candidates, 1), ("--max-steps", args.max_steps, 1)):
         if v is not None and v < least:
             raise CliError(f"{flag} must be at least {least}, got {v}")
@@ -106,11 +112,12 @@ def run(args) -> int:
     data = select_scale(data, args.fit_model_size, args.fit_tokens)
     if data.n_domains < 2:
         raise CliError(f"{data.name} has {data.n_domains} domain(s); suggesting mixtures needs at least 2")
-    N = parse_count(args.model_size) if args.model_size else None
-    D = parse_count(args.tokens) if args.tokens else None
+    N = parse_scale(args.model_size, "model_size", "--model-size") if args.model_size else None
+    D = parse_scale(args.tokens, "n_tokens", "--tokens") if args.tokens else None
     floors, ceilings = parse_bounds(args.floor, "floor"), parse_bounds(args.ceiling, "ceiling")
     try:
-        mixture_bounds(data.n_domains, floors=floors, ceilings=ceilings, domains=data.domains)
+        lo, hi = mixture_bounds(data.n_domains, floors=floors, ceilings=ceilings, domains=data.domains)
+        law_floors(cls, lo, hi, data.domains)
     except (InfeasibleMixtureError, ValueError) as e:
         raise CliError(str(e)) from None
     if args.target is not None and args.target not in (data.domains if cls.per_domain else data.targets):
@@ -141,4 +148,6 @@ def run(args) -> int:
     rows = [[i + 1, float(res.criterion[i]), float(res.predicted[i]), float(res.disagreement[i]), float(res.near_optimal[i]),
              *(float(x) for x in res.mixtures[i])] for i in range(res.n)]
     print(format_table(rows, header))
+    if cls.min_weight > 0:
+        print(f"(every weight >= {cls.min_weight:g}: {res.law} diverges at a zero domain weight)")
     return 0

@@ -42,6 +42,8 @@ class BiMixLaw(AbstractLaw):
     per_domain: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
     mask_zero_weight: ClassVar[bool] = True
+    #: A_i / h_i^alpha_i diverges as h_i -> 0; below h_floor = 1e-4 the prediction is the floor's, not the law's.
+    min_weight: ClassVar[float] = 1e-4
     sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"alpha": (0.0, 5.0), "beta": (0.0, 5.0)}
 
     def __check_init__(self):

@@ -125,6 +125,9 @@ class CapacityNoiseLaw(CapacityNoiseForm, AbstractLaw):
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
     mask_zero_weight: ClassVar[bool] = True
+    #: The noise term A_i (D h_i)^-a_i diverges as h_i -> 0; below h_floor = 1e-4 the prediction is the floor's,
+    #: not the law's (the seed code's mixture search keeps every weight >= 1e-4 too).
+    min_weight: ClassVar[float] = 1e-4
 
     def __check_init__(self):
         K = self.logit_b.shape[-1:]
