@@ -6,7 +6,14 @@ import sys
 
 import numpy as np
 
-from ._common import CliError, check_output_path, load_data, parse_count, print_json, write_atomic
+from ._common import (
+    CliError,
+    check_output_path,
+    load_data,
+    parse_count,
+    print_json,
+    write_atomic,
+)
 
 KINDS = ("pred-vs-obs", "line", "ternary")
 
@@ -26,8 +33,10 @@ def add_parser(sub) -> None:
     p.add_argument("--targets", nargs="+", metavar="X,Y", help="loss columns of --data/--heldout to read (comma-separated; default: every *_loss column)")
     p.add_argument("--sum-tol", type=float, default=None, metavar="TOL", help="mixture rows of --data summing to 1 within TOL are renormalized (default 0.01)")
     p.add_argument("--out", "-o", metavar="FILE", default=None, help="output image (.png, .svg or .pdf; default <KIND>.png)")
-    p.add_argument("--model-size", "-N", metavar="N", help="model size in parameters (default: the fit's only scale); also selects --data rows")
-    p.add_argument("--tokens", "-D", metavar="D", help="training tokens (default: the fit's only scale); also selects --data rows")
+    p.add_argument("--model-size", "-N", metavar="N", help="model size in parameters (default: the fit's only scale); also selects --data rows, instead of the fit's scales")
+    p.add_argument("--tokens", "-D", metavar="D", help="training tokens (default: the fit's only scale); also selects --data rows, instead of the fit's scales")
+    p.add_argument("--all-scales", action="store_true", help="draw every row of --data/--heldout (default without -N/-D: only rows at the "
+                   "fit's own scales, as recorded in the fit)")
     p.add_argument("--start", help="line: mixture A (comma-separated weights or name=weight pairs)")
     p.add_argument("--end", help="line: mixture B (same forms as --start)")
     p.add_argument("--domains", help="ternary: the three domains to vary, comma-separated (needed when the fit has more than 3)")
@@ -51,13 +60,30 @@ def _at_scale(data, N, D):
     return data.subset(keep)
 
 
+def _at_fit_scales(f, data, flag):
+    """Rows of ``data`` at the fit's own scales, said on stderr; an error when there are none."""
+    from mixjax.plots.fit import at_fit_scales, describe_scales, fit_scales
+
+    scales = fit_scales(f)
+    if not scales:
+        return data
+    keep = at_fit_scales(f, data)
+    where = describe_scales(scales, most=4)
+    if not keep.any():
+        raise CliError(f"no row of {flag} {data.name!r} is at the fit's scale(s) {where}; pass --all-scales to draw every row, "
+                       "or select rows with -N/-D")
+    print(f"{flag} {data.name}: using {int(keep.sum())} of {data.n_rows} rows, those at the fit's scale(s) {where} "
+          "(--all-scales uses every row)", file=sys.stderr)
+    return data if keep.all() else data.subset(keep)
+
+
 def run(args) -> int:
     from mixjax.io import load_fit
     from mixjax.plots import fit as plots
 
     from .predict import parse_mixture
 
-    out_path = check_output_path(args.out or f"{args.kind}.png", "--out", (".png", ".svg", ".pdf"))
+    out_path = check_output_path(args.out or f"{args.kind}.png", "--out", (".png", ".svg", ".pdf"), args=args)
     if args.resolution < 2 or args.resolution > 1000:
         raise CliError(f"--resolution must be between 2 and 1000, got {args.resolution}")
     if args.dpi < 1 or args.dpi > 2000:
@@ -67,21 +93,28 @@ def run(args) -> int:
     N = parse_count(args.model_size) if args.model_size else None
     D = parse_count(args.tokens) if args.tokens else None
 
+    summary: dict = {"kind": args.kind, "fit": args.fit, "out": out_path}
+
     def read(source, flag):
         d = load_data(source, args.targets, domains=domains, sum_tol=args.sum_tol)
         shared = [t for t in f.info["targets"] if t in d.targets]
         if args.kind == "pred-vs-obs" and not shared:
             raise CliError(f"{flag} {source}: none of the fit's targets {list(f.info['targets'])} has a loss column (its targets: {list(d.targets)})")
-        return _at_scale(d, N, D)
+        total = d.n_rows
+        d = _at_scale(d, N, D) if N is not None or D is not None or args.all_scales else _at_fit_scales(f, d, flag)
+        key = "rows_used" if flag == "--data" else "heldout_rows_used"
+        summary.update({key: d.n_rows, key.replace("used", "total"): total})
+        if flag == "--data":
+            summary["scales_used"] = [[a, b] for a, b, _ in d.scales()]
+        return d
 
     data = read(args.data, "--data") if args.data else None
-    summary: dict = {"kind": args.kind, "fit": args.fit, "out": out_path}
     try:
         if args.kind == "pred-vs-obs":
             if data is None:
                 raise CliError("pred-vs-obs needs --data (the observed runs)")
             held = read(args.heldout, "--heldout") if args.heldout else None
-            fig = plots.plot_predicted_vs_observed(f, data, heldout=held)
+            fig = plots.plot_predicted_vs_observed(f, data, heldout=held, all_scales=True)  # rows already selected
             ev = _scores(f, data)
             summary.update(mre=ev["mre"], mre_all=ev["mre_all"], n_cells_used=ev["n_cells_used"], n_cells_nonfinite=ev["n_cells_nonfinite"],
                            per_target_mre={t: v["mre"] for t, v in ev["per_target"].items()}, n_rows=data.n_rows)
@@ -107,7 +140,7 @@ def run(args) -> int:
                 summary["mre"] = _scores(f, data)["mre"]
     except ValueError as e:
         raise CliError(str(e)) from None
-    write_atomic(out_path, lambda tmp: fig.savefig(tmp, dpi=args.dpi))
+    write_atomic(out_path, lambda tmp: fig.savefig(tmp, dpi=args.dpi), args, "--out")
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -8,6 +8,7 @@ the line and ternary plots come from :func:`mixture_line` and :func:`ternary_gri
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import equinox as eqx
@@ -17,15 +18,18 @@ from ..data import MixtureData
 from ..fitting import Fit
 from ..metrics import fit_cells, mre
 from ..units import model_size_to_law, tokens_to_law
-from . import require_matplotlib
+from . import fit_titles, require_matplotlib
 
 __all__ = [
-    "plot_predicted_vs_observed",
+    "at_fit_scales",
+    "barycentric_to_xy",
+    "describe_scales",
+    "fit_scales",
     "mixture_line",
     "plot_mixture_line",
-    "ternary_grid",
+    "plot_predicted_vs_observed",
     "plot_ternary",
-    "barycentric_to_xy",
+    "ternary_grid",
 ]
 
 SQRT3_2 = np.sqrt(3.0) / 2.0
@@ -48,7 +52,7 @@ def _predict(fit: Fit, h, model_size, n_tokens) -> np.ndarray:
     D = np.broadcast_to(tokens_to_law(n_tokens), (n,)).astype(dt)
     N, D = np.where(np.isfinite(N), N, 1.0), np.where(np.isfinite(D), D, 1.0)  # unknown scale: laws that need it refuse earlier
     size = max(128, 1 << (n - 1).bit_length())
-    pad = lambda x: np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)])  # noqa: E731
+    pad = lambda x: np.concatenate([x, np.repeat(x[-1:], size - n, axis=0)])
     return np.asarray(_predict_jit(fit.law, pad(h), pad(N), pad(D)))[:n]
 
 
@@ -100,11 +104,62 @@ def _grid_shape(n: int, ncols: int) -> tuple[int, int]:
     return (n + ncols - 1) // ncols, ncols
 
 
+def fit_scales(fit: Fit) -> list[tuple[float, float]]:
+    """The (model_size, n_tokens) scales a fit was made at, raw counts (NaN where unknown); empty when the fit
+    records none."""
+    scales = np.asarray(fit.info.get("scales") or np.zeros((0, 2)), float).reshape(-1, 2)
+    return [(float(a), float(b)) for a, b in scales]
+
+
+def at_fit_scales(fit: Fit, data: MixtureData, rtol: float = 1e-6) -> np.ndarray:
+    """Row mask ``(n,)`` of ``data``: rows at one of the fit's scales (matched as :meth:`MixtureData.at_scale`;
+    unknown sizes match unknown). Every row when the fit records no scales."""
+    scales = fit_scales(fit)
+    if not scales:
+        return np.ones(data.n_rows, bool)
+    keep = np.zeros(data.n_rows, bool)
+    for N, D in scales:
+        keep |= np.isclose(data.model_size, N, rtol=rtol, atol=0, equal_nan=True) & np.isclose(data.n_tokens, D, rtol=rtol, atol=0, equal_nan=True)
+    return keep
+
+
+def describe_scales(scales, most: int = 3) -> str:
+    """``"122M params / 9.998B tokens"`` for each (model_size, n_tokens), the first ``most`` of them."""
+    def name(v, unit):
+        return _fmt_count(v, unit) if np.isfinite(v) else f"unknown {unit}"
+
+    scales = [(a, b) for a, b, *_ in scales]
+    text = "; ".join(f"{name(a, 'params')} / {name(b, 'tokens')}" for a, b in scales[:most])
+    return text + (f" and {len(scales) - most} more" if len(scales) > most else "")
+
+
+def _rows_at_fit_scales(fit: Fit, data: MixtureData, label: str) -> MixtureData:
+    keep = at_fit_scales(fit, data)
+    where = describe_scales(fit_scales(fit))
+    if not keep.any():
+        raise ValueError(f"no row of {label} {data.name!r} is at the fit's scale(s) {where}; pass all_scales=True to draw every row")
+    if keep.all():
+        return data
+    warnings.warn(
+        f"{label} {data.name!r}: drawing the {int(keep.sum())} of {data.n_rows} rows at the fit's scale(s) {where}; "
+        "all_scales=True draws every row",
+        stacklevel=3,
+    )
+    return data.subset(keep)
+
+
 # --------------------------------------------------------------------------- predicted vs observed
-def plot_predicted_vs_observed(fit: Fit, data: MixtureData, *, heldout: MixtureData | None = None, ncols: int = 4, panel_size: float = 2.6):
+def plot_predicted_vs_observed(fit: Fit, data: MixtureData, *, heldout: MixtureData | None = None, all_scales: bool = False,
+                               ncols: int = 4, panel_size: float = 2.6):
     """One panel per target: predicted against observed loss for every counted cell of ``data`` (and of
-    ``heldout``, in a second colour), the line y = x, and the mean relative error in each panel's title."""
+    ``heldout``, in a second colour), the line y = x, and the mean relative error in each panel's title.
+
+    Only rows at the fit's own scales (:func:`at_fit_scales`) are drawn, with a warning when others are left out;
+    ``all_scales=True`` draws every row."""
     plt = require_matplotlib()
+    if not all_scales:
+        data = _rows_at_fit_scales(fit, data, "data")
+        heldout = None if heldout is None else _rows_at_fit_scales(fit, heldout, "heldout")
     targets = list(fit.info["targets"])
     sets = [("train" if heldout is not None else "runs", data, "C0")]
     if heldout is not None:
@@ -140,11 +195,14 @@ def plot_predicted_vs_observed(fit: Fit, data: MixtureData, *, heldout: MixtureD
     for j in range(len(targets), rows * cols):
         axes[j // cols][j % cols].axis("off")
     overall = " / ".join(f"{lab} MRE {100 * float(mre(p, o, np.isfinite(o))):.2f}%" for lab, p, o, _ in series)
-    fig.suptitle(f"{fit.info['law']} fitted to {fit.info['data']}: {overall}", fontsize=10)
+    drawn = data.scales() + ([] if heldout is None else heldout.scales())
+    drawn = list(dict.fromkeys((a, b) for a, b, _ in drawn))
+    at = f"at {describe_scales(drawn)}" if len(drawn) <= 2 else f"at {len(drawn)} scales"
+    fig.suptitle(f"{fit.info['law']} fitted to {fit.info['data']}, runs {at}: {overall}", fontsize=10)
     if heldout is not None:
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower right", fontsize=8, frameon=False)
-    fig.tight_layout()
+    fit_titles(fig)
     return fig
 
 
@@ -189,7 +247,7 @@ def plot_mixture_line(fit: Fit, start, end, model_size=None, n_tokens=None, *, n
         f"A: {_short_mixture(h[0], domains)}    B: {_short_mixture(h[-1], domains)}",
         fontsize=9,
     )
-    fig.tight_layout()
+    fit_titles(fig)
     return fig
 
 
@@ -300,5 +358,5 @@ def plot_ternary(fit: Fit, domains: Sequence[str] | None = None, model_size=None
     ax.set_aspect("equal")
     ax.axis("off")
     ax.legend(loc="lower center", fontsize=7.5, frameon=False, bbox_to_anchor=(0.5, -0.02), ncols=1)
-    fig.tight_layout()
+    fit_titles(fig)
     return fig

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import require_matplotlib
+from . import fit_titles, require_matplotlib
 
 __all__ = ["plot_mixture"]
 
@@ -60,5 +60,5 @@ def plot_mixture(result, level: float = 0.9, *, references: dict | None = None, 
     ax.set_title(title or f"Optimal mixture at {scale}\n({result.objective})", fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", frameon=False)
-    fig.tight_layout()
+    fit_titles(fig)
     return fig
