@@ -80,7 +80,7 @@ from .mixture import (
     project_capped_simplex,
 )
 from .problem import law_class, prepare
-from .resampling import BootstrapResult, bootstrap
+from .resampling import BootstrapResult, bootstrap, check_resamples
 from .units import TOKENS_UNIT, check_scale, model_size_to_law, tokens_to_law
 
 __all__ = ["Suggestion", "condition_on", "law_floors", "sample_candidates", "select_batch", "suggest"]
@@ -546,8 +546,7 @@ def suggest(
     if ensemble is None:
         if law is None:
             raise ValueError("give the law to fit (or a fitted ensemble)")
-        if isinstance(resamples, bool) or int(resamples) != resamples or resamples < 2:
-            raise ValueError(f"resamples must be an integer >= 2, got {resamples!r}")
+        resamples = check_resamples(resamples)
         fit_kwargs.setdefault("chunk_size", point_starts)  # resamples in chunks of the full-data fit's shape: one compile
         ensemble = bootstrap(law, data, resamples=int(resamples), starts=starts, point_starts=point_starts, scheme=scheme,
                              seed=seed, **fit_kwargs)

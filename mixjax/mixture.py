@@ -921,7 +921,11 @@ def _setup(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_to
     lo, hi = mixture_bounds(K, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs,
                             n_tokens=D * unit, domains=domains)
     if type(law1).min_weight > 0:  # the law diverges below its min_weight: an implicit floor on every domain
-        lo, hi = mixture_bounds(K, floors=np.maximum(lo, type(law1).min_weight), ceilings=hi, domains=domains)
+        try:
+            lo, hi = mixture_bounds(K, floors=np.maximum(lo, type(law1).min_weight), ceilings=hi, domains=domains)
+        except InfeasibleMixtureError as e:
+            raise InfeasibleMixtureError(f"law {type(law1).name} is only meaningful with every weight at least {type(law1).min_weight:g} "
+                                         f"(its min_weight; it diverges at 0): {e}") from None
     if measured is not None and callable(getattr(measured, "align", None)) and domains is not None and getattr(measured, "n_domains", 0):
         measured = measured.align(domains, to="the law")  # a table's mixtures, matched to the law's domains by name
     H = None if measured is None else measured_mixtures(measured, K)

@@ -246,3 +246,10 @@ def test_repeated_rows_are_counted(copies):
         mj.from_arrays(base.mixtures[idx], base.losses[idx], 1e8, 2e9)
     msgs = [str(w.message) for w in caught if "repeat an earlier row" in str(w.message)]
     assert len(msgs) == 1 and msgs[0].startswith(f"data: {len(copies)} row(s)")
+
+
+def test_a_ceiling_below_the_laws_min_weight_is_refused_before_fitting():
+    rc, out, err = run("optimize", "slimpajama7", "--fit-model-size", "122M", "--fit-tokens", "9.998B", "--law", "capacity_noise",
+                       "-N", "1.3B", "-D", "30B", "--ceiling", "commoncrawl=0")
+    assert rc == 2 and "min_weight" in err and "commoncrawl" in err and "fitting" not in err, err
+    assert mj.get_law("capacity_noise").min_weight == pytest.approx(1e-4)

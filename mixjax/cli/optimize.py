@@ -151,6 +151,12 @@ def run(args) -> int:
     try:  # check the constraints before any fitting
         lo, hi = mixture_bounds(train.n_domains, floors=common["floors"], ceilings=common["ceilings"], unique_tokens=unique,
                                 max_epochs=args.max_epochs, n_tokens=D, domains=train.domains)
+        if cls.min_weight > 0:  # the law's implicit floor, as optimize_mixture applies it
+            try:
+                lo, hi = mixture_bounds(train.n_domains, floors=np.maximum(lo, cls.min_weight), ceilings=hi, domains=train.domains)
+            except InfeasibleMixtureError as e:
+                raise InfeasibleMixtureError(f"law {cls.name} is only meaningful with every weight at least {cls.min_weight:g} "
+                                             f"(its min_weight; it diverges at 0): {e}") from None
         if args.within_measured:
             mixture_bounds(train.n_domains, floors=np.maximum(lo, train.mixtures.min(0)), ceilings=np.minimum(hi, train.mixtures.max(0)),
                            domains=train.domains)
