@@ -7,7 +7,8 @@ A *split* is a pair of row sets (train, test). Two protocols:
   ``"split"`` uses the dataset's own ``split`` column (``test`` rows held out).
 * held-out scale (``holdout_scale="largest"`` or a model size in parameters): fit on the rows of smaller models,
   score the rows at that size: the question asked before a large run. On data with one model size, "scale" is the
-  token count.
+  token count. When a run (mixture and model size) has rows at several token counts (intermediate checkpoints),
+  only the final checkpoint of each run is used by default (``checkpoints="final"``; ``"all"`` keeps every row).
 
 For one law, every split x start is a member of one batch: a split is a vector of row weights (1 = train, 0 =
 held out) over the same fitting problem, so the whole comparison of a law is one compiled engine call. With
@@ -20,10 +21,16 @@ Scores per law (MRE as a fraction, ``mean |pred - obs| / obs``):
   weight is 0 are left out by laws that cannot predict them: ``n_cells_excluded``), ``val_mre_all`` over every
   measured held-out cell, and ``val_mre_common`` over the held-out cells that every compared law counts: the ranking
   key, so that no law wins by leaving cells out;
-* ``spearman``: Spearman rank correlation of predicted and measured loss across the held-out mixtures of one scale
-  (same model size and token count, at least 3 mixtures), averaged over scales and then over targets;
-* ``best_rank``: the rank (1 = predicted best) the law gives the held-out mixture with the lowest measured mean loss
-  (mean over the law's targets), averaged over held-out scales; ``best_rank_final`` at the largest held-out scale;
+* ``spearman``: Spearman rank correlation (average ranks for ties) of predicted and measured loss across the
+  held-out mixtures of one split at one scale (same model size and token count, at least 3 mixtures), averaged
+  over those groups and then over targets; None where the predictions are constant (undefined);
+* ``best_rank``: the rank (1 = predicted best; tied predictions share their average rank, so a prediction constant
+  over m mixtures gives (m + 1) / 2) the law gives the held-out mixture with the lowest measured mean loss (mean
+  over the law's targets) among the mixtures of one split at one scale, averaged over those groups;
+  ``best_rank_final`` at the largest held-out scale, ``n_mixtures_final`` the mixtures ranked there (per split);
+* ``constant_in_mixture``: some best fit predicts, at every scale, losses that vary across mixtures by at most a
+  relative 1e-6 (always True for a law that ignores the mixture): its mixture ranking carries no information;
+* ``out_of_range_params``: the parameters of the best fits outside their sane range (``law.out_of_range()``);
 * ``aic`` / ``bic``: n log(SSE / n) + 2k / k log n on the training cells of the fit to all rows (cross-validation)
   or of the held-out-scale fit (Gaussian residuals; smaller is better);
 * ``status``: the worst status of the best start over the splits, and the counts.
@@ -34,6 +41,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import time
+import warnings
 from typing import Any, Callable, Sequence
 
 import equinox as eqx
@@ -48,7 +56,15 @@ from .laws._base import predict_rows
 from .problem import law_class, prepare
 from .results import Status, worst
 
-__all__ = ["Split", "LawScore", "Comparison", "compare", "cv_splits", "holdout_scale_split", "spearman"]
+__all__ = ["Split", "LawScore", "Comparison", "CheckpointWarning", "compare", "cv_splits", "holdout_scale_split",
+           "spearman", "has_checkpoints", "final_checkpoint_rows", "checkpoint_mode"]
+
+#: Relative spread below which predictions across mixtures count as constant.
+CONSTANT_RTOL = 1e-6
+
+
+class CheckpointWarning(UserWarning):
+    """Rows of intermediate checkpoints were left out of a comparison."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +109,7 @@ def cv_splits(data: MixtureData, cv: str = "mixtures:5", seed: int = 0) -> list[
 def holdout_scale_split(data: MixtureData, scale: str | float = "largest") -> Split:
     """Fit on rows of smaller models, score the rows at model size ``scale`` (parameters; ``"largest"``: the
     largest in the data). With one model size, the token count plays that role."""
-    by_size = np.unique(data.model_size[np.isfinite(data.model_size)]).size > 1
+    by_size = _by_model_size(data)
     values = data.model_size if by_size else data.n_tokens
     what = "model size" if by_size else "token count"
     finite = np.isfinite(values)
@@ -112,6 +128,43 @@ def holdout_scale_split(data: MixtureData, scale: str | float = "largest") -> Sp
     if not train.any():
         raise DataError(f"no row of {data.name!r} has a {what} below {target:.4g} to fit on")
     return Split(f"fit {what} < {target:.4g}, score {what} = {target:.4g}", train, test)
+
+
+def _run_keys(data: MixtureData) -> list[tuple]:
+    """(mixture id, model size) of every row: one key per run."""
+    size = np.nan_to_num(data.model_size, nan=-1.0)
+    return list(zip(np.asarray(data.mixture_id).tolist(), size.tolist()))
+
+
+def has_checkpoints(data: MixtureData) -> bool:
+    """Whether some run (mixture id and model size) has rows at several token counts."""
+    tokens = np.nan_to_num(data.n_tokens, nan=-1.0).tolist()
+    runs = _run_keys(data)
+    return len(set(zip(runs, tokens))) > len(set(runs))
+
+
+def final_checkpoint_rows(data: MixtureData) -> np.ndarray:
+    """Indices (sorted) of the row with the most tokens of every run: the rows of ``data.final_checkpoints()``."""
+    order = np.lexsort((-data.n_tokens, data.model_size, data.mixture_id))
+    keys = np.stack([data.mixture_id[order], data.model_size[order]], axis=1)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    return np.sort(order[first])
+
+
+def _by_model_size(data: MixtureData) -> bool:
+    return np.unique(data.model_size[np.isfinite(data.model_size)]).size > 1
+
+
+def checkpoint_mode(data: MixtureData, checkpoints: str | None, holdout_scale) -> str:
+    """``"final"`` or ``"all"``: the default is final checkpoints for a held-out model size on data with
+    checkpoints (with one model size the token count is the scale held out, and every row is kept)."""
+    if checkpoints is not None:
+        if checkpoints not in ("final", "all"):
+            raise ValueError(f"checkpoints must be 'final' or 'all', got {checkpoints!r}")
+        return checkpoints
+    if holdout_scale is not None and _by_model_size(data) and has_checkpoints(data):
+        return "final"
+    return "all"
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -149,17 +202,20 @@ class LawScore:
     spearman: float | None
     spearman_per_target: dict[str, float | None]
     best_rank: float | None
-    best_rank_final: int | None
-    n_mixtures_final: int
+    best_rank_final: float | None
+    n_mixtures_final: float
+    constant_in_mixture: bool
+    out_of_range_params: list[str]
     aic: float | None
     bic: float | None
     status: str
     status_counts: dict[str, int]
     seconds: float
     fits: list = dataclasses.field(default_factory=list, repr=False)  # best law per split (and the all-rows fit)
+    uses_mixture: bool = dataclasses.field(default=True, repr=False)  # the law's form depends on the mixture
 
     def as_dict(self, timings: bool = False) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("fits", "seconds")}
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("fits", "seconds", "uses_mixture")}
         if timings:
             d["seconds"] = self.seconds
         return d
@@ -168,7 +224,8 @@ class LawScore:
 @dataclasses.dataclass
 class Comparison:
     """Result of :func:`compare`: ``scores`` best first (by ``val_mre_common``), ``skipped`` laws with the reason,
-    and the protocol."""
+    and the protocol. ``rows``: indices of the rows of the data given that were used (the splits' masks are over
+    these); ``checkpoints``: ``"final"`` (the final checkpoint of each run) or ``"all"``."""
 
     data: str
     protocol: str
@@ -176,15 +233,22 @@ class Comparison:
     scores: list[LawScore]
     skipped: dict[str, str]
     n_common_cells: int
+    checkpoints: str = "all"
+    rows: np.ndarray | None = None
+    n_rows_input: int | None = None
 
     @property
     def best(self) -> LawScore:
         return self.scores[0]
 
     def as_dict(self, timings: bool = False) -> dict[str, Any]:
+        n_rows = int(self.splits[0].train.size) if self.splits else None
         return {
             "data": self.data,
             "protocol": self.protocol,
+            "checkpoints": self.checkpoints,
+            "n_rows": n_rows,
+            "n_rows_input": n_rows if self.n_rows_input is None else self.n_rows_input,
             "splits": [{"name": s.name, "n_train_rows": int(s.train.sum()), "n_test_rows": int(s.test.sum())} for s in self.splits],
             "n_common_cells": self.n_common_cells,
             "laws": [s.as_dict(timings) for s in self.scores],
@@ -192,14 +256,23 @@ class Comparison:
         }
 
     def table(self) -> list[dict[str, Any]]:
-        """Rows for printing: one per law, percentages for MRE."""
+        """Rows for printing: one per law, percentages for MRE. Held-out MRE three ways: ``common`` (the cells every
+        law counts: the ranking key), ``own`` (the cells this law counts) and ``all`` (every measured held-out cell)."""
         pct = lambda v: None if v is None else 100 * v  # noqa: E731
         return [
-            {"law": s.law, "k": s.n_params, "train MRE %": pct(s.train_mre), "val MRE %": pct(s.val_mre),
-             "common MRE %": pct(s.val_mre_common), "cells used/excl": f"{s.n_cells_used}/{s.n_cells_excluded}",
-             "Spearman": s.spearman, "best rank": s.best_rank, "AIC": s.aic, "status": s.status}
+            {"law": s.law, "k": s.n_params, "train MRE %": pct(s.train_mre), "val MRE % common": pct(s.val_mre_common),
+             "val MRE % own": pct(s.val_mre), "val MRE % all": pct(s.val_mre_all),
+             "cells used/excl": f"{s.n_cells_used}/{s.n_cells_excluded}", "Spearman": s.spearman,
+             "best rank": s.best_rank, "flat in mixture": _flat_label(s), "AIC": s.aic, "status": s.status,
+             "out of range": ",".join(s.out_of_range_params) or "-"}
             for s in self.scores
         ]
+
+
+def _flat_label(score: LawScore) -> str:
+    if not score.constant_in_mixture:
+        return "no"
+    return "YES (collapsed)" if score.uses_mixture else "by form"
 
 
 def _summary(arrays, data: MixtureData, rows: np.ndarray) -> DataSummary:
@@ -219,37 +292,63 @@ def _mre(pred, obs, cells) -> float | None:
     return float(np.mean(np.abs(pred[cells] - obs[cells]) / obs[cells]))
 
 
-def _scale_groups(data: MixtureData, rows: np.ndarray) -> list[np.ndarray]:
-    """Row indices of ``rows`` grouped by (model size, token count), smallest scale first."""
+def _scale_groups(data: MixtureData, rows: np.ndarray) -> list[tuple[tuple[float, float], np.ndarray]]:
+    """``((model size, token count), row indices)`` of ``rows`` grouped by scale, smallest scale first."""
     idx = np.flatnonzero(rows)
     keys = np.stack([np.nan_to_num(data.model_size[idx], nan=-1.0), np.nan_to_num(data.n_tokens[idx], nan=-1.0)], 1)
     uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-    return [idx[inv.ravel() == g] for g in range(uniq.shape[0])]
+    return [((float(uniq[g, 0]), float(uniq[g, 1])), idx[inv.ravel() == g]) for g in range(uniq.shape[0])]
 
 
-def _ranking_scores(pred, obs, used, data, test, targets) -> tuple[dict, float | None, int | None, int]:
-    """Spearman per target and the predicted rank of the measured-best mixture, over held-out scales."""
+def _flat(p: np.ndarray) -> bool:
+    """Whether the values ``p`` (finite) vary by at most a relative :data:`CONSTANT_RTOL`."""
+    return bool(np.ptp(p) <= CONSTANT_RTOL * np.abs(p).max())
+
+
+def _constant_in_mixture(pred: np.ndarray, data: MixtureData) -> bool:
+    """Whether predictions ``(n, V)`` of one fit on every row of ``data`` are constant across the mixtures of
+    every scale with at least two mixtures (every target; at least one such scale)."""
+    seen = False
+    for _, rows in _scale_groups(data, np.ones(data.n_rows, bool)):
+        for j in range(pred.shape[1]):
+            r = rows[np.isfinite(pred[rows, j])]
+            if np.unique(data.mixtures[r], axis=0).shape[0] < 2:
+                continue
+            if not _flat(pred[r, j]):
+                return False
+            seen = True
+    return seen
+
+
+def _ranking_scores(preds, obs, used, data, splits, targets) -> tuple[dict, float | None, float | None, float]:
+    """Spearman per target and the predicted rank of the measured-best mixture, over the groups of held-out rows
+    of one split at one scale (each group predicted by one fit)."""
     rho: dict[str, list[float]] = {t: [] for t in targets}
-    ranks: list[int] = []
-    final_rank, final_n = None, 0
-    for rows in _scale_groups(data, test):
-        for j, t in enumerate(targets):
-            r = rows[used[rows, j] & np.isfinite(pred[rows, j])]
-            if r.size >= 3:
-                v = spearman(pred[r, j], obs[r, j])
-                if np.isfinite(v):
-                    rho[t].append(v)
-        cols = [j for j in range(len(targets)) if used[rows, j].all()]
-        if rows.size >= 2 and cols:
-            p = pred[np.ix_(rows, cols)].mean(1)
-            m = obs[np.ix_(rows, cols)].mean(1)
-            if np.isfinite(p).all():
-                best = int(np.argmin(m))
-                rank = int((p < p[best]).sum()) + 1
-                ranks.append(rank)
-                final_rank, final_n = rank, rows.size
+    ranks: list[tuple[tuple[float, float], float, int]] = []
+    for pred, split in zip(preds, splits):
+        for key, rows in _scale_groups(data, split.test):
+            for j, t in enumerate(targets):
+                r = rows[used[rows, j] & np.isfinite(pred[rows, j])]
+                if r.size >= 3 and not _flat(pred[r, j]):
+                    v = spearman(pred[r, j], obs[r, j])
+                    if np.isfinite(v):
+                        rho[t].append(v)
+            cols = [j for j in range(len(targets)) if used[rows, j].all()]
+            if rows.size >= 2 and cols:
+                p = pred[np.ix_(rows, cols)].mean(1)
+                m = obs[np.ix_(rows, cols)].mean(1)
+                if np.isfinite(p).all():
+                    best = int(np.argmin(m))
+                    rank = (rows.size + 1) / 2 if _flat(p) else float(_ranks(p)[best])
+                    ranks.append((key, rank, rows.size))
     per_target = {t: (float(np.mean(v)) if v else None) for t, v in rho.items()}
-    return per_target, (float(np.mean(ranks)) if ranks else None), final_rank, final_n
+    if not ranks:
+        return per_target, None, None, 0
+    last = max(k for k, _, _ in ranks)
+    final = [(r, n) for k, r, n in ranks if k == last]
+    n_final = float(np.mean([n for _, n in final]))
+    return (per_target, float(np.mean([r for _, r, _ in ranks])), float(np.mean([r for r, _ in final])),
+            int(n_final) if n_final.is_integer() else n_final)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,8 +404,14 @@ def _score_law(cls, data, splits, with_full, starts, cfg, seed) -> tuple[LawScor
         test |= s.test
     used_test = used_all & test[:, None]
     measured_test = measured & test[:, None]
-    rho_t, best_rank, final_rank, final_n = _ranking_scores(test_pred, obs_all, used_test, data, test, targets)
+    rho_t, best_rank, final_rank, final_n = _ranking_scores(pred[:len(splits)], obs_all, used_test, data, splits, targets)
     rho_vals = [v for v in rho_t.values() if v is not None]
+    fits = [jax.tree_util.tree_map(lambda x, i=i: x[i] if isinstance(x, jax.Array) else x, best) for i in range(len(groups))]
+    constant = not cls.uses_mixture or any(_constant_in_mixture(pred[g], data) for g in range(len(groups)))
+    bad: set[str] = set()
+    for law in fits:
+        bad.update(law.out_of_range())
+    out_of_range = [name for name in cls.sane_ranges if name in bad] + sorted(bad - set(cls.sane_ranges))
 
     ic_g = len(groups) - 1  # the all-rows fit (cv) or the one held-out-scale fit
     ic_cells = used_all & groups[ic_g][:, None]
@@ -331,12 +436,15 @@ def _score_law(cls, data, splits, with_full, starts, cfg, seed) -> tuple[LawScor
         best_rank=best_rank,
         best_rank_final=final_rank,
         n_mixtures_final=final_n,
+        constant_in_mixture=bool(constant),
+        out_of_range_params=out_of_range,
         aic=None if aic is None else float(aic),
         bic=None if bic is None else float(bic),
         status=worst(best_status).name,
         status_counts=counts,
         seconds=time.perf_counter() - t0,
-        fits=[jax.tree_util.tree_map(lambda x, i=i: x[i] if isinstance(x, jax.Array) else x, best) for i in range(len(groups))],
+        fits=fits,
+        uses_mixture=bool(cls.uses_mixture),
     )
     return score, _HeldOut(targets, test_pred, obs_all, used_test)
 
@@ -366,6 +474,7 @@ def compare(
     dtype: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     workers: int = 2,
+    checkpoints: str | None = None,
 ) -> Comparison:
     """Fit and score several laws on the same splits of ``data``; see the module docstring.
 
@@ -377,6 +486,10 @@ def compare(
       starts, max_steps, objective, optimizer, seed, dtype: as :func:`mixjax.fit`, per split.
       progress: optional ``progress(done, total)`` over laws.
       workers: laws fitted at the same time (threads; default 2: one compiles while another runs).
+      checkpoints: ``"final"`` (only the row with the most tokens of each mixture and model size, as
+        ``data.final_checkpoints()``) or ``"all"``. Default: ``"final"`` with ``holdout_scale`` on data with several
+        model sizes and intermediate checkpoints (a :class:`CheckpointWarning` says how many rows were left out),
+        ``"all"`` otherwise.
     """
     from .laws import LAWS
 
@@ -386,6 +499,15 @@ def compare(
         raise ValueError(f"starts must be >= 1, got {starts}")
     dtype = default_dtype() if dtype is None else dtype
     cfg = FitConfig(objective=objective, optimizer=optimizer, max_steps=max_steps, dtype=dtype)
+    mode = checkpoint_mode(data, checkpoints, holdout_scale)
+    n_input = data.n_rows
+    used_rows = final_checkpoint_rows(data) if mode == "final" else np.arange(n_input)
+    if used_rows.size < n_input:
+        data = data.subset(used_rows)
+        if checkpoints is None:
+            warnings.warn(f"{data.name!r} has several checkpoints per run: using the final checkpoint of each run (mixture "
+                          f"and model size): {data.n_rows} of {n_input} rows; checkpoints='all' keeps every row",
+                          CheckpointWarning, stacklevel=2)
     if holdout_scale is not None:
         splits = [holdout_scale_split(data, holdout_scale)]
         protocol = f"held-out scale: {splits[0].name}"
@@ -435,8 +557,13 @@ def compare(
         score.val_mre_common = _mre(held.pred, held.obs, cells)
     order = sorted(scored, key=lambda sc: (sc[0].val_mre_common is None, sc[0].val_mre_common or 0.0,
                                            sc[0].val_mre is None, sc[0].val_mre or 0.0))
+    for score, _ in order:
+        if score.constant_in_mixture and score.uses_mixture:
+            warnings.warn(f"a best fit of {score.law} to {data.name!r} is constant in the mixture (at every scale its predictions "
+                          f"vary by at most {CONSTANT_RTOL:g} relative across mixtures): its Spearman and best rank say "
+                          "nothing about mixtures", UserWarning, stacklevel=2)
     return Comparison(data=data.name, protocol=protocol, splits=splits, scores=[s for s, _ in order],
-                      skipped=skipped, n_common_cells=n_common)
+                      skipped=skipped, n_common_cells=n_common, checkpoints=mode, rows=used_rows, n_rows_input=n_input)
 
 
 def _common_cells(held: list[_HeldOut]) -> dict[str, np.ndarray]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 from ._common import CliError, ProgressLine, check_output_path, write_atomic, format_table, load_data, parse_count, print_json, select_scale, split_names
 from .fit import add_data_options, add_solver_options
@@ -15,13 +16,17 @@ def add_parser(sub) -> None:
         description="Fit every applicable law (or --laws) on the same splits of DATA, one batched call per law, "
         "and print a leaderboard, best first: parameters, train and held-out MRE with the cells counted and "
         "excluded, the held-out MRE on the cells every law counts (the ranking key), Spearman rank correlation "
-        "across held-out mixtures, the rank given to the measured-best held-out mixture, AIC/BIC and status.",
+        "across held-out mixtures, the rank given to the measured-best held-out mixture (ties share their average "
+        "rank), whether a fit is constant in the mixture, AIC/BIC, status and the parameters out of their sane range.",
     )
     p.add_argument("data", metavar="DATA", help="a wide-layout CSV file or a bundled dataset name (see `mixjax datasets`)")
     p.add_argument("--laws", default="all", help="comma-separated law names, or 'all' (default): every registered law that applies to DATA")
     p.add_argument("--cv", metavar="SPEC", help="cross-validation: mixtures:K (default mixtures:5; all rows of one mixture on one side), rows:K, or split (the data's own split column)")
     p.add_argument("--holdout-scale", metavar="SIZE", help="fit on smaller models, score the model size SIZE ('largest', or parameters like 1.235B); instead of --cv")
-    p.add_argument("--final-checkpoints", action="store_true", help="keep only the last checkpoint (most tokens) of each mixture and model size")
+    ck = p.add_mutually_exclusive_group()
+    ck.add_argument("--final-checkpoints", action="store_true", help="keep only the last checkpoint (most tokens) of each mixture and model size "
+                    "(the default with --holdout-scale on data with several model sizes)")
+    ck.add_argument("--all-checkpoints", action="store_true", help="keep every checkpoint row, also with --holdout-scale")
     p.add_argument("--max-model-size", metavar="N", help="use only rows up to this model size (e.g. 1.235B: then --holdout-scale largest scores 1.235B)")
     p.add_argument("--model-size", "-N", metavar="N", help="use only rows at this model size")
     p.add_argument("--tokens", "-D", metavar="D", help="use only rows at this token count")
@@ -49,7 +54,7 @@ def _law_list(text: str) -> str | list[str]:
 
 def run(args) -> int:
     import mixjax
-    from mixjax.comparison import compare
+    from mixjax.comparison import CheckpointWarning, compare
     from mixjax.fitting import check_seed
 
     if args.starts < 1:
@@ -73,14 +78,17 @@ def run(args) -> int:
         if not keep.any():
             raise CliError(f"no row of {data.name!r} has a model size up to {cap:.4g}")
         data = data.subset(keep)
-    if args.final_checkpoints:
-        data = data.final_checkpoints()
+    checkpoints = "final" if args.final_checkpoints else "all" if args.all_checkpoints else None
+    _announce_checkpoints(data, checkpoints, holdout)
     show = ProgressLine("compare")
     try:
-        result = compare(
-            data, laws, cv=args.cv, holdout_scale=holdout, starts=args.starts, max_steps=args.max_steps,
-            objective=args.objective, optimizer=args.optimizer, seed=args.seed, dtype=args.dtype, progress=show,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CheckpointWarning)  # said above, with the command's own flags
+            result = compare(
+                data, laws, cv=args.cv, holdout_scale=holdout, starts=args.starts, max_steps=args.max_steps,
+                objective=args.objective, optimizer=args.optimizer, seed=args.seed, dtype=args.dtype, progress=show,
+                checkpoints=checkpoints,
+            )
     except (mixjax.DataError, ValueError) as e:
         raise CliError(str(e)) from None
     if args.plot:
@@ -98,7 +106,8 @@ def run(args) -> int:
     for s in result.splits:
         print(f"  {s.name}: {int(s.train.sum())} train rows, {int(s.test.sum())} held-out rows")
     print()
-    rows, head = [], ["law", "k", "train MRE %", "val MRE %", "common MRE %", "cells used/excl", "Spearman", "best rank", "AIC", "status"]
+    rows, head = [], ["law", "k", "train MRE %", "val MRE % common", "val MRE % own", "val MRE % all", "cells used/excl",
+                      "Spearman", "best rank", "flat in mixture", "AIC", "status", "out of range"]
     if args.timings:
         head.append("s")
     for s, t in zip(result.scores, result.table()):
@@ -107,8 +116,37 @@ def run(args) -> int:
             row.append(s.seconds)
         rows.append(row)
     print(format_table(rows, head))
+    print()
+    print(f"val MRE % common: on the {result.n_common_cells} held-out cells every law counts (the ranking key); own: on the "
+          "cells the law counts (cells used/excl); all: on every measured held-out cell")
+    print("best rank: 1 = the measured-best held-out mixture predicted best, ties share their average rank; "
+          "flat in mixture: predictions constant across mixtures at every scale; out of range: parameters of the best "
+          "fits outside their sane range")
     for name, reason in result.skipped.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
     if args.plot:
         print(f"saved the chart to {args.plot}", file=sys.stderr)
     return 0
+
+
+def _announce_checkpoints(data, checkpoints: str | None, holdout) -> None:
+    """Say on stderr which checkpoint rows the comparison uses."""
+    from mixjax.comparison import checkpoint_mode, final_checkpoint_rows, has_checkpoints
+
+    if not has_checkpoints(data):
+        return
+    n_final, n = final_checkpoint_rows(data).size, data.n_rows
+    mode = checkpoint_mode(data, checkpoints, holdout)
+    if mode == "final":
+        tail = "--all-checkpoints keeps every row" if holdout is not None else "without --final-checkpoints every row is kept"
+        print(f"using the final checkpoint of each run: {n_final} of {n} rows; {tail}", file=sys.stderr)
+    elif holdout is not None and checkpoint_mode(data, None, holdout) == "all":
+        print(f"{data.name} has one model size: the token count is the scale held out, and every checkpoint row is kept "
+              f"({n} rows)", file=sys.stderr)
+    elif holdout is not None:
+        print(f"using every checkpoint row (--all-checkpoints): {n} rows of {n_final} runs; by default only the final "
+              "checkpoint of each run is used", file=sys.stderr)
+    else:
+        print(f"{data.name} has several checkpoints per run ({n} rows of {n_final} runs): cross-validation keeps every row, "
+              "all checkpoints of a mixture on one side of a 'mixtures' fold; --final-checkpoints keeps the final "
+              "checkpoint of each run", file=sys.stderr)
