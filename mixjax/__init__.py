@@ -59,6 +59,14 @@ from .mixture import MixtureEnsemble as MixtureEnsemble
 from .mixture import MixtureResult as MixtureResult
 from .mixture import optimize_mixture as optimize_mixture
 from .mixture import optimize_mixture_ensemble as optimize_mixture_ensemble
+from .mixture import PhasedMixtureError as PhasedMixtureError
+from .swarm import load_phase_table as load_phase_table
+from .swarm import load_ratios_metrics as load_ratios_metrics
+from .swarm import load_swarm as load_swarm
+from .swarm import load_unique_tokens as load_unique_tokens
+from .swarm import with_unique_tokens as with_unique_tokens
+from .units import ScaleError as ScaleError
+from .units import ScaleExtrapolationWarning as ScaleExtrapolationWarning
 from .design import Suggestion as Suggestion
 from .design import suggest as suggest
 from .metrics import mae as mae

@@ -43,6 +43,7 @@ __all__ = [
     "read_table",
     "DataError",
     "MIXTURE_SUM_TOL",
+    "phase_domain_name",
 ]
 
 #: Rows whose weights sum to within this of 1 are renormalized (with a warning when off by more than 1e-9);
@@ -71,6 +72,13 @@ class MixtureData:
     mixture_id: np.ndarray
     split: np.ndarray | None = None
     name: str = "data"
+    #: Multi-phase runs (see :mod:`mixjax.swarm`): the P phase names, their (P,) token shares and the K domain
+    #: names; ``domains`` are then the P*K flattened names ``phase_domain_name(domain, phase)``. None: one phase.
+    phases: tuple[str, ...] | None = None
+    phase_shares: np.ndarray | None = None
+    base_domains: tuple[str, ...] | None = None
+    #: ``(K,)`` unique tokens available per domain (of ``base_domains``, or of ``domains`` for one phase), or None.
+    unique_tokens: np.ndarray | None = None
 
     # ----------------------------------------------------------------- shapes and units
     @property
@@ -241,6 +249,52 @@ class MixtureData:
         """Domains that have no loss column of their own: a per-domain law has no observation of their loss."""
         return tuple(d for d in self.domains if d not in self.targets)
 
+    # ----------------------------------------------------------------- phases and exposures
+    def _phase_index(self) -> tuple[tuple[str, ...], np.ndarray, tuple[str, ...], np.ndarray]:
+        """(phases, shares, base domains, (P, K) column index into ``mixtures``), matched by name."""
+        if self.phases is None:
+            return ("all",), np.ones(1), self.domains, np.arange(self.n_domains)[None, :]
+        base = self.base_domains if self.base_domains is not None else ()
+        shares = np.asarray(self.phase_shares, dtype=np.float64) if self.phase_shares is not None else None
+        if shares is None or shares.shape != (len(self.phases),) or len(self.phases) * len(base) != self.n_domains:
+            raise DataError(
+                f"{self.name!r}: inconsistent phase metadata ({len(self.phases)} phases, "
+                f"{None if shares is None else shares.shape} shares, {len(base)} base domains, {self.n_domains} columns)"
+            )
+        col = {d: j for j, d in enumerate(self.domains)}
+        try:
+            idx = np.array([[col[phase_domain_name(d, p)] for d in base] for p in self.phases], dtype=np.int64)
+        except KeyError as e:
+            raise DataError(f"{self.name!r}: no mixture column {e.args[0]!r} for its phase metadata") from None
+        return self.phases, shares, base, idx
+
+    def phase_weights(self) -> np.ndarray:
+        """``(n, P, K)`` mixture of each training phase: ``w[r, p, k] = h[r, p*K + k] / share_p`` (each phase's row
+        sums to 1). A table without phases gives P = 1, ``w[:, 0] = h``."""
+        _, shares, _, idx = self._phase_index()
+        return self.mixtures[:, idx] / shares[None, :, None]
+
+    def exposures(self) -> np.ndarray:
+        """``(n, K)`` epochs over each domain's unique tokens: ``E[r, k] = D_r * sum_p h[r, p*K + k] / U_k`` with
+        ``D_r`` the run's training tokens (raw count) and ``U_k`` the unique tokens of domain k. A
+        :class:`DataError` when unique tokens or a row's token count are unknown."""
+        _, _, base, idx = self._phase_index()
+        if self.unique_tokens is None:
+            raise DataError(
+                f"{self.name!r} has no unique-token counts per domain: attach them (unique_tokens= of the "
+                "mixjax.swarm loaders, or mixjax.swarm.with_unique_tokens) to compute exposures"
+            )
+        U = np.asarray(self.unique_tokens, dtype=np.float64)
+        if U.shape != (len(base),):
+            raise DataError(f"{self.name!r}: {U.shape} unique-token counts for {len(base)} domains")
+        bad = np.flatnonzero(~np.isfinite(self.n_tokens))
+        if bad.size:
+            raise DataError(
+                f"{self.name!r}: the training token count (n_tokens) is unknown in {bad.size} row(s) (first: row "
+                f"{bad[0]}); exposures need it"
+            )
+        return self.n_tokens[:, None] * self.mixtures[:, idx].sum(axis=1) / U[None, :]
+
     def to_dataframe(self):
         """The wide layout as a pandas DataFrame (round-trips through :func:`from_dataframe`)."""
         import pandas as pd
@@ -258,6 +312,12 @@ class MixtureData:
 
 
 # --------------------------------------------------------------------------- constructors
+def phase_domain_name(domain: str, phase: str) -> str:
+    """The flattened domain name of ``domain`` in training phase ``phase``: ``"<domain>@<phase>"``. Phase names
+    contain no ``@``, so the name splits back uniquely at its last ``@`` whatever the domain name holds."""
+    return f"{domain}@{phase}"
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.array(a, copy=True)
     a.setflags(write=False)
@@ -685,9 +745,17 @@ _BUNDLED = {
 }
 
 
+#: Bundled swarm tables (other layouts), loaded by :func:`mixjax.swarm.load_swarm`.
+_SWARM_BUNDLED = {
+    "marin2phase": "Marin two-phase swarm: 39 domains x 2 phases (shares 0.8/0.2), 193 runs of 60M params at 1.2B tokens; target eval/uncheatable_eval/bpb",
+    "olmix64": "Olmix swarm: 64 domains, 512 runs of 30M-param models; target the mean of 110 task BPB metrics",
+    "olmix22": "Olmix reuse swarm: 22 domains, 64 runs of 30M-param models; target the mean of 110 task BPB metrics",
+}
+
+
 def list_datasets() -> dict[str, str]:
     """Names of the bundled datasets with a one-line description (sources in ``mixjax/datasets/README.md``)."""
-    return {k: v[1] for k, v in _BUNDLED.items()}
+    return {**{k: v[1] for k, v in _BUNDLED.items()}, **_SWARM_BUNDLED}
 
 
 def _bundled_text(filename: str) -> str:
@@ -697,9 +765,14 @@ def _bundled_text(filename: str) -> str:
 def load_dataset(name: str) -> MixtureData:
     """Load a bundled dataset by name (see :func:`list_datasets`).
 
-    ``chinchilla`` has no mixture: it loads as one domain named ``all`` with weight 1 and target ``all``."""
+    ``chinchilla`` has no mixture: it loads as one domain named ``all`` with weight 1 and target ``all``. The swarm
+    tables (``marin2phase``, ``olmix64``, ``olmix22``) load with :func:`mixjax.swarm.load_swarm`'s defaults."""
+    if name in _SWARM_BUNDLED:
+        from .swarm import load_swarm
+
+        return load_swarm(name)
     if name not in _BUNDLED:
-        raise DataError(f"unknown dataset {name!r}; bundled: {sorted(_BUNDLED)}")
+        raise DataError(f"unknown dataset {name!r}; bundled: {sorted(list_datasets())}")
     import pandas as pd
 
     df = pd.read_csv(io.StringIO(_bundled_text(_BUNDLED[name][0])))

@@ -74,6 +74,7 @@ from .data import MixtureData
 from .laws import AbstractLaw
 from .mixture import (
     InfeasibleMixtureError,
+    check_single_phase,
     mixture_bounds,
     objective_spec,
     optimize_mixture_ensemble,
@@ -543,6 +544,7 @@ def suggest(
         raise ValueError(f"min_distance must be a TV distance in [0, 1), got {min_distance!r}")
     if noise is not None and not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
         raise ValueError(f"noise must be a finite variance >= 0, got {noise!r}")
+    check_single_phase(data, ensemble)
     if ensemble is None:
         if law is None:
             raise ValueError("give the law to fit (or a fitted ensemble)")

@@ -887,6 +887,26 @@ def _scale(law, model_size, n_tokens, raw_model_size, raw_n_tokens):
     return (1.0 if model_size is None else float(model_size)), (1.0 if n_tokens is None else float(n_tokens))
 
 
+class PhasedMixtureError(ValueError):
+    """An optimum asked of a law fitted to several training phases: its mixture is a distribution over (phase, domain)
+    pairs whose per-phase sums are fixed, which the optimizers here do not keep."""
+
+
+def check_single_phase(*sources) -> None:
+    """Raise :class:`PhasedMixtureError` when a fit, a bootstrap result or a table among ``sources`` has more than one
+    training phase (recorded as ``info["phases"]`` or ``.phases``)."""
+    for src in sources:
+        infos = (getattr(src, "info", None), getattr(getattr(src, "point", None), "info", None))
+        phases = [i.get("phases") for i in infos if isinstance(i, dict)] + [getattr(src, "phases", None)]
+        for ph in phases:
+            if ph is not None and len(ph) > 1:
+                raise PhasedMixtureError(
+                    f"the mixtures here span {len(ph)} training phases ({', '.join(map(str, ph))}); optimizing or "
+                    "suggesting such a mixture needs a simplex per phase, which mixjax does not provide yet (it would "
+                    "move tokens between phases). Fit and compare work; choose the next mixtures outside mixjax for now"
+                )
+
+
 def _scale_report(source, law, N: float, D: float) -> dict | None:
     """Where the scale (N millions, D billions) lies against the scales ``source`` (a :class:`mixjax.Fit`) was fitted
     on, for the scales the law uses; warns on a far extrapolation. None when ``source`` records no fitted scales."""
@@ -993,6 +1013,7 @@ def optimize_mixture(
       check_fixed: test whether the optimum depends on the law's parameters at all (``optimum_fixed_by_law``; two
         more solves with the same compiled program); warns (:class:`FixedOptimumWarning`) when it does not.
     """
+    check_single_phase(law, measured)
     if measured is None:
         measured = _measured_of(law)
     source = law
@@ -1073,6 +1094,7 @@ def optimize_mixture_ensemble(
     and the point estimate gets the full report. ``check_fixed``: ask whether the members' optima coincide while
     their objectives differ (``optimum_fixed_by_law``), and run the point estimate's own check.
     Other arguments as in :func:`optimize_mixture`."""
+    check_single_phase(laws, point, measured)
     if measured is None:
         measured = _measured_of(laws)
     if hasattr(laws, "laws") and not isinstance(laws, AbstractLaw):

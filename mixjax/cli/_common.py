@@ -62,35 +62,93 @@ def split_names(values, flag: str) -> list[str] | None:
     return names
 
 
-def load_data(source: str, targets=None, *, domains=None, sum_tol: float | None = None, announce: bool = False):
+#: A ``--targets`` entry ``mean:GLOB`` averages the metrics matching GLOB into one target named ``objective``.
+MEAN_PREFIX = "mean:"
+
+
+def target_spec(targets) -> tuple[list[str] | None, str | None]:
+    """``--targets`` split into metric names or globs and the objective: ``mean:GLOB`` entries (one or more; every
+    entry must be one) select the metrics averaged into the one target ``objective``; otherwise each name is a
+    target of its own. Returns ``(names, "mean" or None)``."""
+    names = split_names(targets, "--targets")
+    if names is None:
+        return None, None
+    means = [t[len(MEAN_PREFIX) :].strip() for t in names if t.startswith(MEAN_PREFIX)]
+    if not means:
+        return names, None
+    if len(means) != len(names):
+        raise CliError("--targets: give either metric names (or globs), each a target, or mean:GLOB entries, averaged "
+                       "into one objective; not both")
+    if not all(means):
+        raise CliError("--targets: mean: needs a metric name or glob after it, e.g. 'mean:*' or 'mean:eval/paloma/*/bpb'")
+    return means, "mean"
+
+
+def load_data(source: str, targets=None, *, domains=None, sum_tol: float | None = None, announce: bool = False,
+              metrics=None, phase_shares=None, unique_tokens=None):
     """A dataset from a CSV path or a bundled name (``mixjax datasets`` lists them).
+
+    Layouts: the wide layout (``weight_<domain>`` and ``<target>_loss`` columns); a phase table
+    (``phase_<p>_<domain>`` columns, detected by its ``phase_0_`` columns; targets are metric columns by name or
+    glob); a ratios file with a ``metrics`` file (CSV, joined on ``run``). For the last two, ``--targets mean:GLOB``
+    averages the metrics matching GLOB into one target ``objective`` (see :mod:`mixjax.swarm`).
 
     ``domains``/``targets``: names (or comma-separated strings) of the weight and loss columns to read, all of which
     must exist; ``sum_tol``: tolerance of mixture sums before renormalizing (default that of :mod:`mixjax.data`).
+    ``phase_shares`` (phase tables) and ``unique_tokens`` (swarm layouts) pass to the :mod:`mixjax.swarm` loaders.
     ``announce``: print the domains and targets read to stderr (one line)."""
     import os
 
-    from mixjax.data import MIXTURE_SUM_TOL, DataError, from_dataframe, list_datasets, load_csv, load_dataset
+    from mixjax.data import MIXTURE_SUM_TOL, DataError, _SWARM_BUNDLED, from_dataframe, list_datasets, load_dataset, read_table
+    from mixjax.swarm import _describe, is_phase_table, load_phase_table, load_ratios_metrics, load_swarm
 
     domains = split_names(domains, "--domains")
-    targets = split_names(targets, "--targets")
+    names, objective = target_spec(targets)
     tol = MIXTURE_SUM_TOL if sum_tol is None else sum_tol
     if not (math.isfinite(tol) and tol >= 0):
         raise CliError(f"--sum-tol must be a finite number >= 0, got {tol!r}")
+    wide_only = "mean:GLOB reads a phase table (phase_<p>_<domain> columns) or a ratios file with --metrics"
+    flat = domains is not None and all(re.search(r"@phase_[0-9]+$", x) for x in domains)
     try:
-        if os.path.exists(source):
-            d = load_csv(source, domains=domains, targets=targets, sum_tol=tol)
+        if metrics is not None:
+            if not os.path.isfile(source):
+                raise CliError(f"--metrics pairs a ratios CSV file with a metrics CSV file; {source!r} is not a file")
+            d = load_ratios_metrics(source, metrics, targets=names, objective=objective, domains=domains, sum_tol=tol,
+                                    unique_tokens=unique_tokens)
+        elif os.path.exists(source):
+            df, header, name = read_table(source)
+            if is_phase_table(df.columns):
+                d = load_phase_table(df, targets=names, objective=objective, domains=None if flat else domains, name=name,
+                                     sum_tol=tol, phase_shares=phase_shares, unique_tokens=unique_tokens)
+                if flat:
+                    d = d.align(domains, to="--domains")
+            elif objective is not None:
+                raise CliError(f"{wide_only}; {source} is a wide-layout table")
+            else:
+                d = from_dataframe(df, name=name, domains=domains, targets=names, sum_tol=tol, header=header)
+        elif source in _SWARM_BUNDLED:
+            d = load_swarm(source, targets=names, objective=objective, phase_shares=phase_shares)
+            if domains is not None:
+                d = d.align(domains, to="--domains")
         elif source in list_datasets():
+            if objective is not None:
+                raise CliError(f"{wide_only}; {source} is a wide-layout dataset")
             d = load_dataset(source)
-            if domains is not None or targets is not None:
-                d = from_dataframe(d.to_dataframe(), name=d.name, domains=domains, targets=targets, sum_tol=max(tol, 0.01))
+            if domains is not None or names is not None:
+                d = from_dataframe(d.to_dataframe(), name=d.name, domains=domains, targets=names, sum_tol=max(tol, 0.01))
         else:
             raise CliError(f"{source!r} is neither a CSV file nor a bundled dataset ({', '.join(list_datasets())})")
     except DataError as e:
         raise CliError(str(e)) from None
     if announce:
-        dom = ", ".join(d.domains) if d.n_domains else "none (no weight_<domain> columns: a table without mixtures)"
-        print(f"read {d.n_rows} rows of {d.name}: domains {dom}; targets {', '.join(d.targets)}", file=sys.stderr)
+        if d.phases is not None or d.n_domains > 20:
+            dom = _describe(d)
+        else:
+            dom = ", ".join(d.domains) if d.n_domains else "none (no weight_<domain> columns: a table without mixtures)"
+        tgt = ", ".join(d.targets)
+        if objective is not None:
+            tgt += f" (the mean of the metrics matching {', '.join(names)})"
+        print(f"read {d.n_rows} rows of {d.name}: domains {dom}; targets {tgt}", file=sys.stderr)
     return d
 
 

@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
         "rank), whether a fit is constant in the mixture, AIC/BIC, status and the parameters out of their sane range.",
     )
     p.add_argument("data", metavar="DATA", help="a wide-layout CSV file or a bundled dataset name (see `mixjax datasets`)")
+    p.add_argument("--metrics", metavar="CSV", help="a metrics CSV file (one row per run: a run column and one column per metric) joined on run with the ratios CSV file given as data (one row per run: run and one column per domain, summing to 1); --targets then names metric columns, or mean:GLOB for their mean")
     p.add_argument("--laws", default="all", help="comma-separated law names, or 'all' (default): every registered law that applies to DATA")
     p.add_argument("--cv", metavar="SPEC", help="cross-validation: mixtures:K (default mixtures:5; all rows of one mixture on one side), rows:K, or split (the data's own split column)")
     p.add_argument("--holdout-scale", metavar="SIZE", help="fit on smaller models, score the model size SIZE ('largest', or parameters like 1.235B); instead of --cv")
@@ -70,7 +71,7 @@ def run(args) -> int:
     holdout = None
     if args.holdout_scale:
         holdout = "largest" if args.holdout_scale == "largest" else parse_count(args.holdout_scale)
-    data = load_data(args.data, args.targets, domains=args.domains, sum_tol=args.sum_tol, announce=not args.json)
+    data = load_data(args.data, args.targets, domains=args.domains, sum_tol=args.sum_tol, announce=not args.json, metrics=args.metrics)
     data = select_scale(data, args.model_size, args.tokens)
     if args.max_model_size:
         cap = parse_count(args.max_model_size)

@@ -10,7 +10,7 @@ from ._common import CliError, ProgressLine, check_output_path, format_table, lo
 def add_data_options(p) -> None:
     """Options that say which columns of a table are read (fit, bootstrap)."""
     p.add_argument("--domains", metavar="A,B,...", help="the mixture's domains, read from weight_<domain> columns (comma-separated); other weight_* columns are ignored. Default: every weight_* column that holds mixture weights")
-    p.add_argument("--targets", nargs="+", metavar="X,Y", help="loss targets, read from <target>_loss columns (comma-separated; 'loss' means a bare loss column). Default: every *_loss column (train_loss included)")
+    p.add_argument("--targets", nargs="+", metavar="X,Y", help="loss targets, read from <target>_loss columns (comma-separated; 'loss' means a bare loss column). Default: every *_loss column (train_loss included). For a phase table (phase_<p>_<domain> columns) or a ratios file with --metrics: metric column names or globs ('eval/paloma/*/bpb'), or mean:GLOB for one target 'objective', the mean of the metrics matching GLOB")
     p.add_argument("--sum-tol", type=float, default=None, metavar="TOL", help="mixture rows summing to 1 within TOL are renormalized; further off is an error (default 0.01)")
 
 
@@ -46,6 +46,7 @@ def add_parser(sub) -> None:
         "parameters, train (and validation) errors with the cells they count, and status.",
     )
     add_fit_options(p)
+    p.add_argument("--metrics", metavar="CSV", help="a metrics CSV file (one row per run: a run column and one column per metric) joined on run with the ratios CSV file given as data (one row per run: run and one column per domain, summing to 1); --targets then names metric columns, or mean:GLOB for their mean")
     p.add_argument("--eval", metavar="VAL", help="validation data (CSV or bundled name, same domains as TRAIN) scored with the fitted law, at the same --model-size/--tokens selection")
     p.add_argument("--polish", action="store_true", help="with --dtype float32: continue the best start in float64 (the fast float32 search, a float64 answer)")
     p.add_argument("--val-fraction", type=float, help="hold out this fraction (strictly between 0 and 1) of TRAIN rows (random, --seed) as validation instead of --eval")
@@ -97,7 +98,7 @@ def read_training_data(args, cls):
     a per-domain law needs domains, and is warned about loss columns it ignores and domains without a loss."""
     import warnings
 
-    data = load_data(args.train, args.targets, domains=args.domains, sum_tol=args.sum_tol, announce=True)
+    data = load_data(args.train, args.targets, domains=args.domains, sum_tol=args.sum_tol, announce=True, metrics=args.metrics)
     data = select_scale(data, args.model_size, args.tokens)
     if data.n_domains == 0 and getattr(cls, "uses_mixture", True):
         raise CliError(
