@@ -189,3 +189,11 @@ def test_optimizing_a_phased_mixture_is_refused():
         mj.suggest(data, "loglinear", n=2, resamples=2)
     one = mj.load_dataset("pile4")
     assert one.phases is None  # a single-phase table is not refused
+
+
+@pytest.mark.parametrize("command", [["optimize", "marin2phase", "-N", "60M", "-D", "1.2B"], ["suggest", "marin2phase", "--n", "2"]])
+def test_cli_refuses_phased_optima_before_fitting(command):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([*command, "--law", "loglinear"])
+    assert rc == 2 and "2 training phases" in err.getvalue() and "fitting" not in err.getvalue()

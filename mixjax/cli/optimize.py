@@ -127,6 +127,9 @@ def run(args) -> int:
     if args.plot:
         check_output_path(args.plot, "--plot", (".png", ".pdf", ".svg"), args=args)
     train = select_scale(load_data(args.train, args.targets), args.fit_model_size, args.fit_tokens)
+    from mixjax.mixture import check_single_phase
+
+    check_single_phase(train)  # before any fitting
     cls = mixjax.get_law(args.law)
     N = parse_scale(args.model_size, "model_size", "--model-size") if args.model_size else None
     D = parse_scale(args.tokens, "n_tokens", "--tokens") if args.tokens else None

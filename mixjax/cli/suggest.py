@@ -109,6 +109,9 @@ def run(args) -> int:
     except ValueError as e:
         raise CliError(str(e)) from None
     data = load_data(args.data, args.targets, announce=not args.json)
+    from mixjax.mixture import check_single_phase
+
+    check_single_phase(data)  # before any fitting
     data = select_scale(data, args.fit_model_size, args.fit_tokens)
     if data.n_domains < 2:
         raise CliError(f"{data.name} has {data.n_domains} domain(s); suggesting mixtures needs at least 2")
