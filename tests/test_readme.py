@@ -230,6 +230,29 @@ def test_fitting_statuses_and_bootstrap(ns, run_page):
     np.testing.assert_array_equal(np.asarray(saved.log_c), np.asarray(boot.laws.log_c))
 
 
+# docs/swarms.md
+def test_swarm_page_exposures_and_fit(run_page):
+    """Exposures against the raw CSV columns and token counts (pandas), and the log-linear fit's held-out rank
+    correlation against scipy."""
+    import importlib.resources
+
+    import pandas as pd
+    import scipy.stats
+
+    page = run_page("docs/swarms.md")
+    root = importlib.resources.files("mixjax").joinpath("datasets")
+    raw = pd.read_csv(io.StringIO(root.joinpath("marin_two_phase_60m.csv").read_text()))
+    counts = pd.read_csv(io.StringIO(root.joinpath("marin_unique_tokens.csv").read_text())).set_index("domain")["unique_tokens"]
+    base = page["swarm"].base_domains
+    w = sum(s * raw[[f"phase_{p}_{d}" for d in base]].to_numpy() for p, s in enumerate((0.8, 0.2)))
+    expected = 1.2e9 * w / counts.loc[list(base)].to_numpy()
+    np.testing.assert_allclose(page["epochs"], expected, rtol=1e-9)
+    pred, obs = page["loglin"].predict(page["val"])[:, 0], page["val"].losses[:, 0]
+    assert page["loglin"].status.name == "converged"
+    assert 0.005 < page["loglin"].evaluate(page["val"])["mre"] < 0.02
+    assert scipy.stats.spearmanr(pred, obs).statistic > 0.5
+
+
 # docs/mixtures.md
 
 
