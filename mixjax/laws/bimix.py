@@ -28,6 +28,13 @@ class BiMixLaw(AbstractLaw):
     token count the bracket is a constant and only 2K (A_i (B_i D^-beta_i + C_i) and alpha_i) are (the count the
     seed paper quotes for BiMix). The law diverges at h_i = 0: predictions use ``max(h_i, h_floor)``
     (``h_floor = 1e-4``) and fits exclude those cells by default (``mask_zero_weight``).
+
+    Variable projection: with A, alpha, beta fixed, B_i and C_i >= 0 enter linearly,
+
+        L_i = B_i * A_i h_i^-alpha_i D^-beta_i + C_i * A_i h_i^-alpha_i,
+
+    so under the least-squares objectives they are solved exactly (``linear_fields``) and the solver moves alpha,
+    beta and A (whose scale B and C absorb: the projected objective is flat in A).
     """
 
     log_A: jax.Array
@@ -45,6 +52,7 @@ class BiMixLaw(AbstractLaw):
     #: A_i / h_i^alpha_i diverges as h_i -> 0; below h_floor = 1e-4 the prediction is the floor's, not the law's.
     min_weight: ClassVar[float] = 1e-4
     sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"alpha": (0.0, 5.0), "beta": (0.0, 5.0)}
+    linear_fields: ClassVar[tuple[str, ...]] = ("log_B", "log_C")
 
     def __check_init__(self):
         K = self.log_A.shape[-1:]
@@ -80,3 +88,14 @@ class BiMixLaw(AbstractLaw):
         log_h = jnp.log(jnp.maximum(mixture, self.h_floor))
         bracket = jnp.exp(self.log_B - jnp.exp(self.log_beta) * jnp.log(n_tokens)) + jnp.exp(self.log_C)
         return jnp.exp(self.log_A - jnp.exp(self.log_alpha) * log_h) * bracket
+
+    def linear_basis(self, mixture, model_size, n_tokens):
+        """``base = 0`` and the columns ``[A_i h_i^-alpha_i D^-beta_i, A_i h_i^-alpha_i]`` of B and C."""
+        share = jnp.exp(self.log_A - jnp.exp(self.log_alpha) * jnp.log(jnp.maximum(mixture, self.h_floor)))
+        data = jnp.exp(-jnp.exp(self.log_beta) * jnp.log(n_tokens))
+        return jnp.zeros_like(share), jnp.stack([share * data, share], axis=-1)
+
+    def with_linear(self, coef):
+        tiny = jnp.finfo(coef.dtype).tiny
+        log = lambda v: jnp.log(jnp.maximum(v, tiny))  # noqa: E731 (a coefficient at 0 is stored as the smallest positive)
+        return eqx.tree_at(lambda law: (law.log_B, law.log_C), self, (log(coef[:, 0]), log(coef[:, 1])))

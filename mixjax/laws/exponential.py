@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -23,6 +24,12 @@ class ExponentialLaw(AbstractLaw):
 
     Identifiability: because sum_j h_j = 1, adding s to every t_vj and dividing k_v by e^s leaves the law unchanged,
     so only V(K + 1) combinations are determined by data (t_vj - t_v1 and log k_v + t_v1, and c_v).
+
+    Variable projection: once k and t are fixed, c_v >= 0 enters linearly (``L_v = k_v exp(t_v . h) + c_v * 1``), so
+    under the least-squares objectives c is solved exactly (``linear_fields``) and the solver moves k and t. k_v is
+    linear too, but it is not projected: the solve returns k_v >= 0, and where exp(t_v . h) correlates negatively
+    with the loss at the current t it returns k_v = 0, which makes the objective flat in t_v (the target is stuck
+    at a constant). Kept as a free log, k_v > 0 lets the gradient turn t_v around instead.
     """
 
     log_c: jax.Array
@@ -32,6 +39,7 @@ class ExponentialLaw(AbstractLaw):
     name: ClassVar[str] = "exponential"
     reference: ClassVar[str] = "Ye et al., Data Mixing Laws: Optimizing Data Mixtures by Predicting Language Modeling Performance, ICLR 2025"
     per_domain: ClassVar[bool] = False
+    linear_fields: ClassVar[tuple[str, ...]] = ("log_c",)
 
     def __check_init__(self):
         V = self.log_c.shape[-1]
@@ -58,3 +66,12 @@ class ExponentialLaw(AbstractLaw):
 
     def __call__(self, mixture, model_size, n_tokens):
         return jnp.exp(self.log_c) + jnp.exp(self.log_k + self.t @ mixture)
+
+    def linear_basis(self, mixture, model_size, n_tokens):
+        """``base = k_v exp(t_v . h)`` and the column ``[1]`` of c."""
+        base = jnp.exp(self.log_k + self.t @ mixture)
+        return base, jnp.ones_like(base)[:, None]
+
+    def with_linear(self, coef):
+        tiny = jnp.finfo(coef.dtype).tiny
+        return eqx.tree_at(lambda law: law.log_c, self, jnp.log(jnp.maximum(coef[:, 0], tiny)))  # c = 0 stored as the smallest positive

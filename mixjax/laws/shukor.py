@@ -11,12 +11,21 @@ tokens, the mixture enters through
   A_v(h) = sum_j A_vj h_j, B_v(h) = sum_j B_vj h_j                                     (joint form; 4K + 3)
 
 Every positive parameter is stored as its log.
+
+Variable projection (``linear_fields``): with the exponents and C fixed, the coefficients below enter linearly and
+are >= 0, so under the least-squares objectives they are solved exactly and the solver moves only the rest:
+
+* mixture law:  E_v               (columns [1])
+* additive law: E_v, A_v, B_v     (columns [1, N^-alpha_v, D^-beta_v])
+* joint law:    E_v               (column [1]; A_vj and B_vj are linear too, but 2K + 1 coefficients per target are
+  beyond the exhaustive active-set solve, which tries all 2^L - 1 sets)
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 
@@ -33,6 +42,13 @@ def _pow0(h, g):
 
 def _mixture_term(log_C, log_gamma, mixture):
     return 1.0 / jnp.sum(jnp.exp(log_C) * _pow0(mixture, jnp.exp(log_gamma)), axis=-1)
+
+
+def _with_log_fields(law, names, coef):
+    """``law`` with the log-stored fields ``names`` set from the columns of ``coef`` (V, L), each >= 0."""
+    tiny = jnp.finfo(coef.dtype).tiny
+    values = tuple(jnp.log(jnp.maximum(coef[:, i], tiny)) for i in range(len(names)))  # 0 is stored as the smallest positive
+    return eqx.tree_at(lambda l: tuple(getattr(l, f) for f in names), law, values)
 
 
 def _u(key, lo, hi, shape):
@@ -71,6 +87,7 @@ class ShukorMixtureLaw(AbstractLaw):
     reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (additive law at fixed N, D)"
     per_domain: ClassVar[bool] = False
     sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"gamma": (0.0, 10.0), "alpha": (0.0, 3.0), "beta": (0.0, 3.0)}
+    linear_fields: ClassVar[tuple[str, ...]] = ("log_E",)
 
     def __check_init__(self):
         if self.log_C.shape != self.log_gamma.shape or self.log_C.shape[-2] != self.log_E.shape[-1]:
@@ -90,6 +107,14 @@ class ShukorMixtureLaw(AbstractLaw):
 
     def __call__(self, mixture, model_size, n_tokens):
         return jnp.exp(self.log_E) + _mixture_term(self.log_C, self.log_gamma, mixture)
+
+    def linear_basis(self, mixture, model_size, n_tokens):
+        """``base = M_v(h)`` and the column ``[1]`` of E."""
+        base = _mixture_term(self.log_C, self.log_gamma, mixture)
+        return base, jnp.ones_like(base)[:, None]
+
+    def with_linear(self, coef):
+        return _with_log_fields(self, self.linear_fields, coef)
 
 
 class ShukorAdditiveLaw(AbstractLaw):
@@ -116,6 +141,7 @@ class ShukorAdditiveLaw(AbstractLaw):
     sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"gamma": (0.0, 10.0), "alpha": (0.0, 3.0), "beta": (0.0, 3.0)}
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
+    linear_fields: ClassVar[tuple[str, ...]] = ("log_E", "log_A", "log_B")
 
     def __check_init__(self):
         V = self.log_E.shape[-1:]
@@ -148,6 +174,16 @@ class ShukorAdditiveLaw(AbstractLaw):
         data = jnp.exp(self.log_B - jnp.exp(self.log_beta) * jnp.log(n_tokens))
         return jnp.exp(self.log_E) + _mixture_term(self.log_C, self.log_gamma, mixture) + size + data
 
+    def linear_basis(self, mixture, model_size, n_tokens):
+        """``base = M_v(h)`` and the columns ``[1, N^-alpha_v, D^-beta_v]`` of E, A and B."""
+        base = _mixture_term(self.log_C, self.log_gamma, mixture)
+        size = jnp.exp(-jnp.exp(self.log_alpha) * jnp.log(model_size))
+        data = jnp.exp(-jnp.exp(self.log_beta) * jnp.log(n_tokens))
+        return base, jnp.stack([jnp.ones_like(base), size, data], axis=-1)
+
+    def with_linear(self, coef):
+        return _with_log_fields(self, self.linear_fields, coef)
+
 
 class ShukorJointLaw(AbstractLaw):
     r"""A joint law in the sense of Shukor et al. (2025): the model-size and data terms also depend on the mixture,
@@ -175,6 +211,7 @@ class ShukorJointLaw(AbstractLaw):
     sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"gamma": (0.0, 10.0), "alpha": (0.0, 3.0), "beta": (0.0, 3.0)}
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
+    linear_fields: ClassVar[tuple[str, ...]] = ("log_E",)
 
     def __check_init__(self):
         V = self.log_E.shape[-1:]
@@ -209,3 +246,15 @@ class ShukorJointLaw(AbstractLaw):
         size = A_h * jnp.exp(-jnp.exp(self.log_alpha) * jnp.log(model_size))
         data = B_h * jnp.exp(-jnp.exp(self.log_beta) * jnp.log(n_tokens))
         return jnp.exp(self.log_E) + _mixture_term(self.log_C, self.log_gamma, mixture) + size + data
+
+    def linear_basis(self, mixture, model_size, n_tokens):
+        """``base = M_v(h) + A_v(h) N^-alpha_v + B_v(h) D^-beta_v`` and the column ``[1]`` of E."""
+        A_h = jnp.exp(self.log_A) @ mixture
+        B_h = jnp.exp(self.log_B) @ mixture
+        size = A_h * jnp.exp(-jnp.exp(self.log_alpha) * jnp.log(model_size))
+        data = B_h * jnp.exp(-jnp.exp(self.log_beta) * jnp.log(n_tokens))
+        base = _mixture_term(self.log_C, self.log_gamma, mixture) + size + data
+        return base, jnp.ones_like(base)[:, None]
+
+    def with_linear(self, coef):
+        return _with_log_fields(self, self.linear_fields, coef)
