@@ -82,7 +82,7 @@ from .mixture import (
 )
 from .problem import law_class, prepare
 from .resampling import BootstrapResult, bootstrap, check_resamples
-from .units import TOKENS_UNIT, check_scale, model_size_to_law, tokens_to_law
+from .units import TOKENS_UNIT, ScaleExtrapolationWarning, check_scale, extrapolation, extrapolation_message, model_size_to_law, tokens_to_law
 
 __all__ = ["Suggestion", "condition_on", "law_floors", "sample_candidates", "select_batch", "suggest"]
 
@@ -454,7 +454,12 @@ def _scale_of(cls, data: MixtureData, model_size, n_tokens, raw_model_size, raw_
         if v is not None and not (math.isfinite(float(v)) and float(v) > 0):
             raise ValueError(f"{label.split()[0]} must be a positive finite number, got {v!r}")
         if v is not None:
-            check_scale(float(v), label.split()[0], units="law")
+            kind = label.split()[0]
+            check_scale(float(v), kind, units="law")
+            unit = 1e6 if kind == "model_size" else 1e9
+            msg = extrapolation_message(extrapolation(float(v) * unit, values * unit, kind), kind) if flag else None
+            if msg:
+                warnings.warn(f"{data.name}: {msg}", ScaleExtrapolationWarning, stacklevel=3)
         out.append(1.0 if v is None else float(v))
     return out[0], out[1]
 

@@ -66,6 +66,7 @@ import numpy as np
 from . import _engine
 from .intervals import DEFAULT_LEVEL, percentile_interval
 from .laws import AbstractLaw
+from .laws._base import mixture_frame
 from .results import Status, status_counts
 from .units import (TOKENS_UNIT, ScaleExtrapolationWarning, check_scale, extrapolation_message, model_size_from_law, model_size_to_law,
                     tokens_from_law, tokens_to_law)
@@ -948,6 +949,8 @@ def _setup(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_to
                                          f"(its min_weight; it diverges at 0): {e}") from None
     if measured is not None and callable(getattr(measured, "align", None)) and domains is not None and getattr(measured, "n_domains", 0):
         measured = measured.align(domains, to="the law")  # a table's mixtures, matched to the law's domains by name
+    if measured is not None and hasattr(measured, "columns") and hasattr(measured, "iloc"):  # a DataFrame: by name
+        measured = mixture_frame(measured, domains)
     H = None if measured is None else measured_mixtures(measured, K)
     if within_measured:
         if H is None:

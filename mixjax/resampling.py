@@ -68,9 +68,9 @@ from .fitting import (
 )
 from .io import load_bootstrap, save_bootstrap
 from .laws import AbstractLaw
-from .laws._base import check_mixture_rows
+from .laws._base import check_mixture_rows, mixture_frame
 from .results import Status, status_counts
-from .units import MODEL_SIZE_UNIT, TOKENS_UNIT, check_scale
+from .units import MODEL_SIZE_UNIT, TOKENS_UNIT, ScaleExtrapolationWarning, check_scale, extrapolation_message
 
 __all__ = ["METHODS", "SCHEMES", "BootstrapResult", "bootstrap", "check_resamples", "resample_weights"]
 
@@ -292,7 +292,13 @@ class BootstrapResult:
         if isinstance(mixtures, MixtureData):
             d = mixtures.align(self.point.info["domains"], to=f"the fit of {self.point.info.get('law')}")
             h, N, D = d.mixtures, d.model_size_m, d.n_tokens_b
+            for kind, v in (("model_size", d.model_size), ("n_tokens", d.n_tokens)):
+                self._warn_far(kind, v)
         else:
+            if hasattr(mixtures, "columns") and hasattr(mixtures, "iloc"):  # a DataFrame: columns matched by name
+                mixtures = mixture_frame(mixtures, self.point.info["domains"])
+            elif isinstance(mixtures, dict):
+                raise TypeError("mixtures must be an (n, K) array, a DataFrame with one column per domain, or a MixtureData; got a dict")
             h = np.array(mixtures, np.float64, copy=True)
             if h.ndim == 1:
                 h = h[None]
@@ -313,6 +319,7 @@ class BootstrapResult:
                 if not np.all(np.isfinite(v) & (v > 0)):
                     raise ValueError(f"{label} must be positive and finite, got {v}")
                 check_scale(v, label, units="law", where=label)
+                self._warn_far(label, v * (MODEL_SIZE_UNIT if label == "model_size" else TOKENS_UNIT))
                 return v
 
             check_mixture_rows(h, "mixtures", K)
@@ -320,6 +327,15 @@ class BootstrapResult:
         dt = jnp.dtype(self.point.config.dtype)
         hj, Nj, Dj = jnp.asarray(h, dt), jnp.asarray(N, dt), jnp.asarray(D, dt)
         return self.interval(lambda law: jax.vmap(law)(hj, Nj, Dj), level, method)
+
+    def _warn_far(self, kind: str, raw_values) -> None:
+        """Warn (:class:`mixjax.units.ScaleExtrapolationWarning`) when a raw scale lies far outside the fitted ones."""
+        v = np.asarray(raw_values, dtype=np.float64).reshape(-1)
+        v = v[np.isfinite(v)]
+        for x in (v.min(), v.max()) if v.size else ():
+            msg = extrapolation_message(self.point.scale_extrapolation(**{kind: float(x)})[kind], kind)
+            if msg:
+                warnings.warn(msg, ScaleExtrapolationWarning, stacklevel=4)
 
     # ----------------------------------------------------------------- save / load
     def save(self, path) -> None:

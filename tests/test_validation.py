@@ -253,3 +253,85 @@ def test_a_ceiling_below_the_laws_min_weight_is_refused_before_fitting():
                        "-N", "1.3B", "-D", "30B", "--ceiling", "commoncrawl=0")
     assert rc == 2 and "min_weight" in err and "commoncrawl" in err and "fitting" not in err, err
     assert mj.get_law("capacity_noise").min_weight == pytest.approx(1e-4)
+
+
+# --------------------------------------------------------------------------- second pass: links, devices, same-named outputs
+def test_links_are_written_through_and_device_links_refused(tmp_path):
+    target = tmp_path / "user_file.txt"
+    target.write_text("mine")
+    link = tmp_path / "out.mixfit"
+    os.symlink(target, link)
+    atomic_write(link, lambda tmp: open(tmp, "w").write("new"))
+    assert os.path.islink(link) and target.read_text() == "new"  # the link stays a link
+    for path in ("/dev/stdout", "/proc/self/fd/1"):
+        with pytest.raises(OutputPathError, match="system device path"):
+            check_output_target(path)
+    pkg_file = os.path.join(os.path.dirname(mj.__file__), "datasets", "pile4_mixtures.csv")
+    with pytest.raises(OutputPathError, match="inside the installed mixjax package"):
+        check_output_target(pkg_file)
+    ro = tmp_path / "ro.mixfit"
+    ro.write_text("x")
+    os.chmod(ro, 0o444)
+    with pytest.raises(OutputPathError, match="read-only"):
+        check_output_target(ro)
+    with pytest.raises(OutputPathError, match="folder"):
+        check_output_target(tmp_path / "missing" / ".." / "x.mixfit")
+    with pytest.raises(OutputPathError, match="no name before its extension"):
+        check_output_target(tmp_path / ".png", suffixes=(".png",))
+
+
+def test_cli_outputs_empty_or_shared_names_and_pipe_inputs(train_csv, tmp_path):
+    rc, _, err = run("fit", train_csv, *QUICK, "--output", "")
+    assert rc == 2 and "is empty" in err
+    rc, _, err = run("bootstrap", train_csv, *QUICK, "--resamples", "2", "--save", tmp_path / "b.png", "--plot", tmp_path / "b.png")
+    assert rc == 2 and "name the same file" in err and not (tmp_path / "b.png").exists()
+    fifo = tmp_path / "table.csv"
+    os.mkfifo(fifo)
+    rc, _, err = run("fit", fifo, *QUICK)  # would block reading a pipe
+    assert rc == 2 and "not a regular file" in err
+
+
+def test_cli_bootstrap_saves_its_resamples(train_csv, tmp_path):
+    rc, out, err = run("bootstrap", train_csv, *QUICK, "--resamples", "3", "--save", tmp_path / "b.mixfit", "--json")
+    assert rc == 0, err
+    ens = mj.load_ensemble(tmp_path / "b.mixfit")
+    assert json.loads(out)["n_resamples"] == 3 and np.shape(ens.t)[0] == 3
+
+
+def test_dataframes_are_matched_by_column_name(small_fit, slim):
+    val = slim[1]
+    df = val.to_dataframe()[[f"weight_{d}" for d in reversed(val.domains)]]
+    with pytest.raises(TypeError, match="read by position"):
+        small_fit.law.predict(df, 122.0, 10.0)
+    np.testing.assert_allclose(mj.mixture_frame(df, val.domains), val.mixtures, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="not a domain"):
+        mj.mixture_frame(df.rename(columns={"weight_c4": "weight_c5"}), val.domains)
+    a = mj.optimize_mixture(small_fit, model_size=122.0, n_tokens=10.0, measured=df, within_measured=True, starts=2, check_fixed=False)
+    b = mj.optimize_mixture(small_fit, model_size=122.0, n_tokens=10.0, measured=val.mixtures, within_measured=True, starts=2, check_fixed=False)
+    np.testing.assert_allclose(a.mixture, b.mixture, atol=1e-12)
+
+
+def test_predict_data_scale_override_and_min_weight(tmp_path):
+    pile = mj.load_dataset("pile4")
+    path = tmp_path / "p4.csv"
+    pile.to_dataframe().to_csv(path, index=False)
+    fit = tmp_path / "p4.mixfit"
+    rc, _, err = run("fit", path, *QUICK, "--output", fit)
+    assert rc == 0, err
+    rc, _, err = run("predict", fit, "--data", path, "-N", "200M")
+    assert rc == 2 and "would replace the model_size column" in err
+    rc, _, err = run("fit", "pile4", "--law", "capacity_noise", "--starts", "1", "--max-steps", "5", "--optimizer", "adam",
+                     "--output", tmp_path / "cn.mixfit")
+    assert rc == 0, err
+    rc, out, err = run("predict", tmp_path / "cn.mixfit", "-m", "github=1e-6,gutenberg=0.3,stackexchange=0.3,wikipedia=0.399999",
+                       "-N", "200M", "-D", "4B", "--json")
+    res = json.loads(out)
+    assert rc == 0 and res["predicted"]["github"] is None and res["predicted"]["wikipedia"] is not None and "min_weight" in err
+
+
+def test_optimize_checks_its_settings_before_fitting():
+    base = ["optimize", "slimpajama7", "-N", "1.3B", "-D", "30B", "--law", "loglinear"]
+    for extra, words in ((["--level", "2"], "--level must lie"), (["--target", "nope"], "not one of the law's targets"),
+                         (["--target-weights", "nope=2"], "not among the law's targets")):
+        rc, _, err = run(*base, *extra)
+        assert rc == 2 and words in err and "fitting" not in err, err

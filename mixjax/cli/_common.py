@@ -174,8 +174,16 @@ def check_output_path(path, flag: str, suffixes: tuple[str, ...] | None = None, 
     """Check, before any work, that ``path`` may be written (rules of :mod:`mixjax._paths`: not a directory, a
     device, a FIFO or one of the files the command reads, found in ``args``; its folder exists and is writable).
     Returns the path as a string."""
+    import os
+
     from mixjax._paths import OutputPathError, check_output_target
 
+    if args is not None and isinstance(path, (str, os.PathLike)) and os.fspath(path):
+        for name in OUTPUT_ARGS:
+            other = getattr(args, name, None)
+            if name != flag.lstrip("-") and isinstance(other, (str, os.PathLike)) and os.fspath(other) and (
+                    os.path.realpath(other) == os.path.realpath(path)):
+                raise CliError(f"{flag} and --{name} name the same file {os.fspath(path)!r}; give each output its own name")
     try:
         return check_output_target(path, inputs=input_paths(args) if args is not None else (), label=flag, suffixes=suffixes)
     except OutputPathError as e:

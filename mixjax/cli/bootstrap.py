@@ -40,9 +40,9 @@ def run(args) -> int:
         raise CliError(f"--level must be in (0, 1), got {args.level}")
     if args.chunk_size is not None and args.chunk_size < 1:
         raise CliError(f"--chunk-size must be >= 1, got {args.chunk_size}")
-    if args.save:
+    if args.save is not None:
         check_output_path(args.save, "--save", args=args)
-    if args.plot:
+    if args.plot is not None:
         check_output_path(args.plot, "--plot", (".png", ".svg", ".pdf"), args=args)
     data = read_training_data(args, cls)
     print(
@@ -77,10 +77,10 @@ def run(args) -> int:
             ]
             for name in ("A", "B")
         }
-    if args.save:
+    if args.save is not None:
         write_atomic(args.save, res.save, args, "--save")
         print(f"saved to {args.save}", file=sys.stderr)
-    if args.plot:
+    if args.plot is not None:
         from mixjax.plots.intervals import plot_param_intervals
 
         fig = plot_param_intervals(res, args.level, args.method)

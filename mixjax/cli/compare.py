@@ -20,7 +20,6 @@ def add_parser(sub) -> None:
         "rank), whether a fit is constant in the mixture, AIC/BIC, status and the parameters out of their sane range.",
     )
     p.add_argument("data", metavar="DATA", help="a wide-layout CSV file or a bundled dataset name (see `mixjax datasets`)")
-    p.add_argument("--metrics", metavar="CSV", help="a metrics CSV file (one row per run: a run column and one column per metric) joined on run with the ratios CSV file given as data (one row per run: run and one column per domain, summing to 1); --targets then names metric columns, or mean:GLOB for their mean")
     p.add_argument("--laws", default="all", help="comma-separated law names, or 'all' (default): every registered law that applies to DATA")
     p.add_argument("--cv", metavar="SPEC", help="cross-validation: mixtures:K (default mixtures:5; all rows of one mixture on one side), rows:K, or split (the data's own split column)")
     p.add_argument("--holdout-scale", metavar="SIZE", help="fit on smaller models, score the model size SIZE ('largest', or parameters like 1.235B); instead of --cv")
@@ -65,7 +64,7 @@ def run(args) -> int:
         raise CliError(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.cv and args.holdout_scale:
         raise CliError("give either --cv or --holdout-scale, not both")
-    if args.plot:
+    if args.plot is not None:
         check_output_path(args.plot, "--plot", (".png", ".pdf", ".svg"), args=args)
     laws = _law_list(args.laws)
     holdout = None
@@ -92,13 +91,13 @@ def run(args) -> int:
             )
     except (mixjax.DataError, ValueError) as e:
         raise CliError(str(e)) from None
-    if args.plot:
+    if args.plot is not None:
         from mixjax.plots import plot_comparison
 
         write_atomic(args.plot, lambda tmp: plot_comparison(result, tmp), args, "--plot")
     if args.json:
         out = result.as_dict(timings=args.timings)
-        if args.plot:
+        if args.plot is not None:
             out["plot"] = args.plot
         print_json(out)
         return 0
@@ -125,7 +124,7 @@ def run(args) -> int:
           "fits outside their sane range")
     for name, reason in result.skipped.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
-    if args.plot:
+    if args.plot is not None:
         print(f"saved the chart to {args.plot}", file=sys.stderr)
     return 0
 

@@ -12,6 +12,7 @@ def add_data_options(p) -> None:
     p.add_argument("--domains", metavar="A,B,...", help="the mixture's domains, read from weight_<domain> columns (comma-separated); other weight_* columns are ignored. Default: every weight_* column that holds mixture weights")
     p.add_argument("--targets", nargs="+", metavar="X,Y", help="loss targets, read from <target>_loss columns (comma-separated; 'loss' means a bare loss column). Default: every *_loss column (train_loss included). For a phase table (phase_<p>_<domain> columns) or a ratios file with --metrics: metric column names or globs ('eval/paloma/*/bpb'), or mean:GLOB for one target 'objective', the mean of the metrics matching GLOB")
     p.add_argument("--sum-tol", type=float, default=None, metavar="TOL", help="mixture rows summing to 1 within TOL are renormalized; further off is an error (default 0.01)")
+    p.add_argument("--metrics", metavar="CSV", help="a metrics CSV file (one row per run: a run column and one column per metric) joined on run with the ratios CSV file given as data (one row per run: run and one column per domain, summing to 1); --targets then names metric columns, or mean:GLOB for their mean")
 
 
 def add_fit_options(p) -> None:
@@ -46,7 +47,6 @@ def add_parser(sub) -> None:
         "parameters, train (and validation) errors with the cells they count, and status.",
     )
     add_fit_options(p)
-    p.add_argument("--metrics", metavar="CSV", help="a metrics CSV file (one row per run: a run column and one column per metric) joined on run with the ratios CSV file given as data (one row per run: run and one column per domain, summing to 1); --targets then names metric columns, or mean:GLOB for their mean")
     p.add_argument("--eval", metavar="VAL", help="validation data (CSV or bundled name, same domains as TRAIN) scored with the fitted law, at the same --model-size/--tokens selection")
     p.add_argument("--polish", action="store_true", help="with --dtype float32: continue the best start in float64 (the fast float32 search, a float64 answer)")
     p.add_argument("--val-fraction", type=float, help="hold out this fraction (strictly between 0 and 1) of TRAIN rows (random, --seed) as validation instead of --eval")
@@ -152,7 +152,7 @@ def run(args) -> int:
         raise CliError(f"--val-fraction must be strictly between 0 and 1 (leave it out for no validation), got {args.val_fraction}")
     if args.polish and args.dtype != "float32":
         raise CliError("--polish continues a float32 fit in float64: give it with --dtype float32")
-    if args.output:
+    if args.output is not None:
         check_output_path(args.output, "--output", args=args)
     train = read_training_data(args, cls)
     val = None
@@ -205,7 +205,7 @@ def run(args) -> int:
     for key in ("n_cells_used", "n_cells_excluded", "n_cells_nonfinite"):
         out[key] = {split: c[key] for split, c in cells.items()}
     out["cells"] = cells
-    if args.output:
+    if args.output is not None:
         from mixjax.io import save_fit
 
         save_fit(args.output, f)

@@ -10,6 +10,8 @@ import warnings
 
 import numpy as np
 
+from mixjax.units import ScaleError, check_scale
+
 from ._common import CliError, check_output_path, format_table, load_data, parse_count, parse_scale, print_json, select_scale, write_atomic
 
 
@@ -64,7 +66,7 @@ def parse_bounds(tokens: list[str] | None, label: str):
     out = {}
     for it in items:
         if "=" not in it:
-            raise CliError(f"--{label}: give one number or domain=value pairs, got {it!r} among several values")
+            raise CliError(f"--{label}: give one number or name=value pairs (domains for --floor/--ceiling, targets for --target-weights), got {it!r} among several values")
         k, v = it.split("=", 1)
         out[k.strip()] = _number(v, f"{label} {k.strip()}")
     return out
@@ -107,9 +109,15 @@ def read_unique_tokens(path: str) -> dict[str, float]:
         items = [(r[0].strip(), r[1].strip()) for r in rows]
     out = {}
     for k, v in items:
+        if str(k) in out:
+            raise CliError(f"--unique-tokens: domain {k!r} is listed more than once in {path}")
         out[str(k)] = parse_count(str(v)) if not isinstance(v, (int, float)) else float(v)
         if out[str(k)] <= 0:
             raise CliError(f"--unique-tokens: domain {k!r} has {v!r} tokens; expected a positive count")
+        try:
+            check_scale(out[str(k)], "n_tokens", where=f"--unique-tokens: domain {k!r}")
+        except ScaleError as e:
+            raise CliError(str(e)) from None
     return out
 
 
@@ -124,7 +132,7 @@ def run(args) -> int:
     check_seed(args.seed, "--seed")
     if args.max_steps is not None and args.max_steps < 1:
         raise CliError(f"--max-steps must be >= 1, got {args.max_steps}")
-    if args.plot:
+    if args.plot is not None:
         check_output_path(args.plot, "--plot", (".png", ".pdf", ".svg"), args=args)
     train = select_scale(load_data(args.train, args.targets), args.fit_model_size, args.fit_tokens)
     from mixjax.mixture import check_single_phase
@@ -145,6 +153,14 @@ def run(args) -> int:
     if args.bootstrap is not None and args.bootstrap < 2:
         raise CliError(f"--bootstrap needs at least 2 resamples, got {args.bootstrap}")
     tw = parse_bounds(args.target_weights, "target-weights") if args.target_weights else None
+    if not (0 < args.level < 1):
+        raise CliError(f"--level must lie strictly between 0 and 1, got {args.level}")
+    names = list(train.domains) if cls.per_domain else list(train.targets)
+    if args.target is not None and args.target not in names and not (str(args.target).isdigit() and int(args.target) < len(names)):
+        raise CliError(f"--target {args.target!r} is not one of the law's targets {names}")
+    unknown = [t for t in (tw or {}) if isinstance(tw, dict) and t not in names]
+    if unknown:
+        raise CliError(f"--target-weights names {unknown}, which are not among the law's targets {names}")
     common = dict(
         raw_model_size=N, raw_n_tokens=D,
         target=args.target, target_weights=tw, floors=parse_bounds(args.floor, "floor"),
@@ -221,7 +237,7 @@ def run(args) -> int:
     }
     if ens is not None:
         out["bootstrap"] = ens.as_dict(args.level)
-    if args.plot:
+    if args.plot is not None:
         from mixjax.plots.mixture import plot_mixture
 
         fig = plot_mixture(ens if ens is not None else res, level=args.level)
@@ -259,6 +275,6 @@ def run(args) -> int:
         print(f"bootstrap: {ens.n_ok} of {ens.ok.size} resamples used")
         if ens.member_extrapolation is not None:
             print(f"bootstrap: {int(ens.member_extrapolation[ens.ok].sum())} of {ens.n_ok} resamples' optima extrapolate")
-    if args.plot:
+    if args.plot is not None:
         print(f"plot written to {args.plot}")
     return 0

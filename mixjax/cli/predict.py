@@ -124,6 +124,13 @@ def read_rows(path: str, domains: list[str], targets: list[str], model_size, tok
 
     def col(name, given):
         if given is not None:
+            own = numeric(name) if name in df.columns else np.full(len(df), np.nan)
+            known = own[np.isfinite(own)]
+            if known.size and not np.allclose(known, given, rtol=1e-3, atol=0):
+                flag = "--model-size" if name == "model_size" else "--tokens"
+                raise CliError(f"{flag} {given:.4g} would replace the {name} column of {path}, which holds "
+                               f"{known.min():.4g} to {known.max():.4g}: losses measured at one scale would be scored "
+                               f"against predictions at another. Leave {flag} out to use each row's own {name}")
             return np.full(len(df), given)
         if name in df.columns:
             return numeric(name)
@@ -179,13 +186,13 @@ def run(args) -> int:
     # domain's loss there: such cells are reported as null with a reason, never as numbers.
     no_pred = np.zeros(pred.shape, bool)
     if cls.mask_zero_weight and cls.per_domain and h.shape[1] == pred.shape[1]:
-        no_pred = h == 0
+        no_pred = (h == 0) | (h < cls.min_weight)
         if no_pred.any():
             import warnings
 
             warnings.warn(
-                f"law {cls.name} cannot predict a domain's loss where that domain's weight is 0 (its noise term "
-                f"diverges there); {int(no_pred.sum())} such prediction(s) reported as null/n/a",
+                f"law {cls.name} cannot predict a domain's loss where that domain's weight is below {cls.min_weight:g} "
+                f"(its min_weight: the noise term diverges at 0); {int(no_pred.sum())} such prediction(s) reported as null/n/a",
                 stacklevel=2,
             )
     pred = np.where(no_pred, np.nan, pred)
@@ -205,7 +212,7 @@ def run(args) -> int:
             "mean": None if no_pred[r].any() else float(pred[r].mean()),
         }
         if no_pred[r].any():
-            row["not_predicted"] = {t: "weight 0: the law diverges there" for j, t in enumerate(targets) if no_pred[r, j]}
+            row["not_predicted"] = {t: f"weight below {cls.min_weight:g}: the law diverges there" for j, t in enumerate(targets) if no_pred[r, j]}
         if band is not None:
             row["interval_90"] = {t: (None if no_pred[r, j] else [float(band[0, r, j]), float(band[1, r, j])]) for j, t in enumerate(targets)}
         if np.isfinite(y[r]).any():

@@ -184,8 +184,8 @@ class AbstractLaw(eqx.Module):
     def predict(self, mixtures, model_size, n_tokens) -> jax.Array:
         """Losses ``(n, V)`` for ``n`` runs: mixtures ``(n, K)``, model sizes and tokens ``(n,)`` or scalars,
         in the laws' units (millions of parameters, billions of tokens)."""
+        check_mixture_rows(mixtures, "mixtures")
         h = jnp.asarray(mixtures)
-        check_mixture_rows(h, "mixtures")
         if not isinstance(h, jax.core.Tracer):
             try:
                 jax.eval_shape(self, h[0], jnp.asarray(1.0, h.dtype), jnp.asarray(1.0, h.dtype))
@@ -198,9 +198,25 @@ class AbstractLaw(eqx.Module):
                     raise ValueError(f"{kind} must be positive and finite, got {v!r}")
                 check_scale(a, kind, units="law", where=kind)
         n = h.shape[0]
+        for v, kind in ((model_size, "model_size"), (n_tokens, "n_tokens")):
+            if jnp.ndim(v) > 1 or (jnp.ndim(v) == 1 and jnp.shape(v)[0] != n):
+                raise ValueError(f"{kind} has shape {jnp.shape(v)}; give one value or one per run ({n},)")
         N = jnp.broadcast_to(jnp.asarray(model_size, h.dtype), (n,))
         D = jnp.broadcast_to(jnp.asarray(n_tokens, h.dtype), (n,))
         return predict_rows(self, h, N, D)
+
+
+def mixture_frame(frame, domains) -> np.ndarray:
+    """The (n, K) mixtures of a pandas DataFrame matched to ``domains`` by column name (``<domain>`` or
+    ``weight_<domain>``); a missing domain or a column that is no domain is a ValueError naming them."""
+    cols = [str(c) for c in frame.columns]
+    names = [c[len("weight_"):] if c.startswith("weight_") else c for c in cols]
+    missing = [d for d in domains if d not in names]
+    extra = [c for c, n in zip(cols, names) if n not in domains]
+    if missing or extra:
+        raise ValueError(f"mixture columns {cols} do not match the domains {list(domains)} (missing: {missing}; not a "
+                         f"domain: {extra}); mixtures are matched to domains by name")
+    return np.stack([np.asarray(frame[cols[names.index(d)]], dtype=np.float64) for d in domains], axis=1)
 
 
 #: A mixture passed to a prediction must sum to 1 within this (renormalize it first, as data loading does).
@@ -212,6 +228,9 @@ def check_mixture_rows(h, label: str = "mixtures", n_domains: int | None = None)
     within :data:`MIXTURE_SUM_ATOL` (with ``n_domains`` columns when given). Traced values pass unchecked."""
     if isinstance(h, jax.core.Tracer):
         return
+    if hasattr(h, "columns") and hasattr(h, "iloc"):
+        raise TypeError(f"{label} is a DataFrame, whose columns would be read by position; pass a numpy array in the "
+                        "law's domain order, or use Fit.predict / mixjax.mixture_frame to match columns by name")
     a = np.asarray(h)
     if a.ndim != 2:
         hint = " (one run: pass [mixture], a 2-D array of one row)" if a.ndim == 1 else ""
