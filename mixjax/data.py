@@ -25,6 +25,7 @@ import importlib.resources
 import io
 import os
 import re
+import stat
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -51,6 +52,13 @@ __all__ = [
 MIXTURE_SUM_TOL = 0.01
 #: Losses outside this range are refused as a unit or recording slip (a loss of 1e-310 or 1e30).
 PLAUSIBLE_LOSS = (1e-8, 1e8)
+#: A model_size or n_tokens column whose sorted distinct values jump by this factor or more between two neighbours
+#: is warned about: the column probably mixes units (thousands next to raw counts, say).
+MIXED_UNITS_FACTOR = 500.0
+#: Characters a domain name may not hold: the command line reads domain lists and mixtures as comma-separated
+#: ``name=weight`` pairs. Target names may not hold the comma (``--targets`` is a comma-separated list).
+DOMAIN_NAME_FORBIDDEN = ",="
+TARGET_NAME_FORBIDDEN = ","
 
 
 
@@ -384,6 +392,12 @@ def from_arrays(
     (warning when off by more than 1e-9); further off is an error. Losses must be > 0 where given; NaN marks a
     missing cell (masked), +-inf and values <= 0 are errors. ``model_size`` and ``n_tokens`` are raw counts (a
     scalar broadcasts to every row); NaN means unknown, and laws that need the value refuse such rows.
+
+    Names: a domain name must be non-empty and hold neither ``,`` nor ``=``, a target name must be non-empty and
+    hold no ``,`` (the command line reads them back from comma-separated ``name=weight`` lists). A loss column with
+    at least two measured values, all equal (a constant loss), is warned about; when every loss column is constant
+    the table is an error (nothing to fit). A ``model_size`` or ``n_tokens`` column whose sorted distinct values
+    jump by :data:`MIXED_UNITS_FACTOR` or more between two neighbours is warned about (mixed units).
     """
     y = np.array(losses, dtype=np.float64, copy=True)
     if mixtures is None:  # a table without mixtures: model sizes, tokens and losses only
@@ -411,6 +425,7 @@ def from_arrays(
     for label, names in (("domain", domains), ("target", targets)):
         if len(set(names)) != len(names):
             raise DataError(f"duplicate {label} names: {sorted(x for x in names if names.count(x) > 1)}")
+    _check_names(domains, targets, name)
 
     def scale(v, label):
         if v is None:
@@ -426,6 +441,7 @@ def from_arrays(
             check_scale(v, label, where=f"{name}: {label}")
         except ScaleError as e:
             raise DataError(str(e)) from None
+        _check_unit_jumps(v, label, name)
         return v
 
     N = scale(model_size, "model_size")
@@ -457,6 +473,7 @@ def from_arrays(
     if empty:
         raise DataError(f"{name}: loss column(s) {empty} hold no measured value; drop them or name the targets to read (targets= / --targets)")
     _check_repeated_rows(h, N, D, y, name)
+    _check_constant_targets(y, targets, name)
 
     if mixture_id is None:
         mid = _mixture_ids(h) if k > 0 else np.zeros(n, np.int64)  # no mixture: every row has the same (empty) one
@@ -480,6 +497,68 @@ def from_arrays(
         mixture_id=_readonly(mid),
         split=None if sp is None else _readonly(sp),
         name=name,
+    )
+
+
+def _check_names(domains: Sequence[str], targets: Sequence[str], name: str) -> None:
+    """Domain and target names the command line can give back: non-empty, without its separators."""
+    for d in map(str, domains):
+        col = f"weight_{d}"
+        if not d:
+            raise DataError(f"{name}: column {col!r} names no domain (expected weight_<domain>); rename the column or drop it")
+        bad = [c for c in DOMAIN_NAME_FORBIDDEN if c in d]
+        if bad:
+            raise DataError(
+                f"{name}: domain {d!r} (column {col!r}) contains {' and '.join(map(repr, bad))}; the command line reads "
+                "domain lists and mixtures as comma-separated name=weight pairs, so rename the column"
+            )
+    for t in map(str, targets):
+        col = _target_column(t)
+        if not t:
+            raise DataError(f"{name}: column {col!r} names no target (expected <target>_loss); rename the column or drop it")
+        bad = [c for c in TARGET_NAME_FORBIDDEN if c in t]
+        if bad:
+            raise DataError(
+                f"{name}: target {t!r} (column {col!r}) contains {' and '.join(map(repr, bad))}; the command line reads "
+                "target lists as comma-separated names, so rename the column"
+            )
+
+
+def _check_unit_jumps(v: np.ndarray, label: str, name: str) -> None:
+    """Warn when the sorted distinct values of a scale column jump by :data:`MIXED_UNITS_FACTOR` or more between two
+    neighbours (9e4 next to 9e7: thousands of parameters mixed with raw counts, say)."""
+    u = np.unique(v[np.isfinite(v)])
+    if u.size < 2:
+        return
+    ratio = u[1:] / u[:-1]
+    i = int(np.argmax(ratio))
+    if ratio[i] >= MIXED_UNITS_FACTOR:
+        warnings.warn(
+            f"{name}: column {label} jumps from {u[i]:.6g} to {u[i + 1]:.6g} between neighbouring values, a factor of "
+            f"{ratio[i]:.4g} (>= {MIXED_UNITS_FACTOR:g}): mixed units? Every value should be a raw count",
+            stacklevel=4,
+        )
+
+
+def _check_constant_targets(y: np.ndarray, targets: Sequence[str], name: str) -> None:
+    """A loss column whose measured values (two or more) are all equal holds nothing to fit: warned about, and an
+    error when every loss column is so."""
+    const = []
+    for j, t in enumerate(targets):
+        v = y[:, j][np.isfinite(y[:, j])]
+        if v.size >= 2 and v.min() == v.max():
+            const.append(_target_column(t))
+    if not const:
+        return
+    if len(const) == len(targets):
+        raise DataError(
+            f"{name}: every loss column ({', '.join(const)}) holds one value in all its measured rows (a constant "
+            "loss): there is nothing to fit"
+        )
+    warnings.warn(
+        f"{name}: loss column(s) {', '.join(const)} hold one value in all their measured rows (a constant loss): "
+        "there is nothing to fit for those targets; drop them or name the targets to read (targets= / --targets)",
+        stacklevel=3,
     )
 
 
@@ -566,6 +645,8 @@ def from_dataframe(
     values lie in [0, 1] and the rows sum to 1 with the other weight columns: a column such as ``weight_decay`` that
     breaks either rule is an error naming it (name the domains to read such a table). A weight column that is 0 in
     every row is kept with a warning naming it. No ``weight_*`` column at all: a table without mixtures (K = 0).
+    A column named just ``weight_`` or ``_loss`` (no name) is an error, as is a name the command line cannot give back
+    (see :func:`from_arrays`).
 
     Duplicate column names are an error (``header``: the raw header names, when read from a file). ``model_size``
     and ``n_tokens`` give the scale (raw counts; may be absent or empty); ``mixture_id`` and ``split`` are kept where
@@ -591,7 +672,9 @@ def from_dataframe(
             raise DataError(f"{name}: no loss column for target(s) {missing}; loss columns are {have}")
         lcols = [_target_column(t) for t in targets]
     else:
-        lcols = [c for c in cols if c.endswith("_loss") and c != "_loss"]
+        if "_loss" in cols:
+            raise DataError(f"{name}: column '_loss' names no target (expected <target>_loss); rename the column or drop it")
+        lcols = [c for c in cols if c.endswith("_loss")]
         if "loss" in cols:
             lcols = ["loss", *lcols]
         if not lcols:
@@ -608,7 +691,9 @@ def from_dataframe(
         wcols = [f"weight_{d}" for d in domains]
         W = np.stack([_numeric(df, c, name) for c in wcols], axis=1) if wcols else np.zeros((len(df), 0))
     else:
-        wcols = [c for c in cols if c.startswith("weight_") and c != "weight_"]
+        if "weight_" in cols:
+            raise DataError(f"{name}: column 'weight_' names no domain (expected weight_<domain>); rename the column or drop it")
+        wcols = [c for c in cols if c.startswith("weight_")]
         W = np.stack([_numeric(df, c, name) for c in wcols], axis=1) if wcols else np.zeros((len(df), 0))
         _screen_weight_columns(W, wcols, name, sum_tol)
         domains = [c[len("weight_") :] for c in wcols]
@@ -683,6 +768,8 @@ def read_table(path, *, name: str | None = None):
             raise DataError(f"no such file: {path}")
         if os.path.isdir(path):
             raise DataError(f"{path} is a directory, not a CSV file")
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block or never end
+            raise DataError(f"{path} is not a regular file (a pipe, socket or device); save the table to a file first")
         try:
             with open(path, "rb") as f:
                 raw = f.read()

@@ -45,7 +45,13 @@ allocation.
 
 Older files still load: version 2 files have member checksums but no ``header.sha256`` (their header is not
 covered), version 1 files have no checksums at all. A ``header.sha256`` member is verified whatever version the
-header claims, so a version 3 file relabelled as an older one is refused too.
+header claims, so a version 3 file relabelled as an older one is refused too; member checksums found in a header
+are verified whatever its version (and must then cover every member). A version 1 file without checksums cannot be
+verified at all: its members are only checked for size, record layout, shape, dtype and finite parameters, so a
+change to its values goes unnoticed (as does a newer file relabelled as version 1 with its checksums removed).
+
+A fit file holds ``header.json``, optionally ``header.sha256``, and exactly the ``.eqx`` members its header lists,
+each once: any other member (or a repeated name) is refused. ``format_version`` must be an integer from 1 up.
 
 Loading builds a template of the right structure from ``law.init`` on the saved summary (through
 ``equinox.filter_eval_shape``, so nothing is computed), gives every leaf the saved shape and dtype, and reads the
@@ -71,6 +77,7 @@ import io
 import json
 import math
 import os
+import stat
 import zipfile
 from typing import Any
 
@@ -356,14 +363,22 @@ def write_archive(path: str | os.PathLike, members: dict[str, bytes]) -> None:
 
 # --------------------------------------------------------------------------- load
 def read_header(path: str | os.PathLike) -> dict:
-    """The JSON header of a fit file (checked: a mixjax fit file of a format this version reads)."""
+    """The JSON header of a fit file (checked: a mixjax fit file of a format this version reads, an integer
+    ``format_version``, the header's checksum where the file holds one, the header's structure, and no member the
+    header does not list). Version 1 files without member checksums cannot be verified beyond their structure."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such fit file: {path}")
     if os.path.isdir(path):
         raise FitFileError(f"{path} is a directory, not a mixjax fit file")
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block or never end
+        raise FitFileError(f"{path} is not a regular file (a pipe, socket or device), not a mixjax fit file")
     not_fit = f"{path} is not a mixjax fit file (expected a zip archive with header.json; write one with mixjax.save_fit)"
     try:
         with zipfile.ZipFile(path) as z:
+            names = [i.filename for i in z.infolist()]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise FitFileError(f"{path}: member name(s) {repeated} appear more than once; the file was edited or not written by mixjax")
             infos = {i.filename: i for i in z.infolist()}
             if "header.json" not in infos:
                 raise FitFileError(not_fit)
@@ -373,7 +388,13 @@ def read_header(path: str | os.PathLike) -> dict:
                 got = header.get("format") if isinstance(header, dict) else None
                 raise FitFileError(f"{path} is not a mixjax fit file (header format {got!r}, expected {FORMAT!r})")
             version = header.get("format_version")
-            if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+            if not isinstance(version, int) or isinstance(version, bool):
+                raise FitFileError(
+                    f"{path}: the header's format_version {version!r} is not an integer; the header is damaged or was edited"
+                )
+            if version < 1:
+                raise FitFileError(f"{path}: the header's format_version {version} is not a version mixjax ever wrote (1 up); the header is damaged or was edited")
+            if version > FORMAT_VERSION:
                 raise FitFileError(
                     f"{path} has fit-file format version {version}, written by mixjax {header.get('mixjax_version')}; "
                     f"this mixjax reads versions up to {FORMAT_VERSION}: upgrade mixjax to load it"
@@ -385,8 +406,20 @@ def read_header(path: str | os.PathLike) -> dict:
             raise
         raise FitFileError(not_fit) from None
     _check_header(header, path)
+    _check_member_names(header, infos, path)
     _check_member_sizes(header, infos, os.path.getsize(path), path)
     return header
+
+
+def _check_member_names(header: dict, infos: dict, path) -> None:
+    """The archive holds no member its header does not list (besides ``header.json`` and ``header.sha256``)."""
+    listed = {"header.json", HEADER_SUM, *(f"{k}.eqx" for k in header["members"])}
+    extra = sorted(n for n in infos if n not in listed)
+    if extra:
+        raise FitFileError(
+            f"{path}: member(s) {extra} are not listed in the header (a fit file holds header.json, {HEADER_SUM} and the "
+            "members its header lists); the file was edited or not written by mixjax"
+        )
 
 
 def _read_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, path, most: int, why: str) -> bytes:
@@ -487,7 +520,7 @@ def _check_header(header: dict, path) -> None:
             need(kind is not None and kind in "biufc", f"member {name!r} has an unknown dtype {leaf[1]!r}")
         if name != "law":
             need(_is_count(spec.get("size")) and spec["size"] >= 1, f"member {name!r} has no batch size")
-    if header["format_version"] >= 2:
+    if header["format_version"] >= 2 or header.get("checksums") is not None:  # checksums found are always used
         sums = header.get("checksums")
         need(isinstance(sums, dict) and all(isinstance(v, str) for v in sums.values()), "no member checksums")
         for name in members:
@@ -571,8 +604,9 @@ def _fill_specs(tree, spec: dict, what: str, path, prefix: str = ""):
 
 
 def _read(path, header: dict, name: str, like):
-    """Member ``name`` deserialised into ``like``, after checking its size against its leaf list, its sha256
-    (format 2 on) and that every record has the shape and dtype the header lists."""
+    """Member ``name`` deserialised into ``like``, after checking its size against its leaf list, its sha256 (when
+    the header lists checksums: always from format 2 on, and in an older file that holds them) and that every record
+    has the shape and dtype the header lists."""
     try:
         with zipfile.ZipFile(path) as z:
             info = z.getinfo(name)

@@ -172,7 +172,7 @@ def test_collapsed_mixture_law_is_flagged_with_a_warning(synthetic):
 def test_constant_threshold_is_relative():
     from mixjax.comparison import _constant_in_mixture
 
-    data = mixjax.from_arrays(np.eye(3)[[0, 1, 2, 0, 1, 2]], np.ones((6, 3)), np.repeat([1e8, 4e8], 3), np.full(6, 1e10),
+    data = mixjax.from_arrays(np.eye(3)[[0, 1, 2, 0, 1, 2]], 1 + np.arange(18.0).reshape(6, 3) / 100, np.repeat([1e8, 4e8], 3), np.full(6, 1e10),
                               domains=["a", "b", "c"], name="tiny")
     base = np.full((6, 3), 1e3)
     assert _constant_in_mixture(base + np.tile([0.0, 1e-4, 0.0], 2)[:, None], data)  # 1e-7 relative

@@ -203,9 +203,9 @@ def test_targets_picked_up_and_unmatched_helpers():
 def test_sum_error_names_the_columns_read():
     # a weight column missing from the file: the rows sum to 0.85, and the message says over which columns
     with pytest.raises(DataError, match=r"row 0 sums to 0\.85 over the weight columns weight_a, weight_b, expected 1 \+- 0\.01.*--sum-tol"):
-        csv("weight_a,weight_b,a_loss\n0.5,0.35,2\n0.5,0.5,2\n")
+        csv("weight_a,weight_b,a_loss\n0.5,0.35,2\n0.5,0.5,2.1\n")
     with pytest.warns(UserWarning, match="renormalized"):
-        d = csv("weight_a,weight_b,a_loss\n0.5,0.35,2\n0.5,0.5,2\n", sum_tol=0.2)
+        d = csv("weight_a,weight_b,a_loss\n0.5,0.35,2\n0.5,0.5,2.1\n", sum_tol=0.2)
     np.testing.assert_allclose(d.mixtures[0], [0.5 / 0.85, 0.35 / 0.85])
 
 

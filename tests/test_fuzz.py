@@ -179,7 +179,7 @@ ARG_POOL = {
 ACCEPTED = {
     "--starts": {"1"}, "--max-steps": {"5"}, "--val-fraction": {"0.25"}, "--sum-tol": {"0.5"}, "--domains": {"a,b,c"},
     "--targets": {"a", "a,b,c"}, "-N": {"1e8", "100M"}, "-D": {"2B", "2e9"}, "--objective": {"mse", "relative", "huber_log"},
-    "--dtype": {"float64"}, "--output": {"OUT/f.mixfit", ""}, "--eval": {"DATA"},
+    "--dtype": {"float64"}, "--output": {"OUT/f.mixfit"}, "--eval": {"DATA"},
 }
 
 
