@@ -473,6 +473,7 @@ def from_arrays(
     if empty:
         raise DataError(f"{name}: loss column(s) {empty} hold no measured value; drop them or name the targets to read (targets= / --targets)")
     _check_repeated_rows(h, N, D, y, name)
+    _check_loss_direction(h, N, D, y, targets, name)
     _check_constant_targets(y, targets, name)
 
     if mixture_id is None:
@@ -560,6 +561,42 @@ def _check_constant_targets(y: np.ndarray, targets: Sequence[str], name: str) ->
         "there is nothing to fit for those targets; drop them or name the targets to read (targets= / --targets)",
         stacklevel=3,
     )
+
+
+def _check_loss_direction(h, N, D, y, targets, name: str) -> None:
+    """Warn when a target mostly rises with model size or tokens among runs of the same mixture: losses fall with
+    scale, so such a column is likely a score where higher is better (an accuracy), which mixjax would minimise.
+    Counted over pairs of rows with the same mixture and one scale equal, the other larger; warned when at least 10
+    pairs exist and more than 80 % of them rise."""
+    if h.shape[0] < 2:
+        return
+    key = np.round(h, 9)
+    for j, t in enumerate(targets):
+        up = total = 0
+        for fixed, moving in ((D, N), (N, D)):
+            ok = np.isfinite(fixed) & np.isfinite(moving) & np.isfinite(y[:, j])
+            rows = np.flatnonzero(ok)
+            if rows.size < 2:
+                continue
+            groups = {}
+            for r in rows:
+                groups.setdefault((key[r].tobytes(), fixed[r]), []).append(r)
+            for members in groups.values():
+                if len(members) < 2:
+                    continue
+                m = np.asarray(members)
+                order = m[np.argsort(moving[m], kind="stable")]
+                a, b = order[:-1], order[1:]
+                larger = moving[b] > moving[a]
+                up += int(np.sum(larger & (y[b, j] > y[a, j])))
+                total += int(np.sum(larger))
+        if total >= 10 and up > 0.8 * total:
+            warnings.warn(
+                f"{name}: {_target_column(t)} rises with model size or tokens in {up} of {total} comparable pairs of runs; "
+                "losses fall with scale, so it may be a score where higher is better (mixjax minimises every target: "
+                "pass 1 - accuracy or a loss)",
+                stacklevel=4,
+            )
 
 
 def _check_repeated_rows(h, N, D, y, name: str) -> None:

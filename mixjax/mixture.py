@@ -960,6 +960,24 @@ def _setup(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_to
     return dict(K=K, domains=domains, targets=targets, N=N, D=D, dtype=dtype, fn=fn, w=w, desc=desc, lo=lo, hi=hi, cfg=cfg, H=H)
 
 
+class DegenerateOptimumWarning(UserWarning):
+    """The answer does not come from the law: the bounds leave one mixture, or the law ignores the scale asked for."""
+
+
+def _warn_degenerate(law, lo, hi, size_given: bool, tokens_given: bool) -> None:
+    """Warn when the floors and ceilings alone fix the mixture, or when a scale is given to a law that ignores it."""
+    lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    free = int(np.sum(hi - lo > 1e-12))
+    if free <= 1 or lo.sum() >= 1 - 1e-9 or hi.sum() <= 1 + 1e-9:
+        warnings.warn("the floors and ceilings leave a single feasible mixture: the optimum is set by the bounds, not by "
+                      "the law", DegenerateOptimumWarning, stacklevel=3)
+    cls = type(law)
+    for given, uses, what in ((size_given, cls.uses_model_size, "model size"), (tokens_given, cls.uses_tokens, "token count")):
+        if given and not uses:
+            warnings.warn(f"law {cls.name} does not depend on the {what}: its optimum is the same at every {what}",
+                          DegenerateOptimumWarning, stacklevel=3)
+
+
 def _best(values, status):
     v = np.where((status != int(Status.nonfinite)) & np.isfinite(values), values, np.inf)
     return np.argmin(v, axis=-1)
@@ -1024,6 +1042,8 @@ def optimize_mixture(
     s = _setup(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_tokens, objective, target_weights,
                target, floors, ceilings, unique_tokens, max_epochs, method, steps, step_size, batched=False,
                measured=measured, within_measured=within_measured)
+    _warn_degenerate(law, s["lo"], s["hi"], model_size is not None or raw_model_size is not None,
+                     n_tokens is not None or raw_n_tokens is not None)
     dt = s["dtype"]
     lo, hi = jnp.asarray(s["lo"], dt), jnp.asarray(s["hi"], dt)
     h0 = _starts(s["K"], starts, seed, s["lo"], s["hi"], init, dt)

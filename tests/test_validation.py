@@ -335,3 +335,18 @@ def test_optimize_checks_its_settings_before_fitting():
                          (["--target-weights", "nope=2"], "not among the law's targets")):
         rc, _, err = run(*base, *extra)
         assert rc == 2 and words in err and "fitting" not in err, err
+
+
+def test_scores_that_rise_with_scale_are_warned():
+    pile = mj.load_dataset("pile4")
+    with pytest.warns(UserWarning, match="rises with model size or tokens"):
+        mj.from_arrays(pile.mixtures, 1.0 / pile.losses, pile.model_size, pile.n_tokens, domains=pile.domains, targets=pile.targets)
+
+
+def test_optima_not_set_by_the_law_are_warned(small_fit):
+    K = len(small_fit.info["domains"])
+    with pytest.warns(mj.DegenerateOptimumWarning, match="single feasible mixture"):
+        r = mj.optimize_mixture(small_fit, floors=1.0 / K, starts=1, check_fixed=False)
+    np.testing.assert_allclose(r.mixture, np.full(K, 1.0 / K), atol=1e-9)
+    with pytest.warns(mj.DegenerateOptimumWarning, match="does not depend on the model size"):
+        mj.optimize_mixture(small_fit, model_size=1300.0, starts=1, check_fixed=False)
