@@ -339,37 +339,44 @@ def _mixture_ids(mixtures: np.ndarray) -> np.ndarray:
 
 
 def _check_weights(h: np.ndarray, domains: Sequence[str], name: str, sum_tol: float) -> np.ndarray:
-    """Mixture rules of :func:`from_arrays`: finite, >= 0, each row summing to 1 within ``sum_tol`` (then
-    renormalized). Returns the renormalized copy."""
-    bad = np.argwhere(~np.isfinite(h))
+    """Mixture rules of :func:`from_arrays` (see :func:`check_mixture_weights`) on ``weight_<domain>`` columns."""
+    return check_mixture_weights(h, [f"weight_{d}" for d in domains], sum_tol=sum_tol, name=name, stacklevel=4)
+
+
+def check_mixture_weights(W: np.ndarray, columns: Sequence[str], *, sum_tol: float, name: str, label: str = "",
+                          where=lambda r: f"row {r}", stacklevel: int = 3) -> np.ndarray:
+    """Mixture rows: finite, >= 0, each summing to 1 within ``sum_tol`` (then renormalized, with a warning when off
+    by more than 1e-9; further off is an error naming the columns read). ``columns`` name the columns in messages,
+    ``where(r)`` the row, ``label`` prefixes errors. Returns the renormalized copy."""
+    prefix = f"{label}: " if label else ""
+    bad = np.argwhere(~np.isfinite(W))
     if bad.size:
         r, c = bad[0]
-        raise DataError(f"mixture weight is not finite at row {r}, column weight_{domains[c]}: {float(h[r, c])!r}")
-    bad = np.argwhere(h < 0)
+        raise DataError(f"{prefix}mixture weight is not finite at {where(r)}, column {columns[c]}: {float(W[r, c])!r}")
+    bad = np.argwhere(W < 0)
     if bad.size:
         r, c = bad[0]
-        raise DataError(f"negative mixture weight at row {r}, column weight_{domains[c]}: {float(h[r, c])!r}")
+        raise DataError(f"{prefix}negative mixture weight at {where(r)}, column {columns[c]}: {float(W[r, c])!r}")
     if not np.isfinite(sum_tol) or sum_tol < 0:
         raise DataError(f"sum_tol must be a finite number >= 0, got {sum_tol!r}")
-    sums = h.sum(axis=1)
+    sums = W.sum(axis=1)
     dev = np.abs(sums - 1.0)
     far = np.flatnonzero(dev > sum_tol)
     if far.size:
         r = far[0]
-        cols = ", ".join(f"weight_{d}" for d in domains)
         raise DataError(
-            f"mixture row {r} sums to {sums[r]:.6g} over the weight columns {cols}, expected 1 +- {sum_tol} "
-            f"({far.size} row(s) off); fix the weights, name the domain columns (domains= / --domains), or pass a "
-            "larger sum_tol (--sum-tol) to renormalize"
+            f"{prefix}mixture {where(r)} sums to {sums[r]:.6g} over the weight columns {', '.join(columns)}, expected 1 "
+            f"+- {sum_tol} ({far.size} row(s) off); fix the weights, name the domain columns (domains= / --domains), or "
+            "pass a larger sum_tol (--sum-tol) to renormalize"
         )
     off = np.flatnonzero(dev > 1e-9)
     if off.size:
         warnings.warn(
-            f"{name}: {off.size} mixture row(s) do not sum to 1 (largest deviation {dev.max():.3g} at row "
-            f"{int(np.argmax(dev))}); renormalized each row to sum 1",
-            stacklevel=3,
+            f"{name}: {off.size} mixture row(s) do not sum to 1 (largest deviation {dev.max():.3g} at "
+            f"{where(int(np.argmax(dev)))}); renormalized each row to sum 1",
+            stacklevel=stacklevel,
         )
-    return h / sums[:, None]
+    return W / sums[:, None]
 
 
 def from_arrays(

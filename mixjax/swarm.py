@@ -35,6 +35,7 @@ from .data import (
     MIXTURE_SUM_TOL,
     DataError,
     MixtureData,
+    check_mixture_weights,
     _check_column_names,
     _numeric,
     _readonly,
@@ -190,34 +191,8 @@ def _targets(df, metric_cols, targets, objective, objective_name, skipna, label,
 
 
 def _check_rows(W: np.ndarray, cols: Sequence[str], sum_tol: float, label: str, where) -> np.ndarray:
-    """Mixture rows (finite, >= 0, summing to 1 within ``sum_tol``; renormalized with a warning when off by more than
-    1e-9). ``where(r)`` describes row r in messages."""
-    bad = np.argwhere(~np.isfinite(W))
-    if bad.size:
-        r, c = bad[0]
-        raise DataError(f"{label}: mixture weight missing or not finite at {where(r)}, column {cols[c]!r}")
-    bad = np.argwhere(W < 0)
-    if bad.size:
-        r, c = bad[0]
-        raise DataError(f"{label}: negative mixture weight at {where(r)}, column {cols[c]!r}: {float(W[r, c])!r}")
-    sums = W.sum(axis=1)
-    dev = np.abs(sums - 1.0)
-    far = np.flatnonzero(dev > sum_tol)
-    if far.size:
-        r = far[0]
-        raise DataError(
-            f"{label}: {where(r)} sums to {sums[r]:.6g}, expected 1 +- {sum_tol} ({far.size} row(s) off); fix the "
-            "weights or pass a larger sum_tol (--sum-tol) to renormalize"
-        )
-    off = np.flatnonzero(dev > 1e-9)
-    if off.size:
-        r = int(np.argmax(dev))
-        warnings.warn(
-            f"{label}: {off.size} mixture row(s) do not sum to 1 (largest deviation {dev.max():.3g} at {where(r)}); "
-            "renormalized each to sum 1",
-            stacklevel=4,
-        )
-    return W / sums[:, None]
+    """Mixture rows as :func:`mixjax.data.check_mixture_weights` checks them; ``where(r)`` describes row r."""
+    return check_mixture_weights(W, [repr(c) for c in cols], sum_tol=sum_tol, name=label, label=label, where=where, stacklevel=5)
 
 
 def _scale(df, col: str, value, label: str):
