@@ -16,6 +16,17 @@ never wait on each other:
 * the outer loop runs chunks of ``chunk`` steps (``lax.scan``) and tests "is any member still active?" once per
   chunk (on an accelerator each data-dependent loop test is a device-to-host synchronisation).
 
+Lane refill (``lanes=L`` with ``L < B``): the compiled loop holds only L members at a time (the lanes). After each
+chunk, every lane whose member has finished writes its result into the ``(B, ...)`` output at the member's index
+(a scatter) and loads the next pending member (its ``y0`` and ``args``, started with ``solver.init``); free lanes
+are matched to pending members in order by a cumulative sum over the free mask, and lanes with nothing left to
+load idle. The loop ends when no lane holds an unfinished member. A batch then costs about
+``sum(steps) / L`` lane-steps instead of ``B max(steps)``: members that finish early no longer wait, frozen, for
+the slowest one. Every member's trajectory depends only on its own state, so each member takes the same steps as
+without refill (a lane also starts its members at chunk boundaries, as the whole batch does), up to rounding: XLA
+may round a batch of L members differently from one of B in the last bit, as for any change of batch size (the
+``chunk_size`` of :func:`mixjax.fitting.solve`), and a fit that has not settled can amplify that difference.
+
 Status of a member (:class:`mixjax.Status`): ``converged`` only when a stationarity test passes, never right
 after a failed step. Either (1) the relative gradient ``max_k |df/dy_k| / f`` is below ``gtol``; or (2) the objective
 fell by less than ``ftol`` (relative) over the last ``window`` steps and either the relative gradient is below
@@ -45,22 +56,22 @@ import optax
 
 from .results import Status
 
-# Where the loop reports its progress: a stack of callables ``sink(steps_done, n_active)``, set around a call by
-# :func:`reporting` on the host. The compiled loop calls the one module-level function below once per chunk of
-# steps, so that a new sink never recompiles anything; without a sink the call returns at once.
-_SINKS: list[Callable[[int, int], Any]] = []
+# Where the loop reports its progress: a stack of callables ``sink(steps_done, n_active, n_done)``, set around a
+# call by :func:`reporting` on the host. The compiled loop calls the one module-level function below once per chunk
+# of steps, so that a new sink never recompiles anything; without a sink the call returns at once.
+_SINKS: list[Callable[[int, int, int], Any]] = []
 
 
-def _report(steps, n_active) -> None:
+def _report(steps, n_active, n_done) -> None:
     if _SINKS:
-        _SINKS[-1](int(steps), int(n_active))
+        _SINKS[-1](int(steps), int(n_active), int(n_done))
 
 
 class reporting:
-    """Context manager: while it is open, every chunk of engine steps calls ``sink(steps_done, n_active)`` on the
-    host (steps done by the batch so far, members still active)."""
+    """Context manager: while it is open, every chunk of engine steps calls ``sink(steps_done, n_active, n_done)``
+    on the host (loop steps run so far, members not finished yet, members finished)."""
 
-    def __init__(self, sink: Callable[[int, int], Any] | None):
+    def __init__(self, sink: Callable[[int, int, int], Any] | None):
         self.sink = sink
 
     def __enter__(self):
@@ -340,10 +351,28 @@ class _Member(NamedTuple):
     status: jax.Array  # -1 while active
 
 
+class _Out(NamedTuple):
+    """Results of every member, ``(B, ...)``, filled in as lanes finish (lane refill)."""
+
+    y: jax.Array
+    value: jax.Array
+    status: jax.Array
+    steps: jax.Array
+    rel_grad: jax.Array
+    accepted: jax.Array
+
+
+def _select(mask, new, old):
+    """Per member (leading axis): ``new`` where ``mask``, else ``old``, for every leaf."""
+    return jax.vmap(lambda t, n, o: jax.tree_util.tree_map(lambda a, b: jnp.where(t, a, b), n, o))(mask, new, old)
+
+
 @eqx.filter_jit
 @eqx.debug.assert_max_traces(max_traces=None)  # counts compilations (eqx.debug.get_num_traces), never limits them
-def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window, xtol=None, slow_ftol=None, slow_windows=5):
+def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window, xtol=None, slow_ftol=None, slow_windows=5,
+              lanes=None):
     dt = y0.dtype
+    B = y0.shape[0]
 
     def member_fn(a):
         return lambda z: fn(z, a, shared)
@@ -372,24 +401,86 @@ def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window
         new = _Member(y, st, hist, moved, steps, m.accepted + ok.astype(jnp.int32), jnp.asarray(status, jnp.int32))
         return jax.tree_util.tree_map(lambda n, o: jnp.where(active, n, o), new, m)
 
-    members = jax.vmap(init_one)(y0, args)
     step_all = jax.vmap(step_one)
 
-    def chunk_body(carry):
-        k, ms = carry
-        ms, _ = jax.lax.scan(lambda c, _: (step_all(c, args), None), ms, None, length=chunk)
-        jax.debug.callback(_report, k + chunk, jnp.sum(ms.status < 0))
-        return k + chunk, ms
+    def run_chunk(ms, a):
+        ms, _ = jax.lax.scan(lambda c, _: (step_all(c, a), None), ms, None, length=chunk)
+        return ms
+
+    if lanes is None or lanes >= B:
+        members = jax.vmap(init_one)(y0, args)
+
+        def chunk_body(carry):
+            k, ms = carry
+            ms = run_chunk(ms, args)
+            n_active = jnp.sum(ms.status < 0)
+            jax.debug.callback(_report, k + chunk, n_active, B - n_active)
+            return k + chunk, ms
+
+        def cond(carry):
+            k, ms = carry
+            return (k < max_steps) & jnp.any(ms.status < 0)
+
+        _, members = jax.lax.while_loop(cond, chunk_body, (jnp.array(0, jnp.int32), members))
+        status = jnp.where(members.status < 0, int(Status.max_steps), members.status)
+        f = members.state.f
+        rg = jax.vmap(relative_gradient)(members.state.g, f)
+        return Solution(members.y, f, status, members.steps, rg, members.accepted)
+
+    # lane refill: L lanes; item[l] is the member lane l holds (B: none)
+    L = int(lanes)
+    take_rows = lambda tree, idx: jax.tree_util.tree_map(lambda x: x[idx], tree)  # noqa: E731
+    lane_args = take_rows(args, jnp.arange(L))
+    members = jax.vmap(init_one)(y0[:L], lane_args)
+    item = jnp.arange(L, dtype=jnp.int32)
+    out = _Out(y0, jnp.full((B,), jnp.nan, dt), jnp.full((B,), int(Status.max_steps), jnp.int32),
+               jnp.zeros((B,), jnp.int32), jnp.full((B,), jnp.nan, dt), jnp.zeros((B,), jnp.int32))
+
+    def write(out: _Out, ms: _Member, item, mask):
+        """Scatter the lanes selected by ``mask`` into the outputs at their members' indices."""
+        idx = jnp.where(mask, item, B)  # out of range: dropped
+        put = lambda o, v: o.at[idx].set(v, mode="drop")  # noqa: E731
+        status = jnp.where(ms.status < 0, int(Status.max_steps), ms.status)
+        rg = jax.vmap(relative_gradient)(ms.state.g, ms.state.f)
+        return _Out(put(out.y, ms.y), put(out.value, ms.state.f), put(out.status, status), put(out.steps, ms.steps),
+                    put(out.rel_grad, rg), put(out.accepted, ms.accepted))
+
+    def load(operand):
+        """Start the next pending members in the free lanes, in lane order."""
+        ms, la, take, src = operand
+        fresh_args = take_rows(args, src)
+        fresh = jax.vmap(init_one)(y0[src], fresh_args)
+        return _select(take, fresh, ms), _select(take, fresh_args, la)
+
+    def body(carry):
+        it, ms, la, item, nxt, out, n_done = carry
+        ms = run_chunk(ms, la)
+        fin = (item < B) & (ms.status >= 0)
+        out = write(out, ms, item, fin)
+        n_done = n_done + jnp.sum(fin, dtype=jnp.int32)
+        free = fin | (item >= B)
+        new = nxt + jnp.cumsum(free, dtype=jnp.int32) - 1
+        take = free & (new < B)
+        src = jnp.where(take, new, 0)
+        ms, la = jax.lax.cond(jnp.any(take), load, lambda o: (o[0], o[1]), (ms, la, take, src))
+        item = jnp.where(take, new, jnp.where(fin, B, item))
+        nxt = nxt + jnp.sum(take, dtype=jnp.int32)
+        jax.debug.callback(_report, (it + 1) * chunk, B - n_done, n_done)
+        return it + 1, ms, la, item, nxt, out, n_done
+
+    # a member finishes within ceil(max_steps / chunk) chunks (one chunk if it fails at its start), and while members
+    # are pending every lane holds one: this many iterations always suffice
+    per_member = (jnp.maximum(max_steps, 1) + chunk - 1) // chunk + 1
+    bound = jnp.minimum((-(-B // L) + 1.0) * per_member.astype(jnp.float32) + 1.0, 2.0**30).astype(jnp.int32)
 
     def cond(carry):
-        k, ms = carry
-        return (k < max_steps) & jnp.any(ms.status < 0)
+        it, _, _, item, nxt, _, _ = carry
+        return (it < bound) & (jnp.any(item < B) | (nxt < B))
 
-    _, members = jax.lax.while_loop(cond, chunk_body, (jnp.array(0, jnp.int32), members))
-    status = jnp.where(members.status < 0, int(Status.max_steps), members.status)
-    f = members.state.f
-    rg = jax.vmap(relative_gradient)(members.state.g, f)
-    return Solution(members.y, f, status, members.steps, rg, members.accepted)
+    zero = jnp.array(0, jnp.int32)
+    _, members, _, item, _, out, _ = jax.lax.while_loop(cond, body, (zero, members, lane_args, item, jnp.array(L, jnp.int32), out, zero))
+    out = write(out, members, item, item < B)  # members still held at the bound (none in practice)
+    return Solution(out.y, out.value, out.status, out.steps, out.rel_grad, out.accepted)
 
 
 def minimize(
@@ -406,16 +497,34 @@ def minimize(
     chunk: int = 10,
     xtol: float | None = None,
     slow_ftol: float | None = None,
+    lanes: int | None = None,
 ) -> Solution:
     """Minimise ``sum(fn(y, args_b, shared)^2)`` for every member b of the batch, from ``y0`` (B, P).
 
     ``args``: a pytree whose leaves have leading axis B (per-member data, e.g. row weights); ``shared``: a pytree
-    used by every member (the data). One compiled program per (solver, fn, shapes, window, chunk): ``max_steps``,
-    ``ftol`` and ``gtol`` are traced values, so changing them does not recompile. ``xtol`` and ``slow_ftol``
-    switch on the kink and slow-objective tests of the module docstring (None: off; the law fits use 1e-3 and
-    1e-5). ``fn`` must be a stable callable
+    used by every member (the data). One compiled program per (solver, fn, shapes, window, chunk, lanes):
+    ``max_steps``, ``ftol`` and ``gtol`` are traced values, so changing them does not recompile. ``xtol`` and
+    ``slow_ftol`` switch on the kink and slow-objective tests of the module docstring (None: off; the law fits use
+    1e-3 and 1e-5). ``lanes``: run the batch through this many lanes with refill (module docstring); None, or a
+    value >= B, steps every member at once. ``fn`` must be a stable callable
     (a module-level function or an ``equinox.Module``) so that repeated calls reuse the program.
     """
+    lanes = check_lanes(lanes)
+    if lanes is not None and lanes >= y0.shape[0]:
+        lanes = None
     dt = y0.dtype
     return _minimize(solver, fn, y0, args, shared, jnp.asarray(max_steps, jnp.int32), int(chunk), jnp.asarray(ftol, dt),
-                     jnp.asarray(gtol, dt), int(window), xtol, slow_ftol)
+                     jnp.asarray(gtol, dt), int(window), xtol, slow_ftol, lanes=lanes)
+
+
+def check_lanes(lanes) -> int | None:
+    """``lanes`` as an int (or None), or a ValueError unless it is None or a positive integer."""
+    if lanes is None:
+        return None
+    try:
+        ok = not isinstance(lanes, bool) and int(lanes) == lanes and int(lanes) >= 1
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"lanes must be None or a positive integer, got {lanes!r}")
+    return int(lanes)

@@ -54,6 +54,12 @@ class FitConfig:
       steps (see :mod:`mixjax._engine`). Defaults depend on dtype (float64: gtol 1e-6, ftol 1e-8; float32:
       gtol 1e-4, ftol 1e-6).
     dtype: "float64" or "float32" (the accelerator fast path; every operation of the compiled program is float32).
+    lanes: None (the default) steps every member of a batch at once until the slowest has finished; an integer L
+      runs the batch through L lanes, a lane taking the next pending member as soon as its member finishes (lane
+      refill, :mod:`mixjax._engine`): the same result per member (up to rounding, as for another batch size),
+      about ``sum(steps) / L`` lane-steps instead of ``B max(steps)``, and solver state for L members only. A
+      batch of at most L members runs as with None; sharded batches ignore it. ``benchmarks/lane_refill.py``
+      measures it (on a CPU it pays for batches several times larger than L).
     """
 
     objective: str = "mse"
@@ -67,8 +73,10 @@ class FitConfig:
     huber_delta: float = 1e-3
     varpro: bool = True
     dtype: str = "float64"
+    lanes: int | None = None
 
     def __post_init__(self):
+        _engine.check_lanes(self.lanes)
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -167,7 +175,7 @@ def _flat_residuals(y, row_w, shared):
 
 
 @eqx.filter_jit
-def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol, window: int) -> FitResult:
+def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol, window: int, lanes: int | None = None) -> FitResult:
     """One compiled program per fit: flatten the optimised leaves, run the engine, rebuild the laws, solve their
     linear coefficients and score them."""
     if solver.uses_jacobian and problem.envelope_gradient:
@@ -178,7 +186,7 @@ def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol,
     template = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, laws)
     shared = (problem, template, _optimised_spec(template, problem.varpro))
     sol = _engine.minimize(solver, _flat_residuals, y0, weights, shared, max_steps=max_steps, ftol=ftol, gtol=gtol, window=window,
-                           xtol=FIT_XTOL, slow_ftol=FIT_SLOW_FTOL)
+                           xtol=FIT_XTOL, slow_ftol=FIT_SLOW_FTOL, lanes=lanes)
     unravel = ravel_pytree(jax.tree_util.tree_map(lambda x: x[0], opt))[1]
     fitted = eqx.combine(jax.vmap(unravel)(sol.y), rest)
     full = jax.vmap(problem.complete)(fitted, weights)
@@ -192,7 +200,7 @@ def _solve_batch(laws: AbstractLaw, weights: jax.Array, problem: Problem, config
     ftol, gtol = config.tolerances
     dt = weights.dtype
     return _fit_program(laws, weights, problem, config.solver(), jnp.asarray(config.max_steps, jnp.int32),
-                        jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window)
+                        jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window, config.lanes)
 
 
 def _batch_sharding(n_devices: int):
@@ -229,7 +237,8 @@ def solve(
       there is more than one device). Each member is computed on one device; results equal the one-device run.
       Multi-host: call ``jax.distributed.initialize()`` first; ``jax.devices()`` then spans every host.
     progress: optional callable ``progress(done, total)``: called as the solver advances (every 10 steps, members
-      counted in proportion to the steps taken) and after each chunk (members fitted so far).
+      counted in proportion to the steps taken; with ``config.lanes``, members finished) and after each chunk
+      (members fitted so far).
     """
     config = config.resolved(n_params(jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, laws)))
     problem = arrays if isinstance(arrays, Problem) else Problem.build(laws, arrays, config.objective, config.huber_delta, config.varpro)
@@ -324,7 +333,7 @@ def _chunk_for_memory(laws, weights, problem, config) -> int:
     dt = weights.dtype
     try:
         compiled = _fit_program.lower(laws, weights, problem, config.solver(), jnp.asarray(config.max_steps, jnp.int32),
-                                      jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window).compile()
+                                      jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window, config.lanes).compile()
         mem = compiled.compiled.memory_analysis()
         need = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
     except Exception:  # noqa: BLE001 - no estimate on this backend: run the batch whole (out-of-memory still retries smaller)
@@ -346,6 +355,9 @@ def _solve_chunked(laws, weights, problem, config, chunk, n_dev, progress):
     B = weights.shape[0]
     chunk = math.ceil(chunk / n_dev) * n_dev
     n_chunks = math.ceil(B / chunk)
+    if n_dev > 1 and config.lanes is not None:
+        config = dataclasses.replace(config, lanes=None)  # lanes would gather members across devices
+    refill = config.lanes is not None and config.lanes < chunk
     if n_dev > 1:
         batch_sh, replicated = _batch_sharding(n_dev)
         problem = jax.device_put(problem, replicated)
@@ -366,9 +378,10 @@ def _solve_chunked(laws, weights, problem, config, chunk, n_dev, progress):
         if n_dev > 1:
             laws_c = eqx.combine(jax.device_put(eqx.filter(laws_c, eqx.is_array), batch_sh), eqx.filter(laws_c, eqx.is_array, inverse=True))
             weights_c = jax.device_put(weights_c, batch_sh)
-        def within_chunk(steps, n_active, i=i):  # members of this chunk count as done in proportion to the steps
+        def within_chunk(steps, n_active, n_done, i=i):  # members count as done in proportion to the steps (finished ones with lanes)
             if progress is not None and n_active:
-                progress(min(i * chunk + int(chunk * min(steps, config.max_steps) / config.max_steps), B), B)
+                part = n_done if refill else int(chunk * min(steps, config.max_steps) / config.max_steps)
+                progress(min(i * chunk + part, B), B)
 
         with _engine.reporting(within_chunk if progress is not None else None):
             outs.append(_solve_batch(laws_c, weights_c, problem, config))
@@ -535,6 +548,11 @@ class Fit:
         per_domain = law_class(self.law).per_domain
         targets = self.info["targets"] if with_targets and not per_domain else None
         out = data.align(self.info["domains"], targets, to=f"the fit of {self.info['law']}")
+        if with_targets and per_domain:
+            unscored = [d for d in self.info["domains"] if d not in out.targets]
+            if unscored and len(unscored) < len(self.info["domains"]):
+                warnings.warn(f"{data.name}: no loss column for domain(s) {unscored}; their losses are not scored "
+                              f"(loss columns: {list(out.targets)})", stacklevel=3)
         for kind, values in (("model_size", out.model_size), ("n_tokens", out.n_tokens)):
             finite = values[np.isfinite(values)]
             for v in (finite.min(), finite.max()) if finite.size else ():
@@ -687,6 +705,8 @@ def fit(
         "n_rows": data.n_rows,
         "n_cells": n_cells,
         "domains": list(data.domains),
+        "phases": None if getattr(data, "phases", None) is None else list(data.phases),
+        "phase_shares": None if getattr(data, "phase_shares", None) is None else [float(x) for x in data.phase_shares],
         "targets": list(data.domains) if cls.per_domain else list(data.targets),
         "scales": [[a, b] for a, b, _ in data.scales()],
         "units": {"model_size": "millions of parameters", "n_tokens": "billions of tokens"},
