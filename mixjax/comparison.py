@@ -28,6 +28,12 @@ Scores per law (MRE as a fraction, ``mean |pred - obs| / obs``):
   over m mixtures gives (m + 1) / 2) the law gives the held-out mixture with the lowest measured mean loss (mean
   over the law's targets) among the mixtures of one split at one scale, averaged over those groups;
   ``best_rank_final`` at the largest held-out scale, ``n_mixtures_final`` the mixtures ranked there (per split);
+* ``val_rmse``: held-out root mean squared error ``sqrt(mean (pred - obs)^2)`` pooled over the held-out cells the law
+  counts, in the targets' own units (BPB for a bits-per-byte target);
+* ``regret_at_1``: among the held-out mixtures of one split at one scale, the measured objective (mean over the
+  law's targets) of the mixture the law predicts best, minus the lowest measured objective there (0 when the law
+  picks the measured best; predictions tied for best count the mean of their measured objectives), averaged over
+  those groups (over folds, for cross-validation at one scale);
 * ``constant_in_mixture``: some best fit predicts, at every scale, losses that vary across mixtures by at most a
   relative 1e-6 (always True for a law that ignores the mixture): its mixture ranking carries no information;
 * ``out_of_range_params``: the parameters of the best fits outside their sane range (``law.out_of_range()``);
@@ -57,7 +63,7 @@ from .problem import law_class, prepare
 from .results import Status, worst
 
 __all__ = ["Split", "LawScore", "Comparison", "CheckpointWarning", "compare", "cv_splits", "holdout_scale_split",
-           "spearman", "has_checkpoints", "final_checkpoint_rows", "checkpoint_mode"]
+           "spearman", "regret_at_1", "has_checkpoints", "final_checkpoint_rows", "checkpoint_mode"]
 
 #: Relative spread below which predictions across mixtures count as constant.
 CONSTANT_RTOL = 1e-6
@@ -197,6 +203,8 @@ class LawScore:
     val_mre: float | None
     val_mre_all: float | None
     val_mre_common: float | None
+    val_rmse: float | None
+    regret_at_1: float | None
     n_cells_used: int
     n_cells_excluded: int
     spearman: float | None
@@ -257,13 +265,14 @@ class Comparison:
 
     def table(self) -> list[dict[str, Any]]:
         """Rows for printing: one per law, percentages for MRE. Held-out MRE three ways: ``common`` (the cells every
-        law counts: the ranking key), ``own`` (the cells this law counts) and ``all`` (every measured held-out cell)."""
+        law counts: the ranking key), ``own`` (the cells this law counts) and ``all`` (every measured held-out cell);
+        ``val RMSE`` and ``regret@1`` in the targets' units."""
         pct = lambda v: None if v is None else 100 * v  # noqa: E731
         return [
             {"law": s.law, "k": s.n_params, "train MRE %": pct(s.train_mre), "val MRE % common": pct(s.val_mre_common),
              "val MRE % own": pct(s.val_mre), "val MRE % all": pct(s.val_mre_all),
-             "cells used/excl": f"{s.n_cells_used}/{s.n_cells_excluded}", "Spearman": s.spearman,
-             "best rank": s.best_rank, "flat in mixture": _flat_label(s), "AIC": s.aic, "status": s.status,
+             "val RMSE": s.val_rmse, "cells used/excl": f"{s.n_cells_used}/{s.n_cells_excluded}", "Spearman": s.spearman,
+             "best rank": s.best_rank, "regret@1": s.regret_at_1, "flat in mixture": _flat_label(s), "AIC": s.aic, "status": s.status,
              "out of range": ",".join(s.out_of_range_params) or "-"}
             for s in self.scores
         ]
@@ -320,11 +329,12 @@ def _constant_in_mixture(pred: np.ndarray, data: MixtureData) -> bool:
     return seen
 
 
-def _ranking_scores(preds, obs, used, data, splits, targets) -> tuple[dict, float | None, float | None, float]:
-    """Spearman per target and the predicted rank of the measured-best mixture, over the groups of held-out rows
-    of one split at one scale (each group predicted by one fit)."""
+def _ranking_scores(preds, obs, used, data, splits, targets) -> tuple[dict, float | None, float | None, float, float | None]:
+    """Spearman per target, the predicted rank of the measured-best mixture and the regret of the predicted-best
+    mixture, over the groups of held-out rows of one split at one scale (each group predicted by one fit)."""
     rho: dict[str, list[float]] = {t: [] for t in targets}
     ranks: list[tuple[tuple[float, float], float, int]] = []
+    regrets: list[float] = []
     for pred, split in zip(preds, splits):
         for key, rows in _scale_groups(data, split.test):
             for j, t in enumerate(targets):
@@ -341,14 +351,30 @@ def _ranking_scores(preds, obs, used, data, splits, targets) -> tuple[dict, floa
                     best = int(np.argmin(m))
                     rank = (rows.size + 1) / 2 if _flat(p) else float(_ranks(p)[best])
                     ranks.append((key, rank, rows.size))
+                    regrets.append(regret_at_1(p, m))
     per_target = {t: (float(np.mean(v)) if v else None) for t, v in rho.items()}
+    regret = float(np.mean(regrets)) if regrets else None
     if not ranks:
-        return per_target, None, None, 0
+        return per_target, None, None, 0, regret
     last = max(k for k, _, _ in ranks)
     final = [(r, n) for k, r, n in ranks if k == last]
     n_final = float(np.mean([n for _, n in final]))
     return (per_target, float(np.mean([r for _, r, _ in ranks])), float(np.mean([r for r, _ in final])),
-            int(n_final) if n_final.is_integer() else n_final)
+            int(n_final) if n_final.is_integer() else n_final, regret)
+
+
+def regret_at_1(pred, measured) -> float:
+    """Measured objective of the mixture predicted best (lowest ``pred``) minus the lowest measured objective; the
+    mean measured objective of the mixtures tied for the lowest prediction (all of them when ``pred`` is flat)."""
+    pred, measured = np.asarray(pred, float), np.asarray(measured, float)
+    top = np.ones(pred.size, bool) if _flat(pred) else pred == pred.min()
+    return float(measured[top].mean() - measured.min())
+
+
+def _rmse(pred, obs, cells) -> float | None:
+    if not cells.any() or not np.isfinite(pred[cells]).all():
+        return None
+    return float(np.sqrt(np.mean((pred[cells] - obs[cells]) ** 2)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,7 +430,7 @@ def _score_law(cls, data, splits, with_full, starts, cfg, seed) -> tuple[LawScor
         test |= s.test
     used_test = used_all & test[:, None]
     measured_test = measured & test[:, None]
-    rho_t, best_rank, final_rank, final_n = _ranking_scores(pred[:len(splits)], obs_all, used_test, data, splits, targets)
+    rho_t, best_rank, final_rank, final_n, regret = _ranking_scores(pred[:len(splits)], obs_all, used_test, data, splits, targets)
     rho_vals = [v for v in rho_t.values() if v is not None]
     fits = [jax.tree_util.tree_map(lambda x, i=i: x[i] if isinstance(x, jax.Array) else x, best) for i in range(len(groups))]
     constant = not cls.uses_mixture or any(_constant_in_mixture(pred[g], data) for g in range(len(groups)))
@@ -429,6 +455,8 @@ def _score_law(cls, data, splits, with_full, starts, cfg, seed) -> tuple[LawScor
         val_mre=_mre(test_pred, obs_all, used_test),
         val_mre_all=_mre(test_pred, obs_all, measured_test),
         val_mre_common=None,
+        val_rmse=_rmse(test_pred, obs_all, used_test),
+        regret_at_1=regret,
         n_cells_used=int(used_test.sum()),
         n_cells_excluded=int((measured_test & ~used_test).sum()),
         spearman=float(np.mean(rho_vals)) if rho_vals else None,
@@ -524,6 +552,11 @@ def compare(
     scored: list[tuple[LawScore, _HeldOut]] = []
 
     def attempt(cls):
+        if hasattr(cls, "for_data"):  # a law that reads the table's phases and unique tokens from its class
+            try:
+                cls = cls.for_data(data)
+            except (DataError, ValueError) as e:
+                return None, str(e)
         reason = _applicable(cls, data)
         if reason is not None:
             return None, reason

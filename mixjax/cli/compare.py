@@ -15,9 +15,10 @@ def add_parser(sub) -> None:
         help="rank laws by held-out error on one dataset",
         description="Fit every applicable law (or --laws) on the same splits of DATA, one batched call per law, "
         "and print a leaderboard, best first: parameters, train and held-out MRE with the cells counted and "
-        "excluded, the held-out MRE on the cells every law counts (the ranking key), Spearman rank correlation "
-        "across held-out mixtures, the rank given to the measured-best held-out mixture (ties share their average "
-        "rank), whether a fit is constant in the mixture, AIC/BIC, status and the parameters out of their sane range.",
+        "excluded, the held-out MRE on the cells every law counts (the ranking key), the held-out RMSE in the targets' "
+        "units, Spearman rank correlation across held-out mixtures, the rank given to the measured-best held-out "
+        "mixture (ties share their average rank), regret@1 (measured objective of the mixture predicted best minus the "
+        "best measured one), whether a fit is constant in the mixture, AIC/BIC, status and the parameters out of their sane range.",
     )
     p.add_argument("data", metavar="DATA", help="a wide-layout CSV file or a bundled dataset name (see `mixjax datasets`)")
     p.add_argument("--laws", default="all", help="comma-separated law names, or 'all' (default): every registered law that applies to DATA")
@@ -106,8 +107,8 @@ def run(args) -> int:
     for s in result.splits:
         print(f"  {s.name}: {int(s.train.sum())} train rows, {int(s.test.sum())} held-out rows")
     print()
-    rows, head = [], ["law", "k", "train MRE %", "val MRE % common", "val MRE % own", "val MRE % all", "cells used/excl",
-                      "Spearman", "best rank", "flat in mixture", "AIC", "status", "out of range"]
+    rows, head = [], ["law", "k", "train MRE %", "val MRE % common", "val MRE % own", "val MRE % all", "val RMSE",
+                      "cells used/excl", "Spearman", "best rank", "regret@1", "flat in mixture", "AIC", "status", "out of range"]
     if args.timings:
         head.append("s")
     for s, t in zip(result.scores, result.table()):
@@ -119,6 +120,8 @@ def run(args) -> int:
     print()
     print(f"val MRE % common: on the {result.n_common_cells} held-out cells every law counts (the ranking key); own: on the "
           "cells the law counts (cells used/excl); all: on every measured held-out cell")
+    print("val RMSE: held-out root mean squared error in the targets' units, on the cells the law counts; regret@1: measured "
+          "objective of the held-out mixture predicted best minus the best measured one (targets' units; mean over splits)")
     print("best rank: 1 = the measured-best held-out mixture predicted best, ties share their average rank; "
           "flat in mixture: predictions constant across mixtures at every scale; out of range: parameters of the best "
           "fits outside their sane range")

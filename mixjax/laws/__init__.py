@@ -21,6 +21,8 @@ from .chinchilla import chinchilla_grid as chinchilla_grid
 from .chinchilla_mixture import ChinchillaMixtureLaw as ChinchillaMixtureLaw
 from .chinchilla_mixture import ChinchillaMixturePerTargetLaw as ChinchillaMixturePerTargetLaw
 from .exponential import ExponentialLaw as ExponentialLaw
+from .exposure import ExposureLaw as ExposureLaw
+from .exposure import JointExposureLaw as JointExposureLaw
 from .function import FunctionLaw as FunctionLaw
 from .function import law_from_function as law_from_function
 from .loglinear import LogLinearLaw as LogLinearLaw
@@ -95,5 +97,7 @@ for _cls in (
     LogLinearLaw,
     AutoScaleLaw,
     PowerLinearLaw,
+    ExposureLaw,
+    JointExposureLaw,
 ):
     register(_cls)
