@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from . import _engine
+from . import _engine, distributed
 from .data import DataError, MixtureData
 from .laws import AbstractLaw, DataSummary, n_params
 from .laws._base import predict_rows
@@ -31,7 +31,7 @@ from .problem import OBJECTIVES, FitArrays, Problem, law_class, prepare, summari
 from .results import Status, status_counts
 from .units import ScaleExtrapolationWarning, extrapolation, extrapolation_message
 
-__all__ = ["OutOfRangeWarning", "MaxStepsWarning", "check_seed", "FitConfig", "default_max_steps", "FitArrays", "FitResult", "Fit", "fit", "fit_chinchilla", "solve", "prepare", "objective_value", "init_starts", "best_of"]
+__all__ = ["OutOfRangeWarning", "MaxStepsWarning", "check_seed", "FitConfig", "default_max_steps", "FitArrays", "FitResult", "Fit", "fit", "fit_chinchilla", "solve", "prepare", "objective_value", "init_starts", "start_keys", "best_of"]
 
 OPTIMIZERS = ("lbfgs", "lm", "adam")
 _law_class = law_class
@@ -130,7 +130,11 @@ FIT_SLOW_FTOL = 1e-5
 
 
 def default_max_steps(n_parameters: int) -> int:
-    """Solver steps per member when none are given: 500, or 1000 for a law with more than 200 parameters."""
+    """Solver steps per member when none are given: 500, 1000 for a law with more than 200 parameters, and 2000
+    above 1000 parameters (the capacity laws beyond 200 domains, the laws with K^2 parameters beyond 30 domains).
+    Fits that converge stop earlier: the limit only bounds the ones that do not."""
+    if n_parameters > 1000:
+        return 2 * MANY_PARAMS_STEPS
     return MANY_PARAMS_STEPS if n_parameters > MANY_PARAMS else DEFAULT_STEPS
 
 
@@ -204,10 +208,11 @@ def _solve_batch(laws: AbstractLaw, weights: jax.Array, problem: Problem, config
 
 
 def _batch_sharding(n_devices: int):
-    """Shardings that split a leading batch axis over the first ``n_devices`` devices, and replicate the rest."""
+    """Shardings that split a leading batch axis over the first ``n_devices`` local devices (this process's), and
+    replicate the rest."""
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    mesh = Mesh(np.array(jax.devices()[:n_devices]), ("batch",))
+    mesh = Mesh(np.array(jax.local_devices()[:n_devices]), ("batch",))
     return NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
 
 
@@ -233,17 +238,40 @@ def solve(
       device memory run without recompiling, and batches of any size reuse one program. If a chunk
       (or the whole batch, by default) runs out of device memory, the chunk size is halved and the call retried,
       so too-large batches split automatically (each new chunk size compiles once).
-    shard: split the batch axis over all devices of the default backend with ``jax.sharding`` (default: when
-      there is more than one device). Each member is computed on one device; results equal the one-device run.
-      Multi-host: call ``jax.distributed.initialize()`` first; ``jax.devices()`` then spans every host.
+    shard: split the batch axis over this process's devices with ``jax.sharding`` (default: when it has more
+      than one). Each member is computed on one device; results equal the one-device run up to rounding.
+    Several processes (after ``jax.distributed.initialize``, see :mod:`mixjax.distributed`): every process passes
+      the same batch; each fits one contiguous share of the members (on its own devices, chunked as above), then
+      the shares are gathered, so every process returns the whole result. Every process must make the call.
     progress: optional callable ``progress(done, total)``: called as the solver advances (every 10 steps, members
       counted in proportion to the steps taken; with ``config.lanes``, members finished) and after each chunk
-      (members fitted so far).
+      (members fitted so far; of this process's share when there are several processes).
     """
     config = config.resolved(n_params(jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, laws)))
     problem = arrays if isinstance(arrays, Problem) else Problem.build(laws, arrays, config.objective, config.huber_delta, config.varpro)
+    if distributed.process_count() > 1:
+        return _solve_share(laws, weights, problem, config, chunk_size=chunk_size, shard=shard, progress=progress)
+    return _solve_local(laws, weights, problem, config, chunk_size=chunk_size, shard=shard, progress=progress)
+
+
+def _solve_share(laws, weights, problem, config, **kw) -> FitResult:
+    """:func:`solve` over several processes: this process fits its share of the members (padded by repeating the
+    last member, so that every share has one size), then every share is gathered."""
     B = weights.shape[0]
-    n_dev = jax.device_count() if (shard or (shard is None and jax.device_count() > 1)) else 1
+    lo, hi, size = distributed.share(B)
+    take = np.minimum(np.arange(lo, lo + size), B - 1)
+    mine = jax.tree_util.tree_map(lambda x: x[take] if eqx.is_array(x) else x, laws)
+    res = _solve_local(mine, weights[take], problem, config, **kw)
+    arrays_part, static = eqx.partition(res, eqx.is_array)
+    whole = distributed.gather(arrays_part, B)
+    return eqx.combine(jax.tree_util.tree_map(jnp.asarray, whole), static)
+
+
+def _solve_local(laws, weights, problem, config, *, chunk_size, shard, progress) -> FitResult:
+    """:func:`solve` on this process's devices."""
+    B = weights.shape[0]
+    n_local = jax.local_device_count()
+    n_dev = n_local if (shard or (shard is None and n_local > 1)) else 1
     if chunk_size is None:
         chunk = B if n_dev > 1 else _chunk_for_memory(laws, weights, problem, config)
     else:
@@ -261,7 +289,7 @@ def solve(
 def _memory_budget() -> int | None:
     """Bytes one batch may use: half the free memory of the default device (of the host's RAM on a CPU)."""
     try:
-        stats = jax.devices()[0].memory_stats() or {}
+        stats = jax.local_devices()[0].memory_stats() or {}
     except Exception:  # noqa: BLE001 - backends without memory statistics
         stats = {}
     if "bytes_limit" in stats:
@@ -296,7 +324,7 @@ def _check_memory(members: int, n_parameters: int, arrays: FitArrays, config: Fi
     if chunk_size is not None:
         together = min(B, int(chunk_size))
     else:
-        n_dev = jax.device_count()
+        n_dev = jax.local_device_count()
         together = math.ceil(B / n_dev) if n_dev > 1 else 1
     state = 2 * P + 6 * config.window + 2 * M  # the member's position and stopping history, residuals and their gradient
     if config.optimizer == "lbfgs":
@@ -413,24 +441,36 @@ def check_seed(seed, name: str = "seed") -> int:
     return value
 
 
-def init_starts(law, key: jax.Array, n: int, summary: DataSummary, dtype: str = "float64") -> AbstractLaw:
-    """A batch of ``n`` starting points: ``law.init`` vmapped over keys; for a law instance, the instance itself
-    is start 0 and the others are random draws. A law that defines no ``init`` must be given as an instance: the
-    other starts perturb each parameter x to ``x + 0.3 (|x| + 0.1) z``, z standard normal."""
+def start_keys(key: jax.Array, first: int, n: int) -> jax.Array:
+    """The keys of work items ``first .. first+n-1``: item i draws from ``jax.random.fold_in(key, i)``, so its
+    numbers depend on the seed and its own index only (not on the batch size, chunks, devices or processes)."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(first, first + n, dtype=jnp.uint32))
+
+
+def init_starts(law, key: jax.Array, n: int, summary: DataSummary, dtype: str = "float64", *, first: int = 0) -> AbstractLaw:
+    """A batch of ``n`` starting points, those of work items ``first .. first+n-1``: item i is ``law.init`` drawn
+    with ``jax.random.fold_in(key, i)`` (:func:`start_keys`), so any part of a larger batch draws the same starts
+    as the whole. For a law instance, the instance itself is item 0 and the others are random draws. A law that
+    defines no ``init`` must be given as an instance: the other starts perturb each parameter x to
+    ``x + 0.3 (|x| + 0.1) z``, z standard normal."""
     cls = _law_class(law)
-    keys = jax.random.split(key, n)
+    first = int(first)
+    keys = start_keys(key, first, n)
+    given_first = isinstance(law, AbstractLaw) and first == 0
     if not cls.has_init():
         if not isinstance(law, AbstractLaw):
             cls.init(key, summary)  # raises the law's message: an instance is needed
         params, rest = eqx.partition(law, eqx.is_inexact_array)
         leaves, treedef = jax.tree_util.tree_flatten(params)
-        sub = jax.random.split(key, len(leaves))
-        moved = []
-        for k, x in zip(sub, leaves):
-            z = jax.random.normal(k, (n,) + x.shape, x.dtype)
-            z = z.at[0].set(0.0)
-            moved.append(x[None] + 0.3 * (jnp.abs(x[None]) + 0.1) * z)
-        starts = eqx.combine(jax.tree_util.tree_unflatten(treedef, moved), rest)
+
+        def moved(k):
+            sub = jax.random.split(k, len(leaves))
+            return [x + 0.3 * (jnp.abs(x) + 0.1) * jax.random.normal(kk, x.shape, x.dtype) for kk, x in zip(sub, leaves)]
+
+        drawn = jax.vmap(moved)(keys)
+        if given_first:
+            drawn = [d.at[0].set(x) for d, x in zip(drawn, leaves)]
+        starts = eqx.combine(jax.tree_util.tree_unflatten(treedef, drawn), rest)
     else:
         starts = jax.vmap(lambda k: cls.init(k, summary))(keys)
         if isinstance(law, AbstractLaw):
@@ -443,11 +483,14 @@ def init_starts(law, key: jax.Array, n: int, summary: DataSummary, dtype: str = 
                         f"{tuple(jnp.shape(a))}, but the data ({summary.n_domains} domains, {summary.n_targets} targets) "
                         f"needs {tuple(s.shape[1:])}"
                     )
-            first = jax.tree_util.tree_map(lambda a: a[None], given)
-            starts = eqx.combine(
-                jax.tree_util.tree_map(lambda s, a: s.at[0].set(a[0].astype(s.dtype)), drawn, first),
-                eqx.filter(law, eqx.is_inexact_array, inverse=True),
-            )
+            if given_first:
+                first_law = jax.tree_util.tree_map(lambda a: a[None], given)
+                starts = eqx.combine(
+                    jax.tree_util.tree_map(lambda s, a: s.at[0].set(a[0].astype(s.dtype)), drawn, first_law),
+                    eqx.filter(law, eqx.is_inexact_array, inverse=True),
+                )
+            else:
+                starts = eqx.combine(drawn, eqx.filter(law, eqx.is_inexact_array, inverse=True))
     dt = jnp.dtype(dtype)
     return jax.tree_util.tree_map(lambda x: x.astype(dt) if eqx.is_inexact_array(x) else x, starts)
 
@@ -618,8 +661,10 @@ def fit(
     Args:
       law: a law name (``"capacity_noise"``), an :class:`AbstractLaw` subclass, or an instance (used as start 0).
       data: a :class:`MixtureData`; every row is used with its own model size and token count.
-      starts: number of random starting points (drawn by ``law.init`` with ``jax.random.PRNGKey(seed)``). A batch
-        whose starts, row weights and results cannot fit in memory is refused before anything is allocated.
+      starts: number of random starting points: start i is drawn by ``law.init`` with the key
+        ``jax.random.fold_in(jax.random.PRNGKey(seed), i)``, so it is the same whatever the number of starts,
+        devices or processes (:func:`init_starts`). A batch whose starts, row weights and results cannot fit in
+        memory is refused before anything is allocated.
       seed: an integer in ``[0, 2**32)``.
       objective, optimizer, max_steps, dtype, **config_kwargs: see :class:`FitConfig` (dtype defaults to float64
         when JAX has 64-bit floats enabled, float32 otherwise).
@@ -633,6 +678,9 @@ def fit(
         in float64 (one more fit of one member, up to ``max_steps`` steps; needs ``jax_enable_x64``): the returned
         law, objective, status and ``config`` are float64, the float32 starts stay in ``starts``, and
         ``info["polish"]`` records the float32 objective and the steps the polish took.
+
+    The starts are sharded over this process's devices; under ``jax.distributed`` (:mod:`mixjax.distributed`)
+    every process makes the same call, fits its share of the starts and returns the same fit.
     """
     dtype = default_dtype() if dtype is None else dtype
     if polish and dtype != "float32":
@@ -714,7 +762,7 @@ def fit(
         "cells_per_target": y_used.sum(0).tolist(),
         "loss_scale": "log" if objective == "huber_log" else "raw",
         "init": (f"{starts} given starting points" if init is not None else
-                 f"{cls.name}.init random draws, jax.random.PRNGKey({seed}), {starts} starts" + (" (start 0 = given law)" if template else "")),
+                 f"{cls.name}.init random draws, start i from fold_in(PRNGKey({seed}), i), {starts} starts" + (" (start 0 = given law)" if template else "")),
         "seed": seed,
         "starts": starts,
         "best_start": int(idx),

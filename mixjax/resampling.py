@@ -30,7 +30,11 @@ Intervals, for any derived quantity ``t = fn(law)`` (elementwise over its arrays
   (a row; a whole mixture for the ``"mixtures"`` scheme): U more fits (U = rows or mixtures), one start each
   from the full-data fit, in one more batched call. It is computed once on first use and cached.
 
-Everything is reproducible from ``seed``: same seed and settings, bit-identical result.
+Everything is reproducible from ``seed``: same seed, settings and layout, bit-identical result. Every resample
+and start draws from the seed and its own index (:func:`resample_weights`, :func:`mixjax.fitting.init_starts`),
+so another ``chunk_size``, device count, process count (:mod:`mixjax.distributed`) or a run in slices joined by
+:func:`merge` fits the same resamples from the same starts; the numbers then agree up to rounding (programs compiled
+for other batch shapes round differently).
 """
 
 from __future__ import annotations
@@ -38,7 +42,8 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -47,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import intervals
+from .distributed import check_slice, slice_range
 from .data import DataError, MixtureData
 from .fitting import (
     Fit,
@@ -72,7 +78,7 @@ from .laws._base import check_mixture_rows, mixture_frame
 from .results import Status, status_counts
 from .units import MODEL_SIZE_UNIT, TOKENS_UNIT, ScaleExtrapolationWarning, check_scale, extrapolation_message
 
-__all__ = ["METHODS", "SCHEMES", "BootstrapResult", "bootstrap", "check_resamples", "resample_weights"]
+__all__ = ["METHODS", "SCHEMES", "BootstrapResult", "bootstrap", "check_resamples", "data_fingerprint", "merge", "resample_weights"]
 
 SCHEMES = ("rows", "mixtures", "stratified")
 METHODS = ("percentile", "bca")
@@ -105,32 +111,39 @@ def _units(data: MixtureData, scheme: str) -> np.ndarray:
     return np.arange(data.n_rows)
 
 
-def resample_weights(data: MixtureData, resamples: int, scheme: str = "rows", seed: int = 0) -> np.ndarray:
-    """Multiplicities ``(resamples, n)`` (int64) of the rows of ``data`` in each bootstrap resample.
+def resample_weights(data: MixtureData, resamples: int, scheme: str = "rows", seed: int = 0, *, first: int = 0) -> np.ndarray:
+    """Multiplicities ``(resamples, n)`` (int64) of the rows of ``data`` in bootstrap resamples
+    ``first .. first+resamples-1``.
 
-    Drawn with ``numpy.random.default_rng([seed, 1])``; see the module docstring for the schemes. Row weights sum
-    to n for ``"rows"`` and ``"stratified"`` (to n_s within each scale); for ``"mixtures"`` the mixture
+    Resample r is drawn with its own generator ``numpy.random.default_rng([seed, 1, r])``, so it is the same whatever
+    the number of resamples, chunks, devices, processes or slices; see the module docstring for the schemes. Row
+    weights sum to n for ``"rows"`` and ``"stratified"`` (to n_s within each scale); for ``"mixtures"`` the mixture
     multiplicities sum to the number of mixtures."""
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
     if int(resamples) != resamples or resamples < 1:
         raise ValueError(f"resamples must be a positive integer, got {resamples!r}")
-    rng = np.random.default_rng([int(seed), 1])
-    n, R = data.n_rows, int(resamples)
+    if isinstance(first, bool) or int(first) != first or first < 0:
+        raise ValueError(f"first must be a non-negative integer, got {first!r}")
+    n, R, first = data.n_rows, int(resamples), int(first)
+    rngs = (np.random.default_rng([int(seed), 1, r]) for r in range(first, first + R))
     if scheme == "rows":
-        return rng.multinomial(n, np.full(n, 1.0 / n), size=R).astype(np.int64)
+        p = np.full(n, 1.0 / n)
+        return np.stack([rng.multinomial(n, p) for rng in rngs]).astype(np.int64)
     if scheme == "mixtures":
         g = _units(data, "mixtures")
         G = int(g.max()) + 1
         if G < 2:
             raise DataError(f"scheme='mixtures' needs at least 2 distinct mixtures; {data.name!r} has {G}")
-        counts = rng.multinomial(G, np.full(G, 1.0 / G), size=R)
+        p = np.full(G, 1.0 / G)
+        counts = np.stack([rng.multinomial(G, p) for rng in rngs])
         return counts[:, g].astype(np.int64)
     s = _scale_groups(data)
+    groups = [np.flatnonzero(s == k) for k in range(int(s.max()) + 1)]
     w = np.zeros((R, n), np.int64)
-    for k in range(int(s.max()) + 1):
-        rows = np.flatnonzero(s == k)
-        w[:, rows] = rng.multinomial(rows.size, np.full(rows.size, 1.0 / rows.size), size=R)
+    for i, rng in enumerate(rngs):
+        for rows in groups:
+            w[i, rows] = rng.multinomial(rows.size, np.full(rows.size, 1.0 / rows.size))
     return w
 
 
@@ -374,6 +387,7 @@ def bootstrap(
     method: str = "percentile",
     warm_start: bool = True,
     point_starts: int = 16,
+    part: tuple[int, int] | None = None,
     **fit_kwargs,
 ) -> BootstrapResult:
     """Bootstrap a law's fit: R resamples x S starts refitted in one batched, compiled call.
@@ -386,17 +400,27 @@ def bootstrap(
       starts: S starts per resample; the best finite one is kept. With ``warm_start`` start 0 is the full-data fit,
         so the default 2 is that fit plus one random draw.
       point_starts: starts of the full-data fit (default 16, as :func:`mixjax.fit`).
-      seed: the full-data fit uses ``PRNGKey(seed)`` (as :func:`mixjax.fit`), the resample starts
-        ``fold_in(PRNGKey(seed), 1)``, the resample weights ``numpy.random.default_rng([seed, 1])``.
+      seed: every work item draws from the seed and its own index: start i of the full-data fit from
+        ``fold_in(PRNGKey(seed), i)`` (as :func:`mixjax.fit`), start s of resample r from
+        ``fold_in(fold_in(PRNGKey(seed), 1), r * starts + s)``, the row weights of resample r from
+        ``numpy.random.default_rng([seed, 1, r])``. So the result does not depend on ``chunk_size``, on the
+        devices or processes the batch runs on, or on ``part``.
       chunk_size: fit the R*S members in chunks of this size (one compiled shape, last chunk padded) to bound
         memory; progress is reported after each chunk; the BCa jackknife reuses the same compiled shape.
       progress: optional callable ``progress(done, total)``, called after each chunk of resample fits (outside the
         compiled call; the command line renders it as a progress line with an ETA). Library code never prints.
       level, method: defaults for :meth:`BootstrapResult.interval` (``"percentile"`` or ``"bca"``).
       warm_start: start 0 of every resample is the full-data fit (the other S-1 are random draws).
+      part: ``(i, n)``: fit only slice i of n of the resamples (a contiguous range,
+        :func:`mixjax.distributed.slice_range`) for a cluster scheduler; the result holds those resamples and
+        records the slice in ``info["slice"]``; :func:`merge` joins the n parts into the one-run result.
       **fit_kwargs: objective, optimizer, max_steps, mask_zero_weight, dtype, other :class:`FitConfig` fields.
 
-    Cost: (R*S + S) fits; BCa adds U fits (rows, or mixtures for that scheme) on first use.
+    The R*S members are sharded over this process's devices; under ``jax.distributed`` every process makes the
+    same call, fits its share and returns the same result (:mod:`mixjax.distributed`).
+
+    Cost: (R*S + S) fits (a part: its resamples' fits, and the S full-data starts); BCa adds U fits (rows, or
+    mixtures for that scheme) on first use.
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
@@ -412,14 +436,16 @@ def bootstrap(
     if not isinstance(data, MixtureData):
         raise TypeError(f"data must be a MixtureData (see mixjax.load_csv / from_arrays), got {type(data).__name__}")
     R, S = int(resamples), int(starts)
+    lo, hi = (0, R) if part is None else _part_range(part, R)
     cls = _law_class(law)
     dtype = fit_kwargs.get("dtype") or default_dtype()
     probe, _ = prepare(cls, data, mask_zero_weight=fit_kwargs.get("mask_zero_weight"), dtype=dtype)
     k = _first_start(law, summarize(probe, data), dtype, probe, data)
     settings = FitConfig(dtype=dtype, **{f.name: fit_kwargs[f.name] for f in dataclasses.fields(FitConfig) if f.name in fit_kwargs and f.name != "dtype"})
     n = data.n_rows
-    _check_memory(R * S, k, probe, settings, what=f"fits of {cls.name} ({R} resamples x {S} starts)", fewer="fewer resamples or starts",
-                  chunk_size=chunk_size, extra_bytes=8 * n * (R + R * S))  # the int64 multiplicities, and per member
+    Rp = hi - lo  # the resamples fitted here
+    _check_memory(Rp * S, k, probe, settings, what=f"fits of {cls.name} ({Rp} resamples x {S} starts)", fewer="fewer resamples or starts",
+                  chunk_size=chunk_size, extra_bytes=8 * n * (Rp + Rp * S))  # the int64 multiplicities, and per member
 
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -430,11 +456,11 @@ def bootstrap(
     arrays, _ = prepare(cls, data, mask_zero_weight=point.info["mask_zero_weight"], dtype=config.dtype)
     summary = summarize(arrays, data)
 
-    W = resample_weights(data, R, scheme, int(seed))
+    W = resample_weights(data, Rp, scheme, int(seed), first=lo)
     key = jax.random.fold_in(jax.random.PRNGKey(int(seed)), 1)
-    batch = init_starts(law, key, R * S, summary, config.dtype)
+    batch = init_starts(law, key, Rp * S, summary, config.dtype, first=lo * S)
     if warm_start:
-        first = np.arange(R) * S
+        first = np.arange(Rp) * S
         batch = eqx.combine(
             jax.tree_util.tree_map(lambda s, p: s.at[first].set(p.astype(s.dtype)), eqx.filter(batch, eqx.is_array), eqx.filter(point.law, eqx.is_array)),
             eqx.filter(batch, eqx.is_array, inverse=True),
@@ -445,7 +471,7 @@ def bootstrap(
     res = _solve_chunked(batch, member_w, arrays, config, chunk_size, progress)
     t_solve = time.perf_counter() - t1
 
-    grouped = jax.tree_util.tree_map(lambda x: x.reshape((R, S) + x.shape[1:]) if eqx.is_array(x) else x, res)
+    grouped = jax.tree_util.tree_map(lambda x: x.reshape((Rp, S) + x.shape[1:]) if eqx.is_array(x) else x, res)
     best, idx = best_of(grouped, axis=-1)
     status = np.asarray(best.status)
     result = BootstrapResult(
@@ -463,6 +489,7 @@ def bootstrap(
             "law": cls.name,
             "data": data.name,
             "n_rows": data.n_rows,
+            "data_sha256": data_fingerprint(data),
             "resamples": R,
             "starts": S,
             "warm_start": bool(warm_start),
@@ -477,6 +504,8 @@ def bootstrap(
         },
         _arrays=arrays,
     )
+    if part is not None:
+        result.info["slice"] = {"index": int(part[0]), "count": int(part[1]), "first": lo, "stop": hi}
     if point.status == Status.max_steps:
         warnings.warn(
             f"the full-data fit of {cls.name} stopped at the step limit (max_steps={config.max_steps}) before converging; "
@@ -485,3 +514,111 @@ def bootstrap(
             stacklevel=2,
         )
     return result
+
+
+# --------------------------------------------------------------------------- slices
+def _part_range(part, R: int) -> tuple[int, int]:
+    """Resamples ``lo .. hi-1`` of ``part = (i, n)``, checked."""
+    try:
+        i, n = part
+    except (TypeError, ValueError):
+        raise ValueError(f"part must be a pair (i, n): slice i of n, counted from 0; got {part!r}") from None
+    check_slice(i, n, R)
+    return slice_range(R, int(i), int(n))
+
+
+def data_fingerprint(data: MixtureData) -> str:
+    """sha256 of a dataset's rows (mixtures, scales, losses, mixture ids) and names: parts of one bootstrap must
+    come from the same data."""
+    h = hashlib.sha256()
+    for a in (data.mixtures, data.model_size, data.n_tokens, data.losses, data.mixture_id):
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    h.update(repr((tuple(data.domains), tuple(data.targets))).encode())
+    return h.hexdigest()
+
+
+#: Entries of ``info`` that every part of one bootstrap shares.
+_SHARED_INFO = ("law", "data", "data_sha256", "n_rows", "resamples", "starts", "warm_start")
+
+#: Relative difference allowed between the parts' full-data objectives (they are the same fit; on other hardware
+#: rounding may differ slightly).
+POINT_RTOL = 1e-6
+
+
+def merge(parts: Sequence[BootstrapResult], names: Sequence[str] | None = None) -> BootstrapResult:
+    """Join the slices of one bootstrap (``bootstrap(..., part=(i, n))`` for i = 0 .. n-1, in any order) into the
+    result one run would give: resamples in order, the full-data fit of slice 0, status counts summed.
+
+    Every slice must be present exactly once, and all must share the law, data (by fingerprint), seed, scheme,
+    resample and start counts and settings; otherwise a ValueError names the part (``names``: how to call them in
+    messages, e.g. file names). A jackknife (BCa) is kept from slice 0 when it holds one; else it is computed on
+    first use (after loading from a file, pass the data to :meth:`BootstrapResult.jackknife`)."""
+    parts = list(parts)
+    names = [f"part {j}" for j in range(len(parts))] if names is None else [str(x) for x in names]
+    if not parts:
+        raise ValueError("merge needs at least one part")
+    if len(names) != len(parts):
+        raise ValueError(f"{len(parts)} parts but {len(names)} names")
+    for p, name in zip(parts, names):
+        if not isinstance(p, BootstrapResult):
+            raise TypeError(f"{name} is a {type(p).__name__}, not a BootstrapResult")
+        if not isinstance(p.info.get("slice"), dict):
+            raise ValueError(f"{name} holds a whole bootstrap, not a slice (run mixjax bootstrap with --slice i/n)")
+    ref, ref_name = parts[0], names[0]
+
+    def key(p):
+        return ({k: p.info.get(k) for k in _SHARED_INFO}, p.seed, p.scheme, p.point.config, p.point.info.get("domains"),
+                p.point.info.get("targets"), int(p.weights.shape[1]))
+
+    labels = ("law", "data", "data fingerprint", "rows", "resamples", "starts per resample", "warm start")
+    for p, name in zip(parts[1:], names[1:]):
+        a, b = key(ref), key(p)
+        if a != b:
+            what = [f"{lab} {x!r} vs {y!r}" for lab, x, y in zip(labels, a[0].values(), b[0].values()) if x != y]
+            what += [f"{lab} {x!r} vs {y!r}" for lab, x, y in zip(("seed", "scheme", "settings", "domains", "targets", "rows"), a[1:], b[1:]) if x != y]
+            raise ValueError(f"{name} is not a slice of the same bootstrap as {ref_name}: {'; '.join(what)}")
+    counts = {p.info["slice"]["count"] for p in parts}
+    if len(counts) != 1:
+        raise ValueError(f"the parts cut the resamples into different numbers of slices: {sorted(counts)}")
+    n = counts.pop()
+    seen: dict[int, str] = {}
+    for p, name in zip(parts, names):
+        i = int(p.info["slice"]["index"])
+        if i in seen:
+            raise ValueError(f"slice {i}/{n} is given twice: {seen[i]} and {name}")
+        seen[i] = name
+    missing = [i for i in range(n) if i not in seen]
+    if missing:
+        raise ValueError(f"slice(s) {', '.join(f'{i}/{n}' for i in missing)} missing: {len(parts)} of {n} parts given")
+    R = int(ref.info["resamples"])
+    order = sorted(range(len(parts)), key=lambda j: parts[j].info["slice"]["index"])
+    parts, names = [parts[j] for j in order], [names[j] for j in order]
+    for i, (p, name) in enumerate(zip(parts, names)):
+        lo, hi = slice_range(R, i, n)
+        sl = p.info["slice"]
+        if (sl.get("first"), sl.get("stop"), p.n_resamples) != (lo, hi, hi - lo):
+            raise ValueError(f"{name}: slice {i}/{n} of {R} resamples should hold resamples {lo}..{hi - 1}, "
+                             f"it holds {p.n_resamples} from {sl.get('first')}")
+        scale = max(abs(parts[0].point.loss), np.finfo(np.float64).tiny)
+        if not abs(p.point.loss - parts[0].point.loss) <= POINT_RTOL * scale:
+            raise ValueError(f"{name}: its full-data fit (objective {p.point.loss:.10g}) differs from that of "
+                             f"{names[0]} ({parts[0].point.loss:.10g}): the parts were not fitted to the same data and settings")
+    first = parts[0]
+    laws = jax.tree_util.tree_map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]) if eqx.is_array(xs[0]) else xs[0],
+                                  *[p.laws for p in parts])
+    laws = jax.tree_util.tree_map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, laws)
+    status = np.concatenate([np.asarray(p.status) for p in parts])
+    start_status = {k: int(sum(p.info["start_status"].get(k, 0) for p in parts)) for k in first.info["start_status"]}
+    info = {k: v for k, v in first.info.items() if k != "slice"}
+    info.update(start_status=start_status, resample_status=status_counts(status),
+                best_start=[b for p in parts for b in list(p.info["best_start"])])
+    if "seconds_resamples" in info:
+        info["seconds_resamples"] = float(sum(p.info.get("seconds_resamples", 0.0) for p in parts))
+    return BootstrapResult(
+        laws=laws, status=status, loss=np.concatenate([np.asarray(p.loss) for p in parts]),
+        weights=np.concatenate([np.asarray(p.weights) for p in parts]), point=first.point, seed=first.seed,
+        scheme=first.scheme, level=first.level, method=first.method, units=first.units, info=info,
+        jackknife_laws=first.jackknife_laws, jackknife_status=first.jackknife_status, _arrays=first._arrays,
+    )

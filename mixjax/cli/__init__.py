@@ -19,7 +19,7 @@ import sys
 import warnings
 
 # Sub-command modules, in the order ``mixjax --help`` lists them.
-COMMAND_MODULES = ["datasets", "laws", "fit", "compare", "predict", "plot", "bootstrap", "optimize", "suggest"]
+COMMAND_MODULES = ["datasets", "laws", "fit", "compare", "predict", "plot", "bootstrap", "merge", "optimize", "suggest"]
 
 EXIT_ERROR = 2
 EXIT_BROKEN_PIPE = 141

@@ -278,3 +278,60 @@ class ProgressLine:
         end = "\n" if done >= total else ""
         sys.stderr.write(f"\r{self.label} [{bar}] {done}/{total} fits, {elapsed:.1f} s, about {eta:.0f} s left{end}")
         sys.stderr.flush()
+
+
+def add_distributed_options(p) -> None:
+    """--coordinator/--num-processes/--process-id: run one command as several processes (``jax.distributed``)."""
+    g = p.add_argument_group("several processes", "run the same command in N processes (one per host or per device "
+                             "group); they split the batch, every one gets the whole result, only process 0 prints and "
+                             "writes files. Default: JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID; none: one process")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0, which every process connects to (e.g. localhost:12355)")
+    g.add_argument("--num-processes", type=int, metavar="N", help="number of processes taking part")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 .. N-1 (0 prints and writes)")
+
+
+def start_distributed(args) -> bool:
+    """Start ``jax.distributed`` as the options (or the environment) ask; returns whether this process is the main
+    one (index 0), the only one that prints results and writes files."""
+    from mixjax import distributed
+
+    try:
+        distributed.initialize(getattr(args, "coordinator", None), getattr(args, "num_processes", None), getattr(args, "process_id", None))
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    return distributed.is_main()
+
+
+def parse_slice_option(text, resamples: int, flag: str = "--slice") -> tuple[int, int]:
+    """``--slice i/n`` as ``(i, n)``, checked against the number of resamples."""
+    from mixjax.distributed import check_slice, parse_slice
+
+    try:
+        i, n = parse_slice(text)
+        check_slice(i, n, resamples)
+    except ValueError as e:
+        raise CliError(f"{flag}: {e}") from None
+    return i, n
+
+
+def add_phase_shares_option(p) -> None:
+    """--phase-shares: each training phase's share of the tokens, for a phase table whose shares are not given."""
+    p.add_argument("--phase-shares", metavar="S0,S1,...", help="each training phase's share of the training tokens, in phase "
+                   "order (e.g. 0.8,0.2), for a phase table (phase_<p>_<domain> columns); default: the bundled table's own "
+                   "shares, or equal shares with a warning")
+
+
+def parse_phase_shares(text: str | None) -> list[float] | None:
+    """``"0.8,0.2"`` -> ``[0.8, 0.2]`` (finite, > 0, summing to 1 within 1e-6); None -> None."""
+    if text is None:
+        return None
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    try:
+        vals = [float(t) for t in items]
+    except ValueError:
+        raise CliError(f"--phase-shares: give comma-separated numbers, one per phase (e.g. 0.8,0.2), got {text!r}") from None
+    if not vals or not all(math.isfinite(v) and v > 0 for v in vals):
+        raise CliError(f"--phase-shares: every share must be a finite number > 0, got {text!r}")
+    if abs(sum(vals) - 1) > 1e-6:
+        raise CliError(f"--phase-shares: the shares sum to {sum(vals):.8g}; expected 1 (each phase's share of the tokens)")
+    return vals

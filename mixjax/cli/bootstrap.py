@@ -6,7 +6,17 @@ import sys
 
 import numpy as np
 
-from ._common import CliError, ProgressLine, check_output_path, format_table, print_json, write_atomic
+from ._common import (
+    CliError,
+    ProgressLine,
+    add_distributed_options,
+    check_output_path,
+    format_table,
+    parse_slice_option,
+    print_json,
+    start_distributed,
+    write_atomic,
+)
 from .fit import add_fit_options, check_fit_args, fit_settings, read_training_data
 
 
@@ -26,40 +36,54 @@ def add_parser(sub) -> None:
     p.add_argument("--chunk-size", type=int, help="fit the resamples x starts in chunks of this many members (bounds memory; progress per chunk)")
     p.add_argument("--save", metavar="PATH", help="save the bootstrap result as a fit file with the resamples as its ensemble (.mixfit; mixjax predict reads it) for later analysis (checked before fitting)")
     p.add_argument("--plot", metavar="PNG", help="write a figure of the parameter intervals (.png, .svg or .pdf; checked before fitting)")
+    p.add_argument("--slice", metavar="I/N", help="fit only slice I of N of the resamples (counted from 0; needs --save) and save it as a part file; `mixjax merge` joins the N parts into the file one run writes. For job arrays: every slice runs on its own, and a lost one reruns alone")
+    add_distributed_options(p)
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
     import mixjax
 
+    main = start_distributed(args)
     cls = check_fit_args(args)
     from mixjax.resampling import check_resamples
 
     check_resamples(args.resamples, "--resamples")
+    part = None
+    if args.slice is not None:
+        part = parse_slice_option(args.slice, args.resamples)
+        if args.save is None:
+            raise CliError("--slice fits part of the resamples: give --save PART for its part file (mixjax merge joins the parts)")
+        if args.plot is not None:
+            raise CliError("--slice makes a part file, not intervals: plot after `mixjax merge`")
     if not 0.0 < args.level < 1.0:
         raise CliError(f"--level must be in (0, 1), got {args.level}")
     if args.chunk_size is not None and args.chunk_size < 1:
         raise CliError(f"--chunk-size must be >= 1, got {args.chunk_size}")
-    if args.save is not None:
+    if args.save is not None and main:
         check_output_path(args.save, "--save", args=args)
-    if args.plot is not None:
+    if args.plot is not None and main:
         check_output_path(args.plot, "--plot", (".png", ".svg", ".pdf"), args=args)
     data = read_training_data(args, cls)
-    print(
-        f"bootstrap of {args.law} on {data.n_rows} rows of {data.name}: {args.resamples} resamples ({args.scheme}) "
-        f"x {args.starts} starts",
-        file=sys.stderr,
-    )
+    if main:
+        which = "" if part is None else f" (slice {part[0]}/{part[1]})"
+        print(
+            f"bootstrap of {args.law} on {data.n_rows} rows of {data.name}: {args.resamples} resamples ({args.scheme}) "
+            f"x {args.starts} starts{which}",
+            file=sys.stderr,
+        )
     try:
         res = mixjax.bootstrap(
             args.law, data, resamples=args.resamples, scheme=args.scheme, starts=args.starts, seed=args.seed,
-            chunk_size=args.chunk_size, progress=ProgressLine("bootstrap"), level=args.level, method=args.method,
-            objective=args.objective, optimizer=args.optimizer, max_steps=args.max_steps, dtype=args.dtype,
+            chunk_size=args.chunk_size, progress=ProgressLine("bootstrap") if main else None, level=args.level, method=args.method,
+            objective=args.objective, optimizer=args.optimizer, max_steps=args.max_steps, dtype=args.dtype, part=part,
             **fit_settings(args, data),
         )
     except mixjax.DataError as e:
         raise CliError(str(e)) from None
-    iv = res.param_intervals(args.level, args.method)
+    if part is not None:
+        return _save_part(args, res, main)
+    iv = res.param_intervals(args.level, args.method)  # every process: a BCa jackknife is fitted by all of them
     params = {
         name: [
             {"estimate": float(e), "lo": float(lo), "hi": float(hi)}
@@ -77,6 +101,8 @@ def run(args) -> int:
             ]
             for name in ("A", "B")
         }
+    if not main:  # every process holds the same result; process 0 reports and writes it
+        return 0
     if args.save is not None:
         write_atomic(args.save, res.save, args, "--save")
         print(f"saved to {args.save}", file=sys.stderr)
@@ -124,4 +150,23 @@ def run(args) -> int:
         for j, v in enumerate(vals):
             rows.append([f"{name} (raw counts)", targets[j] if len(vals) == len(targets) else str(j), v["estimate"], v["lo"], v["hi"]])
     print(format_table(rows, ["param", "target", "estimate", "lo", "hi"]))
+    return 0
+
+
+def _save_part(args, res, main: bool) -> int:
+    """Write the part file of one slice (process 0) and report what it holds."""
+    if not main:
+        return 0
+    write_atomic(args.save, res.save, args, "--save")
+    sl = res.info["slice"]
+    out = {
+        "law": res.point.info["law"], "slice": f"{sl['index']}/{sl['count']}", "resamples": [sl["first"], sl["stop"]],
+        "n_resamples": res.n_resamples, "n_failed": res.n_failed, "resample_status": res.info["resample_status"],
+        "point_loss": res.point.loss, "point_status": res.point.status.name, "save": args.save,
+    }
+    if args.json:
+        print_json(out)
+    else:
+        print(f"slice {out['slice']}: resamples {sl['first']}..{sl['stop'] - 1} of {args.resamples} of {out['law']} "
+              f"({out['n_failed']} failed) saved to {args.save}; join the parts with `mixjax merge PART... --save FILE`")
     return 0

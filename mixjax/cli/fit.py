@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import sys
 
-from ._common import CliError, ProgressLine, check_output_path, format_table, load_data, print_json, select_scale
+from ._common import (
+    CliError,
+    ProgressLine,
+    add_distributed_options,
+    check_output_path,
+    format_table,
+    load_data,
+    print_json,
+    select_scale,
+    start_distributed,
+)
 
 
 def add_data_options(p) -> None:
@@ -51,6 +61,7 @@ def add_parser(sub) -> None:
     p.add_argument("--polish", action="store_true", help="with --dtype float32: continue the best start in float64 (the fast float32 search, a float64 answer)")
     p.add_argument("--val-fraction", type=float, help="hold out this fraction (strictly between 0 and 1) of TRAIN rows (random, --seed) as validation instead of --eval")
     p.add_argument("--output", "-o", metavar="FILE", help="save the fit to FILE (reload with `mixjax predict FILE` or mixjax.load_fit); checked before fitting")
+    add_distributed_options(p)
     p.set_defaults(run=run)
 
 
@@ -128,13 +139,13 @@ def read_training_data(args, cls):
     return data
 
 
-def fit_from_args(args, data):
+def fit_from_args(args, data, main: bool = True):
     import mixjax
 
     try:
         return mixjax.fit(
             args.law, data, starts=args.starts, seed=args.seed, objective=args.objective, optimizer=args.optimizer,
-            max_steps=args.max_steps, dtype=args.dtype, progress=ProgressLine("fit"), polish=args.polish, **fit_settings(args, data),
+            max_steps=args.max_steps, dtype=args.dtype, progress=ProgressLine("fit") if main else None, polish=args.polish, **fit_settings(args, data),
         )
     except mixjax.DataError as e:
         raise CliError(str(e)) from None
@@ -145,6 +156,7 @@ def _pct(v) -> str:
 
 
 def run(args) -> int:
+    main = start_distributed(args)
     cls = check_fit_args(args)
     if args.eval and args.val_fraction is not None:
         raise CliError("give either --eval or --val-fraction, not both")
@@ -152,7 +164,7 @@ def run(args) -> int:
         raise CliError(f"--val-fraction must be strictly between 0 and 1 (leave it out for no validation), got {args.val_fraction}")
     if args.polish and args.dtype != "float32":
         raise CliError("--polish continues a float32 fit in float64: give it with --dtype float32")
-    if args.output is not None:
+    if args.output is not None and main:
         check_output_path(args.output, "--output", args=args)
     train = read_training_data(args, cls)
     val = None
@@ -166,10 +178,12 @@ def run(args) -> int:
             train, val = train.split_rows(args.val_fraction, seed=args.seed)
         except DataError as e:
             raise CliError(str(e)) from None
-    if not args.json:
+    if not args.json and main:
         how = "the grid of 4500 starts" if args.grid else f"{args.starts} starts"
         print(f"fitting {args.law} to {train.n_rows} rows of {train.name} ({how})...", file=sys.stderr)
-    f = fit_from_args(args, train)
+    f = fit_from_args(args, train, main)
+    if not main:  # every process holds the same fit; process 0 reports and saves it
+        return 0
     from mixjax.metrics import score_fit
 
     targets = list(f.info["targets"])
