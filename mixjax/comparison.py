@@ -552,11 +552,10 @@ def compare(
     scored: list[tuple[LawScore, _HeldOut]] = []
 
     def attempt(cls):
-        if hasattr(cls, "for_data"):  # a law that reads the table's phases and unique tokens from its class
-            try:
-                cls = cls.for_data(data)
-            except (DataError, ValueError) as e:
-                return None, str(e)
+        try:  # the law interface's hook: a law that reads the table's layout (phases, unique tokens) is bound to it
+            cls = cls.for_data(data)
+        except (DataError, ValueError) as e:
+            return None, str(e)
         reason = _applicable(cls, data)
         if reason is not None:
             return None, reason

@@ -423,6 +423,60 @@ def _solve_chunked(laws, weights, problem, config, chunk, n_dev, progress):
     return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:B] if eqx.is_array(xs[0]) else xs[0], *outs)
 
 
+def law_for_data(law, data: MixtureData, dtype: str | None = None) -> tuple[type[AbstractLaw], Any]:
+    """``(cls, law)``: the class of ``law`` (a name, class or instance) for the table ``data``, through the law
+    interface's hook :meth:`AbstractLaw.for_data`, and what to fit: the bound class for a name or a class, the
+    instance itself for an instance.
+
+    An instance of a class that needs no binding, or that is already bound (and agrees with ``data``), is used as
+    is. An instance of a class that the hook binds to ``data`` (the registered ``exposure`` class on any table) is
+    rebuilt as an instance of the bound class with the same parameters when they have the bound law's shapes (a
+    table of one phase without unique tokens, where binding changes nothing), and refused with a ValueError
+    otherwise: its parameters are laid out for every column as one domain of one phase, not for the table."""
+    cls = law_class(law)
+    if not isinstance(data, MixtureData):  # prepare() refuses it with its own message
+        return cls, law
+    bound = cls.for_data(data)
+    if bound is cls:
+        return cls, law
+    if not (isinstance(bound, type) and issubclass(bound, cls)):
+        raise TypeError(f"{cls.__name__}.for_data must return {cls.__name__} or a subclass of it, got {bound!r}")
+    if not isinstance(law, AbstractLaw):
+        return bound, bound
+    return bound, _bind_instance(law, bound, data, dtype)
+
+
+def _bind_instance(law: AbstractLaw, bound: type, data: MixtureData, dtype: str | None, batched: bool = False) -> AbstractLaw:
+    """``law`` (an instance of a class that ``bound`` binds, batched along a leading axis with ``batched``) as an
+    instance of ``bound`` with the same parameters; a ValueError when they do not have ``bound``'s shapes."""
+    cls = type(law)
+    describe = getattr(bound, "describe_binding", None)
+    layout = f" ({describe()})" if describe is not None else ""
+
+    def refuse(why: str) -> ValueError:
+        return ValueError(
+            f"law {cls.name}: the given {'batch of starts' if batched else 'law'} is an instance of {cls.__name__} not bound "
+            f"to a table, but on {data.name!r} the law is bound to the table's layout{layout}: {why}. Pass the law by name "
+            f"({cls.name!r}) or class, or build it from {cls.__name__}.for_data(data)"
+        )
+
+    fields = {f.name: getattr(law, f.name) for f in dataclasses.fields(law) if f.init}
+    if bound.has_init():
+        arrays, _ = prepare(bound, data, dtype=dtype or default_dtype())
+        like = eqx.filter_eval_shape(bound.init, jax.random.PRNGKey(0), summarize(arrays, data))
+        wrong = []
+        for name, value in fields.items():
+            want = getattr(like, name, None)
+            if isinstance(want, jax.ShapeDtypeStruct) and tuple(np.shape(value))[int(batched):] != tuple(want.shape):
+                wrong.append(f"{name} {tuple(np.shape(value))[int(batched):]} (bound: {tuple(want.shape)})")
+        if wrong:
+            raise refuse("its parameters have other shapes, " + ", ".join(wrong))
+    try:
+        return bound(**fields)
+    except (TypeError, ValueError) as e:
+        raise refuse(f"it cannot be rebuilt from its fields ({e})") from None
+
+
 #: Seeds are integers in [0, SEED_LIMIT): ``jax.random.PRNGKey`` gives distinct keys to all of them with or without
 #: 64-bit mode (a 32-bit key wraps larger seeds around, and seeds of 2**63 and more overflow).
 SEED_LIMIT = 2**32
@@ -591,6 +645,9 @@ class Fit:
         per_domain = law_class(self.law).per_domain
         targets = self.info["targets"] if with_targets and not per_domain else None
         out = data.align(self.info["domains"], targets, to=f"the fit of {self.info['law']}")
+        binding = getattr(law_class(self.law), "binding", None)
+        if binding is not None and binding() is not None:
+            law_class(self.law).for_data(out)  # a law bound to its table's layout: a ValueError if this table's differs
         if with_targets and per_domain:
             unscored = [d for d in self.info["domains"] if d not in out.targets]
             if unscored and len(unscored) < len(self.info["domains"]):
@@ -660,6 +717,9 @@ def fit(
 
     Args:
       law: a law name (``"capacity_noise"``), an :class:`AbstractLaw` subclass, or an instance (used as start 0).
+        A name or class is resolved for ``data`` through :meth:`AbstractLaw.for_data`: a law that must know its
+        table's layout (``exposure``, ``exposure_joint``) is bound to the table's phases and unique tokens, as
+        :func:`mixjax.compare` binds it (rules for instances: :func:`law_for_data`).
       data: a :class:`MixtureData`; every row is used with its own model size and token count.
       starts: number of random starting points: start i is drawn by ``law.init`` with the key
         ``jax.random.fold_in(jax.random.PRNGKey(seed), i)``, so it is the same whatever the number of starts,
@@ -688,8 +748,10 @@ def fit(
     if polish and not jax.config.jax_enable_x64:
         raise ValueError("polish=True needs 64-bit floats in JAX: call jax.config.update('jax_enable_x64', True) at the start of the program")
     cfg = FitConfig(objective=objective, optimizer=optimizer, max_steps=max_steps, dtype=dtype, **config_kwargs)
-    cls = _law_class(law)
+    cls, law = law_for_data(law, data, dtype)
     if init is not None:
+        if not isinstance(init, cls) and isinstance(init, AbstractLaw) and issubclass(cls, type(init)):
+            init = _bind_instance(init, cls, data, dtype, batched=True)
         if not isinstance(init, cls):
             raise TypeError(f"init must be a batch of {cls.__name__} starting points, got {type(init).__name__}")
         starts = int(jax.tree_util.tree_leaves(eqx.filter(init, eqx.is_inexact_array))[0].shape[0])

@@ -8,6 +8,7 @@ File layout (format version 3). A fit file is a ZIP archive (stored, no compress
        "law": "capacity_noise",               # law.name, looked up in mixjax.LAWS on load
        "law_class": "mixjax.laws.capacity_noise.CapacityNoiseLaw",   # for error messages only
        "static": {"h_floor": 0.0001},         # the law's static (non-parameter) fields
+       "binding": {...},                      # only for a law bound to its table's layout (see below)
        "summary": {...},                      # DataSummary with the fit's sizes (K, V) and scale ranges (not its
                                               # losses): only used to build a structure template with law.init
        "config": {...},                       # FitConfig fields (objective, optimizer, max_steps, dtype, ...)
@@ -23,6 +24,14 @@ File layout (format version 3). A fit file is a ZIP archive (stored, no compress
 * ``law.eqx``: the best law's leaves, written by :func:`equinox.tree_serialise_leaves` (``np.save`` records);
 * ``starts.eqx``: the :class:`mixjax.FitResult` of every start (batched laws, objectives, status, steps);
 * ``ensemble.eqx`` (optional): a batched law with leading axis R (for example bootstrap refits).
+
+A law bound to its table's layout by :meth:`mixjax.laws.AbstractLaw.for_data` (the ``exposure`` laws on a
+swarm table) is saved under its registered name with a ``"binding"`` header entry, the bound class's
+``binding()``: for the exposure laws ``{"phases": [...] | null, "phase_shares": [...] | null, "base_domains":
+[...] | null, "phase_columns": [[...], ...], "unique_tokens_b": [...] | null}`` (floats written round-trip exact).
+Loading rebuilds the same bound class with the registered class's ``from_binding`` (checked against the fit's
+domains), so the reloaded fit predicts exactly as the saved one. Files without the entry load as before; a reader
+that predates it refuses such a file (the bound law's parameter shapes are not the registered class's).
 
 A saved bootstrap (:func:`save_bootstrap`, ``BootstrapResult.save``, ``mixjax bootstrap --save``) is the same
 kind of file: its full-data fit, its resample laws as the ensemble, plus ``bootstrap.eqx`` (per-resample objectives
@@ -236,7 +245,9 @@ def _fit_members(fit: Fit, ensemble: AbstractLaw | None, registered_only: bool =
         registered = get_law(cls.name)
     except ValueError:
         registered = None
-    if registered_only and registered is not cls:
+    binding = _binding_of(cls, fit.info["domains"])
+    bound_registered = binding is not None and registered is not None and issubclass(cls, registered)
+    if registered_only and registered is not cls and not bound_registered:
         raise FitFileError(f"law class {cls.__qualname__} is not registered under its name {cls.name!r}; call mixjax.register({cls.__name__}) first")
     members: dict[str, dict] = {"law": {"leaves": _leaf_specs(law)}}
     blobs = {"law.eqx": _serialise(law)}
@@ -255,6 +266,7 @@ def _fit_members(fit: Fit, ensemble: AbstractLaw | None, registered_only: bool =
         "law": cls.name,
         "law_class": f"{cls.__module__}.{cls.__qualname__}",
         "static": {k: _encode_static(v) for k, v in _static_fields(law).items()},
+        **({"binding": binding} if binding is not None else {}),
         "summary": _summary_to_json(_summary_for(fit.info, law)),
         "config": dataclasses.asdict(fit.config),
         "info": _jsonable(_without_timings(fit.info)),
@@ -264,6 +276,20 @@ def _fit_members(fit: Fit, ensemble: AbstractLaw | None, registered_only: bool =
         "members": members,
     }
     return header, blobs
+
+
+def _binding_of(cls: type, domains) -> dict | None:
+    """The binding of a law class bound to its table's layout (``cls.binding()``), checked to rebuild ``cls``
+    itself (``cls.from_binding``); None for a class that is not bound."""
+    describe = getattr(cls, "binding", None)
+    binding = describe() if describe is not None else None
+    if binding is None:
+        return None
+    rebuilt = cls.from_binding(json.loads(json.dumps(_jsonable(binding), allow_nan=False)), list(domains))
+    if rebuilt is not cls:
+        raise FitFileError(f"law class {cls.__qualname__} ({cls.name!r}) is bound to a table, but its binding does not rebuild it; "
+                           "a fit of it could not be reloaded")
+    return _jsonable(binding)
 
 
 def _batched_law_member(batched: AbstractLaw, law: AbstractLaw, what: str) -> tuple[dict, bytes]:
@@ -532,18 +558,34 @@ def _is_count(x) -> bool:
 
 
 def _law_class(header: dict, path, given: type[AbstractLaw] | None = None) -> type[AbstractLaw]:
-    """The saved law's class: ``given`` (checked against the saved name), else the registered class of that name."""
+    """The saved law's class: ``given`` (checked against the saved name), else the registered class of that name;
+    bound to the saved table layout when the header holds a ``binding``."""
     if given is not None:
         if getattr(given, "name", None) != header["law"]:
             raise FitFileError(f"{path} holds law {header['law']!r}, but the class {given.__name__} (name {getattr(given, 'name', None)!r}) was given")
-        return given
+        cls = given
+    else:
+        try:
+            cls = get_law(header["law"])
+        except ValueError as e:
+            raise FitFileError(
+                f"{path} holds a fit of law {header['law']!r} ({header.get('law_class')}), which is not registered here "
+                f"({e}); import the module that defines it and mixjax.register the class"
+            ) from None
+    if "binding" not in header:
+        return cls
+    from_binding = getattr(cls, "from_binding", None)
+    if from_binding is None:
+        raise FitFileError(f"{path} holds a fit of law {header['law']!r} bound to its table's layout, but the class "
+                           f"{cls.__name__} has no from_binding to rebuild the binding")
     try:
-        return get_law(header["law"])
-    except ValueError as e:
-        raise FitFileError(
-            f"{path} holds a fit of law {header['law']!r} ({header.get('law_class')}), which is not registered here "
-            f"({e}); import the module that defines it and mixjax.register the class"
-        ) from None
+        bound = from_binding(header["binding"], header["info"]["domains"])
+    except (TypeError, ValueError) as e:
+        raise FitFileError(f"{path}: the law's binding to its table is damaged or was edited ({' '.join(str(e).split())[:300]})") from None
+    own = getattr(given, "binding", None) if given is not None else None
+    if own is not None and own() is not None and bound is not given:
+        raise FitFileError(f"{path} holds law {header['law']!r} bound to another table layout than the class given")
+    return bound
 
 
 def _with_static(law: AbstractLaw, static: dict) -> AbstractLaw:

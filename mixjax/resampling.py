@@ -62,12 +62,12 @@ from .fitting import (
     MaxStepsWarning,
     _check_memory,
     _first_start,
-    _law_class,
     best_of,
     check_seed,
     default_dtype,
     fit,
     init_starts,
+    law_for_data,
     prepare,
     solve,
     summarize,
@@ -393,7 +393,8 @@ def bootstrap(
     """Bootstrap a law's fit: R resamples x S starts refitted in one batched, compiled call.
 
     Args:
-      law: a law name, class or instance (as for :func:`mixjax.fit`).
+      law: a law name, class or instance (as for :func:`mixjax.fit`: a law that must know the table's layout is
+        bound to it through :meth:`AbstractLaw.for_data`).
       data: the training runs (:class:`MixtureData`).
       resamples: R, the number of bootstrap resamples (at least 2).
       scheme: ``"rows"``, ``"mixtures"`` or ``"stratified"`` (module docstring).
@@ -437,8 +438,8 @@ def bootstrap(
         raise TypeError(f"data must be a MixtureData (see mixjax.load_csv / from_arrays), got {type(data).__name__}")
     R, S = int(resamples), int(starts)
     lo, hi = (0, R) if part is None else _part_range(part, R)
-    cls = _law_class(law)
     dtype = fit_kwargs.get("dtype") or default_dtype()
+    cls, law = law_for_data(law, data, dtype)  # a law that must know the table's layout is bound to it
     probe, _ = prepare(cls, data, mask_zero_weight=fit_kwargs.get("mask_zero_weight"), dtype=dtype)
     k = _first_start(law, summarize(probe, data), dtype, probe, data)
     settings = FitConfig(dtype=dtype, **{f.name: fit_kwargs[f.name] for f in dataclasses.fields(FitConfig) if f.name in fit_kwargs and f.name != "dtype"})

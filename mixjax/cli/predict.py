@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("fit", metavar="FIT", help="a fit file written by `mixjax fit --output` (or mixjax.save_fit)")
     p.add_argument("--mixture", "-m", help="mixture weights: comma-separated in domain order (0.2,0.1,...) or name=weight pairs (c4=0.5,book=0.5; unnamed domains get 0)")
-    p.add_argument("--data", metavar="CSV", help="predict every row of a CSV with weight_<domain> columns (and model_size, n_tokens; <target>_loss columns are scored when present)")
+    p.add_argument("--data", metavar="CSV", help="predict every row of a CSV with weight_<domain> columns (and model_size, n_tokens; <target>_loss columns are scored when present); for a fit of a law bound to a swarm table's layout (exposure), a table of the same layout: a phase table (read with the fit's phase shares) or a bundled swarm, whose phases, domains and unique tokens are checked against the fit's")
     p.add_argument("--model-size", "-N", metavar="N", help="model size in parameters (e.g. 122M or 1.22e8)")
     p.add_argument("--tokens", "-D", metavar="D", help="training tokens (e.g. 9.998B or 9.998e9)")
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON object")
@@ -142,17 +142,85 @@ def read_rows(path: str, domains: list[str], targets: list[str], model_size, tok
     return out, N, D, y, notes
 
 
+def read_bound_rows(path: str, fit_path: str, cls, domains: list[str], targets: list[str], model_size, tokens):
+    """As :func:`read_rows`, for a fit whose law is bound to its table's layout (the exposure laws on a swarm): the
+    table is read as ``mixjax fit`` reads it (a phase table, a bundled swarm or a wide CSV; a CSV phase table with
+    the fit's phase shares), matched to the fit's domains by name, and refused unless its layout is the binding's
+    (phases and shares, domains, unique tokens where the table has them)."""
+    import os
+    import warnings
+
+    from mixjax.data import DataError
+
+    from ._common import load_data
+
+    shares = (cls.binding() or {}).get("phase_shares")
+    # A CSV phase table records no shares: read it with the fit's (if it has another number of phases, read it as it
+    # is, and the check below names the difference). Targets: the fit's; failing that, the table is read for its
+    # mixtures and scales only (a phase table needs some metric: "mean:*"), and nothing is scored.
+    share_options = [shares, None] if os.path.isfile(path) and shares is not None else [None]
+    first_error, table, scored = None, None, False
+    for share in share_options:
+        for target in (list(targets), None, "mean:*"):
+            try:
+                with warnings.catch_warnings():
+                    if share is None and len(share_options) > 1:
+                        warnings.simplefilter("ignore")
+                    table = load_data(path, target, phase_shares=share)
+            except CliError as e:
+                first_error = first_error or e
+                continue
+            scored = target is not None
+            break
+        if table is not None:
+            break
+    if table is None:
+        raise first_error
+    try:
+        table = table.align(domains, to=f"the fit in {fit_path}")
+        problem = cls.layout_mismatch(table, require_phases=True)
+    except DataError as e:  # other domains: name the layout's difference where there is one
+        problem = cls.layout_mismatch(table, require_phases=True)
+        if not problem:
+            raise CliError(str(e)) from None
+    if problem:
+        raise CliError(f"{path} does not match the table the fit in {fit_path} was made on: law {cls.name} is bound to "
+                       f"{cls.describe_binding()}, but {table.name!r} {problem}")
+    notes = []
+    if cls.unique_tokens_b is not None and table.unique_tokens is None:
+        notes.append(f"{table.name} carries no unique tokens; the repetition term uses those the law was fitted with")
+
+    def scale(values, given, name, flag):
+        if given is None:
+            return np.asarray(values, float)
+        known = values[np.isfinite(values)]
+        if known.size and not np.allclose(known, given, rtol=1e-3, atol=0):
+            raise CliError(f"{flag} {given:.4g} would replace the {name} column of {path}, which holds {known.min():.4g} to "
+                           f"{known.max():.4g}: losses measured at one scale would be scored against predictions at another. "
+                           f"Leave {flag} out to use each row's own {name}")
+        return np.full(table.n_rows, float(given))
+
+    Ns = scale(table.model_size, model_size, "model_size", "--model-size")
+    Ds = scale(table.n_tokens, tokens, "n_tokens", "--tokens")
+    y = np.stack([table.losses[:, table.targets.index(t)] if scored and t in table.targets else np.full(table.n_rows, np.nan)
+                  for t in targets], axis=1)
+    if not scored:
+        notes.append(f"{path} has no loss column of the fit's targets {targets}; predictions are not scored")
+    return np.asarray(table.mixtures, float), Ns, Ds, y, notes
+
+
 def run(args) -> int:
     import jax
 
     from mixjax.io import load_ensemble, load_fit
-    from mixjax.laws import get_law
     from mixjax.metrics import mre
 
     if args.mixture is not None and args.data is not None:
         raise CliError("give either --mixture or --data, not both")
     f = load_fit(args.fit)
-    cls = get_law(f.info["law"])
+    cls = type(f.law)  # the registered class, or the class bound to the fitted table's layout (read from the file)
+    binding = getattr(cls, "binding", None)
+    bound = binding is not None and binding() is not None
     domains, targets = list(f.info["domains"]), list(f.info["targets"])
     notes: list[str] = []
     if not domains and args.data is None:  # a fit without mixtures: only the scale is needed
@@ -171,7 +239,10 @@ def run(args) -> int:
     else:
         N = parse_count(args.model_size) if args.model_size is not None else None
         D = parse_count(args.tokens) if args.tokens is not None else None
-        h, Ns, Ds, y, notes = read_rows(args.data, domains, targets, N, D)
+        if bound:
+            h, Ns, Ds, y, notes = read_bound_rows(args.data, args.fit, cls, domains, targets, N, D)
+        else:
+            h, Ns, Ds, y, notes = read_rows(args.data, domains, targets, N, D)
     for flag, v, label in ((cls.uses_model_size, Ns, "model_size"), (cls.uses_tokens, Ds, "n_tokens")):
         bad = np.flatnonzero(~(np.isfinite(v) & (v > 0)))
         if flag and bad.size:

@@ -161,6 +161,19 @@ class AbstractLaw(eqx.Module):
         """Whether the law draws its own random starts (overrides :meth:`init`)."""
         return cls.init.__func__ is not AbstractLaw.init.__func__
 
+    @classmethod
+    def for_data(cls, data) -> type:
+        """The class of this law to fit to (or predict on) the table ``data``. Default: ``cls`` itself.
+
+        A law that must know its table's layout (the exposure laws read its training phases and unique tokens)
+        returns a subclass bound to it; every entry point that resolves a law from a name or class given data
+        (:func:`mixjax.fit`, :func:`mixjax.bootstrap`, :func:`mixjax.compare`, the command line) calls this hook.
+        Called on a class that is already bound, it returns that class when ``data`` agrees with the binding and
+        raises ``ValueError`` naming the difference otherwise. A bound class that saved fits must rebuild also
+        defines ``binding()`` (a JSON-able description, None when unbound) and ``from_binding(binding)``
+        (classmethods; see :mod:`mixjax.laws.exposure`)."""
+        return cls
+
     def linear_basis(self, mixture: jax.Array, model_size: jax.Array, n_tokens: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(base (V,), phi (V, L))`` with ``self(...) = base + sum_l phi[:, l] coef[:, l]`` for the coefficients
         named by ``linear_fields``; must not read those fields."""

@@ -4,12 +4,16 @@ discount for data repeated beyond a domain's unique tokens.
 A phased mixture is stored flattened, ``h[domain@phase_p] = s_p w_p[domain]`` (docs/swarms.md). These laws read
 the phase structure and the unique tokens of the table they are fitted to from the class: the registered classes
 (``exposure``, ``exposure_joint``) treat every mixture column as one domain of one phase and have no repetition
-term; ``ExposureLaw.for_data(data)`` (or ``JointExposureLaw.for_data``) returns the class bound to a table's phases
-and unique tokens. :func:`mixjax.compare` binds them itself.
+term; ``ExposureLaw.for_data(data)`` (the law interface's hook, :meth:`mixjax.laws.AbstractLaw.for_data`) returns
+the class bound to a table's phases, phase shares, base domains and unique tokens. :func:`mixjax.fit`,
+:func:`mixjax.bootstrap`, :func:`mixjax.compare` and the command line call the hook, so a law given by name or by
+its registered class is bound to the table it is fitted to. A bound class describes its binding (``binding()``,
+saved with a fit) and is rebuilt from it (``from_binding``), so a saved fit reloads the same bound class.
 """
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import equinox as eqx
@@ -17,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..data import phase_domain_name
 from ._base import AbstractLaw, DataSummary
 
 __all__ = ["ExposureLaw", "JointExposureLaw", "bind_to_data"]
@@ -49,21 +54,173 @@ class _PhasedExposure(AbstractLaw):
     phase_columns: ClassVar[tuple | None] = None
     #: Unique tokens per base domain, in billions of tokens; None: no repetition term.
     unique_tokens_b: ClassVar[tuple | None] = None
-    #: The table's base domains (for messages), when bound.
+    #: The table's base domains (for messages and checks), when bound.
     base_domains: ClassVar[tuple | None] = None
+    #: The bound table's phase names and token shares (None: a table of one phase, or a binding without names).
+    phases: ClassVar[tuple | None] = None
+    phase_shares: ClassVar[tuple | None] = None
+    #: The registered class this one is bound from; None: this class is not bound.
+    unbound: ClassVar[type | None] = None
     per_domain: ClassVar[bool] = False
     uses_tokens: ClassVar[bool] = False
 
     @classmethod
     def for_data(cls, data) -> type:
-        """This law bound to ``data``'s phases (``data.phase_weights()`` layout) and unique tokens
-        (``data.unique_tokens``; without them the law has no repetition term). Bound classes are cached by layout,
-        so fits on tables of one layout compile once."""
-        phases, shares, base, idx = data._phase_index()
+        """This law bound to ``data``'s phases (``data.phase_weights()`` layout), phase shares, base domains and
+        unique tokens (``data.unique_tokens``; without them the law has no repetition term). Bound classes are
+        cached by binding, so fits on tables of one layout compile once. On a class that is already bound: that
+        class, used as is, when ``data`` agrees with its binding (:meth:`layout_mismatch`), else a ValueError."""
+        if cls.unbound is not None:
+            problem = cls.layout_mismatch(data)
+            if problem:
+                raise ValueError(f"law {cls.name} is bound to {cls.describe_binding()}, but {data.name!r} {problem}")
+            return cls
+        _, shares, base, idx = data._phase_index()
         U = None
         if data.unique_tokens is not None:
             U = tuple(float(u) / 1e9 for u in np.asarray(data.unique_tokens, dtype=np.float64))
-        return bind_to_data(cls, tuple(tuple(int(j) for j in row) for row in np.asarray(idx)), U, tuple(base))
+        phased = data.phases is not None
+        return bind_to_data(cls, tuple(tuple(int(j) for j in row) for row in np.asarray(idx)), U, tuple(base),
+                            phases=tuple(data.phases) if phased else None,
+                            phase_shares=tuple(float(x) for x in np.asarray(shares, np.float64)) if phased else None)
+
+    @classmethod
+    def describe_binding(cls) -> str:
+        """The binding in words: phases and shares, domains, unique tokens."""
+        if cls.unbound is None:
+            return "no table (every mixture column one domain of one phase, no repetition term)"
+        P, K = cls.n_phases, len(cls.phase_columns[0])
+        if cls.phases is not None:
+            shares = "" if cls.phase_shares is None else " with shares " + "/".join(f"{x:.6g}" for x in cls.phase_shares)
+            where = f"{P} phase(s) ({', '.join(cls.phases)}{shares}) x {K} domains"
+        else:
+            where = f"{P} phase(s) x {K} domains" if P > 1 else f"one phase of {K} domains"
+        return where + (", with unique tokens" if cls.unique_tokens_b is not None else ", without unique tokens")
+
+    @classmethod
+    def _expected_names(cls) -> list | None:
+        """``[(column, name)]``: the flattened domain name the binding expects in each mixture column (None when the
+        binding holds no names)."""
+        if cls.base_domains is None:
+            return None
+        out = []
+        for p, row in enumerate(cls.phase_columns):
+            for k, j in enumerate(row):
+                d = cls.base_domains[k]
+                out.append((j, d if cls.phases is None else phase_domain_name(d, cls.phases[p])))
+        return out
+
+    @classmethod
+    def layout_mismatch(cls, data, require_phases: bool = False) -> str | None:
+        """How ``data`` contradicts this class's binding (a phrase completing "<table> ..."), or None when it agrees.
+
+        Checked: the number of mixture columns; the domain name in each column; the training phases and their
+        shares when the table records phases (with ``require_phases``, a table without phase metadata is refused
+        when the binding has several phases); the unique tokens when both the table and the binding have them (a
+        table without unique tokens is predicted with the binding's)."""
+        if cls.unbound is None:
+            return None
+        P, K = cls.n_phases, len(cls.phase_columns[0])
+        names = cls._expected_names()
+        if names is not None:
+            if cls.phases is None and data.phases is not None:
+                return f"has {len(data.phases)} training phases ({', '.join(data.phases)}), the binding one"
+            if cls.phases is not None and data.phases is None and require_phases and P > 1:
+                return ("records no training phases (a table whose columns are not phase_<p>_<domain> ones); give a phase "
+                        "table of the same phases, or a bundled swarm")
+            if cls.phases is not None and data.phases is not None:
+                if tuple(data.phases) != cls.phases:
+                    return f"has phases {list(data.phases)}, not {list(cls.phases)}"
+                shares = np.asarray(data.phase_shares, np.float64)
+                if cls.phase_shares is not None and not np.allclose(shares, cls.phase_shares, rtol=1e-9, atol=1e-12):
+                    return (f"has phase shares {[float(x) for x in shares]}, not {list(cls.phase_shares)} (the shares the law "
+                            "was fitted with)")
+        if data.n_domains != P * K:
+            return f"has {data.n_domains} mixture columns, not {P} x {K}"
+        if names is None:  # a binding without names: compare the layout by position
+            if data.phases is not None:
+                _, _, _, idx = data._phase_index()
+                if tuple(tuple(int(j) for j in row) for row in np.asarray(idx)) != cls.phase_columns:
+                    return f"has another phase layout ({len(data.phases)} phases of {len(data.base_domains or ())} domains)"
+        else:
+            wrong = [(j, want, data.domains[j]) for j, want in names if data.domains[j] != want]
+            if wrong:
+                j, want, got = wrong[0]
+                if set(data.domains) == {n for _, n in names}:
+                    return (f"holds its mixture columns in another order (column {j} is {got!r}, the binding's is {want!r}); "
+                            "align it to the fit's domains (data.align)")
+                missing = sorted({n for _, n in names} - set(data.domains))
+                return f"has other domains (missing: {missing[:5]}; column {j} is {got!r}, the binding's is {want!r})"
+        U = cls.unique_tokens_b
+        if U is not None and data.unique_tokens is not None:
+            got = np.asarray(data.unique_tokens, np.float64) / 1e9
+            base = data.base_domains if data.phases is not None else data.domains
+            if cls.base_domains is not None and base is not None and set(base) == set(cls.base_domains):
+                got = np.array([got[list(base).index(d)] for d in cls.base_domains])
+            if got.shape != (len(U),) or not np.allclose(got, U, rtol=1e-9, atol=0.0):
+                return ("has other unique tokens per domain than the law was fitted with (its repetition term reads them); "
+                        "refit on this table")
+        return None
+
+    @classmethod
+    def binding(cls) -> dict | None:
+        """The binding as JSON-able values (saved with a fit; :meth:`from_binding` rebuilds the class), or None for
+        a class that is not bound: phases, phase_shares, base_domains, phase_columns ``(P, K)``, unique_tokens_b."""
+        if cls.unbound is None:
+            return None
+        opt = lambda v, f: None if v is None else [f(x) for x in v]  # noqa: E731
+        return {
+            "phases": opt(cls.phases, str),
+            "phase_shares": opt(cls.phase_shares, float),
+            "base_domains": opt(cls.base_domains, str),
+            "phase_columns": [[int(j) for j in row] for row in cls.phase_columns],
+            "unique_tokens_b": opt(cls.unique_tokens_b, float),
+        }
+
+    @classmethod
+    def from_binding(cls, binding: dict, domains=None) -> type:
+        """The class bound as ``binding`` (from :meth:`binding`) describes, checked (a ValueError naming what is
+        wrong); with ``domains`` (the fit's flattened domain names), also checked against them."""
+        root = cls.unbound or cls
+        keys = {"phases", "phase_shares", "base_domains", "phase_columns", "unique_tokens_b"}
+        if not isinstance(binding, dict) or set(binding) != keys:
+            raise ValueError(f"a binding of law {root.name} holds exactly {sorted(keys)}, got {binding!r:.200}")
+        cols = binding["phase_columns"]
+        ok = (isinstance(cols, list) and cols and all(isinstance(r, list) and r for r in cols)
+              and len({len(r) for r in cols}) == 1
+              and all(isinstance(j, int) and not isinstance(j, bool) for r in cols for j in r))
+        if not ok:
+            raise ValueError(f"binding of law {root.name}: phase_columns must be a (P, K) list of integer columns, got {cols!r:.200}")
+        P, K = len(cols), len(cols[0])
+        if sorted(j for r in cols for j in r) != list(range(P * K)):
+            raise ValueError(f"binding of law {root.name}: phase_columns must use each of the {P * K} mixture columns once")
+
+        def seq(name, n, kind):
+            v = binding[name]
+            if v is None:
+                return None
+            good = isinstance(v, list) and len(v) == n and all(
+                isinstance(x, str) if kind is str else (isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                        and math.isfinite(x) and x > 0) for x in v)
+            if not good:
+                what = "names" if kind is str else "finite numbers > 0"
+                raise ValueError(f"binding of law {root.name}: {name} must be {n} {what} or null, got {v!r:.200}")
+            return tuple(kind(x) for x in v)
+
+        phases, shares = seq("phases", P, str), seq("phase_shares", P, float)
+        base, U = seq("base_domains", K, str), seq("unique_tokens_b", K, float)
+        if shares is not None and phases is None:
+            raise ValueError(f"binding of law {root.name}: phase_shares without phases")
+        bound = bind_to_data(root, tuple(tuple(r) for r in cols), U, base, phases=phases, phase_shares=shares)
+        if domains is not None:
+            domains = list(domains)
+            if len(domains) != P * K:
+                raise ValueError(f"binding of law {root.name} is {P} phases x {K} domains, but the fit has {len(domains)} domains")
+            wrong = [(j, want) for j, want in bound._expected_names() or () if domains[j] != want]
+            if wrong:
+                raise ValueError(f"binding of law {root.name} puts {wrong[0][1]!r} in column {wrong[0][0]}, where the fit has "
+                                 f"{domains[wrong[0][0]]!r}")
+        return bound
 
     @classmethod
     def _layout(cls, summary_domains: int) -> tuple[int, int, bool]:
@@ -105,15 +262,23 @@ class _PhasedExposure(AbstractLaw):
 _BOUND: dict = {}
 
 
-def bind_to_data(cls, phase_columns, unique_tokens_b, base_domains=None) -> type:
+def bind_to_data(cls, phase_columns, unique_tokens_b, base_domains=None, *, phases=None, phase_shares=None) -> type:
     """A subclass of the exposure law ``cls`` with the phase layout ``phase_columns`` (``(P, K)`` column indices)
-    and unique tokens ``unique_tokens_b`` (billions of tokens per base domain, or None). Cached."""
-    key = (cls, phase_columns, unique_tokens_b, base_domains)
+    and unique tokens ``unique_tokens_b`` (billions of tokens per base domain, or None); ``base_domains``,
+    ``phases`` and ``phase_shares`` name the table's layout (for checks, messages and saved fits). Cached: one
+    class per binding."""
+    root = cls.unbound or cls
+    phase_columns = tuple(tuple(int(j) for j in row) for row in phase_columns)
+    opt = lambda v, f: None if v is None else tuple(f(x) for x in v)  # noqa: E731
+    unique_tokens_b, base_domains = opt(unique_tokens_b, float), opt(base_domains, str)
+    phases, phase_shares = opt(phases, str), opt(phase_shares, float)
+    key = (root, phase_columns, unique_tokens_b, base_domains, phases, phase_shares)
     if key not in _BOUND:
         attrs = {"n_phases": len(phase_columns), "phase_columns": phase_columns, "unique_tokens_b": unique_tokens_b,
-                 "base_domains": base_domains, "uses_tokens": cls.uses_tokens or unique_tokens_b is not None,
-                 "__module__": cls.__module__, "__doc__": cls.__doc__}
-        _BOUND[key] = type(cls.__name__, (cls,), attrs)
+                 "base_domains": base_domains, "phases": phases, "phase_shares": phase_shares, "unbound": root,
+                 "uses_tokens": root.uses_tokens or unique_tokens_b is not None,
+                 "__module__": root.__module__, "__doc__": root.__doc__, "__qualname__": root.__qualname__}
+        _BOUND[key] = type(root.__name__, (root,), attrs)
     return _BOUND[key]
 
 
