@@ -48,6 +48,33 @@ the result reports ``optimum_fixed_by_law = True`` (with a :class:`FixedOptimumW
 objective and the law's form, not the data. The check is not applicable (``None``) when the optimum is a vertex
 of the bounds (fewer than two domains strictly inside their floors and ceilings) or no perturbed law changes the
 objective. Across an ensemble the same question is asked of the members' optima.
+
+**Constrained searches: phases, repetition caps, KL, trust region.** A swarm table stores a P-phase mixture
+flattened, ``h[k@p] = s_p w_pk`` with fixed phase shares s_p and per-phase mixtures w_p on the simplex. The feasible
+set is then a product of per-phase capped simplices (floors and ceilings bound w_pk), intersected with
+
+* repetition caps, ``D sum_p s_p w_pk <= E_k U_k`` (D the target tokens, U_k the unique tokens of domain k, E_k the
+  most epochs): they couple the phases (one phase: they are ceilings);
+* a KL bound ``sum_p s_p KL(w_p || q) <= B`` to a prior mixture q (by default the natural distribution, the unique
+  tokens normalized); a KL penalty ``lambda sum_p s_p KL(w_p || q)`` is added to the objective instead or as well
+  (a domain with q_k = 0 is then held at 0);
+* a trust region, ``TV(h, m) = 0.5 ||h - m||_1 <= r`` for some measured mixture m (TV over the flattened mixture
+  equals ``sum_p s_p TV(w_p, m_p)``).
+
+The coupled constraints (caps, as ``epochs_k / E_k - 1 <= 0``; KL bound, ``KL - B <= 0``) are handled by an
+augmented Lagrangian (Hestenes-Powell-Rockafellar):
+``J + lambda KL + (1/2rho) sum_j (max(0, mu_j + rho g_j)^2 - mu_j^2)`` is minimized over the product of per-phase
+simplices by :class:`SimplexDescent` (block KL projections), warm-started, then ``mu_j <- max(0, mu_j + rho g_j)``;
+rho grows tenfold when the violation does not fall by 4, up to 1e6; it stops when every violation is below
+``CONSTRAINT_TOL / 10`` and the penalized objective or the multipliers settle (at most 40 rounds of 500 steps). The
+answer is verified: its largest violation is reported (``constraint_violation``), and a start whose violation exceeds
+:data:`CONSTRAINT_TOL` (1e-7) is not feasible. The trust region, a union of balls, is nonconvex; the search first
+solves without it, and if the optimum lies farther than r from every measured mixture, it solves within the ball of
+each of the :data:`TRUST_CANDIDATES` (4) measured mixtures nearest that optimum and keeps the best. Inside one ball
+the TV constraint is part of the projection (:func:`project_phase_ball`: a multiplier on the L1 distance, found by
+bisection, around the exact per-phase projection), so every iterate lies in the ball. A better point in the ball of a
+farther measured mixture can be missed; raise ``TRUST_CANDIDATES`` to search more balls. Every term is compiled in
+whether used or not, so one program serves every combination of constraints of a given size.
 """
 
 from __future__ import annotations
@@ -83,6 +110,11 @@ __all__ = [
     "project_capped_simplex",
     "project_capped_simplex_kl",
     "InfeasibleMixtureError",
+    "PhaseProblem",
+    "phase_problem",
+    "project_phase_ball",
+    "CONSTRAINT_TOL",
+    "TRUST_CANDIDATES",
     "MeasuredCoverage",
     "measured_coverage",
     "measured_mixtures",
@@ -162,6 +194,80 @@ def project_capped_simplex_kl(log_y, lo, hi):
     p = p / jnp.maximum(jnp.sum(p), jnp.finfo(p.dtype).tiny)
     h = jnp.where(lower, lo, jnp.where(upper, hi, jnp.maximum(rest, 0.0) * p))
     return jnp.clip(h, lo, hi)
+
+
+def project_phase_ball(u, lo, hi, shares, centre, radius, *, kl: bool, iters: int = 48):
+    """Projection onto ``{z (P, K) : sum_k z_pk = s_p, s_p lo_pk <= z_pk <= s_p hi_pk, 0.5 ||z - m||_1 <= r}``: per
+    phase blocks of a capped simplex, intersected with a total-variation ball of radius r around ``centre`` m (P, K).
+
+    Euclidean (``kl=False``, ``u`` the point v) or KL (``kl=True``, ``u = log y``). With a multiplier tau >= 0 on the
+    L1 term and a shift t_p per phase, each coordinate solves a scalar problem whose minimizer is
+    ``clip(median(f(t_p - tau), m, f(t_p + tau)), s lo, s hi)`` with ``f(a) = v + a`` (Euclidean) or ``y e^a`` (KL):
+    nondecreasing in t_p, linear (Euclidean) or of the form C + A e^t (KL) between its 4K breakpoints, so the t_p
+    at which block p sums to s_p is found exactly by evaluating the sum at every breakpoint and interpolating on the
+    crossing piece (O(K^2)). tau is 0 when the plain projection already lies in the ball, else found by bisection
+    (``iters`` halvings) on the distance, which does not increase with tau, keeping the end inside the ball. Needs
+    the set to be non-empty."""
+    dt = u.dtype
+    L, U = shares[:, None] * lo, shares[:, None] * hi
+    big = jnp.finfo(dt).max
+    if kl:
+        span = jnp.max(jnp.abs(jnp.where(jnp.isfinite(u), u, 0.0))) + 760.0
+    else:
+        span = jnp.max(jnp.abs(u)) + jnp.max(jnp.abs(centre)) + 2.0
+
+    if kl:  # y e^t = exp(u - top) exp(t + top): one exp per coordinate and per shift, not per pair
+        top = jnp.max(jnp.where(jnp.isfinite(u), u, -big), axis=1, keepdims=True)
+        ey = jnp.exp(u - top)
+
+    def z_of(t, tau):  # t (P, n): one shift per phase and evaluation point -> (P, n, K)
+        if kl:
+            et = jnp.exp(t + top)[:, :, None]
+            lo_ = jnp.nan_to_num(ey[:, None, :] * (et * jnp.exp(-tau)), nan=0.0)
+            hi_ = jnp.nan_to_num(ey[:, None, :] * (et * jnp.exp(tau)), nan=0.0)
+        else:
+            a = u[:, None, :] + t[:, :, None]
+            lo_, hi_ = a - tau, a + tau
+        return jnp.clip(jnp.clip(centre[:, None, :], lo_, hi_), L[:, None, :], U[:, None, :])
+
+    def solve_t(tau):
+        if kl:
+            lg = lambda x: jnp.log(jnp.clip(x, 0.0, big))  # noqa: E731  (-inf at 0)
+            bp = [lg(L) - u - tau, lg(jnp.minimum(centre, U)) - u - tau, lg(jnp.maximum(centre, L)) - u + tau, lg(U) - u + tau]
+        else:
+            bp = [L - u - tau, jnp.minimum(centre, U) - u - tau, jnp.maximum(centre, L) - u + tau, U - u + tau]
+        lim = span + tau
+        bp = jnp.clip(jnp.nan_to_num(jnp.concatenate(bp, axis=1), nan=0.0, posinf=lim, neginf=-lim), -lim, lim)
+        bp = jnp.concatenate([bp, jnp.full((bp.shape[0], 2), -lim, dt).at[:, 1].set(lim)], axis=1)
+        S = jnp.sum(z_of(bp, tau), axis=-1)  # (P, 4K + 2)
+        s = shares[:, None]
+        ta = jnp.max(jnp.where(S <= s, bp, -jnp.inf), axis=1)
+        tb = jnp.min(jnp.where(S >= s, bp, jnp.inf), axis=1)
+        Sa = jnp.max(jnp.where(S <= s, S, -jnp.inf), axis=1)
+        Sb = jnp.min(jnp.where(S >= s, S, jnp.inf), axis=1)
+        frac = jnp.clip((shares - Sa) / jnp.where(Sb > Sa, Sb - Sa, 1.0), 0.0, 1.0)
+        gap = jnp.maximum(tb - ta, 0.0)
+        t = ta + (jnp.log1p(frac * jnp.expm1(gap)) if kl else frac * gap)
+        t = jnp.where(ta >= tb, tb, t)
+        z = z_of(t[:, None], tau)[:, 0, :]
+        # round-off: put each block's sum on its share by moving the free coordinates
+        free = (z > L) & (z < U)
+        nfree = jnp.maximum(jnp.sum(free, axis=1), 1)
+        return jnp.clip(z + jnp.where(free, ((shares - jnp.sum(z, axis=1)) / nfree)[:, None], 0.0), L, U)
+
+    dist = lambda z: 0.5 * jnp.sum(jnp.abs(z - centre))  # noqa: E731
+    z0 = solve_t(jnp.zeros((), dt))
+    tau_max = jnp.asarray(60.0, dt) if kl else 2.0 * span
+
+    def outer(_, c):
+        a, b = c
+        mid = 0.5 * (a + b)
+        inside = dist(solve_t(mid)) <= radius
+        return jnp.where(inside, a, mid), jnp.where(inside, mid, b)
+
+    f0 = dist(z0) - radius
+    _, tb = jax.lax.fori_loop(0, iters, outer, (jnp.zeros((), dt), tau_max))
+    return jnp.where(f0 <= 0, z0, solve_t(tb))
 
 
 # --------------------------------------------------------------------------- constraints
@@ -377,9 +483,47 @@ class SimplexDescent(_engine.AbstractSolver):
     step_size: float = eqx.field(static=True, default=1.0)
     trials: tuple[float, ...] = eqx.field(static=True, default=(2.0, 1.0, 0.25, 1.0 / 16))
     max_fails: int = eqx.field(static=True, default=8)
+    #: None: one simplex (``lo``, ``hi`` of shape (K,)). (P,) phase shares s: ``h`` is P blocks of K (phase-major),
+    #: block p sums to s_p, and ``lo``, ``hi`` are (P, K) bounds on the per-phase weights w_p = h_p / s_p.
+    shares: jax.Array | None = None
+    #: A trust region: the point is ``[h, m]`` (twice the length), ``m`` a fixed centre carried along, and the
+    #: projections also keep ``0.5 ||h - m||_1 <= radius`` (:func:`project_phase_ball`).
+    radius: jax.Array | None = None
+
+    def _split(self, v):
+        n = v.shape[0] // 2
+        return v[:n], v[n:]
+
+    def _project(self, v):
+        if self.radius is not None:
+            head, m = self._split(v)
+            P = 1 if self.shares is None else self.shares.shape[0]
+            s = jnp.ones(1, v.dtype) if self.shares is None else self.shares
+            z = project_phase_ball(head.reshape(P, -1), self.lo.reshape(P, -1), self.hi.reshape(P, -1), s, m.reshape(P, -1),
+                                   self.radius, kl=False)
+            return jnp.concatenate([z.reshape(-1), m])
+        if self.shares is None:
+            return project_capped_simplex(v, self.lo, self.hi)
+        s = self.shares[:, None]
+        w = jax.vmap(project_capped_simplex)(v.reshape(self.lo.shape) / s, self.lo, self.hi)
+        return (w * s).reshape(-1)
+
+    def _project_kl(self, log_y, h=None):
+        if self.radius is not None:
+            head, _ = self._split(log_y)
+            _, m = self._split(h)
+            P = 1 if self.shares is None else self.shares.shape[0]
+            s = jnp.ones(1, log_y.dtype) if self.shares is None else self.shares
+            z = project_phase_ball(head.reshape(P, -1), self.lo.reshape(P, -1), self.hi.reshape(P, -1), s, m.reshape(P, -1),
+                                   self.radius, kl=True)
+            return jnp.concatenate([z.reshape(-1), m])
+        if self.shares is None:
+            return project_capped_simplex_kl(log_y, self.lo, self.hi)
+        w = jax.vmap(project_capped_simplex_kl)(log_y.reshape(self.lo.shape), self.lo, self.hi)
+        return (w * self.shares[:, None]).reshape(-1)
 
     def _kkt(self, h, grad):
-        return h - project_capped_simplex(h - grad, self.lo, self.hi)
+        return h - self._project(h - grad)
 
     def init(self, fn, h):
         f, grad = jax.value_and_grad(fn)(h)
@@ -389,8 +533,8 @@ class SimplexDescent(_engine.AbstractSolver):
         tiny = jnp.finfo(h.dtype).tiny
         if self.mirror:
             gs = grad - jnp.min(jnp.where(jnp.isfinite(grad), grad, 0.0))
-            return project_capped_simplex_kl(jnp.log(jnp.maximum(h, tiny)) - eta * gs, self.lo, self.hi)
-        return project_capped_simplex(h - eta * grad, self.lo, self.hi)
+            return self._project_kl(jnp.log(jnp.maximum(h, tiny)) - eta * gs, h)
+        return self._project(h - eta * grad)
 
     def _divergence(self, hn, h):
         tiny = jnp.finfo(h.dtype).tiny
@@ -704,6 +848,18 @@ class MixtureResult:
     optimum_fixed_by_law: bool | None = None
     fixed_message: str | None = None
     scale_extrapolation: dict | None = None
+    #: Constrained searches (phases, repetition caps, KL, trust region; see :func:`optimize_mixture`): the
+    #: :class:`PhaseProblem`, per-phase weights ``phase_mixtures`` (P, K), ``epochs`` (K,) at the target tokens,
+    #: ``kl_to_prior`` (sum_p s_p KL(w_p || prior), nats), ``nearest_measured_distance`` (TV),
+    #: ``penalized_value`` (J + lambda KL), ``active`` constraints and the largest ``constraint_violation``.
+    problem: PhaseProblem | None = None
+    phase_mixtures: np.ndarray | None = None
+    epochs: np.ndarray | None = None
+    kl_to_prior: float | None = None
+    nearest_measured_distance: float | None = None
+    penalized_value: float | None = None
+    active_constraints: dict | None = None
+    constraint_violation: float | None = None
 
     @property
     def extrapolation(self) -> bool | None:
@@ -748,6 +904,29 @@ class MixtureResult:
             "optimum_fixed_by_law": self.optimum_fixed_by_law,
             "optimum_fixed_message": self.fixed_message,
             "scale_extrapolation": self.scale_extrapolation,
+            **self._problem_dict(),
+        }
+
+    def _problem_dict(self) -> dict[str, Any]:
+        pb = self.problem
+        if pb is None:
+            return {}
+        base = pb.base_domains
+        return {
+            "phases": list(pb.phases) if pb.n_phases > 1 else None,
+            "phase_shares": [float(x) for x in pb.shares] if pb.n_phases > 1 else None,
+            "phase_mixtures": {p: {d: float(x) for d, x in zip(base, row)} for p, row in zip(pb.phases, self.phase_mixtures)},
+            "epochs": None if self.epochs is None else {d: float(x) for d, x in zip(base, self.epochs)},
+            "max_epochs": None if pb.max_epochs is None else {d: float(x) for d, x in zip(base, pb.max_epochs)},
+            "prior": None if pb.prior is None else {d: float(x) for d, x in zip(base, pb.prior)},
+            "kl_to_prior": self.kl_to_prior,
+            "kl_penalty": pb.kl_penalty,
+            "max_kl": pb.max_kl,
+            "trust_radius": pb.trust_radius,
+            "nearest_measured_distance_tv": self.nearest_measured_distance,
+            "penalized_objective_value": self.penalized_value,
+            "active_constraints": self.active_constraints,
+            "constraint_violation": self.constraint_violation,
         }
 
     def _coverage_dict(self) -> dict[str, Any]:
@@ -796,6 +975,13 @@ class MixtureEnsemble:
     member_extrapolation: np.ndarray | None = None
     optimum_fixed_by_law: bool | None = None
     fixed_message: str | None = None
+    #: Constrained searches: the :class:`PhaseProblem`, per-member ``phase_mixtures`` (R, P, K), ``epochs`` (R, K),
+    #: ``kl_to_prior`` (R,) and ``nearest_measured_distance`` (R,) (None where not applicable).
+    problem: PhaseProblem | None = None
+    phase_mixtures: np.ndarray | None = None
+    epochs: np.ndarray | None = None
+    kl_to_prior: np.ndarray | None = None
+    nearest_measured_distance: np.ndarray | None = None
 
     @property
     def n_ok(self) -> int:
@@ -832,6 +1018,12 @@ class MixtureEnsemble:
             "predicted_loss_interval": {t: [float(a), float(b)] for t, a, b in zip(self.targets, llo, lhi)},
             "objective_value_interval": [float(vlo), float(vhi)],
             "members_extrapolating": None if self.member_extrapolation is None else int(self.member_extrapolation[self.ok].sum()),
+            **({} if self.problem is None else {
+                "phase_mixture_median": {p: {d: float(x) for d, x in zip(self.problem.base_domains, row)}
+                                         for p, row in zip(self.problem.phases, np.median(self.phase_mixtures[self.ok], axis=0))},
+                "max_epochs_interval": None if self.epochs is None else [float(x) for x in percentile_interval(self.epochs[self.ok].max(-1), level)],
+                "kl_to_prior_interval": None if self.kl_to_prior is None else [float(x) for x in percentile_interval(self.kl_to_prior[self.ok], level)],
+            }),
             "optimum_fixed_by_law": self.optimum_fixed_by_law,
             "optimum_fixed_message": self.fixed_message,
         }
@@ -889,8 +1081,9 @@ def _scale(law, model_size, n_tokens, raw_model_size, raw_n_tokens):
 
 
 class PhasedMixtureError(ValueError):
-    """An optimum asked of a law fitted to several training phases: its mixture is a distribution over (phase, domain)
-    pairs whose per-phase sums are fixed, which the optimizers here do not keep."""
+    """Suggested runs asked of a table or law with several training phases: its mixture is a distribution over
+    (phase, domain) pairs whose per-phase sums are fixed, which the candidate draws of :func:`mixjax.suggest` do not
+    keep (:func:`optimize_mixture` does)."""
 
 
 def check_single_phase(*sources) -> None:
@@ -902,9 +1095,9 @@ def check_single_phase(*sources) -> None:
         for ph in phases:
             if ph is not None and len(ph) > 1:
                 raise PhasedMixtureError(
-                    f"the mixtures here span {len(ph)} training phases ({', '.join(map(str, ph))}); optimizing or "
-                    "suggesting such a mixture needs a simplex per phase, which mixjax does not provide yet (it would "
-                    "move tokens between phases). Fit and compare work; choose the next mixtures outside mixjax for now"
+                    f"the mixtures here span {len(ph)} training phases ({', '.join(map(str, ph))}); suggesting the next "
+                    "runs for such a table needs candidates drawn per phase, which mixjax does not provide yet. Fit, "
+                    "compare and optimize_mixture (a simplex per phase) work; choose the next mixtures outside mixjax for now"
                 )
 
 
@@ -1009,6 +1202,11 @@ def optimize_mixture(
     measured=None,
     within_measured: bool = False,
     check_fixed: bool = True,
+    phase_shares=None,
+    prior=None,
+    kl_penalty: float | None = None,
+    max_kl: float | None = None,
+    trust_radius: float | None = None,
 ) -> MixtureResult:
     """The mixture minimizing an objective of a law's predicted losses at one scale, under floors and ceilings.
 
@@ -1033,10 +1231,32 @@ def optimize_mixture(
         ceilings; :class:`InfeasibleMixtureError` if nothing is left).
       check_fixed: test whether the optimum depends on the law's parameters at all (``optimum_fixed_by_law``; two
         more solves with the same compiled program); warns (:class:`FixedOptimumWarning`) when it does not.
+
+    Phases, repetition caps, KL and trust region (module docstring, "Constrained searches"): a law fitted on a
+    phased table (or given ``phase_shares=`` with ``domain@phase`` names) is optimized with a simplex per phase,
+    floors and ceilings then bounding each phase's weights w_p (a number, K numbers, (P, K) numbers,
+    ``{domain: v}`` or ``{domain@phase: v}``), and ``unique_tokens`` / ``max_epochs`` cap the epochs of each
+    domain over all phases, ``n_tokens * sum_p s_p w_pk <= max_epochs_k U_k`` (the table's own unique tokens are
+    used when only ``max_epochs`` is given).
+      prior: the prior mixture of the KL terms, ``{domain: weight}`` or K weights summing to 1, or "natural"
+        (the default: the unique tokens normalized, when known).
+      kl_penalty: lambda, adding ``lambda sum_p s_p KL(w_p || prior)`` to the objective; max_kl: a bound B on
+        that sum (nats).
+      trust_radius: r, keep the total-variation distance of the mixture to the nearest measured mixture at most
+        r (needs ``measured``).
+    These searches report ``phase_mixtures``, ``epochs``, ``kl_to_prior``, ``nearest_measured_distance`` and
+    ``active_constraints``; the fixed-optimum check is not run for them.
     """
-    check_single_phase(law, measured)
     if measured is None:
         measured = _measured_of(law)
+    if _wants_constrained(law, measured, phase_shares, prior, kl_penalty, max_kl, trust_radius):
+        law_, domains_, targets_ = _unpack(law, domains, targets)
+        return _optimize_constrained(
+            law_, law, measured, model_size=model_size, n_tokens=n_tokens, objective=objective, target_weights=target_weights,
+            target=target, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs, starts=starts,
+            seed=seed, steps=steps, method=method, step_size=step_size, init=init, raw_model_size=raw_model_size,
+            raw_n_tokens=raw_n_tokens, domains=domains_, targets=targets_, throw=throw, phase_shares=phase_shares, prior=prior,
+            kl_penalty=kl_penalty, max_kl=max_kl, trust_radius=trust_radius)
     source = law
     law, domains, targets = _unpack(law, domains, targets)
     s = _setup(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_tokens, objective, target_weights,
@@ -1104,6 +1324,11 @@ def optimize_mixture_ensemble(
     measured=None,
     within_measured: bool = False,
     check_fixed: bool = True,
+    phase_shares=None,
+    prior=None,
+    kl_penalty: float | None = None,
+    max_kl: float | None = None,
+    trust_radius: float | None = None,
 ) -> MixtureEnsemble:
     """Optimal mixtures for every member of a batched law (leading axis R on every parameter array), in one
     compiled call vmapped over members and starts: the distribution of h* under, e.g., bootstrap refits.
@@ -1116,10 +1341,15 @@ def optimize_mixture_ensemble(
     :func:`optimize_mixture`; every member's optimum is then checked for extrapolation (``member_extrapolation``)
     and the point estimate gets the full report. ``check_fixed``: ask whether the members' optima coincide while
     their objectives differ (``optimum_fixed_by_law``), and run the point estimate's own check.
-    Other arguments as in :func:`optimize_mixture`."""
-    check_single_phase(laws, point, measured)
+    ``phase_shares``, ``prior``, ``kl_penalty``, ``max_kl``, ``trust_radius`` and a phased law: the constrained search
+    of :func:`optimize_mixture`, for every member (each member's trust region around the measured mixtures nearest
+    its own optimum); the ensemble then carries ``phase_mixtures``, ``epochs``, ``kl_to_prior`` and
+    ``nearest_measured_distance`` per member. Other arguments as in :func:`optimize_mixture`."""
+    source = laws
     if measured is None:
         measured = _measured_of(laws)
+    constrained = _wants_constrained(laws, measured, phase_shares, prior, kl_penalty, max_kl, trust_radius) or (
+        point is not None and _phases_of(point)[0] is not None)
     if hasattr(laws, "laws") and not isinstance(laws, AbstractLaw):
         if ok is None and hasattr(laws, "ok"):
             ok = laws.ok
@@ -1140,6 +1370,17 @@ def optimize_mixture_ensemble(
     ok = np.ones(R, bool) if ok is None else np.asarray(ok, bool).reshape(-1)
     if ok.shape != (R,):
         raise ValueError(f"ok has shape {ok.shape}, expected ({R},)")
+    if constrained:
+        good = np.flatnonzero(ok)
+        if good.size and not ok.all():
+            ref = int(good[0])
+            laws = jax.tree_util.tree_map(lambda x: jnp.where(jnp.asarray(ok).reshape((R,) + (1,) * (x.ndim - 1)), x, x[ref]) if eqx.is_inexact_array(x) else x, laws)
+        return _optimize_constrained_ensemble(
+            laws, R, ok, point, measured, model_size=model_size, n_tokens=n_tokens, objective=objective, target_weights=target_weights,
+            target=target, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs, starts=starts,
+            seed=seed, steps=steps, method=method, step_size=step_size, raw_model_size=raw_model_size, raw_n_tokens=raw_n_tokens,
+            domains=domains, targets=targets, phase_shares=phase_shares, prior=prior, kl_penalty=kl_penalty, max_kl=max_kl,
+            trust_radius=trust_radius, source=source if point is None else point, check_fixed=check_fixed)
     s = _setup(laws, domains, targets, model_size, n_tokens, raw_model_size, raw_n_tokens, objective, target_weights,
                target, floors, ceilings, unique_tokens, max_epochs, method, steps, step_size, batched=True,
                measured=measured, within_measured=within_measured)
@@ -1180,4 +1421,711 @@ def optimize_mixture_ensemble(
         ens.optimum_fixed_by_law, ens.fixed_message = _fixed_across_members(mixtures[usable], values[usable], dt)
         if ens.optimum_fixed_by_law and not (pt is not None and pt.optimum_fixed_by_law):
             warnings.warn(ens.fixed_message, FixedOptimumWarning, stacklevel=2)
+    return ens
+
+
+# --------------------------------------------------------------------------- phases, repetition caps, KL, trust region
+#: A constraint violated by at most this much counts as satisfied (repetition caps: epochs / max_epochs - 1; KL
+#: bound: nats; trust region: total variation); the solver drives violations far below it.
+CONSTRAINT_TOL = 1e-7
+_RHO0 = 10.0
+# Every term is always compiled in (an unused cap or KL bound is this large, an unused penalty 0), so that one program
+# serves every combination of constraints at a given size.
+_UNUSED = 1e30
+_RHO_MAX = 1e6
+_OUTER_STEPS = 40
+_INNER_STEPS = 500  # per augmented-Lagrangian iteration (warm-started)
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseProblem:
+    """The feasible set and penalties of a constrained mixture search, with the mixture in blocks by phase.
+
+    ``phases`` (P), ``shares`` s (P,), ``base_domains`` (K), ``index`` (P, K): the column of the law's flattened
+    mixture holding (phase p, domain k). ``lower`` / ``upper`` (P, K): bounds on the per-phase weights w_p.
+    ``caps`` (K,) or None: repetition caps on the token fraction of each domain, ``sum_p s_p w_pk <= caps_k`` with
+    ``caps_k = max_epochs_k U_k / tokens`` (folded into ``upper`` when P = 1). ``prior`` (K,) or None, ``kl_penalty``
+    lambda >= 0, ``max_kl`` B or None, ``trust_radius`` r or None: see :func:`optimize_mixture`."""
+
+    phases: tuple[str, ...]
+    shares: np.ndarray
+    base_domains: tuple[str, ...]
+    index: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    caps: np.ndarray | None
+    unique_tokens: np.ndarray | None
+    max_epochs: np.ndarray | None
+    tokens: float | None
+    prior: np.ndarray | None
+    kl_penalty: float
+    max_kl: float | None
+    trust_radius: float | None
+
+    @property
+    def n_phases(self) -> int:
+        return len(self.phases)
+
+    @property
+    def coupled(self) -> bool:
+        """Whether constraints beyond the per-phase simplices remain (solved with an augmented Lagrangian)."""
+        return self.caps is not None or self.max_kl is not None or self.trust_radius is not None
+
+    def flat(self, z) -> np.ndarray:
+        """The law's flattened mixture h from the phase-major blocks z (P * K,) (or (..., P * K))."""
+        z = np.asarray(z)
+        out = np.empty_like(z)
+        out[..., self.index.reshape(-1)] = z
+        return out
+
+    def blocks(self, h) -> np.ndarray:
+        """Phase-major blocks z (..., P * K) from the law's flattened mixture h."""
+        return np.asarray(h)[..., self.index.reshape(-1)]
+
+    def epochs(self, z) -> np.ndarray | None:
+        """Epochs over each domain's unique tokens at the target tokens: tokens * sum_p s_p w_pk / U_k."""
+        if self.unique_tokens is None:
+            return None
+        frac = np.asarray(z).reshape(np.shape(z)[:-1] + self.lower.shape).sum(-2)
+        return self.tokens * frac / self.unique_tokens
+
+    def kl(self, z) -> np.ndarray | None:
+        """sum_p s_p KL(w_p || prior) (nats), or None without a prior."""
+        if self.prior is None:
+            return None
+        z = np.asarray(z, np.float64)
+        sq = (self.shares[:, None] * self.prior[None, :]).reshape(-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.where(z > 0, z * np.log(np.where(z > 0, z, 1.0) / np.where(sq > 0, sq, 1.0)), 0.0)
+        return t.sum(-1)
+
+
+def _phase_layout(domains: Sequence[str], phases, phase_shares):
+    """(phases, shares, base domains, (P, K) index) of a flattened mixture over ``domain@phase`` names."""
+    names = list(domains)
+    if phases is None and phase_shares is not None and len(np.atleast_1d(phase_shares)) > 1:
+        seen = []
+        for d in names:
+            if "@" not in d:
+                raise ValueError(f"phase_shares given but domain {d!r} has no '@phase' suffix; phased mixtures name their "
+                                 "columns domain@phase")
+            ph = d.rsplit("@", 1)[1]
+            if ph not in seen:
+                seen.append(ph)
+        phases = seen
+    if phases is None or len(phases) <= 1:
+        return ("all",), np.ones(1), tuple(names), np.arange(len(names))[None, :]
+    phases = tuple(str(p) for p in phases)
+    if phase_shares is None:
+        raise ValueError(f"the mixture spans {len(phases)} training phases ({', '.join(phases)}) but no phase shares are "
+                         "known: pass phase_shares= (each phase's share of the training tokens)")
+    s = np.asarray(phase_shares, np.float64).reshape(-1)
+    if s.shape != (len(phases),) or not np.isfinite(s).all() or (s <= 0).any():
+        raise ValueError(f"phase_shares must be {len(phases)} finite numbers > 0 (one per phase), got {s.tolist()}")
+    if abs(s.sum() - 1) > 1e-6:
+        raise ValueError(f"phase_shares sum to {s.sum():.8g}; expected 1 (each phase's share of the training tokens)")
+    suffix = "@" + phases[0]
+    base = [d[: -len(suffix)] for d in names if d.endswith(suffix)]
+    col = {d: j for j, d in enumerate(names)}
+    try:
+        idx = np.array([[col[f"{d}@{p}"] for d in base] for p in phases], dtype=np.int64)
+    except KeyError as e:
+        raise ValueError(f"no mixture column {e.args[0]!r}: every domain needs one column per phase (domain@phase)") from None
+    if idx.size != len(names):
+        raise ValueError(f"{len(names)} mixture columns do not split into {len(phases)} phases of {len(base)} domains")
+    return phases, s, tuple(base), idx
+
+
+def _per_phase(value, phases, base, label: str, default: float) -> np.ndarray:
+    """(P, K) per-phase values from None, a number, K or (P, K) numbers, or ``{domain or domain@phase: value}``."""
+    P, K = len(phases), len(base)
+    out = np.full((P, K), float(default))
+    if value is None:
+        return out
+    if isinstance(value, Mapping):
+        for key, v in value.items():
+            if key in base:
+                out[:, base.index(key)] = float(v)
+            elif "@" in str(key) and str(key).rsplit("@", 1)[0] in base and str(key).rsplit("@", 1)[1] in phases:
+                d, p = str(key).rsplit("@", 1)
+                out[phases.index(p), base.index(d)] = float(v)
+            else:
+                raise ValueError(f"{label}: unknown domain {key!r}; domains are {list(base)}" + ("" if P == 1 else f" (or domain@phase, phases {list(phases)})"))
+        return out
+    arr = np.asarray(value, np.float64)
+    if arr.ndim == 0:
+        out[:] = float(arr)
+    elif arr.shape == (K,):
+        out[:] = arr[None, :]
+    elif arr.shape == (P, K):
+        out = arr.copy()
+    else:
+        raise ValueError(f"{label} has shape {arr.shape}; expected a number, {K} values" + ("" if P == 1 else f", ({P}, {K}) values")
+                         + " or a {domain: value} mapping")
+    if np.isnan(out).any():
+        raise ValueError(f"{label} contains NaN")
+    return out
+
+
+def _prior(prior, base, natural) -> np.ndarray:
+    """The prior mixture (K,) over the base domains, checked: every domain present, >= 0, summing to 1."""
+    K = len(base)
+    if isinstance(prior, str):
+        if prior != "natural":
+            raise ValueError(f"prior must be 'natural', a {{domain: weight}} mapping or {K} weights, got {prior!r}")
+        prior = None
+    if prior is None:
+        if natural is None:
+            raise ValueError("a KL penalty or bound needs a prior mixture: pass prior={domain: weight} (the natural "
+                             "distribution is used by default when the unique tokens per domain are known)")
+        q = np.asarray(natural, np.float64) / np.sum(natural)
+        return q
+    if isinstance(prior, Mapping):
+        unknown = [k for k in prior if k not in base]
+        if unknown:
+            raise ValueError(f"prior: unknown domain(s) {unknown}; domains are {list(base)}")
+        missing = [d for d in base if d not in prior]
+        if missing:
+            raise ValueError(f"prior misses {len(missing)} domain(s): {missing}; give a weight (possibly 0) for every domain")
+        q = np.array([float(prior[d]) for d in base])
+    else:
+        q = np.asarray(prior, np.float64).reshape(-1)
+        if q.shape != (K,):
+            raise ValueError(f"prior has {q.size} weights; expected {K} (one per domain) or a {{domain: weight}} mapping")
+    if not np.isfinite(q).all() or (q < 0).any():
+        i = int(np.flatnonzero(~np.isfinite(q) | (q < 0))[0])
+        raise ValueError(f"prior weight of domain {base[i]!r} is {q[i]!r}; expected a finite number >= 0")
+    if abs(q.sum() - 1) > 1e-6:
+        raise ValueError(f"prior weights sum to {q.sum():.8g}; expected 1 (within 1e-6)")
+    return q
+
+
+def phase_problem(
+    domains: Sequence[str],
+    *,
+    phases=None,
+    phase_shares=None,
+    floors=None,
+    ceilings=None,
+    unique_tokens=None,
+    max_epochs=None,
+    n_tokens: float | None = None,
+    prior=None,
+    kl_penalty: float | None = None,
+    max_kl: float | None = None,
+    trust_radius: float | None = None,
+    min_weight: float = 0.0,
+    natural=None,
+) -> PhaseProblem:
+    """The checked feasible set of a constrained mixture search (:class:`PhaseProblem`), without a law.
+
+    ``domains``: the law's flattened mixture columns (``domain@phase`` when phased); ``phases`` / ``phase_shares``
+    describe the phases (one phase when both are None). Floors and ceilings bound the per-phase weights w_p (a
+    number, K numbers, (P, K) numbers, or ``{domain: v}`` / ``{domain@phase: v}``). ``unique_tokens`` U (K numbers
+    or ``{domain: U}``, in the units of ``n_tokens``) with ``max_epochs`` E (default 1): repetition caps
+    ``n_tokens * sum_p s_p w_pk <= E_k U_k``. ``natural``: the natural distribution (K,) used when a KL term asks
+    for a prior and none is given. ``min_weight``: the law's implicit floor on every flattened weight. Raises
+    :class:`InfeasibleMixtureError` naming the domains when the bounds or caps admit no mixture."""
+    phases, s, base, idx = _phase_layout(domains, phases, phase_shares)
+    P, K = idx.shape
+    lo = _per_phase(floors, phases, base, "floors", 0.0)
+    hi = np.minimum(_per_phase(ceilings, phases, base, "ceilings", 1.0), 1.0)
+    for arr, label in ((lo, "floor"), (hi, "ceiling")):
+        if (arr < 0).any():
+            p, k = np.argwhere(arr < 0)[0]
+            raise ValueError(f"{label} of domain {base[k]!r}{'' if P == 1 else ' in ' + phases[p]} is {arr[p, k]!r}; weights are >= 0")
+    if min_weight > 0:
+        lo = np.maximum(lo, min_weight / s[:, None])
+    caps = U = E = tokens = None
+    if unique_tokens is not None:
+        if n_tokens is None or not (math.isfinite(n_tokens) and n_tokens > 0):
+            raise ValueError(f"unique_tokens needs the target token count n_tokens > 0, got {n_tokens!r}")
+        U = _per_domain(unique_tokens, K, base, "unique_tokens", np.inf)
+        if (U <= 0).any():
+            i = int(np.flatnonzero(U <= 0)[0])
+            raise ValueError(f"unique_tokens of domain {base[i]!r} is {U[i]!r}; expected > 0")
+        E = _per_domain(max_epochs, K, base, "max_epochs", 1.0)
+        if (E <= 0).any():
+            raise ValueError(f"max_epochs must be > 0, got {max_epochs!r}")
+        tokens = float(n_tokens)
+        caps = np.minimum(E * U / tokens, 1.0)
+        hi = np.minimum(hi, caps[None, :] / s[:, None])  # implied by the cap: s_p w_pk <= caps_k
+    elif max_epochs is not None:
+        raise ValueError("max_epochs needs unique_tokens (the unique tokens available per domain)")
+    q = None
+    lam = 0.0 if kl_penalty is None else float(kl_penalty)
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ValueError(f"kl_penalty must be a finite number >= 0, got {kl_penalty!r}")
+    if max_kl is not None and not (math.isfinite(float(max_kl)) and float(max_kl) > 0):
+        raise ValueError(f"max_kl must be a finite number > 0 (nats), got {max_kl!r}")
+    if trust_radius is not None and not (math.isfinite(float(trust_radius)) and 0 < float(trust_radius) <= 1):
+        raise ValueError(f"trust_radius must lie in (0, 1] (a total-variation distance), got {trust_radius!r}")
+    if lam > 0 or max_kl is not None or (prior is not None and not isinstance(prior, str)):
+        if natural is None and U is not None and np.isfinite(U).all():
+            natural = U
+        q = _prior(prior, base, natural)
+        hi = np.where(q[None, :] > 0, hi, 0.0)  # KL(w || q) is finite only with w = 0 where q = 0
+    names = [[base[k] if P == 1 else f"{base[k]}@{phases[p]}" for k in range(K)] for p in range(P)]
+    bad = np.argwhere(lo > hi * (1 + 1e-12) + 1e-15)
+    if bad.size:
+        why = lambda p, k: (" from the repetition cap" if caps is not None and hi[p, k] >= caps[k] / s[p] - 1e-15 else  # noqa: E731
+                            " (prior weight 0)" if q is not None and q[k] == 0 else "")
+        raise InfeasibleMixtureError("floor above ceiling for domain(s): " + ", ".join(
+            f"{names[p][k]} (floor {lo[p, k]:.6g} > ceiling {hi[p, k]:.6g}{why(p, k)})" for p, k in bad))
+    if caps is not None and P > 1:  # before the per-phase sums: the caps also lower the ceilings
+        need = (s[:, None] * lo).sum(0)
+        over = np.flatnonzero(need > caps * (1 + 1e-12) + 1e-15)
+        if over.size:
+            raise InfeasibleMixtureError("repetition caps below the floors for domain(s): " + ", ".join(
+                f"{base[k]} (floors take {need[k] * tokens / U[k]:.4g} epochs > max_epochs {E[k]:g})" for k in over))
+        room = np.minimum(caps, (s[:, None] * hi).sum(0))
+        if room.sum() < 1 - 1e-12:
+            order = np.argsort(room)[: min(K, 8)]
+            raise InfeasibleMixtureError(
+                f"the repetition caps admit at most {room.sum():.4g} of the tokens (need 1): max_epochs x unique tokens is "
+                f"too small at {tokens:.4g} tokens; tightest domains: " + ", ".join(
+                    f"{base[k]} (at most {room[k]:.3g} of the tokens)" for k in order))
+    hi = np.maximum(hi, lo)
+    for p in range(P):
+        where = "" if P == 1 else f" in {phases[p]}"
+        if lo[p].sum() > 1 + 1e-12:
+            raise InfeasibleMixtureError(f"floors{where} sum to {lo[p].sum():.6g} > 1: " + ", ".join(
+                f"{base[k]}={lo[p, k]:.4g}" for k in np.flatnonzero(lo[p] > 0)))
+        if hi[p].sum() < 1 - 1e-12:
+            raise InfeasibleMixtureError(f"ceilings{where} sum to {hi[p].sum():.6g} < 1, no mixture fits: " + ", ".join(
+                f"{base[k]}={hi[p, k]:.4g}" for k in range(K)))
+    if P == 1:
+        caps = None  # folded into the ceilings
+    return PhaseProblem(phases=tuple(phases), shares=s, base_domains=tuple(base), index=idx, lower=lo, upper=hi, caps=caps,
+                        unique_tokens=U, max_epochs=E, tokens=tokens, prior=q, kl_penalty=lam,
+                        max_kl=None if max_kl is None else float(max_kl),
+                        trust_radius=None if trust_radius is None else float(trust_radius))
+
+
+class _Shared(eqx.Module):
+    """Data every member of a constrained search shares (arrays) and which terms are on (static)."""
+
+    N: jax.Array
+    D: jax.Array
+    w: jax.Array
+    inv: jax.Array  # law's h = z[inv]
+    log_sq: jax.Array  # log(s_p q_k) per block entry (0 where unused)
+    lam: jax.Array
+    caps: jax.Array
+    max_kl: jax.Array
+    radius: jax.Array
+    objective: Any = eqx.field(static=True)
+    P: int = eqx.field(static=True)
+    use_kl: bool = eqx.field(static=True)
+    use_caps: bool = eqx.field(static=True)
+    use_max_kl: bool = eqx.field(static=True)
+    use_trust: bool = eqx.field(static=True)
+
+
+def _kl_blocks(z, log_sq):
+    """sum z log(z / (s q)) over the blocks (= sum_p s_p KL(w_p || q)), 0 log 0 = 0, finite gradient at 0."""
+    pos = z > 0
+    zz = jnp.where(pos, z, 1.0)
+    return jnp.sum(jnp.where(pos, zz * (jnp.log(zz) - log_sq), 0.0))
+
+
+def _parts(z, law, center, sh: _Shared):
+    """(objective J, losses, KL, constraint values g) of the block mixture z."""
+    losses = law(z[sh.inv], sh.N, sh.D)
+    J = sh.objective(losses, sh.w)
+    kl = _kl_blocks(z, sh.log_sq) if (sh.use_kl or sh.use_max_kl) else jnp.zeros((), z.dtype)
+    g = []
+    if sh.use_caps:  # relative: epochs / max_epochs - 1
+        g.append(z.reshape(sh.P, -1).sum(0) / sh.caps - 1.0)
+    if sh.use_max_kl:
+        g.append((kl - sh.max_kl)[None])
+    g = jnp.concatenate(g) if g else jnp.zeros((0,), z.dtype)
+    return J, losses, kl, g
+
+
+def _alm_value(z, member, sh: _Shared):
+    """Augmented Lagrangian of the constrained search: J + lambda KL + (1 / 2 rho) sum_j (max(0, mu_j + rho g_j)^2 - mu_j^2)."""
+    law, center, mu, rho = member
+    if sh.use_trust:  # the point carries the trust region's centre (SimplexDescent.radius)
+        z = z[: z.shape[0] // 2]
+    J, _, kl, g = _parts(z, law, center, sh)
+    val = J + (sh.lam * kl if sh.use_kl else 0.0)
+    if g.shape[0]:
+        val = val + jnp.sum(jnp.maximum(0.0, mu + rho * g) ** 2 - mu**2) / (2.0 * rho)
+    return val
+
+
+class _PhaseSolved(eqx.Module):
+    z: jax.Array
+    J: jax.Array
+    kl: jax.Array
+    g: jax.Array
+    losses: jax.Array
+    status: jax.Array
+    num_steps: jax.Array
+    kkt: jax.Array
+
+
+@eqx.filter_jit
+def _solve_phase(z0, members, sh: _Shared, lo, hi, shares, config: MixtureConfig, steps):
+    law, center, _, _ = members
+    solver = SimplexDescent(lo, hi, mirror=config.method == "mirror", step_size=config.step_size, shares=shares,
+                            radius=sh.radius if sh.use_trust else None)
+    y0 = jnp.concatenate([z0, center], axis=1) if sh.use_trust else z0
+    sol = _engine.minimize(solver, _alm_value, y0, members, sh, max_steps=steps, ftol=config.ftol, gtol=config.gtol,
+                           window=config.patience)
+    z = sol.y[:, : z0.shape[1]]
+    J, losses, kl, g = jax.vmap(lambda z, lw, c: _parts(z, lw, c, sh))(z, law, center)
+    ok = jnp.isfinite(sol.value) & jnp.isfinite(J) & jnp.all(jnp.isfinite(losses), axis=-1)
+    status = jnp.where(ok, sol.status, int(Status.nonfinite))
+    return _PhaseSolved(z, J, kl, g, losses, status, sol.num_steps, sol.rel_grad * jnp.abs(sol.value))
+
+
+def _run_constrained(laws, z0, centers, sh: _Shared, prob: PhaseProblem, config: MixtureConfig, dtype):
+    """Augmented Lagrangian over the coupled constraints (caps, KL bound, trust region), the inner problems on the
+    product of per-phase capped simplices by :class:`SimplexDescent`, warm-started; every member (law, start,
+    trust-region centre) of the batch carries its own multipliers. Returns numpy arrays and the multipliers."""
+    B = z0.shape[0]
+    G = (prob.index.shape[1] if sh.use_caps else 0) + int(sh.use_max_kl)
+    lo, hi = jnp.asarray(prob.lower, dtype), jnp.asarray(prob.upper, dtype)
+    shares = jnp.asarray(prob.shares, dtype) if prob.n_phases > 1 else None
+    if shares is None:
+        lo, hi = lo[0], hi[0]
+    mu = np.zeros((B, G))
+    rho = np.full(B, _RHO0)
+    z = z0
+    prev = np.full(B, np.inf)
+    prev_val = np.full(B, np.inf)
+    coupled = prob.coupled and not (prob.caps is None and prob.max_kl is None)  # the trust region is in the projection
+    outer = _OUTER_STEPS if coupled else 1
+    steps = min(config.steps, _INNER_STEPS) if coupled else config.steps
+    for _ in range(outer):
+        res = _solve_phase(z, (laws, centers, jnp.asarray(mu, dtype), jnp.asarray(rho, dtype)), sh, lo, hi, shares, config,
+                           jnp.asarray(steps, jnp.int32))
+        out = {f.name: np.asarray(getattr(res, f.name)) for f in dataclasses.fields(res)}
+        out["viol"] = np.max(np.maximum(out["g"], 0.0), axis=1, initial=0.0)
+        z = res.z
+        if not coupled:
+            break
+        g = out["g"].astype(np.float64)
+        viol = np.max(np.maximum(g, 0.0), axis=1)
+        new_mu = np.maximum(0.0, mu + rho[:, None] * g)
+        dual = np.max(np.abs(new_mu - mu), axis=1) / np.maximum(1.0, np.max(new_mu, axis=1))
+        mu = new_mu
+        bad = out["status"] == int(Status.nonfinite)
+        val = out["J"] + prob.kl_penalty * out["kl"]
+        flat = np.abs(val - prev_val) <= 1e-9 * np.maximum(1.0, np.abs(val))
+        prev_val = val
+        done = bad | ((viol <= 0.1 * CONSTRAINT_TOL) & ((dual <= 1e-6) | flat))
+        rho = np.where((viol > 0.25 * prev) & (viol > 0.1 * CONSTRAINT_TOL), np.minimum(rho * 10.0, _RHO_MAX), rho)
+        prev = viol
+        if done.all():
+            break
+    return out, mu
+
+
+def _centre_starts(prob: PhaseProblem, n: int, seed: int, dtype, init=None) -> np.ndarray:
+    """Start mixtures in blocks: the KL projection of the uniform mixture per phase, then Dirichlet(1) draws."""
+    if n < 1:
+        raise ValueError(f"starts must be >= 1, got {n}")
+    P, K = prob.lower.shape
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, P * K))
+    for p in range(P):
+        draws = rng.dirichlet(np.ones(K), size=n)
+        draws[0] = 1.0 / K
+        draws = 0.98 * draws + 0.02 / K
+        w = _project_kl_batch(jnp.log(jnp.asarray(draws, dtype)), jnp.asarray(prob.lower[p], dtype), jnp.asarray(prob.upper[p], dtype))
+        out[:, p * K : (p + 1) * K] = np.asarray(w) * prob.shares[p]
+    if init is not None:
+        z = prob.blocks(np.asarray(init, np.float64).reshape(-1))
+        for p in range(P):
+            w = _project_batch(jnp.asarray(z[None, p * K : (p + 1) * K] / prob.shares[p], dtype), jnp.asarray(prob.lower[p], dtype),
+                               jnp.asarray(prob.upper[p], dtype))
+            out[0, p * K : (p + 1) * K] = np.asarray(w[0]) * prob.shares[p]
+    return out
+
+
+def _toward(prob: PhaseProblem, centre: np.ndarray, target: np.ndarray, r: float, dtype) -> np.ndarray:
+    """A start inside the trust region of ``centre``: the point 0.9 r from it towards ``target`` (in total variation),
+    projected onto the per-phase bounds."""
+    d = 0.5 * np.abs(target - centre).sum()
+    t = 1.0 if d <= 0.9 * r else 0.9 * r / d
+    z = centre + t * (target - centre)
+    P, K = prob.lower.shape
+    out = np.empty_like(z)
+    for p in range(P):
+        blk = slice(p * K, (p + 1) * K)
+        w = _project_batch(jnp.asarray(z[None, blk] / prob.shares[p], dtype), jnp.asarray(prob.lower[p], dtype), jnp.asarray(prob.upper[p], dtype))
+        out[blk] = np.asarray(w[0]) * prob.shares[p]
+    return out
+
+
+def _shared(prob: PhaseProblem, N, D, w, fn, dtype, trust: bool) -> _Shared:
+    P, K = prob.lower.shape
+    if prob.prior is not None:
+        with np.errstate(divide="ignore"):
+            lsq = np.log(prob.shares[:, None] * prob.prior[None, :]).reshape(-1)
+        lsq = np.where(np.isfinite(lsq), lsq, 0.0)
+    else:
+        lsq = np.zeros(P * K)
+    a = lambda x: jnp.asarray(x, dtype)  # noqa: E731
+    return _Shared(N=a(N), D=a(D), w=a(w), inv=jnp.asarray(np.argsort(prob.index.reshape(-1))), log_sq=a(lsq),
+                   lam=a(prob.kl_penalty), caps=a(prob.caps if prob.caps is not None else np.full(K, _UNUSED)),
+                   max_kl=a(_UNUSED if prob.max_kl is None else prob.max_kl), radius=a(prob.trust_radius or 0.0), objective=fn,
+                   P=P, use_kl=True, use_caps=True, use_max_kl=True, use_trust=trust)
+
+
+def _feasible(out, tol: float = CONSTRAINT_TOL) -> np.ndarray:
+    return (out["status"] != int(Status.nonfinite)) & (out["viol"] <= tol) & np.isfinite(out["J"])
+
+
+def _penalized(out, prob: PhaseProblem) -> np.ndarray:
+    return out["J"] + (prob.kl_penalty * out["kl"] if prob.kl_penalty > 0 else 0.0)
+
+
+def _tile_law(law, n: int):
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape) if eqx.is_array(x) else x, law)
+
+
+def _pick(out, idx):
+    return jax.tree_util.tree_map(lambda a: a[idx], out)
+
+
+def _solve_problem(laws, R: int, prob: PhaseProblem, H_blocks, N, D, w, fn, cfg, starts, seed, dtype, init=None):
+    """Best feasible optimum of each of R member laws (batched, leading axis R): stage 1 from ``starts`` start
+    mixtures without the trust region; stage 2, for members whose optimum lies farther than the radius from every
+    measured mixture, within the ball of each of the ``trust_candidates`` measured mixtures nearest that optimum.
+    Returns (out (R, ...), feasible (R,), trust stage used (R,))."""
+    S = starts
+    z0 = _centre_starts(prob, S, seed, dtype, init)
+    B = R * S
+    members = jax.tree_util.tree_map(lambda x: jnp.repeat(x, S, axis=0) if eqx.is_array(x) else x, laws)
+    zeros = jnp.zeros((B, z0.shape[1]), dtype)
+    sh = _shared(prob, N, D, w, fn, dtype, trust=False)
+    out, _ = _run_constrained(members, jnp.asarray(np.tile(z0, (R, 1)), dtype), zeros, sh, prob, cfg, dtype)
+    out = {k: v.reshape((R, S) + v.shape[1:]) for k, v in out.items() if k != "g"}
+    feas = _feasible(out)
+    val = np.where(feas, _penalized(out, prob), np.inf)
+    best = np.argmin(val, axis=1)
+    take = lambda o, i: {k: np.take_along_axis(a, i.reshape((R, 1) + (1,) * (a.ndim - 2)), axis=1)[:, 0] for k, a in o.items()}  # noqa: E731
+    res = take(out, best)
+    res["start_values"] = np.where(feas, _penalized(out, prob), np.nan)
+    res["start_status"] = out["status"]
+    res["start_z"] = out["z"]
+    ok = np.isfinite(val[np.arange(R), best])
+    used_trust = np.zeros(R, bool)
+    r = prob.trust_radius
+    if r is None:
+        return res, ok, used_trust
+    dist = 0.5 * np.abs(res["z"][:, None, :] - H_blocks[None]).sum(-1)  # (R, m)
+    need = dist.min(axis=1) > r
+    if not need.any():
+        return res, ok, used_trust
+    nb = min(TRUST_CANDIDATES, H_blocks.shape[0])
+    near = np.argsort(dist, axis=1)[:, :nb]  # (R, nb)
+    centres = H_blocks[near]  # (R, nb, n)
+    z0 = np.stack([[_toward(prob, centres[i, j], res["z"][i], r, dtype) for j in range(nb)] for i in range(R)])
+    members = jax.tree_util.tree_map(lambda x: jnp.repeat(x, nb, axis=0) if eqx.is_array(x) else x, laws)
+    sh = _shared(prob, N, D, w, fn, dtype, trust=True)
+    out2, _ = _run_constrained(members, jnp.asarray(z0.reshape(R * nb, -1), dtype), jnp.asarray(centres.reshape(R * nb, -1), dtype),
+                               sh, prob, cfg, dtype)
+    out2 = {k: v.reshape((R, nb) + v.shape[1:]) for k, v in out2.items() if k != "g"}
+    # feasibility checked on the exact distance to the centre
+    out2["viol"] = np.maximum(out2["viol"], 0.5 * np.abs(out2["z"] - centres).sum(-1) - r)
+    feas2 = _feasible(out2)
+    val2 = np.where(feas2, _penalized(out2, prob), np.inf)
+    best2 = np.argmin(val2, axis=1)
+    res2 = take(out2, best2)
+    res2["start_values"] = val2
+    ok2 = np.isfinite(val2[np.arange(R), best2])
+    for k in res:
+        if k.startswith("start_"):
+            continue
+        res[k] = np.where(need.reshape((R,) + (1,) * (res[k].ndim - 1)), res2[k], res[k])
+    res["trust_values"] = val2
+    res["trust_centres"] = near
+    ok = np.where(need, ok2, ok)
+    return res, ok, need
+
+
+#: With a trust radius, the optimum is searched within the ball of each of this many measured mixtures nearest the
+#: optimum found without it, and the best is kept.
+TRUST_CANDIDATES = 4
+
+
+def _phases_of(*sources):
+    """(phases, shares) recorded by a fit, a bootstrap result or a table among ``sources``, or (None, None)."""
+    for src in sources:
+        if src is None:
+            continue
+        infos = (getattr(src, "info", None), getattr(getattr(src, "point", None), "info", None), getattr(getattr(src, "data", None), "__dict__", None))
+        for i in infos:
+            if isinstance(i, dict) and i.get("phases") is not None and len(i["phases"]) > 1:
+                return tuple(i["phases"]), i.get("phase_shares")
+        ph = getattr(src, "phases", None)
+        if ph is not None and len(ph) > 1:
+            return tuple(ph), getattr(src, "phase_shares", None)
+    return None, None
+
+
+def _unique_tokens_of(*sources):
+    """Raw unique-token counts (K,) carried by a table among ``sources`` (or its ``.data``), or None."""
+    for src in sources:
+        for obj in (src, getattr(src, "data", None)):
+            U = getattr(obj, "unique_tokens", None)
+            if U is not None and hasattr(obj, "mixtures"):
+                return np.asarray(U, np.float64)
+    return None
+
+
+def _wants_constrained(law, measured, phase_shares, prior, kl_penalty, max_kl, trust_radius) -> bool:
+    if any(x is not None for x in (prior, kl_penalty, max_kl, trust_radius)):
+        return True
+    if phase_shares is not None and len(np.atleast_1d(phase_shares)) > 1:
+        return True
+    return _phases_of(law, measured)[0] is not None
+
+
+def _constrained_setup(source, law1, domains, targets, measured, phase_shares, model_size, n_tokens, raw_model_size, raw_n_tokens,
+                       objective, target_weights, target, floors, ceilings, unique_tokens, max_epochs, prior, kl_penalty, max_kl,
+                       trust_radius, method, steps, step_size):
+    K = len(domains) if domains is not None else _n_domains(law1)
+    domains = tuple(domains) if domains is not None else tuple(f"domain{i}" for i in range(K))
+    if len(domains) != K:
+        raise ValueError(f"{len(domains)} domain names for a law of {K} domains")
+    phases, shares = _phases_of(source, measured)
+    if phase_shares is not None:
+        shares = phase_shares
+    N, D = _scale(law1, model_size, n_tokens, raw_model_size, raw_n_tokens)
+    dtype = jnp.result_type(*[x for x in jax.tree_util.tree_leaves(eqx.filter(law1, eqx.is_inexact_array))] or [float])
+    V = jax.eval_shape(law1, jnp.zeros(K, dtype), jnp.asarray(N, dtype), jnp.asarray(D, dtype)).shape[0]
+    targets = tuple(targets) if targets is not None else (domains if V == K else tuple(f"target{j}" for j in range(V)))
+    if len(targets) != V:
+        raise ValueError(f"{len(targets)} target names for a law with {V} targets")
+    fn, w, desc = objective_spec(V, objective, target_weights, target, targets)
+    unit = TOKENS_UNIT if raw_n_tokens is not None else 1.0
+    data_U = _unique_tokens_of(measured, source)
+    natural = None if data_U is None else data_U
+    if unique_tokens is None and max_epochs is not None and data_U is not None:
+        unique_tokens = data_U * unit / TOKENS_UNIT  # the table's raw counts, in the units of the token count given
+    tokens_given = n_tokens is not None or raw_n_tokens is not None
+    prob = phase_problem(domains, phases=phases, phase_shares=shares, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens,
+                         max_epochs=max_epochs, n_tokens=D * unit if tokens_given else None, prior=prior, kl_penalty=kl_penalty,
+                         max_kl=max_kl, trust_radius=trust_radius, min_weight=type(law1).min_weight, natural=natural)
+    if measured is not None and callable(getattr(measured, "align", None)) and getattr(measured, "n_domains", 0):
+        measured = measured.align(domains, to="the law")
+    if measured is not None and hasattr(measured, "columns") and hasattr(measured, "iloc"):
+        measured = mixture_frame(measured, domains)
+    H = None if measured is None else measured_mixtures(measured, K)
+    if trust_radius is not None and H is None:
+        raise ValueError("trust_radius needs the measured mixtures: pass measured= (an (n, K) array or the training data)")
+    cfg = MixtureConfig(method=method, steps=steps, step_size=step_size)
+    lo_flat = prob.flat((prob.lower * prob.shares[:, None]).reshape(-1))
+    hi_flat = prob.flat((prob.upper * prob.shares[:, None]).reshape(-1))
+    return dict(K=K, domains=domains, targets=targets, N=N, D=D, dtype=dtype, fn=fn, w=w, desc=desc, prob=prob, H=H, cfg=cfg,
+                lo=lo_flat, hi=hi_flat, tokens_given=tokens_given)
+
+
+def _active(prob: PhaseProblem, epochs, kl, dist, lo_flat, hi_flat, h, domains) -> dict[str, Any]:
+    """Which constraints hold with equality at the optimum: the flattened domains at their floors and ceilings (to
+    1e-9), the domains at their repetition caps and whether the KL bound binds (to 1e-6 relative), whether the trust
+    region binds (to 1e-4 of its radius)."""
+    movable = hi_flat - lo_flat > 1e-12
+    return {
+        "floor": [domains[i] for i in np.flatnonzero((h <= lo_flat + 1e-9) & movable)],
+        "ceiling": [domains[i] for i in np.flatnonzero((h >= hi_flat - 1e-9) & movable)],
+        "repetition_cap": [] if epochs is None else [prob.base_domains[k] for k in np.flatnonzero(epochs >= prob.max_epochs * (1 - 1e-6))],
+        "max_kl": bool(prob.max_kl is not None and kl is not None and kl >= prob.max_kl * (1 - 1e-6) - 1e-9),
+        "trust_region": bool(prob.trust_radius is not None and dist is not None and dist >= prob.trust_radius * (1 - 1e-4)),
+    }
+
+
+def _optimize_constrained(law, source, measured, *, model_size, n_tokens, objective, target_weights, target, floors, ceilings,
+                          unique_tokens, max_epochs, starts, seed, steps, method, step_size, init, raw_model_size, raw_n_tokens,
+                          domains, targets, throw, phase_shares, prior, kl_penalty, max_kl, trust_radius) -> MixtureResult:
+    s = _constrained_setup(source, law, domains, targets, measured, phase_shares, model_size, n_tokens, raw_model_size, raw_n_tokens,
+                           objective, target_weights, target, floors, ceilings, unique_tokens, max_epochs, prior, kl_penalty, max_kl,
+                           trust_radius, method, steps, step_size)
+    prob, dt = s["prob"], s["dtype"]
+    _warn_degenerate(law, s["lo"], s["hi"], model_size is not None or raw_model_size is not None,
+                     s["tokens_given"] and prob.unique_tokens is None)
+    Hb = None if s["H"] is None else prob.blocks(s["H"])
+    res, ok, used_trust = _solve_problem(_tile_law(law, 1), 1, prob, Hb, s["N"], s["D"], s["w"], s["fn"], s["cfg"], starts, seed, dt, init)
+    one = {k: v[0] for k, v in res.items()}
+    status = Status(int(one["status"]))
+    if not ok[0]:
+        if status == Status.nonfinite and throw:
+            raise RuntimeError(f"every one of {starts} starts gave a non-finite objective at N={s['N']:g}M, D={s['D']:g}B; check the law's parameters")
+        parts = []
+        if prob.caps is not None:
+            parts.append("the repetition caps")
+        if prob.max_kl is not None:
+            parts.append(f"the KL bound {prob.max_kl:g}")
+        if used_trust[0]:
+            parts.append(f"the trust region of radius {prob.trust_radius:g} around the {min(TRUST_CANDIDATES, Hb.shape[0])} nearest measured mixtures")
+        msg = (f"no start reached a mixture satisfying {', '.join(parts) or 'the constraints'} together with the floors and ceilings "
+               f"(smallest violation {float(np.min(one['viol'])):.3g}); loosen them")
+        if throw:
+            raise InfeasibleMixtureError(msg)
+        warnings.warn(msg, stacklevel=3)
+    z = one["z"]
+    h = prob.flat(z)
+    epochs = prob.epochs(z)
+    kl = prob.kl(z)
+    dist = None if s["H"] is None else float(_tv_to_set(h[None], s["H"])[0].min())
+    result = MixtureResult(
+        mixture=h, losses=one["losses"], value=float(one["J"]), status=status,
+        num_steps=int(one["num_steps"]), kkt_residual=float(one["kkt"]), start_values=res["start_values"][0],
+        start_mixtures=prob.flat(res["start_z"][0]), start_status=res["start_status"][0], lower=s["lo"], upper=s["hi"], domains=s["domains"], targets=s["targets"],
+        model_size=s["N"], n_tokens=s["D"], objective=s["desc"], config=s["cfg"],
+        scale_extrapolation=_scale_report(source, law, s["N"], s["D"]), problem=prob,
+        phase_mixtures=z.reshape(prob.lower.shape) / prob.shares[:, None], epochs=epochs,
+        kl_to_prior=None if kl is None else float(kl), nearest_measured_distance=dist,
+        penalized_value=float(one["J"] + prob.kl_penalty * (kl or 0.0)),
+        active_constraints=None, constraint_violation=float(one["viol"]),
+    )
+    result.active_constraints = _active(prob, epochs, kl, dist, s["lo"], s["hi"], h, s["domains"])
+    result.fixed_message = "not checked: the check applies to searches without phases, KL terms or a trust region"
+    if s["H"] is not None:
+        result.coverage = measured_coverage(h, s["H"], domains=s["domains"])
+        if result.coverage.extrapolation and prob.trust_radius is None:
+            warnings.warn(result.notes()[0], ExtrapolationWarning, stacklevel=3)
+    return result
+
+
+def _optimize_constrained_ensemble(laws, R, ok, point, measured, *, model_size, n_tokens, objective, target_weights, target,
+                                   floors, ceilings, unique_tokens, max_epochs, starts, seed, steps, method, step_size, raw_model_size,
+                                   raw_n_tokens, domains, targets, phase_shares, prior, kl_penalty, max_kl, trust_radius, source,
+                                   check_fixed) -> MixtureEnsemble:
+    law1 = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, laws)
+    s = _constrained_setup(source, law1, domains, targets, measured, phase_shares, model_size, n_tokens, raw_model_size, raw_n_tokens,
+                           objective, target_weights, target, floors, ceilings, unique_tokens, max_epochs, prior, kl_penalty, max_kl,
+                           trust_radius, method, steps, step_size)
+    prob, dt = s["prob"], s["dtype"]
+    Hb = None if s["H"] is None else prob.blocks(s["H"])
+    res, feasible, _ = _solve_problem(laws, R, prob, Hb, s["N"], s["D"], s["w"], s["fn"], s["cfg"], starts, seed, dt)
+    usable = ok & feasible & (res["status"] != int(Status.nonfinite))
+    pt = None
+    if point is not None:
+        pt = optimize_mixture(point, model_size=model_size, n_tokens=n_tokens, raw_model_size=raw_model_size, raw_n_tokens=raw_n_tokens,
+                              objective=objective, target_weights=target_weights, target=target, floors=floors, ceilings=ceilings,
+                              unique_tokens=prob.unique_tokens if prob.unique_tokens is not None else unique_tokens,
+                              max_epochs=prob.max_epochs if prob.unique_tokens is not None else max_epochs, starts=starts, seed=seed, steps=steps, method=method,
+                              step_size=step_size, domains=s["domains"], targets=s["targets"], measured=measured if s["H"] is None else s["H"],
+                              phase_shares=prob.shares if prob.n_phases > 1 else None, prior=prob.prior if prob.prior is not None else prior,
+                              kl_penalty=kl_penalty, max_kl=max_kl, trust_radius=trust_radius, throw=False)
+    Z = res["z"]
+    mixtures = prob.flat(Z)
+    ens = MixtureEnsemble(
+        mixtures=mixtures, values=res["J"], losses=res["losses"], status=res["status"], ok=usable, lower=s["lo"], upper=s["hi"],
+        domains=s["domains"], targets=s["targets"], model_size=s["N"], n_tokens=s["D"], objective=s["desc"], point=pt, problem=prob,
+        phase_mixtures=Z.reshape((R,) + prob.lower.shape) / prob.shares[None, :, None], epochs=prob.epochs(Z), kl_to_prior=prob.kl(Z),
+        nearest_measured_distance=None if s["H"] is None else _tv_to_set(mixtures, s["H"]).min(axis=1),
+    )
+    if s["H"] is not None:
+        sp = _typical_spacing(s["H"])
+        ens.member_extrapolation = np.array(
+            [bool(u) and measured_coverage(m, s["H"], typical_spacing=sp).extrapolation for m, u in zip(mixtures, usable)])
+    ens.fixed_message = "not checked: the check applies to searches without phases, KL terms or a trust region"
     return ens
