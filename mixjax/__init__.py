@@ -61,6 +61,8 @@ from .mixture import optimize_mixture as optimize_mixture
 from .mixture import optimize_mixture_ensemble as optimize_mixture_ensemble
 from .mixture import PhasedMixtureError as PhasedMixtureError
 from .mixture import DegenerateOptimumWarning as DegenerateOptimumWarning
+from .calibration import CalibratedOptimum as CalibratedOptimum
+from .calibration import calibrate_optimum as calibrate_optimum
 from .laws._base import mixture_frame as mixture_frame
 from .swarm import load_phase_table as load_phase_table
 from .swarm import load_ratios_metrics as load_ratios_metrics

@@ -292,6 +292,20 @@ def test_optimal_mixtures_beat_random_feasible_ones(ns, run_page):
     assert scarce.value <= np.asarray(fit.law.predict(others, 1235.0, 46.08)).mean(axis=1).min() + 1e-9
 
 
+def test_calibrated_optimum_of_the_page(run_page):
+    page = run_page("docs/mixtures.md")
+    cal, held_out, boot = page["cal"], page["held_out"], page["boot22"]
+    pl = boot.point.law.params()  # the log-linear law in numpy: exp(c + t . h), at every held-out mixture
+    p = np.exp(float(pl["c"][0]) + held_out.mixtures @ np.asarray(pl["t"])[0])
+    assert cal.index == int(np.argmin(p)) and cal.predicted == pytest.approx(p.min(), rel=1e-9)
+    # the figures the page prints, and the measured run they are checked against
+    measured = float(held_out.losses[cal.index, 0])
+    assert round(measured, 3) == 1.607  # (the compile flags of the tests move the fit's last digits)
+    assert cal.predicted == pytest.approx(1.569, abs=0.002) and cal.calibrated == pytest.approx(1.602, abs=0.005)
+    assert abs(cal.calibrated - measured) < abs(cal.predicted - measured)
+    assert cal.interval[0] <= measured <= cal.interval[1]
+
+
 # links
 
 

@@ -22,7 +22,9 @@ def add_parser(sub) -> None:
         description="Fit a law on TRAIN (all rows, each with its own model size and tokens, or a --fit-model-size/"
         "--fit-tokens selection), then minimize its predicted loss over mixtures at the TARGET scale --model-size/"
         "--tokens, under per-domain floors, ceilings and data availability. With --bootstrap R, the law is refitted on "
-        "R resamples and the optimum of each gives percentile intervals for the mixture. The result says how far the "
+        "R resamples and the optimum of each gives percentile intervals for the mixture and a selection-aware estimate of "
+        "the picked mixture's objective (the fit's own prediction at its optimum is optimistic: the winner's curse). The "
+        "result says how far the "
         "optimum lies outside the mixtures of TRAIN (per-domain measured range, total-variation distance to the nearest "
         "measured mixture against the typical spacing of the design) and warns on stderr when it extrapolates or when "
         "the law fixes the optimum regardless of its fitted parameters.",
@@ -41,7 +43,7 @@ def add_parser(sub) -> None:
     p.add_argument("--within-measured", action="store_true", help="keep every domain's weight inside the range measured in TRAIN (intersected with --floor/--ceiling)")
     p.add_argument("--target", metavar="NAME", help="minimize this one target's predicted loss (default: the mean over targets)")
     p.add_argument("--target-weights", nargs="+", metavar="NAME=W", help="minimize a weighted mean of the targets' losses")
-    p.add_argument("--bootstrap", type=int, metavar="R", help="refit on R bootstrap resamples and report percentile intervals of the optimal mixture")
+    p.add_argument("--bootstrap", type=int, metavar="R", help="refit on R bootstrap resamples: percentile intervals of the optimal mixture, and its objective corrected for the winner's curse (JSON field calibrated)")
     p.add_argument("--scheme", default="rows", choices=["rows", "mixtures", "stratified"], help="bootstrap resampling scheme (default rows)")
     p.add_argument("--level", type=float, default=0.9, help="interval level with --bootstrap (default 0.9)")
     p.add_argument("--starts", type=int, default=16, help="random initializations of the fit (default 16)")
@@ -196,7 +198,7 @@ def run(args) -> int:
             raise CliError(f"--optimizer: {e}") from None
         fit_kw["optimizer"] = args.optimizer
     say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
-    ens = None
+    ens = cal = None
     caveats = (ExtrapolationWarning, FixedOptimumWarning)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -211,6 +213,8 @@ def run(args) -> int:
                 say(f"optimizing the mixture of each resample's law ({args.mixture_starts} starts each)...")
                 ens = mixjax.optimize_mixture_ensemble(boot, **{**common, "starts": min(args.mixture_starts, 8)})
                 fit, res = boot.point, ens.point
+                cal = mixjax.calibrate_optimum(boot, ensemble=ens, data=train, level=args.level,
+                                               **{**common, "starts": min(args.mixture_starts, 8)})
             else:
                 say(f"fitting {args.law} to {train.n_rows} rows of {train.name} ({args.starts} starts)...")
                 fit = mixjax.fit(args.law, train, **fit_kw)
@@ -237,6 +241,7 @@ def run(args) -> int:
     }
     if ens is not None:
         out["bootstrap"] = ens.as_dict(args.level)
+        out["calibrated"] = cal.as_dict()
     if args.plot is not None:
         from mixjax.plots.mixture import plot_mixture
 
@@ -271,6 +276,14 @@ def run(args) -> int:
               f"{cov.n_measured} measured mixtures: {spacing}); extrapolation: {'yes' if cov.extrapolation else 'no'}")
     if res.optimum_fixed_by_law is not None:
         print(f"optimum fixed by the law: {'yes' if res.optimum_fixed_by_law else 'no'} ({res.fixed_message})")
+    if cal is not None:
+        pct = f"{100 * args.level:g}%"
+        print(f"winner's curse: the fit predicts {cal.predicted:.6g} at its own pick; corrected for the selection, {cal.calibrated:.6g} "
+              f"(optimism {cal.optimism:.3g}), {pct} interval [{cal.interval[0]:.6g}, {cal.interval[1]:.6g}]")
+        if cal.run_interval is not None:
+            noise = f"{100 * cal.run_noise:.3g} %" if cal.log_scale else f"{cal.run_noise:.3g}"
+            print(f"one run at this mixture: {pct} interval [{cal.run_interval[0]:.6g}, {cal.run_interval[1]:.6g}] "
+                  f"(run noise {noise}, from out-of-bag residuals); expected regret {cal.regret:.3g}")
     if ens is not None:
         print(f"bootstrap: {ens.n_ok} of {ens.ok.size} resamples used")
         if ens.member_extrapolation is not None:
