@@ -25,6 +25,7 @@ def truth():
     return true_law("capacity_noise", K)
 
 
+@pytest.mark.slow  # 6 s; the noisy fit below covers the same solver by default
 def test_noise_free_fit_converges_and_recovers_the_truth(truth):
     """Noise-free data: the best fit has a zero residual, where the relative tests never pass; the fit must still end
     ``converged`` (steps at the rounding level) well before the step limit, at the true parameters."""

@@ -53,7 +53,11 @@ def _drawn(name):
     return cls, jax.vmap(lambda k: cls.init(k, summary))(keys)  # init must trace under vmap (op by op: cheaper than compiling)
 
 
-@pytest.mark.parametrize("name", LAWS_WITH_INIT)
+# variants sharing the capacity-noise allocation machinery (the costliest to compile) run with the slow tests
+SLOW = ("capacity_only", "capacity_noise_run_tokens", "capacity_noise_h0")
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in LAWS_WITH_INIT])
 def test_law_keeps_the_engine_contract(name):
     cls, batch = _drawn(name)
     h, N, D = _inputs()
