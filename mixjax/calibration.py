@@ -70,7 +70,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .data import MixtureData
-from .design import _check_candidates, _predict_members
+from .design import _check_candidates, _objective_of_rows, _predict_members
 from .intervals import check_level, percentile_interval
 from .mixture import (
     MixtureEnsemble,
@@ -183,11 +183,6 @@ def _member_rows(laws, h, N, D, w, fn):
     return eqx.filter_vmap(lambda law: jax.vmap(lambda hr, Nr, Dr: fn(law(hr, Nr, Dr), w))(h, N, D))(laws)
 
 
-@eqx.filter_jit
-def _observed_rows(y, w, fn):
-    return jax.vmap(lambda yr: fn(yr, w))(y)
-
-
 def _residuals(boot: BootstrapResult, data: MixtureData | None, fn, w, dtype, log_scale: bool) -> tuple[np.ndarray, np.ndarray]:
     """``(r, oob)``: (R, n) objective residuals ``J(y_i) - J_b(h_i)`` (of the logs with ``log_scale``) and the mask of
     usable out-of-bag cells."""
@@ -211,7 +206,7 @@ def _residuals(boot: BootstrapResult, data: MixtureData | None, fn, w, dtype, lo
     meaningful = rows & (h.min(axis=1, initial=1.0) >= cls.min_weight)
     if meaningful.any():
         rows = meaningful
-    J_obs = np.asarray(_observed_rows(jnp.asarray(np.where(rows[:, None], y, 1.0), dtype), jnp.asarray(w, dtype), fn), np.float64)
+    J_obs = np.asarray(_objective_of_rows(jnp.asarray(np.where(rows[:, None], y, 1.0), dtype), jnp.asarray(w, dtype), fn), np.float64)
     J_pred = np.asarray(_member_rows(boot.laws, arrays.h, arrays.N, arrays.D, jnp.asarray(w, dtype), fn), np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.log(J_obs)[None, :] - np.log(J_pred) if log_scale else J_obs[None, :] - J_pred
