@@ -13,6 +13,7 @@ import numpy as np
 from mixjax.units import ScaleError, check_scale
 
 from ._common import CliError, check_output_path, format_table, load_data, parse_count, parse_scale, print_json, select_scale, write_atomic
+from ._common import add_phase_shares_option, parse_phase_shares
 
 
 def add_parser(sub) -> None:
@@ -41,6 +42,14 @@ def add_parser(sub) -> None:
     p.add_argument("--unique-tokens", metavar="FILE", help="CSV (columns domain,unique_tokens) or JSON {domain: tokens} of unique tokens available per domain (raw counts, e.g. 12B); caps h_i * tokens <= max_epochs * unique_i")
     p.add_argument("--max-epochs", type=float, help="times a domain's unique tokens may be repeated (default 1; needs --unique-tokens)")
     p.add_argument("--within-measured", action="store_true", help="keep every domain's weight inside the range measured in TRAIN (intersected with --floor/--ceiling)")
+    add_phase_shares_option(p)
+    p.add_argument("--prior", metavar="FILE|natural", help="prior mixture of the KL terms: CSV (domain,weight) or JSON {domain: weight} "
+                   "summing to 1, or 'natural' (the unique tokens normalized; the default when they are known)")
+    kl = p.add_mutually_exclusive_group()
+    kl.add_argument("--kl-penalty", type=float, metavar="LAMBDA", help="add LAMBDA * sum_p s_p KL(w_p || prior) to the objective")
+    kl.add_argument("--max-kl", type=float, metavar="B", help="keep sum_p s_p KL(w_p || prior) <= B (nats)")
+    p.add_argument("--trust-radius", type=float, metavar="R", help="keep the mixture within total-variation distance R of a "
+                   "measured mixture of TRAIN (searched in the balls of the few nearest ones)")
     p.add_argument("--target", metavar="NAME", help="minimize this one target's predicted loss (default: the mean over targets)")
     p.add_argument("--target-weights", nargs="+", metavar="NAME=W", help="minimize a weighted mean of the targets' losses")
     p.add_argument("--bootstrap", type=int, metavar="R", help="refit on R bootstrap resamples: percentile intervals of the optimal mixture, and its objective corrected for the winner's curse (JSON field calibrated)")
@@ -123,6 +132,43 @@ def read_unique_tokens(path: str) -> dict[str, float]:
     return out
 
 
+def read_prior(path: str) -> dict[str, float]:
+    """A prior mixture ``{domain: weight}`` from a ``domain,weight`` CSV file or a JSON object (checked by the optimizer:
+    every domain present, weights >= 0 summing to 1)."""
+    if not os.path.exists(path):
+        raise CliError(f"--prior: no such file {path!r} (give a CSV domain,weight file, a JSON {{domain: weight}} file or 'natural')")
+    with open(path) as f:
+        text = f.read()
+    if path.lower().endswith(".json") or text.lstrip().startswith("{"):
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise CliError(f"--prior: {path} is not valid JSON ({e})") from None
+        if not isinstance(raw, dict):
+            raise CliError(f"--prior: {path} must hold a JSON object {{domain: weight}}")
+        items = [(str(k), v) for k, v in raw.items()]
+    else:
+        rows = [[c.strip() for c in ln.split(",")] for ln in text.splitlines() if ln.strip()]
+        if rows and len(rows[0]) == 2:
+            try:
+                float(rows[0][1])
+            except ValueError:
+                rows = rows[1:]  # a header line
+        bad = [r for r in rows if len(r) != 2]
+        if bad:
+            raise CliError(f"--prior: each CSV line must be 'domain,weight'; got {','.join(bad[0])!r}")
+        items = [(r[0], r[1]) for r in rows]
+    out = {}
+    for k, v in items:
+        if k in out:
+            raise CliError(f"--prior: domain {k!r} is listed more than once in {path}")
+        try:
+            out[k] = float(v)
+        except (TypeError, ValueError):
+            raise CliError(f"--prior: the weight of domain {k!r} is {v!r}, not a number") from None
+    return out
+
+
 def run(args) -> int:
     import mixjax
     from mixjax.data import DataError
@@ -136,10 +182,11 @@ def run(args) -> int:
         raise CliError(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.plot is not None:
         check_output_path(args.plot, "--plot", (".png", ".pdf", ".svg"), args=args)
-    train = select_scale(load_data(args.train, args.targets), args.fit_model_size, args.fit_tokens)
-    from mixjax.mixture import check_single_phase
-
-    check_single_phase(train)  # before any fitting
+    shares = parse_phase_shares(args.phase_shares)
+    train = select_scale(load_data(args.train, args.targets, phase_shares=shares), args.fit_model_size, args.fit_tokens)
+    phased = train.phases is not None and len(train.phases) > 1
+    if shares is not None and not phased:
+        raise CliError(f"--phase-shares applies to a table with several training phases; {train.name} has one")
     cls = mixjax.get_law(args.law)
     N = parse_scale(args.model_size, "model_size", "--model-size") if args.model_size else None
     D = parse_scale(args.tokens, "n_tokens", "--tokens") if args.tokens else None
@@ -150,6 +197,10 @@ def run(args) -> int:
     unique = read_unique_tokens(args.unique_tokens) if args.unique_tokens else None
     if unique is not None and D is None:
         raise CliError("--unique-tokens needs the target --tokens")
+    if args.max_epochs is not None and unique is None and train.unique_tokens is not None:
+        unique = dict(zip(train.base_domains or train.domains, map(float, train.unique_tokens)))  # the table's own counts
+        if D is None:
+            raise CliError("--max-epochs needs the target --tokens")
     if args.max_epochs is not None and unique is None:
         raise CliError("--max-epochs needs --unique-tokens")
     if args.bootstrap is not None and args.bootstrap < 2:
@@ -169,18 +220,31 @@ def run(args) -> int:
         ceilings=parse_bounds(args.ceiling, "ceiling"), unique_tokens=unique, max_epochs=args.max_epochs,
         starts=args.mixture_starts, seed=args.seed, measured=train, within_measured=args.within_measured,
     )
+    prior = None if args.prior is None else (args.prior if args.prior == "natural" else read_prior(args.prior))
+    extra = {k: v for k, v in dict(prior=prior, kl_penalty=args.kl_penalty, max_kl=args.max_kl, trust_radius=args.trust_radius).items()
+             if v is not None}
+    if (phased or extra) and args.within_measured:
+        raise CliError("--within-measured applies to single-phase searches without --prior/--kl-penalty/--max-kl/--trust-radius; "
+                       "use --trust-radius to stay near the measured mixtures")
     try:  # check the constraints before any fitting
-        lo, hi = mixture_bounds(train.n_domains, floors=common["floors"], ceilings=common["ceilings"], unique_tokens=unique,
-                                max_epochs=args.max_epochs, n_tokens=D, domains=train.domains)
-        if cls.min_weight > 0:  # the law's implicit floor, as optimize_mixture applies it
-            try:
-                lo, hi = mixture_bounds(train.n_domains, floors=np.maximum(lo, cls.min_weight), ceilings=hi, domains=train.domains)
-            except InfeasibleMixtureError as e:
-                raise InfeasibleMixtureError(f"law {cls.name} is only meaningful with every weight at least {cls.min_weight:g} "
-                                             f"(its min_weight; it diverges at 0): {e}") from None
-        if args.within_measured:
-            mixture_bounds(train.n_domains, floors=np.maximum(lo, train.mixtures.min(0)), ceilings=np.minimum(hi, train.mixtures.max(0)),
-                           domains=train.domains)
+        if phased or extra:
+            from mixjax.mixture import phase_problem
+
+            phase_problem(train.domains, phases=train.phases if phased else None, phase_shares=train.phase_shares if phased else None,
+                          floors=common["floors"], ceilings=common["ceilings"], unique_tokens=unique, max_epochs=args.max_epochs,
+                          n_tokens=D, min_weight=cls.min_weight, natural=train.unique_tokens, **extra)
+        else:
+            lo, hi = mixture_bounds(train.n_domains, floors=common["floors"], ceilings=common["ceilings"], unique_tokens=unique,
+                                    max_epochs=args.max_epochs, n_tokens=D, domains=train.domains)
+            if cls.min_weight > 0:  # the law's implicit floor, as optimize_mixture applies it
+                try:
+                    lo, hi = mixture_bounds(train.n_domains, floors=np.maximum(lo, cls.min_weight), ceilings=hi, domains=train.domains)
+                except InfeasibleMixtureError as e:
+                    raise InfeasibleMixtureError(f"law {cls.name} is only meaningful with every weight at least {cls.min_weight:g} "
+                                                 f"(its min_weight; it diverges at 0): {e}") from None
+            if args.within_measured:
+                mixture_bounds(train.n_domains, floors=np.maximum(lo, train.mixtures.min(0)), ceilings=np.minimum(hi, train.mixtures.max(0)),
+                               domains=train.domains)
     except InfeasibleMixtureError as e:
         if args.within_measured:
             ranges = ", ".join(f"{d} [{a:.4g}, {b:.4g}]" for d, a, b in zip(train.domains, train.mixtures.min(0), train.mixtures.max(0)))
@@ -211,14 +275,14 @@ def run(args) -> int:
                 say(f"bootstrapping {args.law} on {train.n_rows} rows of {train.name} ({args.bootstrap} resamples x {args.starts} starts)...")
                 boot = boot_fn(args.law, train, resamples=args.bootstrap, scheme=args.scheme, **fit_kw)
                 say(f"optimizing the mixture of each resample's law ({args.mixture_starts} starts each)...")
-                ens = mixjax.optimize_mixture_ensemble(boot, **{**common, "starts": min(args.mixture_starts, 8)})
+                ens = mixjax.optimize_mixture_ensemble(boot, **{**common, **extra, "starts": min(args.mixture_starts, 8)})
                 fit, res = boot.point, ens.point
                 cal = mixjax.calibrate_optimum(boot, ensemble=ens, data=train, level=args.level,
                                                **{**common, "starts": min(args.mixture_starts, 8)})
             else:
                 say(f"fitting {args.law} to {train.n_rows} rows of {train.name} ({args.starts} starts)...")
                 fit = mixjax.fit(args.law, train, **fit_kw)
-                res = mixjax.optimize_mixture(fit, **common)
+                res = mixjax.optimize_mixture(fit, **common, **extra)
     except (InfeasibleMixtureError, DataError) as e:
         raise CliError(str(e)) from None
     finally:
@@ -270,6 +334,22 @@ def run(args) -> int:
     print(format_table(rows, header))
     print()
     print("predicted losses: " + ", ".join(f"{t} {v:.4f}" for t, v in zip(res.targets, res.losses)))
+    if res.problem is not None:  # phases, caps, KL, trust region
+        pb, act = res.problem, res.active_constraints
+        if pb.n_phases > 1:
+            print("phases: " + ", ".join(f"{p} (share {s:.3g})" for p, s in zip(pb.phases, pb.shares)) + "; weights per phase in the "
+                  "JSON field phase_mixtures")
+        if res.epochs is not None:
+            k = int(np.argmax(res.epochs))
+            print(f"epochs at {pb.tokens:.4g} tokens: at most {res.epochs[k]:.4g} ({pb.base_domains[k]}); at the repetition cap: "
+                  + (", ".join(act["repetition_cap"]) or "none"))
+        if res.kl_to_prior is not None:
+            print(f"KL to the prior (sum over phases of share x KL): {res.kl_to_prior:.4g} nats"
+                  + (f" (bound {pb.max_kl:g}{', active' if act['max_kl'] else ''})" if pb.max_kl is not None else "")
+                  + (f"; penalty {pb.kl_penalty:g}, penalized objective {res.penalized_value:.6g}" if pb.kl_penalty > 0 else ""))
+        if pb.trust_radius is not None:
+            print(f"trust region: total-variation distance {res.nearest_measured_distance:.4g} to the nearest measured mixture "
+                  f"(radius {pb.trust_radius:g}{', active' if act['trust_region'] else ''})")
     if cov is not None:
         spacing = "n/a" if out["typical_measured_spacing"] is None else f"{cov.typical_spacing:.4f}"
         print(f"nearest measured mixture: total-variation distance {cov.nearest_distance:.4f} (typical spacing of the "
