@@ -47,6 +47,17 @@ the quantiles back with ``g^-1`` as above: an interval for what one run at the p
 residuals measure the noise and the law's misfit at mixtures like the measured ones, at the training rows' own
 scales; they contain the member's own estimation error too, so the run interval leans wide.
 
+**Beating a reference.** With a reference mixture r (the natural or proportional mixture a project would otherwise
+train), ``p_beats_reference`` is the bootstrap estimate of the probability that a run at the pick measures a lower
+objective than a run at r: each member's pick h_b, judged by the full-data fit (standing in for the truth), against
+r judged the same way, with the noise of two independent runs,
+
+    p = mean_b Phi( (g(J_hat(r)) - g(J_hat(h_b))) / (sqrt(2) run_noise) )
+
+(an indicator ``g(J_hat(h_b)) < g(J_hat(r))`` without a run noise). ``nearest_measured_distance`` is the
+total-variation distance from the pick to the nearest measured mixture: far from every run, the law itself, not
+only its fit, is being trusted.
+
 **What the correction cannot see.** The bootstrap takes the law's form as true: when the law is wrong in a region
 no run measured (an optimum at a vertex, far from every measured mixture, or at a far larger scale), the truth can
 be worse than any bootstrap member says. The result carries the extrapolation report of :func:`mixjax.optimize_mixture`
@@ -72,11 +83,13 @@ import numpy as np
 from .data import MixtureData
 from .design import _check_candidates, _objective_of_rows, _predict_members
 from .intervals import check_level, percentile_interval
+from .laws._base import check_mixture_rows
 from .mixture import (
     MixtureEnsemble,
     MixtureResult,
     _measured_of,
     _setup,
+    _tv_to_set,
     check_single_phase,
     optimize_mixture_ensemble,
 )
@@ -114,6 +127,11 @@ class CalibratedOptimum:
       member_mixtures (R, K), member_values ``J_b(h_b)``, point_at_members ``J_hat(h_b)``, members_at_pick
       ``J_b(h_hat)`` (R,), ok (R,): the per-member quantities, for inspection.
       residual_rows: rows with an out-of-bag residual for at least one member.
+      nearest_measured_distance: total-variation distance ``0.5 sum_i |h_i - m_i|`` from the pick to the nearest
+        measured training mixture (None when the training mixtures are not at hand).
+      reference, reference_predicted, p_beats_reference: a reference mixture (given as ``reference=``), the full-data
+        fit's objective there, and the probability that a run at the pick measures a lower objective than a run at
+        the reference (module docstring).
     """
 
     mixture: np.ndarray
@@ -144,6 +162,10 @@ class CalibratedOptimum:
     members_at_pick: np.ndarray
     ok: np.ndarray
     residual_rows: int = 0
+    nearest_measured_distance: float | None = None
+    reference: np.ndarray | None = None
+    reference_predicted: float | None = None
+    p_beats_reference: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no per-member arrays)."""
@@ -168,6 +190,10 @@ class CalibratedOptimum:
             "members": int(self.members),
             "members_used": int(self.members_used),
             "extrapolation": None if self.point is None else self.point.extrapolation,
+            "nearest_measured_distance": None if self.nearest_measured_distance is None else float(self.nearest_measured_distance),
+            "reference": None if self.reference is None else {d: float(x) for d, x in zip(self.domains, self.reference)},
+            "reference_predicted": None if self.reference_predicted is None else float(self.reference_predicted),
+            "p_beats_reference": None if self.p_beats_reference is None else float(self.p_beats_reference),
         }
 
     def __repr__(self) -> str:
@@ -218,6 +244,7 @@ def calibrate_optimum(
     boot: BootstrapResult,
     *,
     candidates=None,
+    reference=None,
     data: MixtureData | None = None,
     level: float | None = None,
     run_noise: bool = True,
@@ -247,6 +274,8 @@ def calibrate_optimum(
 
     Args:
       boot: a :class:`mixjax.BootstrapResult` (its full-data fit picks; its members estimate the selection bias).
+      reference: an optional (K,) mixture to beat (e.g. the natural or proportional mixture): the result then gives
+        ``p_beats_reference`` (module docstring).
       candidates: ``None`` to search the bounded simplex (:func:`mixjax.optimize_mixture_ensemble`), or an (m, K)
         pool of allowed mixtures (e.g. runs that could be trained), of which each fit picks its best; candidates
         outside the floors and ceilings, or below the law's ``min_weight``, are left out with a warning.
@@ -343,7 +372,25 @@ def calibrate_optimum(
             run_interval = (float(inv(f(predicted) + rl)), float(inv(f(predicted) + rh)))
             noise = float(np.sqrt(np.mean(np.concatenate(resid) ** 2)))
             rows_used = int(oob.any(axis=0).sum())
+    measured_h = data.mixtures if data is not None and data.n_domains else _measured_of(boot)
+    nearest = None
+    if measured_h is not None and np.asarray(measured_h).shape[-1] == pick.shape[0]:
+        nearest = float(_tv_to_set(pick[None], np.asarray(measured_h, np.float64)).min())
+    ref = ref_value = p_beats = None
+    if reference is not None:
+        ref = np.asarray(reference, np.float64).reshape(-1)
+        check_mixture_rows(ref[None], "reference", n_domains=s["K"])
+        ref_value = float(_predict_members(point_law, ref[None], s["N"], s["D"], w, fn, dt)[0, 0])
+        if not np.isfinite(ref_value) or (log_scale and ref_value <= 0):
+            raise ValueError(f"the full-data fit predicts {ref_value!r} at the reference mixture; it cannot be compared")
+        gap = f(ref_value) - f(at_members[ok])  # > 0: member b's pick is better than the reference, judged by the fit
+        spread = math.sqrt(2.0) * noise if noise else 0.0  # two independent runs, each with the run noise
+        if spread > 0:
+            p_beats = float(np.mean(0.5 * (1.0 + np.vectorize(math.erf)(gap / (spread * math.sqrt(2.0))))))
+        else:
+            p_beats = float(np.mean(gap > 0))
     return CalibratedOptimum(
+        nearest_measured_distance=nearest, reference=ref, reference_predicted=ref_value, p_beats_reference=p_beats,
         mixture=pick, predicted=predicted, optimism=calibrated - predicted, calibrated=calibrated, log_scale=log_scale,
         interval=(float(inv(f(predicted) + lo)), float(inv(f(predicted) + hi))), fixed_interval=(float(flo), float(fhi)),
         run_interval=run_interval, run_noise=noise, regret=float(regret.mean()),

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.stats
 
 import mixjax
 from mixjax.calibration import FEW_MEMBERS, RESIDUAL_DRAWS
@@ -52,7 +53,7 @@ def test_pool_pick_and_correction_match_numpy(small, log_scale):
     (a positive objective) values are compared as ratios, with ``log_scale=False`` as differences."""
     data, boot, pool = small
     with pytest.warns(UserWarning, match=f"use {FEW_MEMBERS} or more"):
-        c = mixjax.calibrate_optimum(boot, candidates=pool, level=0.8, seed=11, log_scale=log_scale)
+        c = mixjax.calibrate_optimum(boot, candidates=pool, level=0.8, seed=11, log_scale=log_scale, reference=np.full(5, 0.2))
     g, inv = (np.log, np.exp) if log_scale is None else ((lambda x: x), (lambda x: x))
     assert c.log_scale is (log_scale is None)
     pl = boot.point.law.params()
@@ -83,6 +84,12 @@ def test_pool_pick_and_correction_match_numpy(small, log_scale):
     assert c.residual_rows == int((boot.weights == 0).any(axis=0).sum())
     out = json.loads(json.dumps(c.as_dict()))
     assert out["calibrated"] == pytest.approx(c.calibrated) and out["index"] == j and len(out["mixture"]) == 5
+    # beating the uniform reference: each member's pick judged by the full-data fit, with two runs' noise
+    p_ref = float(np.exp(float(pl["c"][0]) + np.full(5, 0.2) @ np.asarray(pl["t"][0])))
+    assert c.reference_predicted == pytest.approx(p_ref, rel=1e-12)
+    gap = g(p_ref) - g(p[picks])
+    assert c.p_beats_reference == pytest.approx(np.mean(scipy.stats.norm.cdf(gap / (np.sqrt(2) * c.run_noise))), rel=1e-9)
+    assert c.nearest_measured_distance == pytest.approx(0.5 * np.abs(data.mixtures - pool[j]).sum(axis=1).min(), rel=1e-12)
 
 
 def test_loaded_bootstrap_needs_the_rows(small, tmp_path):
@@ -175,3 +182,28 @@ def test_optimize_command_reports_the_calibrated_optimum(tmp_path):
     assert cal["calibrated"] == pytest.approx(ref.calibrated, rel=1e-9) and cal["level"] == 0.8
     assert cal["run_interval"] == pytest.approx(list(ref.run_interval), rel=1e-9)
     assert cal["source"] == "optimum" and cal["members_used"] == 20 and cal["log_scale"] is True
+
+    # a pool of candidates (with a loss column, ignored): the pick is the full-data fit's best candidate
+    pool = np.random.default_rng(9).dirichlet(np.ones(K), 30)
+    frame = pd.DataFrame({f"weight_d{i}": pool[:, i] for i in range(K)})
+    frame["loss_loss"] = 1.0
+    frame.to_csv(tmp_path / "pool.csv", index=False)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        rc = main(["optimize", str(tmp_path / "sweep.csv"), "--law", "loglinear", "--bootstrap", "20", "--starts", "2",
+                   "--mixture-starts", "4", "--candidates", str(tmp_path / "pool.csv"), "--level", "0.8", "--json"])
+    assert rc == 0, err.getvalue()
+    got = json.loads(out.getvalue())
+    pl = boot.point.law.params()
+    j = int(np.argmin(pool @ np.asarray(pl["t"][0])))
+    assert got["candidate_index"] == j and np.allclose([got["mixture"][f"d{i}"] for i in range(K)], pool[j], rtol=0, atol=1e-15)
+    assert got["predicted"] == pytest.approx(float(np.exp(float(pl["c"][0]) + pool[j] @ np.asarray(pl["t"][0]))), rel=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        want = mixjax.calibrate_optimum(boot, candidates=pool, reference=np.full(K, 1 / K), level=0.8)
+    assert got["predicted_corrected"] == pytest.approx(want.calibrated, rel=1e-9)
+    assert got["interval"] == pytest.approx(list(want.run_interval), rel=1e-9)
+    assert got["p_beats_reference"] == pytest.approx(want.p_beats_reference, rel=1e-9) and got["reference"]["chosen"] == "uniform"
+    assert got["expected_regret"] == pytest.approx(want.regret, rel=1e-9)
+    assert got["nearest_measured_distance"] == pytest.approx(want.nearest_measured_distance, rel=1e-12)

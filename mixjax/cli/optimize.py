@@ -52,6 +52,11 @@ def add_parser(sub) -> None:
                    "measured mixture of TRAIN (searched in the balls of the few nearest ones)")
     p.add_argument("--target", metavar="NAME", help="minimize this one target's predicted loss (default: the mean over targets)")
     p.add_argument("--target-weights", nargs="+", metavar="NAME=W", help="minimize a weighted mean of the targets' losses")
+    p.add_argument("--candidates", metavar="POOL.csv", help="choose the best of these mixtures (a CSV with one column per domain, "
+                   "<domain> or weight_<domain>; other columns, such as losses, are ignored) instead of searching the simplex; needs --bootstrap")
+    p.add_argument("--reference", metavar="REF", help="the mixture the pick must beat, for p_beats_reference with --bootstrap: 'uniform', "
+                   "'proportional' (to the table's unique tokens) or a CSV of one mixture row (default: proportional when the table "
+                   "carries unique tokens, else uniform)")
     p.add_argument("--bootstrap", type=int, metavar="R", help="refit on R bootstrap resamples: percentile intervals of the optimal mixture, and its objective corrected for the winner's curse (JSON field calibrated)")
     p.add_argument("--scheme", default="rows", choices=["rows", "mixtures", "stratified"], help="bootstrap resampling scheme (default rows)")
     p.add_argument("--level", type=float, default=0.9, help="interval level with --bootstrap (default 0.9)")
@@ -81,6 +86,50 @@ def parse_bounds(tokens: list[str] | None, label: str):
         k, v = it.split("=", 1)
         out[k.strip()] = _number(v, f"{label} {k.strip()}")
     return out
+
+
+def read_pool(path: str, domains) -> np.ndarray:
+    """The (m, K) mixtures of a candidate pool CSV, matched to ``domains`` by column name (``<domain>`` or
+    ``weight_<domain>``); other columns are ignored."""
+    import pandas as pd
+
+    from mixjax.laws._base import check_mixture_rows
+
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError) as e:
+        raise CliError(f"--candidates: cannot read {path!r} as CSV ({e})") from None
+    cols = {str(c)[len("weight_"):] if str(c).startswith("weight_") else str(c): c for c in frame.columns}
+    missing = [d for d in domains if d not in cols]
+    if missing:
+        raise CliError(f"--candidates: {path!r} has no column for domain(s) {missing[:5]}{' ...' if len(missing) > 5 else ''} "
+                       f"(columns <domain> or weight_<domain>)")
+    if frame.shape[0] == 0:
+        raise CliError(f"--candidates: {path!r} has no rows")
+    try:
+        H = np.stack([pd.to_numeric(frame[cols[d]], errors="raise").to_numpy(np.float64) for d in domains], axis=1)
+        check_mixture_rows(H, f"--candidates {path!r}")
+    except (ValueError, TypeError) as e:
+        raise CliError(f"--candidates: {e}") from None
+    return H
+
+
+def reference_mixture(text: str | None, train) -> tuple[np.ndarray, str]:
+    """The reference mixture of ``--reference`` and how it was chosen."""
+    K = train.n_domains
+    if text is None:
+        text = "proportional" if train.unique_tokens is not None else "uniform"
+    if text == "uniform":
+        return np.full(K, 1.0 / K), "uniform"
+    if text == "proportional":
+        if train.unique_tokens is None:
+            raise CliError("--reference proportional needs unique tokens per domain, which this table does not carry")
+        u = np.asarray(train.unique_tokens, np.float64)
+        return u / u.sum(), "proportional to unique tokens"
+    H = read_pool(text, train.domains)
+    if H.shape[0] != 1:
+        raise CliError(f"--reference: {text!r} has {H.shape[0]} rows; give one mixture")
+    return H[0], text
 
 
 def _number(text: str, label: str) -> float:
@@ -205,6 +254,10 @@ def run(args) -> int:
         raise CliError("--max-epochs needs --unique-tokens")
     if args.bootstrap is not None and args.bootstrap < 2:
         raise CliError(f"--bootstrap needs at least 2 resamples, got {args.bootstrap}")
+    if args.candidates is not None and not args.bootstrap:
+        raise CliError("--candidates needs --bootstrap R: the pick among a pool is reported with its calibrated estimate")
+    if args.reference is not None and not args.bootstrap:
+        raise CliError("--reference needs --bootstrap R (p_beats_reference is a bootstrap estimate)")
     tw = parse_bounds(args.target_weights, "target-weights") if args.target_weights else None
     if not (0 < args.level < 1):
         raise CliError(f"--level must lie strictly between 0 and 1, got {args.level}")
@@ -223,6 +276,13 @@ def run(args) -> int:
     prior = None if args.prior is None else (args.prior if args.prior == "natural" else read_prior(args.prior))
     extra = {k: v for k, v in dict(prior=prior, kl_penalty=args.kl_penalty, max_kl=args.max_kl, trust_radius=args.trust_radius).items()
              if v is not None}
+    pool = reference = None
+    if args.bootstrap and (phased or extra):
+        if args.candidates is not None or args.reference is not None:
+            raise CliError("--candidates and --reference apply to single-phase searches without --prior/--kl-penalty/--max-kl/--trust-radius")
+    elif args.bootstrap:
+        pool = read_pool(args.candidates, train.domains) if args.candidates is not None else None
+        reference = reference_mixture(args.reference, train)
     if (phased or extra) and args.within_measured:
         raise CliError("--within-measured applies to single-phase searches without --prior/--kl-penalty/--max-kl/--trust-radius; "
                        "use --trust-radius to stay near the measured mixtures")
@@ -277,8 +337,10 @@ def run(args) -> int:
                 say(f"optimizing the mixture of each resample's law ({args.mixture_starts} starts each)...")
                 ens = mixjax.optimize_mixture_ensemble(boot, **{**common, **extra, "starts": min(args.mixture_starts, 8)})
                 fit, res = boot.point, ens.point
-                cal = mixjax.calibrate_optimum(boot, ensemble=ens, data=train, level=args.level,
-                                               **{**common, "starts": min(args.mixture_starts, 8)})
+                if reference is not None:  # the calibration's search is the plain one: not with KL, trust region or phases
+                    cal = mixjax.calibrate_optimum(boot, ensemble=None if pool is not None else ens, candidates=pool,
+                                                   reference=reference[0], data=train, level=args.level,
+                                                   **{**common, "starts": min(args.mixture_starts, 8)})
             else:
                 say(f"fitting {args.law} to {train.n_rows} rows of {train.name} ({args.starts} starts)...")
                 fit = mixjax.fit(args.law, train, **fit_kw)
@@ -305,7 +367,22 @@ def run(args) -> int:
     }
     if ens is not None:
         out["bootstrap"] = ens.as_dict(args.level)
-        out["calibrated"] = cal.as_dict()
+        out["calibrated"] = None if cal is None else cal.as_dict()
+    if cal is not None:  # the report of the pick: the pool's best candidate, or the optimum of the search
+        out.update(
+            mixture={d: float(x) for d, x in zip(cal.domains, cal.mixture)},
+            source=cal.source,
+            candidate_index=cal.index,
+            predicted=cal.predicted,
+            predicted_corrected=cal.calibrated,
+            interval=None if cal.run_interval is None else [float(cal.run_interval[0]), float(cal.run_interval[1])],
+            level=args.level,
+            reference={"mixture": {d: float(x) for d, x in zip(cal.domains, cal.reference)}, "chosen": reference[1],
+                       "predicted": cal.reference_predicted},
+            p_beats_reference=cal.p_beats_reference,
+            expected_regret=cal.regret,
+            nearest_measured_distance=cal.nearest_measured_distance,
+        )
     if args.plot is not None:
         from mixjax.plots.mixture import plot_mixture
 
@@ -358,12 +435,19 @@ def run(args) -> int:
         print(f"optimum fixed by the law: {'yes' if res.optimum_fixed_by_law else 'no'} ({res.fixed_message})")
     if cal is not None:
         pct = f"{100 * args.level:g}%"
+        if cal.source == "pool":
+            pick = ", ".join(f"{d}={x:.4f}" for d, x in zip(cal.domains, cal.mixture))
+            print(f"best candidate of {args.candidates}: row {cal.index} ({pick}); the search above is for comparison")
         print(f"winner's curse: the fit predicts {cal.predicted:.6g} at its own pick; corrected for the selection, {cal.calibrated:.6g} "
               f"(optimism {cal.optimism:.3g}), {pct} interval [{cal.interval[0]:.6g}, {cal.interval[1]:.6g}]")
         if cal.run_interval is not None:
             noise = f"{100 * cal.run_noise:.3g} %" if cal.log_scale else f"{cal.run_noise:.3g}"
             print(f"one run at this mixture: {pct} interval [{cal.run_interval[0]:.6g}, {cal.run_interval[1]:.6g}] "
                   f"(run noise {noise}, from out-of-bag residuals); expected regret {cal.regret:.3g}")
+        if cal.p_beats_reference is not None:
+            print(f"P(a run at the pick beats one at the {reference[1]} reference, predicted {cal.reference_predicted:.6g}) = "
+                  f"{cal.p_beats_reference:.3f}; nearest measured mixture at total-variation distance "
+                  f"{cal.nearest_measured_distance if cal.nearest_measured_distance is not None else float('nan'):.4f}")
     if ens is not None:
         print(f"bootstrap: {ens.n_ok} of {ens.ok.size} resamples used")
         if ens.member_extrapolation is not None:
