@@ -142,40 +142,61 @@ def _number(text: str, label: str) -> float:
     return v
 
 
-def read_unique_tokens(path: str) -> dict[str, float]:
-    """Unique tokens per domain (raw counts) from ``domain,unique_tokens`` CSV or a JSON object."""
+def _domain_values(path: str, flag: str, value: str, json_value: str, is_value, missing_hint: str = "") -> list[tuple[str, object]]:
+    """``(domain, raw value)`` pairs of a ``domain,<value>`` CSV file (a header line is skipped when its second cell
+    is not a value by ``is_value``) or of a JSON object ``{domain: value}``; a malformed file is a CliError naming
+    ``flag``."""
     if not os.path.exists(path):
-        raise CliError(f"--unique-tokens: no such file {path!r}")
+        raise CliError(f"{flag}: no such file {path!r}{missing_hint}")
     with open(path) as f:
         text = f.read()
     if path.lower().endswith(".json") or text.lstrip().startswith("{"):
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as e:
-            raise CliError(f"--unique-tokens: {path} is not valid JSON ({e})") from None
+            raise CliError(f"{flag}: {path} is not valid JSON ({e})") from None
         if not isinstance(raw, dict):
-            raise CliError(f"--unique-tokens: {path} must hold a JSON object {{domain: tokens}}")
-        items = list(raw.items())
-    else:
-        rows = [ln.split(",") for ln in text.splitlines() if ln.strip()]
-        if rows and len(rows[0]) >= 2:
-            try:
-                parse_count(rows[0][1])
-            except CliError:
-                rows = rows[1:]  # a header line
-        bad = [r for r in rows if len(r) != 2]
-        if bad:
-            raise CliError(f"--unique-tokens: each CSV line must be 'domain,unique_tokens'; got {','.join(bad[0])!r}")
-        items = [(r[0].strip(), r[1].strip()) for r in rows]
+            raise CliError(f"{flag}: {path} must hold a JSON object {{domain: {json_value}}}")
+        return [(str(k), v) for k, v in raw.items()]
+    rows = [[c.strip() for c in ln.split(",")] for ln in text.splitlines() if ln.strip()]
+    if rows and len(rows[0]) >= 2 and not is_value(rows[0][1]):
+        rows = rows[1:]  # a header line
+    bad = [r for r in rows if len(r) != 2]
+    if bad:
+        raise CliError(f"{flag}: each CSV line must be 'domain,{value}'; got {','.join(bad[0])!r}")
+    return [(r[0], r[1]) for r in rows]
+
+
+def _parses(fn):
+    def ok(text):
+        try:
+            fn(text)
+        except (CliError, ValueError):
+            return False
+        return True
+
+    return ok
+
+
+def _no_repeats(items, flag: str, path: str) -> None:
+    seen = set()
+    for k, _ in items:
+        if k in seen:
+            raise CliError(f"{flag}: domain {k!r} is listed more than once in {path}")
+        seen.add(k)
+
+
+def read_unique_tokens(path: str) -> dict[str, float]:
+    """Unique tokens per domain (raw counts) from ``domain,unique_tokens`` CSV or a JSON object."""
+    items = _domain_values(path, "--unique-tokens", "unique_tokens", "tokens", _parses(parse_count))
+    _no_repeats(items, "--unique-tokens", path)
     out = {}
     for k, v in items:
-        if str(k) in out:
-            raise CliError(f"--unique-tokens: domain {k!r} is listed more than once in {path}")
-        out[str(k)] = parse_count(str(v)) if not isinstance(v, (int, float)) else float(v)
-        if out[str(k)] <= 0:
+        out[k] = parse_count(str(v)) if not isinstance(v, (int, float)) else float(v)
+        if out[k] <= 0:
             raise CliError(f"--unique-tokens: domain {k!r} has {v!r} tokens; expected a positive count")
         try:
-            check_scale(out[str(k)], "n_tokens", where=f"--unique-tokens: domain {k!r}")
+            check_scale(out[k], "n_tokens", where=f"--unique-tokens: domain {k!r}")
         except ScaleError as e:
             raise CliError(str(e)) from None
     return out
@@ -184,33 +205,11 @@ def read_unique_tokens(path: str) -> dict[str, float]:
 def read_prior(path: str) -> dict[str, float]:
     """A prior mixture ``{domain: weight}`` from a ``domain,weight`` CSV file or a JSON object (checked by the optimizer:
     every domain present, weights >= 0 summing to 1)."""
-    if not os.path.exists(path):
-        raise CliError(f"--prior: no such file {path!r} (give a CSV domain,weight file, a JSON {{domain: weight}} file or 'natural')")
-    with open(path) as f:
-        text = f.read()
-    if path.lower().endswith(".json") or text.lstrip().startswith("{"):
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise CliError(f"--prior: {path} is not valid JSON ({e})") from None
-        if not isinstance(raw, dict):
-            raise CliError(f"--prior: {path} must hold a JSON object {{domain: weight}}")
-        items = [(str(k), v) for k, v in raw.items()]
-    else:
-        rows = [[c.strip() for c in ln.split(",")] for ln in text.splitlines() if ln.strip()]
-        if rows and len(rows[0]) == 2:
-            try:
-                float(rows[0][1])
-            except ValueError:
-                rows = rows[1:]  # a header line
-        bad = [r for r in rows if len(r) != 2]
-        if bad:
-            raise CliError(f"--prior: each CSV line must be 'domain,weight'; got {','.join(bad[0])!r}")
-        items = [(r[0], r[1]) for r in rows]
+    items = _domain_values(path, "--prior", "weight", "weight", _parses(float),
+                           " (give a CSV domain,weight file, a JSON {domain: weight} file or 'natural')")
+    _no_repeats(items, "--prior", path)
     out = {}
     for k, v in items:
-        if k in out:
-            raise CliError(f"--prior: domain {k!r} is listed more than once in {path}")
         try:
             out[k] = float(v)
         except (TypeError, ValueError):
