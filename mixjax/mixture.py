@@ -494,14 +494,19 @@ class SimplexDescent(_engine.AbstractSolver):
         n = v.shape[0] // 2
         return v[:n], v[n:]
 
+    def _project_ball(self, head, m, kl: bool):
+        """The trust-region projection of ``head`` (Euclidean, or KL from its logs) around the centre ``m``, with ``m``
+        carried along unchanged in the state's second half."""
+        P = 1 if self.shares is None else self.shares.shape[0]
+        s = jnp.ones(1, head.dtype) if self.shares is None else self.shares
+        z = project_phase_ball(head.reshape(P, -1), self.lo.reshape(P, -1), self.hi.reshape(P, -1), s, m.reshape(P, -1),
+                               self.radius, kl=kl)
+        return jnp.concatenate([z.reshape(-1), m])
+
     def _project(self, v):
         if self.radius is not None:
             head, m = self._split(v)
-            P = 1 if self.shares is None else self.shares.shape[0]
-            s = jnp.ones(1, v.dtype) if self.shares is None else self.shares
-            z = project_phase_ball(head.reshape(P, -1), self.lo.reshape(P, -1), self.hi.reshape(P, -1), s, m.reshape(P, -1),
-                                   self.radius, kl=False)
-            return jnp.concatenate([z.reshape(-1), m])
+            return self._project_ball(head, m, kl=False)
         if self.shares is None:
             return project_capped_simplex(v, self.lo, self.hi)
         s = self.shares[:, None]
@@ -510,13 +515,7 @@ class SimplexDescent(_engine.AbstractSolver):
 
     def _project_kl(self, log_y, h=None):
         if self.radius is not None:
-            head, _ = self._split(log_y)
-            _, m = self._split(h)
-            P = 1 if self.shares is None else self.shares.shape[0]
-            s = jnp.ones(1, log_y.dtype) if self.shares is None else self.shares
-            z = project_phase_ball(head.reshape(P, -1), self.lo.reshape(P, -1), self.hi.reshape(P, -1), s, m.reshape(P, -1),
-                                   self.radius, kl=True)
-            return jnp.concatenate([z.reshape(-1), m])
+            return self._project_ball(self._split(log_y)[0], self._split(h)[1], kl=True)
         if self.shares is None:
             return project_capped_simplex_kl(log_y, self.lo, self.hi)
         w = jax.vmap(project_capped_simplex_kl)(log_y.reshape(self.lo.shape), self.lo, self.hi)
