@@ -77,6 +77,7 @@ from .metrics import mae as mae
 from .metrics import mre as mre
 from .metrics import rmse as rmse
 from .results import Status as Status
+from .results import FitRecord as FitRecord
 
 try:
     __version__ = _version("mixjax")

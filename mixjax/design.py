@@ -467,7 +467,7 @@ def _scale_of(cls, data: MixtureData, model_size, n_tokens, raw_model_size, raw_
 def _member_batch(ensemble, law):
     """(batched law, ok mask (R,), point law or None, name) from a BootstrapResult or a batched law."""
     if isinstance(ensemble, BootstrapResult):
-        name = ensemble.point.info["law"]
+        name = ensemble.point.record.law
         if law is not None and law_class(law).name != name:
             raise ValueError(f"ensemble holds law {name!r}, but law={law_class(law).name!r} was given")
         return ensemble.laws, np.asarray(ensemble.ok), ensemble.point.law, name

@@ -28,7 +28,7 @@ from .laws import AbstractLaw, DataSummary, n_params
 from .laws._base import predict_rows
 from .metrics import metric_table
 from .problem import OBJECTIVES, FitArrays, Problem, law_class, prepare, summarize
-from .results import Status, status_counts
+from .results import FitRecord, Status, status_counts
 from .units import ScaleExtrapolationWarning, extrapolation, extrapolation_message
 
 __all__ = ["OutOfRangeWarning", "MaxStepsWarning", "check_seed", "FitConfig", "default_max_steps", "FitArrays", "FitResult", "Fit", "fit", "fit_chinchilla", "solve", "prepare", "objective_value", "init_starts", "start_keys", "best_of"]
@@ -617,8 +617,9 @@ class Fit:
     """A fitted law with everything needed to judge and reproduce it.
 
     Attributes: ``law`` (the best start), ``loss`` (its objective), ``status``, ``num_steps``, ``starts`` (the
-    :class:`FitResult` of every start), ``config`` (:class:`FitConfig`), ``info`` (data selection, mask rule,
-    initialization scheme, seed, timings: what fitting-pitfall surveys ask a fit to record)."""
+    :class:`FitResult` of every start), ``config`` (:class:`FitConfig`), ``record`` (a :class:`FitRecord`: data
+    selection, mask rule, initialization scheme, seed, timings: what fitting-pitfall surveys ask a fit to record).
+    ``info`` is the record as a plain dict (for JSON)."""
 
     law: AbstractLaw
     loss: float
@@ -626,7 +627,12 @@ class Fit:
     num_steps: int
     starts: FitResult
     config: FitConfig
-    info: dict[str, Any]
+    record: FitRecord
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The :attr:`record` as a plain dict (a copy: change the record with ``record.replace``)."""
+        return self.record.as_dict()
 
     @property
     def n_params(self) -> int:
@@ -643,14 +649,14 @@ class Fit:
         if not isinstance(data, MixtureData):
             raise TypeError(f"data must be a MixtureData (see mixjax.load_csv / from_arrays), got {type(data).__name__}")
         per_domain = law_class(self.law).per_domain
-        targets = self.info["targets"] if with_targets and not per_domain else None
-        out = data.align(self.info["domains"], targets, to=f"the fit of {self.info['law']}")
+        targets = self.record.targets if with_targets and not per_domain else None
+        out = data.align(self.record.domains, targets, to=f"the fit of {self.record.law}")
         binding = getattr(law_class(self.law), "binding", None)
         if binding is not None and binding() is not None:
             law_class(self.law).for_data(out)  # a law bound to its table's layout: a ValueError if this table's differs
         if with_targets and per_domain:
-            unscored = [d for d in self.info["domains"] if d not in out.targets]
-            if unscored and len(unscored) < len(self.info["domains"]):
+            unscored = [d for d in self.record.domains if d not in out.targets]
+            if unscored and len(unscored) < len(self.record.domains):
                 warnings.warn(f"{data.name}: no loss column for domain(s) {unscored}; their losses are not scored "
                               f"(loss columns: {list(out.targets)})", stacklevel=3)
         for kind, values in (("model_size", out.model_size), ("n_tokens", out.n_tokens)):
@@ -664,7 +670,7 @@ class Fit:
     def scale_extrapolation(self, model_size: float | None = None, n_tokens: float | None = None) -> dict:
         """Where raw ``model_size`` (parameters) and ``n_tokens`` (tokens) lie against the scales this fit was
         fitted on: ``{kind: {"value", "fitted_min", "fitted_max", "factor", "far"}}`` (:func:`mixjax.units.extrapolation`)."""
-        scales = np.asarray(self.info.get("scales") or [[np.nan, np.nan]], dtype=np.float64).reshape(-1, 2)
+        scales = np.asarray(self.record.scales or [[np.nan, np.nan]], dtype=np.float64).reshape(-1, 2)
         out = {}
         for j, (kind, v) in enumerate((("model_size", model_size), ("n_tokens", n_tokens))):
             if v is not None:
@@ -682,16 +688,16 @@ class Fit:
         """MRE / MAE / RMSE (overall and per target) on ``data``, over the cells a fit of this law counts; domains
         and targets are matched to the fit's by name."""
         if mask_zero_weight is None:
-            mask_zero_weight = self.info.get("mask_zero_weight")
+            mask_zero_weight = self.record.mask_zero_weight
         data = self._aligned(data, with_targets=True)
         arrays, obs = prepare(self.law, data, mask_zero_weight=mask_zero_weight, dtype=self.config.dtype)
         pred = np.asarray(predict_rows(self.law, arrays.h, arrays.N, arrays.D))
-        return metric_table(pred, obs, np.isfinite(obs), self.info["targets"])
+        return metric_table(pred, obs, np.isfinite(obs), list(self.record.targets))
 
     def __repr__(self) -> str:
         return (
-            f"Fit(law={self.info['law']}, n_params={self.n_params}, loss={self.loss:.6g}, status={self.status.name}, "
-            f"starts={self.info['starts']} {self.info['start_status']}, data={self.info['data']!r} rows={self.info['n_rows']})"
+            f"Fit(law={self.record.law}, n_params={self.n_params}, loss={self.loss:.6g}, status={self.status.name}, "
+            f"starts={self.record.starts} {dict(self.record.start_status or {})}, data={self.record.data!r} rows={self.record.n_rows})"
         )
 
 
@@ -737,7 +743,7 @@ def fit(
       polish: with ``dtype="float32"`` (the fast path for many starts on an accelerator), continue the best start
         in float64 (one more fit of one member, up to ``max_steps`` steps; needs ``jax_enable_x64``): the returned
         law, objective, status and ``config`` are float64, the float32 starts stay in ``starts``, and
-        ``info["polish"]`` records the float32 objective and the steps the polish took.
+        ``record.polish`` records the float32 objective and the steps the polish took.
 
     The starts are sharded over this process's devices; under ``jax.distributed`` (:mod:`mixjax.distributed`)
     every process makes the same call, fits its share of the starts and returns the same fit.
@@ -808,34 +814,33 @@ def fit(
         warnings.warn(f"the best of {starts} starts of {cls.name} on {data.name!r} stopped at max_steps={cfg.max_steps} "
                       "before converging (status max_steps): pass a larger max_steps", MaxStepsWarning, stacklevel=2)
     y_used = np.asarray(arrays.mask)
-    info = {
-        "law": cls.name,
-        "law_reference": cls.reference,
-        "data": data.name,
-        "n_rows": data.n_rows,
-        "n_cells": n_cells,
-        "domains": list(data.domains),
-        "phases": None if getattr(data, "phases", None) is None else list(data.phases),
-        "phase_shares": None if getattr(data, "phase_shares", None) is None else [float(x) for x in data.phase_shares],
-        "targets": list(data.domains) if cls.per_domain else list(data.targets),
-        "scales": [[a, b] for a, b, _ in data.scales()],
-        "units": {"model_size": "millions of parameters", "n_tokens": "billions of tokens"},
-        "mask_zero_weight": bool(cls.mask_zero_weight if mask_zero_weight is None else mask_zero_weight),
-        "cells_per_target": y_used.sum(0).tolist(),
-        "loss_scale": "log" if objective == "huber_log" else "raw",
-        "init": (f"{starts} given starting points" if init is not None else
-                 f"{cls.name}.init random draws, start i from fold_in(PRNGKey({seed}), i), {starts} starts" + (" (start 0 = given law)" if template else "")),
-        "seed": seed,
-        "starts": starts,
-        "best_start": int(idx),
-        "start_status": status_counts(res.status),
-        "weights": "uniform" if weights is None else "user row weights",
-        "seconds": elapsed,
-        "backend": jax.default_backend(),
-    }
-    if polished is not None:
-        info["polish"] = polished
-    return Fit(law=best.law, loss=float(best.loss), status=status, num_steps=int(best.num_steps), starts=res, config=cfg, info=info)
+    record = FitRecord(
+        law=cls.name,
+        law_reference=cls.reference,
+        data=data.name,
+        n_rows=data.n_rows,
+        n_cells=n_cells,
+        domains=list(data.domains),
+        phases=None if getattr(data, "phases", None) is None else list(data.phases),
+        phase_shares=None if getattr(data, "phase_shares", None) is None else [float(x) for x in data.phase_shares],
+        targets=list(data.domains) if cls.per_domain else list(data.targets),
+        scales=[[a, b] for a, b, _ in data.scales()],
+        units={"model_size": "millions of parameters", "n_tokens": "billions of tokens"},
+        mask_zero_weight=bool(cls.mask_zero_weight if mask_zero_weight is None else mask_zero_weight),
+        cells_per_target=y_used.sum(0).tolist(),
+        loss_scale="log" if objective == "huber_log" else "raw",
+        init=(f"{starts} given starting points" if init is not None else
+              f"{cls.name}.init random draws, start i from fold_in(PRNGKey({seed}), i), {starts} starts" + (" (start 0 = given law)" if template else "")),
+        seed=seed,
+        starts=starts,
+        best_start=int(idx),
+        start_status=status_counts(res.status),
+        weights="uniform" if weights is None else "user row weights",
+        seconds=elapsed,
+        backend=jax.default_backend(),
+        polish=polished,
+    )
+    return Fit(law=best.law, loss=float(best.loss), status=status, num_steps=int(best.num_steps), starts=res, config=cfg, record=record)
 
 
 def fit_chinchilla(data: MixtureData, grid: AbstractLaw | None = None, *, max_steps: int | None = None, huber_delta: float = 1e-3,

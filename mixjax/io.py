@@ -12,7 +12,7 @@ File layout (format version 3). A fit file is a ZIP archive (stored, no compress
        "summary": {...},                      # DataSummary with the fit's sizes (K, V) and scale ranges (not its
                                               # losses): only used to build a structure template with law.init
        "config": {...},                       # FitConfig fields (objective, optimizer, max_steps, dtype, ...)
-       "info": {...},                         # Fit.info: data selection, seed, init scheme, domains, targets, units
+       "info": {...},                         # Fit.record: data selection, seed, init scheme, domains, targets, units
        "loss": 0.00171, "status": "max_steps", "num_steps": 200,
        "members": {"law": {"leaves": [[shape, dtype, field], ...]},    # one entry per array member below
                    "starts": {"leaves": [...], "size": 16},
@@ -98,7 +98,7 @@ import numpy as np
 from ._paths import atomic_write
 from .fitting import Fit, FitConfig, FitResult
 from .laws import AbstractLaw, DataSummary, get_law
-from .results import Status
+from .results import FitRecord, Status
 from .units import model_size_to_law, tokens_to_law
 
 __all__ = ["FORMAT_VERSION", "FitFileError", "load_bootstrap", "load_ensemble", "load_fit", "read_header", "save_bootstrap", "save_fit"]
@@ -233,9 +233,8 @@ def _fit_members(fit: Fit, ensemble: AbstractLaw | None, registered_only: bool =
     law registered under its name, which :func:`load_fit` needs to find its class)."""
     if not isinstance(fit, Fit):
         raise TypeError(f"fit must be a mixjax.Fit, got {type(fit).__name__}")
-    missing = [k for k in ("law", "domains", "targets") if k not in fit.info]
-    if missing:
-        raise ValueError(f"fit.info lacks {missing}; a saved fit records its law name, domains and targets (as mixjax.fit does)")
+    if not fit.record.domains and not fit.record.targets:
+        raise ValueError("fit.record has no domains and no targets; a saved fit records its law name, domains and targets (as mixjax.fit does)")
     law = fit.law
     cls = type(law)
     bad = _nonfinite_fields(law)
@@ -761,7 +760,7 @@ def _load_fit(path, header: dict, cls: type[AbstractLaw] | None = None) -> Fit:
     loss = header["loss"]
     return Fit(
         law=law, loss=float("nan") if loss is None else float(loss), status=Status[header["status"]],
-        num_steps=int(header["num_steps"]), starts=starts, config=config, info=header["info"],
+        num_steps=int(header["num_steps"]), starts=starts, config=config, record=FitRecord.from_dict(header["info"]),
     )
 
 

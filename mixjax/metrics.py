@@ -120,13 +120,13 @@ def cell_report(pred, obs, used, targets) -> dict:
 def fit_cells(fit, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predictions of a :class:`mixjax.Fit` on ``data`` and the cells they are scored on.
 
-    Returns ``(pred, obs, used)``, each ``(n, V)`` in the fit's target order (``fit.info["targets"]``): predictions
+    Returns ``(pred, obs, used)``, each ``(n, V)`` in the fit's target order (``fit.record.targets``): predictions
     from ``fit.predict(data)``, the observed loss of the same-named target of ``data`` (NaN where the data has no
     such column or the cell is missing), and the measured cells the fit counts (cells of a domain whose own weight
     is 0 are left out for per-domain laws fitted with ``mask_zero_weight``)."""
-    targets = list(fit.info["targets"])
-    want = list(fit.info["domains"])
-    data = data.align(want, to=f"the fit of {fit.info.get('law')}")  # mixtures matched to the fit's domains by name
+    targets = list(fit.record.targets)
+    want = list(fit.record.domains)
+    data = data.align(want, to=f"the fit of {fit.record.law}")  # mixtures matched to the fit's domains by name
     pred = np.asarray(fit.predict(data), np.float64)
     obs = np.full((data.n_rows, len(targets)), np.nan)
     for j, t in enumerate(targets):
@@ -134,7 +134,7 @@ def fit_cells(fit, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             obs[:, j] = data.losses[:, data.targets.index(t)]
     used = np.isfinite(obs)
     per_domain = bool(getattr(type(fit.law), "per_domain", False))
-    if per_domain and fit.info.get("mask_zero_weight") and data.n_domains:
+    if per_domain and fit.record.mask_zero_weight and data.n_domains:
         for j, t in enumerate(targets):
             if t in data.domains:
                 used[:, j] &= data.mixtures[:, data.domains.index(t)] > 0
@@ -146,4 +146,4 @@ def fit_cells(fit, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def score_fit(fit, data) -> dict:
     """:func:`cell_report` of a fit on a dataset (see :func:`fit_cells`): counted and all-cell MRE with counts."""
     pred, obs, used = fit_cells(fit, data)
-    return cell_report(pred, obs, used, fit.info["targets"])
+    return cell_report(pred, obs, used, fit.record.targets)

@@ -223,7 +223,7 @@ class BootstrapResult:
 
     def __repr__(self) -> str:
         return (
-            f"BootstrapResult(law={self.point.info['law']}, resamples={self.n_resamples}, failed={self.n_failed}, "
+            f"BootstrapResult(law={self.point.record.law}, resamples={self.n_resamples}, failed={self.n_failed}, "
             f"scheme={self.scheme!r}, seed={self.seed}, status={status_counts(self.status)})"
         )
 
@@ -243,7 +243,7 @@ class BootstrapResult:
         if arrays is None:
             if data is None:
                 raise ValueError("BCa needs the jackknife refits; this result was loaded without them: pass the training data to jackknife(data)")
-            arrays, _ = prepare(self.point.law, data, mask_zero_weight=self.point.info["mask_zero_weight"], dtype=self.point.config.dtype)
+            arrays, _ = prepare(self.point.law, data, mask_zero_weight=self.point.record.mask_zero_weight, dtype=self.point.config.dtype)
             if arrays.h.shape[0] != self.weights.shape[1]:
                 raise DataError(f"data has {arrays.h.shape[0]} rows; this bootstrap was drawn over {self.weights.shape[1]}")
         units = np.asarray(self.units)
@@ -303,19 +303,19 @@ class BootstrapResult:
         :class:`MixtureData`; ``units="law"``: millions of parameters and billions of tokens. ``mixtures`` may
         also be a :class:`MixtureData`, whose own scales are used."""
         if isinstance(mixtures, MixtureData):
-            d = mixtures.align(self.point.info["domains"], to=f"the fit of {self.point.info.get('law')}")
+            d = mixtures.align(self.point.record.domains, to=f"the fit of {self.point.record.law}")
             h, N, D = d.mixtures, d.model_size_m, d.n_tokens_b
             for kind, v in (("model_size", d.model_size), ("n_tokens", d.n_tokens)):
                 self._warn_far(kind, v)
         else:
             if hasattr(mixtures, "columns") and hasattr(mixtures, "iloc"):  # a DataFrame: columns matched by name
-                mixtures = mixture_frame(mixtures, self.point.info["domains"])
+                mixtures = mixture_frame(mixtures, self.point.record.domains)
             elif isinstance(mixtures, dict):
                 raise TypeError("mixtures must be an (n, K) array, a DataFrame with one column per domain, or a MixtureData; got a dict")
             h = np.array(mixtures, np.float64, copy=True)
             if h.ndim == 1:
                 h = h[None]
-            K = int(self.point.info.get("n_domains", len(self.point.info["domains"])))
+            K = len(self.point.record.domains)
             if h.ndim != 2 or h.shape[1] != K:
                 raise ValueError(f"mixtures has shape {np.shape(mixtures)}, expected (n, {K}) or ({K},)")
             if units not in ("raw", "law"):
@@ -326,7 +326,7 @@ class BootstrapResult:
             def as_scale(v, label, unit):
                 if v is None:
                     if self.point.law.uses_model_size and label == "model_size" or self.point.law.uses_tokens and label == "n_tokens":
-                        raise ValueError(f"{self.point.info['law']} needs {label}")
+                        raise ValueError(f"{self.point.record.law} needs {label}")
                     return np.ones(n)
                 v = np.broadcast_to(np.asarray(v, np.float64), (n,)) / unit
                 if not np.all(np.isfinite(v) & (v > 0)):
@@ -454,7 +454,7 @@ def bootstrap(
         point = fit(law, data, starts=int(point_starts), seed=seed, **fit_kwargs)
     t_point = time.perf_counter() - t0
     config = point.config
-    arrays, _ = prepare(cls, data, mask_zero_weight=point.info["mask_zero_weight"], dtype=config.dtype)
+    arrays, _ = prepare(cls, data, mask_zero_weight=point.record.mask_zero_weight, dtype=config.dtype)
     summary = summarize(arrays, data)
 
     W = resample_weights(data, Rp, scheme, int(seed), first=lo)
@@ -570,8 +570,8 @@ def merge(parts: Sequence[BootstrapResult], names: Sequence[str] | None = None) 
     ref, ref_name = parts[0], names[0]
 
     def key(p):
-        return ({k: p.info.get(k) for k in _SHARED_INFO}, p.seed, p.scheme, p.point.config, p.point.info.get("domains"),
-                p.point.info.get("targets"), int(p.weights.shape[1]))
+        return ({k: p.info.get(k) for k in _SHARED_INFO}, p.seed, p.scheme, p.point.config, p.point.record.domains,
+                p.point.record.targets, int(p.weights.shape[1]))
 
     labels = ("law", "data", "data fingerprint", "rows", "resamples", "starts per resample", "warm start")
     for p, name in zip(parts[1:], names[1:]):

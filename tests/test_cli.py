@@ -199,7 +199,7 @@ def three_domain(tmp_path_factory):
     res = mixjax.FitResult(batch, jnp.zeros(1), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32), jnp.zeros(1))
     info = {"law": "capacity_noise", "data": "synthetic", "domains": ["x", "y", "z"], "targets": ["x", "y", "z"],
             "scales": [[122e6, 9.998e9]], "mask_zero_weight": True, "seed": 0}
-    fit = mixjax.Fit(law=law, loss=0.0, status=mixjax.Status.converged, num_steps=0, starts=res, config=mixjax.FitConfig(), info=info)
+    fit = mixjax.Fit(law=law, loss=0.0, status=mixjax.Status.converged, num_steps=0, starts=res, config=mixjax.FitConfig(), record=mixjax.FitRecord.from_dict(info))
     d = tmp_path_factory.mktemp("three")
     mixjax.save_fit(d / "law3.mixfit", fit)
     data.to_dataframe().to_csv(d / "runs.csv", index=False)

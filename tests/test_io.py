@@ -155,7 +155,7 @@ def test_custom_law_round_trip_and_unknown_law(tmp_path):
         jnp.array([5, 7]), jnp.array([1e-9, 2e-3]),
     )
     info = {"law": "_test_two_target", "domains": ["x", "y", "z"], "targets": ["t1", "t2"], "scales": [[1e8, 1e9]], "seed": 0}
-    f = mixjax.Fit(law=law, loss=0.1, status=mixjax.Status.converged, num_steps=5, starts=starts, config=mixjax.FitConfig(), info=info)
+    f = mixjax.Fit(law=law, loss=0.1, status=mixjax.Status.converged, num_steps=5, starts=starts, config=mixjax.FitConfig(), record=mixjax.FitRecord.from_dict(info))
     with pytest.raises(FitFileError, match="not registered"):
         save_fit(tmp_path / "c.mixfit", f)
     mixjax.register(_TwoTargetLaw)
@@ -213,7 +213,7 @@ def write_members(path, members, sign=True):
 def test_file_bytes_are_fixed(fitted, tmp_path):
     """Same fit, same bytes: fixed member order and time stamps, no wall-clock time, checksums of every member."""
     save_fit(tmp_path / "a.mixfit", fitted)
-    later = dataclasses.replace(fitted, info={**fitted.info, "seconds": fitted.info.get("seconds", 0.0) + 123.0})
+    later = dataclasses.replace(fitted, record=fitted.record.replace(seconds=(fitted.record.seconds or 0.0) + 123.0))
     save_fit(tmp_path / "b.mixfit", later)  # only the fit time differs
     assert (tmp_path / "a.mixfit").read_bytes() == (tmp_path / "b.mixfit").read_bytes()
     with zipfile.ZipFile(tmp_path / "a.mixfit") as z:

@@ -113,7 +113,7 @@ class _Intervals:
     level, method, n_resamples, n_failed, scheme = 0.9, "percentile", 200, 3, "rows"
 
     def __init__(self, law="loglinear", params=None):
-        self.point = types.SimpleNamespace(info={"law": law, "domains": ["a", "b", "c", "d"], "targets": ["a", "b", "c", "d"]})
+        self.point = types.SimpleNamespace(record=mixjax.FitRecord(law=law, domains=["a", "b", "c", "d"], targets=["a", "b", "c", "d"]))
         self.params = params or {
             "b": {"estimate": np.array([TINY, 0.3, 2.0, 5e-3]), "lo": np.array([TINY, 0.1, TINY, 1e-3]), "hi": np.array([0.5, 1e13, 3.0, 0.01])},
             "E": {"estimate": np.array([1.5, 2.0, -0.3, 1.0]), "lo": np.array([1.2, 1.8, -1e12, 0.9]), "hi": np.array([1.7, 2.2, 0.1, 1.1])},
@@ -173,7 +173,7 @@ def test_long_titles_fit_the_figure(one_scale, pile4):
     _assert_inside(fig, title)
 
     f, _ = one_scale
-    long = dataclasses.replace(f, info={**f.info, "data": "experiments/2025/mixing runs at several model sizes and token counts.csv"})
+    long = dataclasses.replace(f, record=f.record.replace(data="experiments/2025/mixing runs at several model sizes and token counts.csv"))
     fig = plot_predicted_vs_observed(long, pile4.at_scale(*SCALE), ncols=2)
     for t in [fig.texts[0]] + [ax.title for ax in fig.axes]:
         _assert_inside(fig, t)

@@ -89,7 +89,7 @@ def run(args) -> int:
     if args.dpi < 1 or args.dpi > 2000:
         raise CliError(f"--dpi must be between 1 and 2000, got {args.dpi}")
     f = load_fit(args.fit)
-    domains = list(f.info["domains"])
+    domains = list(f.record.domains)
     N = parse_count(args.model_size) if args.model_size else None
     D = parse_count(args.tokens) if args.tokens else None
 
@@ -97,9 +97,9 @@ def run(args) -> int:
 
     def read(source, flag):
         d = load_data(source, args.targets, domains=domains, sum_tol=args.sum_tol)
-        shared = [t for t in f.info["targets"] if t in d.targets]
+        shared = [t for t in f.record.targets if t in d.targets]
         if args.kind == "pred-vs-obs" and not shared:
-            raise CliError(f"{flag} {source}: none of the fit's targets {list(f.info['targets'])} has a loss column (its targets: {list(d.targets)})")
+            raise CliError(f"{flag} {source}: none of the fit's targets {list(f.record.targets)} has a loss column (its targets: {list(d.targets)})")
         total = d.n_rows
         d = _at_scale(d, N, D) if N is not None or D is not None or args.all_scales else _at_fit_scales(f, d, flag)
         key = "rows_used" if flag == "--data" else "heldout_rows_used"

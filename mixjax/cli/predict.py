@@ -221,7 +221,7 @@ def run(args) -> int:
     cls = type(f.law)  # the registered class, or the class bound to the fitted table's layout (read from the file)
     binding = getattr(cls, "binding", None)
     bound = binding is not None and binding() is not None
-    domains, targets = list(f.info["domains"]), list(f.info["targets"])
+    domains, targets = list(f.record.domains), list(f.record.targets)
     notes: list[str] = []
     if not domains and args.data is None:  # a fit without mixtures: only the scale is needed
         if args.mixture is not None:

@@ -62,7 +62,7 @@ def _fit_predict(fit: Fit, data: MixtureData) -> np.ndarray:
 
 
 def _default_scale(fit: Fit, model_size, n_tokens) -> tuple[float, float]:
-    scales = fit.info.get("scales") or []
+    scales = fit.record.scales or []
     if model_size is None or n_tokens is None:
         if len(scales) != 1:
             raise ValueError(f"the fit spans {len(scales)} (model_size, n_tokens) scales; pass model_size and n_tokens (raw counts)")
@@ -72,7 +72,7 @@ def _default_scale(fit: Fit, model_size, n_tokens) -> tuple[float, float]:
 
 
 def _mixture(fit: Fit, m, label: str) -> np.ndarray:
-    domains = list(fit.info["domains"])
+    domains = list(fit.record.domains)
     if isinstance(m, dict):
         unknown = [k for k in m if k not in domains]
         if unknown:
@@ -107,7 +107,7 @@ def _grid_shape(n: int, ncols: int) -> tuple[int, int]:
 def fit_scales(fit: Fit) -> list[tuple[float, float]]:
     """The (model_size, n_tokens) scales a fit was made at, raw counts (NaN where unknown); empty when the fit
     records none."""
-    scales = np.asarray(fit.info.get("scales") or np.zeros((0, 2)), float).reshape(-1, 2)
+    scales = np.asarray(fit.record.scales or np.zeros((0, 2)), float).reshape(-1, 2)
     return [(float(a), float(b)) for a, b in scales]
 
 
@@ -160,7 +160,7 @@ def plot_predicted_vs_observed(fit: Fit, data: MixtureData, *, heldout: MixtureD
     if not all_scales:
         data = _rows_at_fit_scales(fit, data, "data")
         heldout = None if heldout is None else _rows_at_fit_scales(fit, heldout, "heldout")
-    targets = list(fit.info["targets"])
+    targets = list(fit.record.targets)
     sets = [("train" if heldout is not None else "runs", data, "C0")]
     if heldout is not None:
         sets.append(("held out", heldout, "C3"))
@@ -198,7 +198,7 @@ def plot_predicted_vs_observed(fit: Fit, data: MixtureData, *, heldout: MixtureD
     drawn = data.scales() + ([] if heldout is None else heldout.scales())
     drawn = list(dict.fromkeys((a, b) for a, b, _ in drawn))
     at = f"at {describe_scales(drawn)}" if len(drawn) <= 2 else f"at {len(drawn)} scales"
-    fig.suptitle(f"{fit.info['law']} fitted to {fit.info['data']}, runs {at}: {overall}", fontsize=10)
+    fig.suptitle(f"{fit.record.law} fitted to {fit.record.data}, runs {at}: {overall}", fontsize=10)
     if heldout is not None:
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower right", fontsize=8, frameon=False)
@@ -223,8 +223,8 @@ def plot_mixture_line(fit: Fit, start, end, model_size=None, n_tokens=None, *, n
     plt = require_matplotlib()
     N, D = _default_scale(fit, model_size, n_tokens)
     t, h, pred = mixture_line(fit, start, end, N, D, n=n)
-    targets = list(fit.info["targets"])
-    domains = list(fit.info["domains"])
+    targets = list(fit.record.targets)
+    domains = list(fit.record.domains)
     curves = [(tg, pred[:, j]) for j, tg in enumerate(targets)] + [("mean of targets", pred.mean(1))]
     rows, cols = _grid_shape(len(curves), ncols)
     fig, axes = plt.subplots(rows, cols, figsize=(panel_size * cols, panel_size * 0.85 * rows + 1.0), squeeze=False, sharex=True)
@@ -243,7 +243,7 @@ def plot_mixture_line(fit: Fit, start, end, model_size=None, n_tokens=None, *, n
     for j in range(len(curves), rows * cols):
         axes[j // cols][j % cols].axis("off")
     fig.suptitle(
-        f"{fit.info['law']} at {_fmt_count(N, 'params')}, {_fmt_count(D, 'tokens')}\n"
+        f"{fit.record.law} at {_fmt_count(N, 'params')}, {_fmt_count(D, 'tokens')}\n"
         f"A: {_short_mixture(h[0], domains)}    B: {_short_mixture(h[-1], domains)}",
         fontsize=9,
     )
@@ -260,7 +260,7 @@ def barycentric_to_xy(p) -> np.ndarray:
 
 
 def _pick_domains(fit: Fit, domains) -> list[int]:
-    names = list(fit.info["domains"])
+    names = list(fit.record.domains)
     if domains is None:
         if len(names) != 3:
             raise ValueError(f"the fit has {len(names)} domains; name the 3 to vary (domains=[...]), the others stay at their base weights")
@@ -282,7 +282,7 @@ def ternary_grid(fit: Fit, domains: Sequence[str] | None = None, model_size=None
     resolution. Returns a dict with ``p`` (P, 3), ``xy`` (P, 2), ``mixtures`` (P, K), ``losses`` (P, V),
     ``mean`` (P,), ``domains`` (the three indices) and ``share`` m."""
     idx = _pick_domains(fit, domains)
-    K = len(fit.info["domains"])
+    K = len(fit.record.domains)
     N, D = _default_scale(fit, model_size, n_tokens)
     b = np.full(K, 1.0 / K) if base is None else _mixture(fit, base, "base")
     share = float(b[idx].sum())
@@ -306,8 +306,8 @@ def plot_ternary(fit: Fit, domains: Sequence[str] | None = None, model_size=None
 
     N, D = _default_scale(fit, model_size, n_tokens)
     g = ternary_grid(fit, domains, N, D, base=base, resolution=resolution)
-    names = [fit.info["domains"][i] for i in g["domains"]]
-    K = len(fit.info["domains"])
+    names = [fit.record.domains[i] for i in g["domains"]]
+    K = len(fit.record.domains)
     fig, ax = plt.subplots(figsize=(6.4, 5.6))
     tri = mtri.Triangulation(g["xy"][:, 0], g["xy"][:, 1])
     z = g["mean"]
@@ -341,7 +341,7 @@ def plot_ternary(fit: Fit, domains: Sequence[str] | None = None, model_size=None
             hsel = d.mixtures[:, g["domains"]]
             s = hsel.sum(1)
             keep = s > 0
-            tnames = list(fit.info["targets"])
+            tnames = list(fit.record.targets)
             cols = [list(d.targets).index(t) for t in tnames if t in d.targets]
             y = np.nanmean(d.losses[:, cols], axis=1) if cols else np.full(d.n_rows, np.nan)
             xy = barycentric_to_xy(hsel[keep] / s[keep, None])
@@ -352,7 +352,7 @@ def plot_ternary(fit: Fit, domains: Sequence[str] | None = None, model_size=None
                 ax.scatter(xy[:, 0], xy[:, 1], facecolors="none", edgecolors="#ff7f0e", s=22, linewidths=0.9,
                            label=f"observed runs, projected ({int(keep.sum())})", zorder=3)
     sub = "" if K == 3 else f"\nother domains at base weights; the three share {g['share']:.3g}"
-    ax.set_title(f"{fit.info['law']}: {_fmt_count(N, 'params')}, {_fmt_count(D, 'tokens')}{sub}", fontsize=10)
+    ax.set_title(f"{fit.record.law}: {_fmt_count(N, 'params')}, {_fmt_count(D, 'tokens')}{sub}", fontsize=10)
     ax.set_xlim(-0.15, 1.15)
     ax.set_ylim(-0.25, SQRT3_2 + 0.08)
     ax.set_aspect("equal")

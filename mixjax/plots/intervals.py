@@ -11,9 +11,9 @@ __all__ = ["param_axis", "plot_param_intervals", "plot_predicted_vs_observed"]
 
 
 def _labels(result, name: str, size: int) -> list[str]:
-    info = result.point.info
+    record = result.point.record
     for key in ("targets", "domains"):
-        names = info.get(key) or []
+        names = getattr(record, key) or []
         if len(names) == size:
             return list(names)
     return [f"{name}[{i}]" for i in range(size)]
@@ -166,7 +166,7 @@ def plot_param_intervals(result, level: float | None = None, method: str | None 
     for ax in axes[len(names) :]:
         ax.set_visible(False)
     fig.suptitle(
-        f"{result.point.info['law']}: {100 * level:g}% {method} intervals, {result.n_resamples - result.n_failed} "
+        f"{result.point.record.law}: {100 * level:g}% {method} intervals, {result.n_resamples - result.n_failed} "
         f"resamples ({result.scheme}), {result.n_failed} failed",
         fontsize=10,
     )
@@ -183,7 +183,7 @@ def plot_predicted_vs_observed(result, data, level: float | None = None, method:
     _, obs, used = fit_cells(result.point, data)
     obs = np.where(used, obs, np.nan)  # the cells the fit counts
     iv = result.predict_intervals(data, level=level, method=method)
-    names = result.point.info["targets"]
+    names = result.point.record.targets
     if obs.shape[1] != len(names):
         names = [f"target{j}" for j in range(obs.shape[1])]
     pick = range(len(names)) if targets is None else [names.index(t) for t in targets]
@@ -217,7 +217,7 @@ def plot_predicted_vs_observed(result, data, level: float | None = None, method:
         ax.set_ylim(a - pad, b + pad)
     ax.set_xlabel("observed loss")
     ax.set_ylabel("predicted loss")
-    ax.set_title(f"{result.point.info['law']} on {data.name}: {100 * level:g}% {method} intervals", fontsize=10)
+    ax.set_title(f"{result.point.record.law} on {data.name}: {100 * level:g}% {method} intervals", fontsize=10)
     ax.legend(fontsize=7, ncol=2, frameon=False)
     ax.grid(alpha=0.3)
     fit_titles(fig)
