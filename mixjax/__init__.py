@@ -78,6 +78,16 @@ from .metrics import mre as mre
 from .metrics import rmse as rmse
 from .results import Status as Status
 from .results import FitRecord as FitRecord
+from . import objectives as objectives
+from . import solvers as solvers
+from .objectives import AbstractObjective as AbstractObjective
+from .objectives import HuberLog as HuberLog
+from .objectives import MSE as MSE
+from .objectives import Relative as Relative
+from .solvers import AbstractSolver as AbstractSolver
+from .solvers import Adam as Adam
+from .solvers import LBFGS as LBFGS
+from .solvers import LevenbergMarquardt as LevenbergMarquardt
 
 try:
     __version__ = _version("mixjax")

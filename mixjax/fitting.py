@@ -27,6 +27,7 @@ from .data import DataError, MixtureData
 from .laws import AbstractLaw, DataSummary, n_params
 from .laws._base import predict_rows
 from .metrics import metric_table
+from .objectives import MSE, AbstractObjective, HuberLog, Relative, objective_from
 from .problem import OBJECTIVES, FitArrays, Problem, law_class, prepare, summarize
 from .results import FitRecord, Status, status_counts
 from .units import ScaleExtrapolationWarning, extrapolation, extrapolation_message
@@ -41,9 +42,14 @@ _law_class = law_class
 class FitConfig:
     """Settings of a fit; hashable, so it is static under ``jax.jit`` (a new value compiles a new program).
 
-    objective: "mse", "relative" or "huber_log" (see :mod:`mixjax.problem`); huber_delta for the latter.
+    objective: "mse", "relative" or "huber_log" (huber_delta for the latter), or an objective object
+      (:mod:`mixjax.objectives`: ``MSE()``, ``Relative()``, ``HuberLog(delta)``, or a user's subclass of
+      ``AbstractObjective``). A bundled objective given as an object is stored by name (``HuberLog(delta)`` as
+      "huber_log" with huber_delta = delta), so the config stays what a fit file records.
     optimizer: "lbfgs" (the default: L-BFGS, one trial point per step), "lm" (Levenberg-Marquardt; fewer, dearer
-      steps: one Jacobian each) or "adam" (a first-order baseline). ``benchmarks/fit_speed.py`` compares them.
+      steps: one Jacobian each) or "adam" (a first-order baseline), or a solver object (:mod:`mixjax.solvers`:
+      ``LBFGS(memory=10)``, ``LevenbergMarquardt()``, ``Adam(learning_rate)``, or a user's ``AbstractSolver``); a
+      bundled solver with only the settings named here is stored by name. ``benchmarks/fit_speed.py`` compares them.
     varpro: solve linear coefficients in closed form (variable projection) where the law declares them and the
       objective is least squares (``mse``/``relative``).
     max_steps: solver steps per member; None (the default) picks :func:`default_max_steps` of the law's parameter
@@ -62,8 +68,8 @@ class FitConfig:
       measures it (on a CPU it pays for batches several times larger than L).
     """
 
-    objective: str = "mse"
-    optimizer: str = "lbfgs"
+    objective: str | AbstractObjective = "mse"
+    optimizer: str | _engine.AbstractSolver = "lbfgs"
     max_steps: int | None = None
     ftol: float | None = None
     gtol: float | None = None
@@ -77,10 +83,11 @@ class FitConfig:
 
     def __post_init__(self):
         _engine.check_lanes(self.lanes)
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        self._store_by_name()
+        if not isinstance(self.objective, AbstractObjective) and self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES} or an AbstractObjective, got {self.objective!r}")
+        if not isinstance(self.optimizer, _engine.AbstractSolver) and self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS} or an AbstractSolver, got {self.optimizer!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.max_steps is not None and self.max_steps < 1:
@@ -92,6 +99,30 @@ class FitConfig:
                 "dtype='float64' needs 64-bit floats in JAX: call jax.config.update('jax_enable_x64', True) at the "
                 "start of the program (or set JAX_ENABLE_X64=1), or pass dtype='float32'"
             )
+
+    def _store_by_name(self) -> None:
+        """Bundled objective and solver objects as their names and this config's settings (see the class docstring)."""
+        obj, opt = self.objective, self.optimizer
+        if isinstance(obj, type) and issubclass(obj, AbstractObjective):
+            obj = obj()
+        if isinstance(obj, AbstractObjective) and type(obj) in (MSE, Relative, HuberLog):
+            if isinstance(obj, HuberLog):
+                object.__setattr__(self, "huber_delta", float(obj.delta))
+            obj = obj.name
+        object.__setattr__(self, "objective", obj)
+        named = {_engine.LBFGS: ("lbfgs", {"memory": "lbfgs_memory"}), _engine.LevenbergMarquardt: ("lm", {}),
+                 _engine.Adam: ("adam", {"learning_rate": "learning_rate"})}
+        if type(opt) in named:
+            name, settings = named[type(opt)]
+            if opt == type(opt)(**{k: getattr(opt, k) for k in settings}):
+                for k, field in settings.items():
+                    object.__setattr__(self, field, getattr(opt, k))
+                object.__setattr__(self, "optimizer", name)
+
+    @property
+    def objective_object(self) -> AbstractObjective:
+        """The objective as an object (:mod:`mixjax.objectives`)."""
+        return objective_from(self.objective, self.huber_delta)
 
     def resolved(self, n_parameters: int) -> FitConfig:
         """This config with ``max_steps`` filled in (when None) for a law of ``n_parameters`` parameters."""
@@ -106,8 +137,10 @@ class FitConfig:
         return float(ftol), float(gtol)
 
     def solver(self) -> _engine.AbstractSolver:
-        """The solver object named by ``optimizer``."""
+        """The solver object named by ``optimizer`` (or ``optimizer`` itself when it is one)."""
         name = self.optimizer
+        if isinstance(name, _engine.AbstractSolver):
+            return name
         if name == "lm":
             return _engine.LevenbergMarquardt()
         if name == "lbfgs":
@@ -145,7 +178,7 @@ def default_dtype() -> str:
 
 def objective_value(law: AbstractLaw, arrays: FitArrays, weights: jax.Array, config: FitConfig) -> jax.Array:
     """The weighted, masked objective J of a complete law (a scalar; see :mod:`mixjax.problem`)."""
-    problem = Problem.build(law, arrays, config.objective, config.huber_delta, varpro=False)
+    problem = Problem.build(law, arrays, config.objective_object, varpro=False)
     return problem.value(law, weights)
 
 
@@ -248,7 +281,7 @@ def solve(
       (members fitted so far; of this process's share when there are several processes).
     """
     config = config.resolved(n_params(jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, laws)))
-    problem = arrays if isinstance(arrays, Problem) else Problem.build(laws, arrays, config.objective, config.huber_delta, config.varpro)
+    problem = arrays if isinstance(arrays, Problem) else Problem.build(laws, arrays, config.objective_object, varpro=config.varpro)
     if distributed.process_count() > 1:
         return _solve_share(laws, weights, problem, config, chunk_size=chunk_size, shard=shard, progress=progress)
     return _solve_local(laws, weights, problem, config, chunk_size=chunk_size, shard=shard, progress=progress)
@@ -327,10 +360,12 @@ def _check_memory(members: int, n_parameters: int, arrays: FitArrays, config: Fi
         n_dev = jax.local_device_count()
         together = math.ceil(B / n_dev) if n_dev > 1 else 1
     state = 2 * P + 6 * config.window + 2 * M  # the member's position and stopping history, residuals and their gradient
-    if config.optimizer == "lbfgs":
-        state += (2 * config.lbfgs_memory + 1) * P  # curvature pairs (2 m P) and the gradient
-        solver = f"L-BFGS memory (2 x {config.lbfgs_memory} x {P} per member)"
-    elif config.optimizer == "lm":
+    engine_solver = config.solver()
+    if isinstance(engine_solver, _engine.LBFGS):
+        m = engine_solver.memory
+        state += (2 * m + 1) * P  # curvature pairs (2 m P) and the gradient
+        solver = f"L-BFGS memory (2 x {m} x {P} per member)"
+    elif engine_solver.uses_jacobian:
         state += M * P + P * P + M  # residual Jacobian and normal matrix
         solver = f"Levenberg-Marquardt Jacobian ({M} x {P} per member)"
     else:
@@ -707,8 +742,8 @@ def fit(
     *,
     starts: int = 16,
     seed: int = 0,
-    objective: str = "mse",
-    optimizer: str = "lbfgs",
+    objective: str | AbstractObjective = "mse",
+    optimizer: str | _engine.AbstractSolver = "lbfgs",
     max_steps: int | None = None,
     weights: Any = None,
     mask_zero_weight: bool | None = None,
@@ -732,8 +767,9 @@ def fit(
         devices or processes (:func:`init_starts`). A batch whose starts, row weights and results cannot fit in
         memory is refused before anything is allocated.
       seed: an integer in ``[0, 2**32)``.
-      objective, optimizer, max_steps, dtype, **config_kwargs: see :class:`FitConfig` (dtype defaults to float64
-        when JAX has 64-bit floats enabled, float32 otherwise).
+      objective, optimizer, max_steps, dtype, **config_kwargs: see :class:`FitConfig`: a name or an object
+        (``objective=mixjax.HuberLog(1e-2)``, ``optimizer=mixjax.LBFGS(memory=10)``); dtype defaults to float64
+        when JAX has 64-bit floats enabled, float32 otherwise.
       weights: optional ``(n,)`` non-negative row weights (a bootstrap resample is expressed this way).
       mask_zero_weight: exclude cells whose own domain weight is 0 (default: the law's preference).
       throw: raise if every start failed (otherwise return the failed fit with status ``nonfinite``).
@@ -828,7 +864,7 @@ def fit(
         units={"model_size": "millions of parameters", "n_tokens": "billions of tokens"},
         mask_zero_weight=bool(cls.mask_zero_weight if mask_zero_weight is None else mask_zero_weight),
         cells_per_target=y_used.sum(0).tolist(),
-        loss_scale="log" if objective == "huber_log" else "raw",
+        loss_scale=cfg.objective_object.loss_scale,
         init=(f"{starts} given starting points" if init is not None else
               f"{cls.name}.init random draws, start i from fold_in(PRNGKey({seed}), i), {starts} starts" + (" (start 0 = given law)" if template else "")),
         seed=seed,

@@ -235,6 +235,11 @@ def _fit_members(fit: Fit, ensemble: AbstractLaw | None, registered_only: bool =
         raise TypeError(f"fit must be a mixjax.Fit, got {type(fit).__name__}")
     if not fit.record.domains and not fit.record.targets:
         raise ValueError("fit.record has no domains and no targets; a saved fit records its law name, domains and targets (as mixjax.fit does)")
+    custom = [f"{k} {type(v).__name__}" for k, v in (("objective", fit.config.objective), ("optimizer", fit.config.optimizer))
+              if not isinstance(v, str)]
+    if custom:
+        raise FitFileError(f"cannot save a fit made with a user's {' and '.join(custom)}: fit files record objectives and "
+                           "solvers by name (mse, relative, huber_log; lbfgs, lm, adam)")
     law = fit.law
     cls = type(law)
     bad = _nonfinite_fields(law)

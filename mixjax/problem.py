@@ -6,9 +6,9 @@ Objective over measured cells (mask m, row weights w)::
 
     J(theta) = sum_{r,j} w_r m_rj rho(pred_rj(theta), y_rj) / sum_{r,j} w_r m_rj
 
-with ``rho`` one of ``"mse"`` (pred - y)^2, ``"relative"`` ((pred - y) / y)^2, ``"huber_log"`` Huber_delta(log pred
-- log y) (the Chinchilla recipe, delta = 1e-3). J is written as a sum of squared residuals ``J = sum_k r_k^2``
-(for Huber, ``r = sign(u) sqrt(Huber(u))``), so least-squares solvers apply to every objective.
+with ``rho`` given by the objective (:mod:`mixjax.objectives`: ``mse`` (pred - y)^2, ``relative``
+((pred - y) / y)^2, ``huber_log`` Huber_delta(log pred - log y), or a user's :class:`AbstractObjective`). J is
+written as a sum of squared residuals ``J = sum_k r_k^2``, so least-squares solvers apply to every objective.
 
 Variable projection (Golub & Pereyra 1973): a law that declares ``linear_fields`` predicts
 ``pred_rj = base_rj(theta) + sum_l phi_rjl(theta) beta_jl`` with coefficients beta >= 0 that enter linearly once
@@ -31,10 +31,13 @@ import numpy as np
 from .data import DataError, MixtureData
 from .laws import AbstractLaw, DataSummary, get_law
 from .laws._base import predict_rows
+from .objectives import OBJECTIVES as _OBJECTIVE_CLASSES
+from .objectives import AbstractObjective, objective_from
 
 __all__ = ["FitArrays", "Problem", "prepare", "summarize", "law_class", "OBJECTIVES"]
 
-OBJECTIVES = ("mse", "relative", "huber_log")
+#: Names of the bundled objectives (:mod:`mixjax.objectives`).
+OBJECTIVES = tuple(_OBJECTIVE_CLASSES)
 
 
 class FitArrays(NamedTuple):
@@ -111,14 +114,6 @@ def summarize(arrays: FitArrays, data: MixtureData | None = None) -> DataSummary
     return DataSummary.from_arrays(h, np.asarray(arrays.y), mask, N, D)
 
 
-def _huber_root(u, delta):
-    """sign(u) sqrt(Huber_delta(u)): u / sqrt(2) inside [-delta, delta], sign(u) sqrt(delta (|u| - delta / 2)) outside."""
-    a = jnp.abs(u)
-    inside = a <= delta
-    outer = jnp.sqrt(jnp.where(inside, delta, delta * (a - 0.5 * delta)))
-    return jnp.where(inside, u / jnp.sqrt(2.0), jnp.sign(u) * outer)
-
-
 def _nnls_small(X, t):
     """argmin_{beta >= 0} |X beta - t|^2 for one target: X (n, L) weighted basis columns, t (n,) weighted targets,
     small L.
@@ -180,8 +175,7 @@ class Problem(eqx.Module):
     Methods take a law (possibly missing its linear coefficients when ``varpro``) and ``(n,)`` row weights."""
 
     arrays: FitArrays
-    objective: str = eqx.field(static=True)
-    huber_delta: float = eqx.field(static=True)
+    objective: AbstractObjective = eqx.field(static=True)
     varpro: bool = eqx.field(static=True)
     #: Under variable projection, differentiate J with the solved coefficients held constant. By the envelope
     #: theorem this is the exact gradient of the projected objective J(theta) = min_{c >= 0} J(theta, c) (the
@@ -191,24 +185,25 @@ class Problem(eqx.Module):
     envelope_gradient: bool = eqx.field(static=True, default=True)
 
     @classmethod
-    def build(cls, law, arrays: FitArrays, objective: str = "mse", huber_delta: float = 1e-3, varpro: bool = True) -> Problem:
-        """A problem for ``law`` (name, class or instance); ``varpro`` is used only where the law declares linear
-        coefficients and the objective is a plain least-squares one."""
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-        use = bool(varpro) and bool(law_class(law).linear_fields) and objective in ("mse", "relative")
-        return cls(arrays, objective, float(huber_delta), use)
+    def build(cls, law, arrays: FitArrays, objective: str | AbstractObjective = "mse", huber_delta: float = 1e-3,
+              varpro: bool = True) -> Problem:
+        """A problem for ``law`` (name, class or instance) under ``objective`` (a name, with ``huber_delta`` for
+        ``huber_log``, or an :class:`AbstractObjective`); ``varpro`` is used only where the law declares linear
+        coefficients and the objective is a least-squares one."""
+        obj = objective_from(objective, huber_delta)
+        use = bool(varpro) and bool(law_class(law).linear_fields) and obj.least_squares
+        return cls(arrays, obj, use)
 
     def predict(self, law: AbstractLaw) -> jax.Array:
         a = self.arrays
         return predict_rows(law, a.h, a.N, a.D)
 
     def cell_weights(self, row_w: jax.Array) -> jax.Array:
-        """(n, V) weight of each cell in J: ``w_r m_rj / sum(w m)`` (divided by y^2 for ``relative``)."""
+        """(n, V) weight of each cell in J: ``w_r m_rj s(y_rj) / sum(w m)`` (the objective's cell scale s)."""
         a = self.arrays
         w = row_w[:, None] * a.mask
         w = w / jnp.maximum(jnp.sum(w), jnp.finfo(w.dtype).tiny)
-        return w / a.y**2 if self.objective == "relative" else w
+        return w * self.objective.cell_scale(a.y)
 
     def _basis(self, law: AbstractLaw):
         a = self.arrays
@@ -245,12 +240,7 @@ class Problem(eqx.Module):
             pred = self.predict(law)
         use = W > 0
         pred = jnp.where(use, pred, a.y)  # a cell that does not count never contributes, even if its prediction is NaN
-        if self.objective == "huber_log":
-            tiny = jnp.finfo(pred.dtype).tiny
-            e = _huber_root(jnp.log(jnp.maximum(pred, tiny)) - jnp.log(a.y), self.huber_delta)
-        else:
-            e = pred - a.y
-        return (jnp.sqrt(W) * e).reshape(-1)
+        return (jnp.sqrt(W) * self.objective.error(pred, a.y)).reshape(-1)
 
     def value(self, law: AbstractLaw, row_w: jax.Array) -> jax.Array:
         """The objective J (a scalar)."""

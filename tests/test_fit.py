@@ -50,6 +50,37 @@ def test_objectives_match_numpy(truth, data):
         np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=name)
 
 
+class _LogSquared(mj.AbstractObjective):
+    """A user's objective: the squared log error, without Huber's cut."""
+
+    def error(self, pred, y):
+        return jnp.log(pred) - jnp.log(y)
+
+
+def test_objective_and_solver_objects(truth, data, tmp_path):
+    arrays, _ = prepare(truth, data)
+    pred = np.asarray(truth.predict(data.mixtures, data.model_size_m, data.n_tokens_b))
+    y = data.losses
+    w = jnp.ones(len(data))
+    got = float(objective_value(truth, arrays, w, FitConfig(objective=_LogSquared())))
+    np.testing.assert_allclose(got, np.mean((np.log(pred) - np.log(y)) ** 2), rtol=1e-12)
+    # a bundled object is stored by its name and settings, and gives the objective of those settings
+    cfg = FitConfig(objective=mj.HuberLog(2e-2), optimizer=mj.LBFGS(memory=7))
+    assert (cfg.objective, cfg.huber_delta, cfg.optimizer, cfg.lbfgs_memory) == ("huber_log", 2e-2, "lbfgs", 7)
+    r = np.abs(np.log(pred) - np.log(y))
+    hub = np.where(r <= 2e-2, 0.5 * r**2, 2e-2 * (r - 1e-2))
+    np.testing.assert_allclose(float(objective_value(truth, arrays, w, cfg)), hub.mean(), rtol=1e-12)
+    with pytest.raises(ValueError, match="delta"):
+        mj.HuberLog(-1.0)
+    # a solver with other settings stays an object: it fits, and a fit file (which records names) refuses it
+    f = mj.fit("capacity_noise", data, starts=4, seed=0, optimizer=mj.LBFGS(c1=1e-3), objective=_LogSquared())
+    assert isinstance(f.config.optimizer, mj.LBFGS) and f.config.optimizer.c1 == 1e-3
+    assert f.evaluate(data)["mre"] < 0.004
+    with pytest.raises(ValueError, match="user's objective _LogSquared and optimizer LBFGS"):
+        mj.save_fit(tmp_path / "custom.mixfit", f)
+    assert not (tmp_path / "custom.mixfit").exists()
+
+
 def test_metrics_match_numpy():
     rng = np.random.default_rng(2)
     p, o = rng.uniform(1, 3, (10, 4)), rng.uniform(1, 3, (10, 4))
