@@ -53,6 +53,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar, NamedTuple
 
+import itertools
+import threading
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -60,32 +63,52 @@ import optax
 
 from .results import Status
 
-# Where the loop reports its progress: a stack of callables ``sink(steps_done, n_active, n_done)``, set around a
-# call by :func:`reporting` on the host. The compiled loop calls the one module-level function below once per chunk
-# of steps, so that a new sink never recompiles anything; without a sink the call returns at once.
-_SINKS: list[Callable[[int, int, int], Any]] = []
+# Where the loop reports its progress. A caller passes its progress callback explicitly (``fit(progress=...)``);
+# around the call, :class:`reporting` registers it under a fresh integer id, which the compiled loop receives as a
+# traced argument (a new callback never recompiles anything) and hands back to :func:`_report` once per chunk of
+# steps. Calls on several threads at once (``compare`` fits laws on threads) each reach their own callback.
+_SINKS: dict[int, Callable[[int, int, int], Any]] = {}
+_IDS = itertools.count(1)
+_LOCK = threading.Lock()
 
 
-def _report(steps, n_active, n_done) -> None:
-    if _SINKS:
-        _SINKS[-1](int(steps), int(n_active), int(n_done))
+_EVERY_LOOP = -1  # the id of an instrument that hears every loop (benchmarks count loop iterations with it)
+
+
+def _report(sink_id, steps, n_active, n_done) -> None:
+    for key in (int(sink_id), _EVERY_LOOP):
+        sink = _SINKS.get(key)
+        if sink is not None:
+            sink(int(steps), int(n_active), int(n_done))
 
 
 class reporting:
-    """Context manager: while it is open, every chunk of engine steps calls ``sink(steps_done, n_active, n_done)``
-    on the host (loop steps run so far, members not finished yet, members finished)."""
+    """Context manager: while it is open, every chunk of engine steps of a loop given ``report_id=self.id`` calls
+    ``sink(steps_done, n_active, n_done)`` on the host (loop steps run so far, members not finished, members
+    finished). Without a sink, ``id`` is 0, which reports nowhere. ``every_loop=True`` (instrumentation, one at a
+    time) hears every loop of the process instead, whatever its ``report_id``."""
 
-    def __init__(self, sink: Callable[[int, int, int], Any] | None):
+    def __init__(self, sink: Callable[[int, int, int], Any] | None, every_loop: bool = False):
         self.sink = sink
+        self.every_loop = every_loop
+        self.id = 0
 
     def __enter__(self):
         if self.sink is not None:
-            _SINKS.append(self.sink)
+            with _LOCK:
+                if self.every_loop:
+                    if _EVERY_LOOP in _SINKS:
+                        raise RuntimeError("another every_loop reporting context is open")
+                    _SINKS[_EVERY_LOOP] = self.sink
+                else:
+                    self.id = next(_IDS)
+                    _SINKS[self.id] = self.sink
         return self
 
     def __exit__(self, *exc):
         if self.sink is not None:
-            _SINKS.remove(self.sink)
+            with _LOCK:
+                _SINKS.pop(_EVERY_LOOP if self.every_loop else self.id, None)
         return False
 
 __all__ = ["LevenbergMarquardt", "LBFGS", "Adam", "Solution", "minimize", "AbstractSolver"]
@@ -411,7 +434,7 @@ def _select(mask, new, old):
 @eqx.filter_jit
 @eqx.debug.assert_max_traces(max_traces=None)  # counts compilations (eqx.debug.get_num_traces), never limits them
 def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window, xtol=None, slow_ftol=None, slow_windows=5,
-              lanes=None):
+              lanes=None, report_id=None):
     dt = y0.dtype
     B = y0.shape[0]
     tight = float(jnp.finfo(dt).eps) ** (2.0 / 3.0)
@@ -462,7 +485,7 @@ def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window
             k, ms = carry
             ms = run_chunk(ms, args)
             n_active = jnp.sum(ms.status < 0)
-            jax.debug.callback(_report, k + chunk, n_active, B - n_active)
+            jax.debug.callback(_report, report_id, k + chunk, n_active, B - n_active)
             return k + chunk, ms
 
         def cond(carry):
@@ -513,7 +536,7 @@ def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window
         ms, la = jax.lax.cond(jnp.any(take), load, lambda o: (o[0], o[1]), (ms, la, take, src))
         item = jnp.where(take, new, jnp.where(fin, B, item))
         nxt = nxt + jnp.sum(take, dtype=jnp.int32)
-        jax.debug.callback(_report, (it + 1) * chunk, B - n_done, n_done)
+        jax.debug.callback(_report, report_id, (it + 1) * chunk, B - n_done, n_done)
         return it + 1, ms, la, item, nxt, out, n_done
 
     # a member finishes within ceil(max_steps / chunk) chunks (one chunk if it fails at its start), and while members
@@ -546,6 +569,7 @@ def minimize(
     xtol: float | None = None,
     slow_ftol: float | None = None,
     lanes: int | None = None,
+    report_id: int | jax.Array = 0,
 ) -> Solution:
     """Minimise ``sum(fn(y, args_b, shared)^2)`` for every member b of the batch, from ``y0`` (B, P).
 
@@ -554,7 +578,8 @@ def minimize(
     ``max_steps``, ``ftol`` and ``gtol`` are traced values, so changing them does not recompile. ``xtol`` and
     ``slow_ftol`` switch on the kink and slow-objective tests of the module docstring (None: off; the law fits use
     1e-3 and 1e-5). ``lanes``: run the batch through this many lanes with refill (module docstring); None, or a
-    value >= B, steps every member at once. ``fn`` must be a stable callable
+    value >= B, steps every member at once. ``report_id``: the id of a :class:`reporting` context whose callback
+    receives the loop's progress (0: none; traced, so no recompilation). ``fn`` must be a stable callable
     (a module-level function or an ``equinox.Module``) so that repeated calls reuse the program.
     """
     lanes = check_lanes(lanes)
@@ -562,7 +587,7 @@ def minimize(
         lanes = None
     dt = y0.dtype
     return _minimize(solver, fn, y0, args, shared, jnp.asarray(max_steps, jnp.int32), int(chunk), jnp.asarray(ftol, dt),
-                     jnp.asarray(gtol, dt), int(window), xtol, slow_ftol, lanes=lanes)
+                     jnp.asarray(gtol, dt), int(window), xtol, slow_ftol, lanes=lanes, report_id=jnp.asarray(report_id, jnp.int32))
 
 
 def check_lanes(lanes) -> int | None:

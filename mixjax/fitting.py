@@ -212,7 +212,8 @@ def _flat_residuals(y, row_w, shared):
 
 
 @eqx.filter_jit
-def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol, window: int, lanes: int | None = None) -> FitResult:
+def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol, window: int, lanes: int | None = None,
+                 report_id=0) -> FitResult:
     """One compiled program per fit: flatten the optimised leaves, run the engine, rebuild the laws, solve their
     linear coefficients and score them."""
     if solver.uses_jacobian and problem.envelope_gradient:
@@ -223,7 +224,7 @@ def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol,
     template = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, laws)
     shared = (problem, template, _optimised_spec(template, problem.varpro))
     sol = _engine.minimize(solver, _flat_residuals, y0, weights, shared, max_steps=max_steps, ftol=ftol, gtol=gtol, window=window,
-                           xtol=FIT_XTOL, slow_ftol=FIT_SLOW_FTOL, lanes=lanes)
+                           xtol=FIT_XTOL, slow_ftol=FIT_SLOW_FTOL, lanes=lanes, report_id=report_id)
     unravel = ravel_pytree(jax.tree_util.tree_map(lambda x: x[0], opt))[1]
     fitted = eqx.combine(jax.vmap(unravel)(sol.y), rest)
     full = jax.vmap(problem.complete)(fitted, weights)
@@ -233,11 +234,11 @@ def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol,
     return FitResult(full, value, status, sol.num_steps, sol.rel_grad)
 
 
-def _solve_batch(laws: AbstractLaw, weights: jax.Array, problem: Problem, config: FitConfig) -> FitResult:
+def _solve_batch(laws: AbstractLaw, weights: jax.Array, problem: Problem, config: FitConfig, report_id: int = 0) -> FitResult:
     ftol, gtol = config.tolerances
     dt = weights.dtype
     return _fit_program(laws, weights, problem, config.solver(), jnp.asarray(config.max_steps, jnp.int32),
-                        jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window, config.lanes)
+                        jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window, config.lanes, jnp.asarray(report_id, jnp.int32))
 
 
 def _batch_sharding(n_devices: int):
@@ -396,7 +397,8 @@ def _chunk_for_memory(laws, weights, problem, config) -> int:
     dt = weights.dtype
     try:
         compiled = _fit_program.lower(laws, weights, problem, config.solver(), jnp.asarray(config.max_steps, jnp.int32),
-                                      jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window, config.lanes).compile()
+                                      jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window, config.lanes,
+                                      jnp.asarray(0, jnp.int32)).compile()
         mem = compiled.compiled.memory_analysis()
         need = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
     except Exception:  # noqa: BLE001 - no estimate on this backend: run the batch whole (out-of-memory still retries smaller)
@@ -446,8 +448,8 @@ def _solve_chunked(laws, weights, problem, config, chunk, n_dev, progress):
                 part = n_done if refill else int(chunk * min(steps, config.max_steps) / config.max_steps)
                 progress(min(i * chunk + part, B), B)
 
-        with _engine.reporting(within_chunk if progress is not None else None):
-            outs.append(_solve_batch(laws_c, weights_c, problem, config))
+        with _engine.reporting(within_chunk if progress is not None else None) as rep:
+            outs.append(_solve_batch(laws_c, weights_c, problem, config, rep.id))
             if progress is not None:
                 jax.block_until_ready(outs[-1].loss)
         if progress is not None:

@@ -225,6 +225,14 @@ def test_progress_is_reported_while_the_solver_runs(truth, data):
     assert len(calls) >= steps // 10  # one report per chunk of 10 steps, before the batch has finished
 
 
+def test_progress_bar_draws_the_members_fitted(truth, data, capsys):
+    arrays, _ = prepare(truth, data)
+    starts = init_starts(mj.CapacityNoiseLaw, jax.random.PRNGKey(3), 6, summarize(arrays, data))
+    solve(starts, jnp.ones((6, len(data))), arrays, FitConfig(max_steps=40, ftol=1e-9), progress=mj.ProgressBar("fit", always=True))
+    err = capsys.readouterr().err
+    assert "fit" in err and "6/6" in err
+
+
 @pytest.mark.slow  # float32 compilation is checked by default in test_float32_program_holds_no_float64_operation
 def test_float32_fast_path_close_to_float64(truth, data):
     f64 = mj.fit("capacity_noise", data, starts=4, seed=1, max_steps=300)

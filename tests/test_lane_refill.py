@@ -60,15 +60,39 @@ def test_engine_refill_runs_each_member_once():
     kw = {"max_steps": 60, "ftol": 1e-12, "gtol": 1e-9}
     whole = _engine.minimize(_engine.LevenbergMarquardt(), _rosenbrock, y0, a, jnp.asarray(3.0), **kw)
     seen = []
-    with _engine.reporting(lambda steps, n_active, n_done: seen.append((n_active, n_done))):
-        refill = _engine.minimize(_engine.LevenbergMarquardt(), _rosenbrock, y0, a, jnp.asarray(3.0), lanes=3, **kw)
+    other = []
+    with _engine.reporting(lambda steps, n_active, n_done: seen.append((n_active, n_done))) as rep:
+        with _engine.reporting(lambda *r: other.append(r)):  # another caller's context hears nothing of this loop
+            refill = _engine.minimize(_engine.LevenbergMarquardt(), _rosenbrock, y0, a, jnp.asarray(3.0), lanes=3,
+                                      report_id=rep.id, **kw)
     for name in ("y", "value", "status", "num_steps", "rel_grad", "num_accepted"):
         np.testing.assert_array_equal(np.asarray(getattr(whole, name)), np.asarray(getattr(refill, name)), err_msg=name)
     status, steps = np.asarray(refill.status), np.asarray(refill.num_steps)
     assert status[7] == int(mj.Status.nonfinite) and steps[7] == 0
     assert (np.delete(steps, 7) > 0).all() and (np.delete(status, 7) == int(mj.Status.converged)).all()
     assert len(set(steps.tolist())) > 3
-    assert seen[-1] == (0, B) and all(n + d == B for n, d in seen)
+    assert seen[-1] == (0, B) and all(n + d == B for n, d in seen) and not other
+
+
+def test_concurrent_loops_report_to_their_own_callback():
+    """Two loops on two threads (as compare runs laws): each context hears only the loop given its id."""
+    import threading
+
+    seen = {5: [], 3: []}
+
+    def run(B):
+        y0 = jnp.full((B, 3), 2.0)
+        with _engine.reporting(lambda steps, n_active, n_done: seen[B].append(n_active + n_done)) as rep:
+            _engine.minimize(_engine.LBFGS(), _rosenbrock, y0, jnp.linspace(1.0, 30.0, B), jnp.asarray(3.0),
+                             max_steps=200, ftol=1e-14, gtol=1e-12, report_id=rep.id)
+
+    threads = [threading.Thread(target=run, args=(B,)) for B in seen]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen[5] and set(seen[5]) == {5}
+    assert seen[3] and set(seen[3]) == {3}
 
 
 @pytest.mark.parametrize("lanes", [0, -2, 2.5, True, "4"])
