@@ -78,6 +78,7 @@ from .metrics import mre as mre
 from .metrics import rmse as rmse
 from .results import Status as Status
 from .results import FitRecord as FitRecord
+from .results import FitFailedError as FitFailedError
 from .progress import ProgressBar as ProgressBar
 from . import objectives as objectives
 from . import solvers as solvers

@@ -29,7 +29,7 @@ from .laws._base import predict_rows
 from .metrics import metric_table
 from .objectives import MSE, AbstractObjective, HuberLog, Relative, objective_from
 from .problem import OBJECTIVES, FitArrays, Problem, law_class, prepare, summarize
-from .results import FitRecord, Status, status_counts
+from .results import FitFailedError, FitRecord, Status, status_counts
 from .units import ScaleExtrapolationWarning, extrapolation, extrapolation_message
 
 __all__ = ["OutOfRangeWarning", "MaxStepsWarning", "check_seed", "FitConfig", "default_max_steps", "FitArrays", "FitResult", "Fit", "fit", "fit_chinchilla", "solve", "prepare", "objective_value", "init_starts", "start_keys", "best_of"]
@@ -774,7 +774,8 @@ def fit(
         when JAX has 64-bit floats enabled, float32 otherwise.
       weights: optional ``(n,)`` non-negative row weights (a bootstrap resample is expressed this way).
       mask_zero_weight: exclude cells whose own domain weight is 0 (default: the law's preference).
-      throw: raise if every start failed (otherwise return the failed fit with status ``nonfinite``).
+      throw: raise :class:`FitFailedError` if every start failed (otherwise return the failed fit with status
+        ``nonfinite``); a fit at the step limit or out of range is returned with a warning, never raised.
       init: a batch of starting points (a law whose arrays have a leading axis, e.g. :func:`chinchilla_grid`);
         replaces the random draws (``starts`` is then its length).
       progress: optional callable ``progress(done, total)`` (see :func:`solve`).
@@ -834,7 +835,7 @@ def fit(
     best, idx = best_of(res)
     status = Status(int(best.status))
     if throw and status == Status.nonfinite:
-        raise RuntimeError(f"every one of {starts} starts of {cls.name} failed (non-finite objective); check the data and the starts")
+        raise FitFailedError(f"every one of {starts} starts of {cls.name} failed (non-finite objective); check the data and the starts")
     polished = None
     if polish and status != Status.nonfinite:
         cfg64 = dataclasses.replace(cfg, dtype="float64")

@@ -75,7 +75,7 @@ from .fitting import (
 from .io import load_bootstrap, save_bootstrap
 from .laws import AbstractLaw
 from .laws._base import check_mixture_rows, mixture_frame
-from .results import Status, status_counts
+from .results import FitFailedError, Status, status_counts
 from .units import MODEL_SIZE_UNIT, TOKENS_UNIT, ScaleExtrapolationWarning, check_scale, extrapolation_message
 
 __all__ = ["METHODS", "SCHEMES", "BootstrapResult", "bootstrap", "check_resamples", "data_fingerprint", "merge", "resample_weights"]
@@ -388,6 +388,7 @@ def bootstrap(
     warm_start: bool = True,
     point_starts: int = 16,
     part: tuple[int, int] | None = None,
+    throw: bool = True,
     **fit_kwargs,
 ) -> BootstrapResult:
     """Bootstrap a law's fit: R resamples x S starts refitted in one batched, compiled call.
@@ -415,6 +416,9 @@ def bootstrap(
       part: ``(i, n)``: fit only slice i of n of the resamples (a contiguous range,
         :func:`mixjax.distributed.slice_range`) for a cluster scheduler; the result holds those resamples and
         records the slice in ``info["slice"]``; :func:`merge` joins the n parts into the one-run result.
+      throw: raise :class:`mixjax.FitFailedError` when the full-data fit or every resample failed (non-finite);
+        otherwise the result carries those statuses. Resamples at the step limit are counted in
+        ``info["resample_status"]``, never raised.
       **fit_kwargs: objective, optimizer, max_steps, mask_zero_weight, dtype, other :class:`FitConfig` fields.
 
     The R*S members are sharded over this process's devices; under ``jax.distributed`` every process makes the
@@ -451,7 +455,7 @@ def bootstrap(
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MaxStepsWarning)  # said once below, for what it means to the resamples
-        point = fit(law, data, starts=int(point_starts), seed=seed, **fit_kwargs)
+        point = fit(law, data, starts=int(point_starts), seed=seed, throw=throw, **fit_kwargs)
     t_point = time.perf_counter() - t0
     config = point.config
     arrays, _ = prepare(cls, data, mask_zero_weight=point.record.mask_zero_weight, dtype=config.dtype)
@@ -475,6 +479,9 @@ def bootstrap(
     grouped = jax.tree_util.tree_map(lambda x: x.reshape((Rp, S) + x.shape[1:]) if eqx.is_array(x) else x, res)
     best, idx = best_of(grouped, axis=-1)
     status = np.asarray(best.status)
+    if throw and status.size and np.all(status == int(Status.nonfinite)):
+        raise FitFailedError(f"every one of the {Rp} resamples of {cls.name} failed (non-finite objective at every start); "
+                             "check the data (a resample may leave a target without cells) and the law")
     result = BootstrapResult(
         laws=best.law,
         status=status,

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Status", "status_counts", "worst", "SEVERITY", "FitRecord"]
+__all__ = ["Status", "status_counts", "worst", "SEVERITY", "FitRecord", "FitFailedError"]
 
 
 class Status(enum.IntEnum):
@@ -35,6 +35,17 @@ class Status(enum.IntEnum):
     def ok(self) -> bool:
         """Finite result (converged, at the step limit, or out of range; only ``converged`` passed every test)."""
         return self != Status.nonfinite
+
+
+class FitFailedError(RuntimeError):
+    """A call has no usable answer: every member that could answer it ended ``nonfinite``.
+
+    The one ``throw`` policy of every entry point (``fit``, ``bootstrap``, ``compare``, ``optimize_mixture``,
+    ``suggest``): with ``throw=True`` (the default) a call raises this error when it has no usable answer (every
+    start of a fit, of a mixture search, or every resample of a bootstrap failed, or every law of a comparison);
+    a finite answer that passed no convergence test (``max_steps``, ``out_of_range``) is returned with its status
+    and a warning, never raised. With ``throw=False`` nothing is raised for a failed fit: the result carries the
+    status ``nonfinite``."""
 
 
 def status_counts(codes) -> dict[str, int]:

@@ -217,6 +217,29 @@ def test_failed_resamples_are_excluded(data):
     np.testing.assert_allclose(iv["W"]["hi"], np.quantile(W_ref, 0.95, axis=0), atol=1e-6)
 
 
+class DeadLinearLaw(FlakyLinearLaw):
+    """The same law, every starting point NaN: no start can succeed."""
+
+    name: ClassVar[str] = "test_dead_linear"
+
+    @classmethod
+    def init(cls, key, summary):
+        law = FlakyLinearLaw.init(key, summary)
+        return cls(jnp.full_like(law.W, jnp.nan), law.g)
+
+
+def test_throw_policy_when_nothing_is_usable(data):
+    """throw=True raises FitFailedError when no member answers; throw=False returns the failure with its status."""
+    with pytest.raises(mixjax.FitFailedError, match="every one of 2 starts"):
+        mixjax.fit(DeadLinearLaw, data, starts=2)
+    f = mixjax.fit(DeadLinearLaw, data, starts=2, throw=False)
+    assert f.status == mixjax.Status.nonfinite and f.record.start_status["nonfinite"] == 2
+    with pytest.raises(mixjax.FitFailedError):
+        mixjax.bootstrap(DeadLinearLaw, data, resamples=4, starts=2, point_starts=2, chunk_size=2)
+    res = mixjax.bootstrap(DeadLinearLaw, data, resamples=4, starts=2, point_starts=2, chunk_size=2, throw=False)
+    assert res.n_failed == 4 and (res.status == int(mixjax.Status.nonfinite)).all()
+
+
 def test_save_load_bit_for_bit(boot, tmp_path):
     boot.jackknife()
     path = tmp_path / "boot.npz"
