@@ -93,7 +93,7 @@ def test_metrics_match_numpy():
 
 def test_fit_recovers_synthetic_losses_and_reports_status(truth, data):
     f = mj.fit("capacity_noise", data, starts=4, seed=0)  # batches of 4, 6 and 1 recur below: one compile each
-    assert f.status in (mj.Status.converged, mj.Status.max_steps)
+    assert f.status == mj.Status.converged, f.status
     assert f.info["start_status"]["nonfinite"] == 0
     # noise is 0.3 % per cell: the fit reaches the noise level
     assert f.evaluate(data)["mre"] < 0.004
