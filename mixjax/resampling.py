@@ -458,7 +458,8 @@ def bootstrap(
         point = fit(law, data, starts=int(point_starts), seed=seed, throw=throw, **fit_kwargs)
     t_point = time.perf_counter() - t0
     config = point.config
-    arrays, _ = prepare(cls, data, mask_zero_weight=point.record.mask_zero_weight, dtype=config.dtype)
+    # the table as the full-data fit saw it: the probe's arrays (same mask rule), unless a polish changed the dtype
+    arrays = probe if config.dtype == dtype else prepare(cls, data, mask_zero_weight=point.record.mask_zero_weight, dtype=config.dtype)[0]
     summary = summarize(arrays, data)
 
     W = resample_weights(data, Rp, scheme, int(seed), first=lo)
