@@ -180,11 +180,11 @@ def test_out_of_memory_batch_splits_automatically(truth, data):
     original = engine._solve_batch
     sizes = []
 
-    def limited(laws, weights, problem, config):  # a device that holds at most 2 members at once
+    def limited(laws, weights, problem, config, *rest):  # a device that holds at most 2 members at once
         sizes.append(weights.shape[0])
         if weights.shape[0] > 2:
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
-        return original(laws, weights, problem, config)
+        return original(laws, weights, problem, config, *rest)
 
     engine._solve_batch = limited
     try:
@@ -206,7 +206,7 @@ def test_batch_beyond_the_memory_budget_is_chunked_before_it_runs(truth, data, m
     whole = solve(starts, W, arrays, cfg)  # the real budget holds 6 members: one batch
     sizes = []
     original = engine._solve_batch
-    monkeypatch.setattr(engine, "_solve_batch", lambda laws, w, p, c: sizes.append(w.shape[0]) or original(laws, w, p, c))
+    monkeypatch.setattr(engine, "_solve_batch", lambda laws, w, p, c, *rest: sizes.append(w.shape[0]) or original(laws, w, p, c, *rest))
     monkeypatch.setattr(engine, "_memory_budget", lambda: 1)  # a device with (almost) no free memory
     with pytest.warns(UserWarning, match=r"a batch of 6 fits needs about .* running it in chunks of 1"):
         split = solve(starts, W, arrays, cfg)
