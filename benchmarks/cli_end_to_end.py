@@ -24,7 +24,8 @@ import numpy as np  # noqa: E402
 
 import mixjax as mj  # noqa: E402
 from mixjax.metrics import mre  # noqa: E402
-from scipy_reference import scipy_fit  # noqa: E402 (benchmarks/scipy_reference.py, beside this script)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from scipy_reference import scipy_fit  # noqa: E402 (tests/scipy_reference.py: the independent scipy reference)
 
 COMMON = ["slimpajama7", "--law", "capacity_noise", "-N", "122M", "-D", "9.998B", "--json"]
 

@@ -43,7 +43,8 @@ import numpy as np  # noqa: E402
 import mixjax as mj  # noqa: E402
 from mixjax.fitting import FitConfig, init_starts, objective_value, prepare, solve, summarize  # noqa: E402
 from mixjax.metrics import mre  # noqa: E402
-from scipy_reference import scipy_fit  # noqa: E402 (benchmarks/scipy_reference.py, beside this script)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from scipy_reference import scipy_fit  # noqa: E402 (tests/scipy_reference.py: the independent scipy reference)
 
 
 

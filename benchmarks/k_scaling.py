@@ -25,6 +25,8 @@ parameter-recovery error (median and largest relative error of the exponents, c 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import jax
@@ -87,7 +89,8 @@ class previous_lbfgs:
 
 def polish_gap(law: str, fitted, data) -> float:
     """J of the best start over what scipy's L-BFGS-B (float64, full parametrisation) reaches from it, minus 1."""
-    from scipy_reference import scipy_fit  # beside this script; needs scipy
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from scipy_reference import scipy_fit  # tests/scipy_reference.py; needs scipy
 
     one = jax.tree_util.tree_map(lambda x: x[None] if isinstance(x, jax.Array) else x, fitted.law)
     _, polished, _ = scipy_fit(law, data, starts=1, start_laws=one)

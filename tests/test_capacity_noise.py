@@ -1,7 +1,5 @@
 """The capacity-competition + noise law: allocation, gradients, parameter recovery, and the real-data fit."""
 
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +10,6 @@ from jax.test_util import check_grads
 import mixjax as mj
 from mixjax.laws import capacity_allocation
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the scipy references live there
 from scipy_reference import scipy_allocation, scipy_fit  # noqa: E402
 
 

@@ -1,8 +1,6 @@
 """Many domains: capacity-noise fits at K = 30 converge (status ``converged``, not the step limit), recover the law
 the data were drawn from, and agree with a scipy polish; the L-BFGS diagonal scaling against its closed form."""
 
-import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +10,6 @@ import pytest
 import mixjax as mj
 from mixjax import _engine
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the scipy references live there
 from k_scaling import synthetic, true_law  # noqa: E402
 from scipy_reference import scipy_fit  # noqa: E402
 
