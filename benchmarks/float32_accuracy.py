@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import mixjax as mj  # noqa: E402
-from mixjax.fitting import FitConfig, _optimised_spec, init_starts, prepare, solve, summarize  # noqa: E402
+from mixjax.fitting import FitConfig, init_starts, prepare, solve, summarize  # noqa: E402
+from mixjax.internal import optimised_spec  # noqa: E402
 from mixjax.problem import Problem  # noqa: E402
 
 
@@ -34,7 +35,7 @@ def cast(tree, dtype):
 def value_and_grad(arrays, law):
     """J and dJ/dy at ``law`` over the optimised parameters y (variable projection on, as the fit runs)."""
     problem = Problem.build(law, arrays)
-    opt, rest = eqx.partition(law, _optimised_spec(law, True))
+    opt, rest = eqx.partition(law, optimised_spec(law, True))
     y, unravel = ravel_pytree(opt)
     w = jnp.ones(arrays.h.shape[0], arrays.h.dtype)
     return jax.value_and_grad(lambda z: problem.value(eqx.combine(unravel(z), rest), w))(y)

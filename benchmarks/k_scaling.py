@@ -36,8 +36,6 @@ jax.config.update("jax_enable_x64", True)
 import numpy as np  # noqa: E402
 
 import mixjax as mj  # noqa: E402
-from mixjax import _engine  # noqa: E402
-from mixjax.fitting import FitConfig  # noqa: E402
 from mixjax.laws import DataSummary, get_law  # noqa: E402
 
 
@@ -74,17 +72,8 @@ def recovery(fitted, truth) -> tuple[float, float]:
     return float(np.median(errs)), float(np.max(errs))
 
 
-class previous_lbfgs:
-    """Context manager: fits use the L-BFGS of earlier releases (a scalar initial inverse Hessian)."""
-
-    def __enter__(self):
-        self.orig = FitConfig.solver
-        FitConfig.solver = lambda cfg: _engine.LBFGS(memory=cfg.lbfgs_memory, diagonal=False) if cfg.optimizer == "lbfgs" else self.orig(cfg)
-        return self
-
-    def __exit__(self, *exc):
-        FitConfig.solver = self.orig
-        return False
+#: The L-BFGS of earlier releases (a scalar initial inverse Hessian), passed as a solver object.
+PREVIOUS_LBFGS = mj.LBFGS(diagonal=False)
 
 
 def polish_gap(law: str, fitted, data) -> float:
@@ -97,14 +86,14 @@ def polish_gap(law: str, fitted, data) -> float:
     return fitted.loss / polished - 1
 
 
-def one(law: str, truth, data, starts: int, repeat: bool, polish: bool = False) -> dict:
+def one(law: str, truth, data, starts: int, repeat: bool, polish: bool = False, optimizer="lbfgs") -> dict:
     t0, c0 = time.perf_counter(), time.process_time()
-    f = mj.fit(law, data, starts=starts, seed=0, throw=False)
+    f = mj.fit(law, data, starts=starts, seed=0, throw=False, optimizer=optimizer)
     first, cpu = time.perf_counter() - t0, time.process_time() - c0
     second = cpu2 = float("nan")
     if repeat:
         t0, c0 = time.perf_counter(), time.process_time()
-        f = mj.fit(law, data, starts=starts, seed=0, throw=False)
+        f = mj.fit(law, data, starts=starts, seed=0, throw=False, optimizer=optimizer)
         second, cpu2 = time.perf_counter() - t0, time.process_time() - c0
     status, steps, loss = np.asarray(f.starts.status), np.asarray(f.starts.num_steps), np.asarray(f.starts.loss)
     med, worst = recovery(f, truth)
@@ -143,19 +132,15 @@ def main(argv=None) -> int:
     row_counts = args.row_counts if args.row_counts is not None else ([150, 600] if args.quick else [150, 300, 600, 1200])
     print(f"law {args.law}, {args.starts} starts, noise {args.noise:g}, backend {jax.default_backend()}; conv: fraction of "
           "starts converged; near: fraction within 1e-6 of the best J; err: relative parameter error against the truth")
-    variants = [("after", None)] + ([("before", previous_lbfgs)] if args.baseline else [])
+    variants = [("after", "lbfgs")] + ([("before", PREVIOUS_LBFGS)] if args.baseline else [])
     print(f"rows {args.rows}, K growing")
     print(HEADER)
     ref = {}
     for K in ks:
         truth = true_law(args.law, K)
         data = synthetic(truth, K, args.rows, args.noise)
-        for name, ctx in variants:
-            if ctx is None:
-                r = one(args.law, truth, data, args.starts, args.repeat, args.polish)
-            else:
-                with ctx():
-                    r = one(args.law, truth, data, args.starts, args.repeat, args.polish)
+        for name, solver in variants:
+            r = one(args.law, truth, data, args.starts, args.repeat, args.polish, solver)
             ref.setdefault(name, r["cpu"])
             show(f"K={K} {name}", r, ref[name])
     if row_counts:
@@ -165,12 +150,8 @@ def main(argv=None) -> int:
         truth = true_law(args.law, rows_k)
         for n in row_counts:
             data = synthetic(truth, rows_k, n, args.noise)
-            for name, ctx in variants:
-                if ctx is None:
-                    r = one(args.law, truth, data, args.starts, args.repeat)
-                else:
-                    with ctx():
-                        r = one(args.law, truth, data, args.starts, args.repeat)
+            for name, solver in variants:
+                r = one(args.law, truth, data, args.starts, args.repeat, optimizer=solver)
                 ref.setdefault(name, r["cpu"])
                 show(f"rows={data.n_rows} {name}", r, ref[name])
     return 0

@@ -50,7 +50,8 @@ import numpy as np  # noqa: E402
 import optimistix as optx  # noqa: E402
 
 import mixjax  # noqa: E402
-from mixjax.fitting import FitConfig, _flat_residuals, _optimised_spec, init_starts, objective_value, prepare, summarize  # noqa: E402
+from mixjax.fitting import FitConfig, init_starts, objective_value, prepare, summarize  # noqa: E402
+from mixjax.internal import flat_residuals, optimised_spec  # noqa: E402
 from mixjax.problem import Problem  # noqa: E402
 
 LAW = mixjax.CapacityNoiseLaw
@@ -159,10 +160,10 @@ def make_lsq_varpro(solver, max_steps, starts, arrays):
     residual (A and E solved per domain inside it, differentiated through the solve). Returns (run, y0, complete)
     where complete(y) is the batch of full laws."""
     problem = dataclasses.replace(Problem.build(LAW, arrays), envelope_gradient=False)
-    spec = _optimised_spec(starts, True)
+    spec = optimised_spec(starts, True)
     y0 = jax.vmap(lambda t: jax.flatten_util.ravel_pytree(t)[0])(eqx.filter(starts, spec))
     template = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, starts)
-    shared = (problem, template, _optimised_spec(template, True))
+    shared = (problem, template, optimised_spec(template, True))
     w = jnp.ones(arrays.h.shape[0], arrays.y.dtype)
     opt, rest = eqx.partition(template, shared[2])
     unravel = jax.flatten_util.ravel_pytree(opt)[1]
@@ -173,7 +174,7 @@ def make_lsq_varpro(solver, max_steps, starts, arrays):
     @jax.jit
     def run(y0, arrays_unused):
         def one(y):
-            sol = optx.least_squares(lambda y, _: _flat_residuals(y, w, shared), solver, y, max_steps=max_steps, throw=False)
+            sol = optx.least_squares(lambda y, _: flat_residuals(y, w, shared), solver, y, max_steps=max_steps, throw=False)
             J = objective_value(complete(sol.value), arrays, w, FitConfig())
             code = jnp.argmax(jnp.stack([sol.result == getattr(optx.RESULTS, n) for n in RESULT_NAMES]))
             return sol.value, J, sol.stats["num_steps"], code

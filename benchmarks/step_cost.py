@@ -21,8 +21,8 @@ import jax.numpy as jnp  # noqa: E402
 from jax.flatten_util import ravel_pytree  # noqa: E402
 
 import mixjax as mj  # noqa: E402
-from mixjax import _engine  # noqa: E402
-from mixjax.fitting import _flat_residuals, _optimised_spec, init_starts, prepare, summarize  # noqa: E402
+from mixjax.fitting import init_starts, prepare, summarize  # noqa: E402
+from mixjax.internal import flat_residuals, minimize, optimised_spec  # noqa: E402
 from mixjax.laws import AbstractLaw  # noqa: E402
 from mixjax.problem import Problem  # noqa: E402
 
@@ -53,22 +53,22 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     B = args.batch
     train, _ = mj.load_dataset("slimpajama7").at_scale(122e6, 9.998e9).split_rows(0.2, seed=0)
-    print(f"| dtype | layout | objective+gradient ms | engine step ms | step / evaluation |")
+    print("| dtype | layout | objective+gradient ms | engine step ms | step / evaluation |")
     print("|---|---|---:|---:|---:|")
     for dtype in args.dtypes:
         arrays, _ = prepare(mj.CapacityNoiseLaw, train, dtype=dtype)
         for layout, cls in (("all runs at once", mj.CapacityNoiseLaw), ("run by run", RunByRun)):
             laws = init_starts(cls, jax.random.PRNGKey(0), B, summarize(arrays, train), dtype)  # the same draw for both
             problem = Problem.build(laws, arrays)
-            spec = _optimised_spec(laws, True)
+            spec = optimised_spec(laws, True)
             y0 = jax.vmap(lambda t: ravel_pytree(t)[0])(eqx.filter(laws, spec))
             template = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, laws)
-            shared = (problem, template, _optimised_spec(template, True))
+            shared = (problem, template, optimised_spec(template, True))
             W = jnp.ones((B, train.n_rows), dtype)
-            vg = jax.jit(jax.vmap(jax.value_and_grad(lambda y, w: jnp.sum(_flat_residuals(y, w, shared) ** 2))))
+            vg = jax.jit(jax.vmap(jax.value_and_grad(lambda y, w: jnp.sum(flat_residuals(y, w, shared) ** 2))))
             zero = jnp.asarray(0.0, dtype)
             steps = 100
-            run = jax.jit(lambda y, w: _engine._minimize(_engine.LBFGS(), _flat_residuals, y, w, shared, jnp.asarray(steps, jnp.int32), 10, zero, zero, 10).value)
+            run = jax.jit(lambda y, w: minimize(mj.LBFGS(), flat_residuals, y, w, shared, max_steps=steps, ftol=zero, gtol=zero).value)
             t_eval = best_ms(vg, y0, W)
             t_step = best_ms(run, y0, W, calls=1) / steps
             print(f"| {dtype} | {layout} | {t_eval:.2f} | {t_step:.2f} | {t_step / t_eval:.2f} |", flush=True)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mixjax as mj
-from mixjax import _engine
+from mixjax import internal
 from mixjax.fitting import FitConfig, best_of, init_starts, objective_value, prepare, solve, summarize
 from mixjax.metrics import metric_table
 
@@ -159,13 +159,13 @@ def test_chunked_solve_equals_one_batch_and_compiles_once(truth, data):
     cfg = FitConfig(max_steps=40, ftol=1e-9)
     W = jnp.ones((n, len(data)))
     whole = solve(starts, W, arrays, cfg)
-    before = eqx.debug.get_num_traces(_engine._minimize)
+    before = internal.compilations()
     parts = solve(starts, W, arrays, cfg, chunk_size=5)  # 2 chunks of 5 (last padded): one new compilation
-    assert eqx.debug.get_num_traces(_engine._minimize) == before + 1
+    assert internal.compilations() == before + 1
     # new data values of the same shapes: no new compilation
     arrays2 = arrays._replace(y=arrays.y * 1.01)
     solve(starts, W, arrays2, cfg, chunk_size=5)
-    assert eqx.debug.get_num_traces(_engine._minimize) == before + 1
+    assert internal.compilations() == before + 1
     np.testing.assert_allclose(np.asarray(parts.loss), np.asarray(whole.loss), rtol=1e-10)
     np.testing.assert_array_equal(np.asarray(parts.status), np.asarray(whole.status))
 
@@ -263,18 +263,18 @@ def test_bad_arguments(data):
 def test_float32_program_holds_no_float64_operation(truth, data):
     from jax.flatten_util import ravel_pytree
 
-    from mixjax.fitting import _flat_residuals, _optimised_spec
+    from mixjax.internal import flat_residuals, minimize, optimised_spec
     from mixjax.problem import Problem
 
     arrays, _ = prepare(truth, data, dtype="float32")
     starts = init_starts(mj.CapacityNoiseLaw, jax.random.PRNGKey(0), 2, summarize(arrays, data), "float32")
     problem = Problem.build(truth, arrays)
-    spec = _optimised_spec(starts, True)
+    spec = optimised_spec(starts, True)
     y0 = jax.vmap(lambda t: ravel_pytree(t)[0])(eqx.filter(starts, spec))
     template = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, starts)
-    shared = (problem, template, _optimised_spec(template, True))
+    shared = (problem, template, optimised_spec(template, True))
     steps, ftol, gtol = jnp.asarray(10, jnp.int32), jnp.asarray(1e-6, jnp.float32), jnp.asarray(1e-3, jnp.float32)
-    program = jax.jit(lambda y, w: _engine._minimize(_engine.LBFGS(), _flat_residuals, y, w, shared, steps, 10, ftol, gtol, 10))
+    program = jax.jit(lambda y, w: minimize(mj.LBFGS(), flat_residuals, y, w, shared, max_steps=steps, ftol=ftol, gtol=gtol))
     hlo = program.lower(y0, jnp.ones((2, len(data)), jnp.float32)).compile().as_text()  # the optimised program XLA runs
     assert "f32" in hlo and "f64" not in hlo
 
@@ -313,7 +313,7 @@ def test_nnls_float32_nearly_collinear_columns():
     lose everything in float32). Reference: scipy's active-set NNLS in float64."""
     import scipy.optimize
 
-    from mixjax.problem import _nnls_small
+    from mixjax.internal import nnls_small as _nnls_small
 
     rng = np.random.default_rng(0)
     h = rng.uniform(0.05, 0.6, 48)
