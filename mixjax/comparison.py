@@ -14,6 +14,11 @@ For one law, every split x start is a member of one batch: a split is a vector o
 held out) over the same fitting problem, so the whole comparison of a law is one compiled engine call. With
 cross-validation the batch also holds fits to all rows, which give the law's information criteria.
 
+The work is a grid of cells, law x row group (each split's training rows; with cross-validation also all rows):
+a cell is one law fitted on one group (its starts drawn from ``seed + group``) and scored. ``compare(...,
+part=(i, n))`` fits only the cells of slice i (:func:`slice_cells`) and returns a :class:`ComparisonPart`;
+:func:`merge` builds from all n parts the comparison one run gives.
+
 Scores per law (MRE as a fraction, ``mean |pred - obs| / obs``):
 
 * ``train_mre``: mean over splits of the MRE on the cells each fit trained on;
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
 import time
 import warnings
 from typing import Any, Callable, Sequence
@@ -55,7 +61,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import distributed
 from .data import DataError, MixtureData
+from .distributed import check_slice, slice_range
 from .fitting import FitConfig, default_dtype, init_starts, solve
 from .laws import DataSummary, n_params
 from .laws._base import predict_rows
@@ -63,7 +71,8 @@ from .problem import law_class, prepare
 from .results import Status, worst
 
 __all__ = ["Split", "LawScore", "Comparison", "CheckpointWarning", "compare", "cv_splits", "holdout_scale_split",
-           "spearman", "regret_at_1", "has_checkpoints", "final_checkpoint_rows", "checkpoint_mode"]
+           "spearman", "regret_at_1", "has_checkpoints", "final_checkpoint_rows", "checkpoint_mode", "Cell", "ComparisonPart",
+           "slice_cells", "merge"]
 
 #: Relative spread below which predictions across mixtures count as constant.
 CONSTANT_RTOL = 1e-6
@@ -390,66 +399,248 @@ class _HeldOut:
         return self.used[:, self.targets.index(name)]
 
 
-def _score_law(cls, data, splits, with_full, starts, cfg, seed) -> tuple[LawScore, _HeldOut]:
-    """Fit one law on every split (and, with ``with_full``, on all rows) in one batch, and score it."""
-    t0 = time.perf_counter()
-    arrays, obs = prepare(cls, data, dtype=cfg.dtype)
+@dataclasses.dataclass
+class Cell:
+    """One cell of a comparison's work grid: law ``law`` fitted (best of its starts) on row group ``group`` (the
+    training rows of split ``group``; with cross-validation the last group is every row), with what its scores
+    need: the fit's status, its predictions ``(n, V)`` on every row, whether they are constant in the mixture and
+    its parameters out of their sane range. ``fit`` (the fitted law) is kept in memory, not in part files."""
+
+    law: str
+    group: int
+    status: str
+    pred: np.ndarray
+    constant: bool
+    out_of_range: list[str]
+    seconds: float = 0.0
+    fit: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"law": self.law, "group": self.group, "status": self.status, "pred": _floats(self.pred),
+                "constant": self.constant, "out_of_range": list(self.out_of_range), "seconds": self.seconds}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Cell:
+        return cls(law=str(d["law"]), group=int(d["group"]), status=Status[d["status"]].name,
+                   pred=np.array(d["pred"], dtype=np.float64), constant=bool(d["constant"]),
+                   out_of_range=[str(x) for x in d["out_of_range"]], seconds=float(d["seconds"]))
+
+
+@dataclasses.dataclass
+class _LawPlan:
+    """An applicable law, with what scoring its cells needs besides them: the measured cells ``obs`` (NaN where
+    not measured) and those the law counts (``used``), both ``(n, V)`` with columns ``targets``."""
+
+    name: str
+    n_params: int
+    uses_mixture: bool
+    sane: list[str]
+    targets: list[str]
+    obs: np.ndarray
+    used: np.ndarray
+    cls: Any = dataclasses.field(default=None, repr=False, compare=False)
+    arrays: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "n_params": self.n_params, "uses_mixture": self.uses_mixture, "sane": self.sane,
+                "targets": self.targets, "obs": _floats(self.obs), "used": self.used.astype(int).tolist()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> _LawPlan:
+        return cls(name=str(d["name"]), n_params=int(d["n_params"]), uses_mixture=bool(d["uses_mixture"]),
+                   sane=[str(x) for x in d["sane"]], targets=[str(x) for x in d["targets"]],
+                   obs=np.array(d["obs"], dtype=np.float64), used=np.array(d["used"], dtype=bool))
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What every slice of one comparison shares: rows, splits, settings and the applicable laws (in order)."""
+
+    data: str
+    protocol: str
+    checkpoints: str
+    rows: np.ndarray
+    n_rows_input: int
+    splits: list[Split]
+    with_full: bool
+    model_size: np.ndarray
+    n_tokens: np.ndarray
+    laws: list[_LawPlan]
+    skipped: dict[str, str]
+    settings: dict[str, Any]
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.splits) + int(self.with_full)
+
+    def groups(self) -> list[np.ndarray]:
+        """Row masks the laws are fitted on: each split's training rows, then (cross-validation) every row."""
+        return [s.train for s in self.splits] + ([np.ones(self.model_size.size, bool)] if self.with_full else [])
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "data": self.data, "protocol": self.protocol, "checkpoints": self.checkpoints, "settings": self.settings,
+            "n_rows": int(self.model_size.size), "rows": np.asarray(self.rows).tolist(), "n_rows_input": self.n_rows_input,
+            "splits": [{"name": s.name, "train": np.flatnonzero(s.train).tolist(), "test": np.flatnonzero(s.test).tolist()}
+                       for s in self.splits],
+            "with_full": self.with_full, "model_size": _floats(self.model_size), "n_tokens": _floats(self.n_tokens),
+            "laws": [lp.to_json() for lp in self.laws], "skipped": [[k, v] for k, v in self.skipped.items()],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> _Plan:
+        n = int(d["n_rows"])
+
+        def mask(idx):
+            m = np.zeros(n, bool)
+            m[np.asarray(idx, dtype=np.int64)] = True
+            return m
+
+        return cls(data=str(d["data"]), protocol=str(d["protocol"]), checkpoints=str(d["checkpoints"]),
+                   rows=np.asarray(d["rows"], dtype=np.int64), n_rows_input=int(d["n_rows_input"]),
+                   splits=[Split(str(s["name"]), mask(s["train"]), mask(s["test"])) for s in d["splits"]],
+                   with_full=bool(d["with_full"]), model_size=np.array(d["model_size"], dtype=np.float64),
+                   n_tokens=np.array(d["n_tokens"], dtype=np.float64), laws=[_LawPlan.from_json(x) for x in d["laws"]],
+                   skipped={str(k): str(v) for k, v in d["skipped"]}, settings=dict(d["settings"]))
+
+
+def _floats(a) -> list:
+    """An array as nested lists of floats, None where not finite (strict JSON)."""
+    a = np.asarray(a, np.float64)
+    return np.where(np.isfinite(a), a, None).tolist()
+
+
+#: The ``format`` entry of a comparison part file.
+PART_FORMAT = "mixjax-compare-part"
+
+
+@dataclasses.dataclass
+class ComparisonPart:
+    """Slice ``index`` of ``count`` of a comparison (``compare(..., part=(index, count))``): its cells of the
+    (law x group) grid (:func:`slice_cells`) and the plan every slice shares. :func:`merge` joins all slices into
+    the comparison one run gives; :meth:`save` / :meth:`load` write and read a part file (JSON, without the
+    fitted laws)."""
+
+    index: int
+    count: int
+    plan: _Plan
+    cells: list[Cell]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": PART_FORMAT, "version": 1, "slice": {"index": self.index, "count": self.count},
+                "plan": self.plan.to_json(), "cells": [c.to_json() for c in self.cells]}
+
+    def save(self, path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_json(), f, allow_nan=False)
+
+    @classmethod
+    def load(cls, path) -> ComparisonPart:
+        what = f"{path} is not a comparison part file (written by mixjax compare --slice I/N --save PART)"
+        try:
+            with open(path, encoding="utf-8") as f:
+                d = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError(what) from None
+        if not isinstance(d, dict) or d.get("format") != PART_FORMAT:
+            raise ValueError(what)
+        if d.get("version") != 1:
+            raise ValueError(f"{path}: comparison part file version {d.get('version')!r}; this mixjax reads version 1")
+        try:
+            return cls(index=int(d["slice"]["index"]), count=int(d["slice"]["count"]), plan=_Plan.from_json(d["plan"]),
+                       cells=[Cell.from_json(c) for c in d["cells"]])
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise ValueError(f"{path}: damaged comparison part file ({type(e).__name__}: {e})") from None
+
+
+def slice_cells(n_laws: int, n_groups: int, index: int, count: int) -> list[tuple[int, int]]:
+    """The cells ``(law, group)`` of slice ``index`` of ``count`` of an ``n_laws x n_groups`` grid: the grid in
+    law-major order cut into ``count`` contiguous runs whose sizes differ by at most one (a slice fits few laws)."""
+    lo, hi = slice_range(n_laws * n_groups, index, count, what="cells")
+    return [divmod(c, n_groups) for c in range(lo, hi)]
+
+
+def _law_plan(cls, data, groups, splits, starts, cfg, seed) -> _LawPlan:
+    """The plan of one law: its prepared arrays and counted cells; a DataError if a group has fewer training
+    cells than the law has parameters."""
+    arrays, _ = prepare(cls, data, dtype=cfg.dtype)
     _, obs_all = prepare(cls, data, mask_zero_weight=False, dtype=cfg.dtype)
-    targets = _law_targets(cls, data)
     used_all = np.asarray(arrays.mask)
-    groups = [s.train for s in splits] + ([np.ones(data.n_rows, bool)] if with_full else [])
-    batches, weights = [], []
-    k = None
+    one = init_starts(cls, jax.random.PRNGKey(seed), 1, _summary(arrays, data, groups[0]), cfg.dtype)
+    k = n_params(jax.tree_util.tree_map(lambda x: x[0], one))
     for g, train in enumerate(groups):
         n_cells = int(used_all[train].sum())
-        b = init_starts(cls, jax.random.PRNGKey(seed + g), starts, _summary(arrays, data, train), cfg.dtype)
-        k = n_params(jax.tree_util.tree_map(lambda x: x[0], b))
         if n_cells < k:
             raise DataError(f"{n_cells} training cells in {splits[min(g, len(splits) - 1)].name} for {k} parameters")
-        batches.append(b)
-        weights.append(np.broadcast_to(train.astype(np.float64), (starts, data.n_rows)))
+    return _LawPlan(name=cls.name, n_params=int(k), uses_mixture=bool(cls.uses_mixture), sane=list(cls.sane_ranges),
+                    targets=_law_targets(cls, data), obs=np.asarray(obs_all, np.float64), used=used_all, cls=cls, arrays=arrays)
+
+
+def _score_law(cls, data, plan: _LawPlan, groups, which, starts, cfg, seed) -> list[Cell]:
+    """Fit one law on the row groups ``which`` (indices into ``groups``) in one batch; one :class:`Cell` each.
+    Group g draws its starts from ``seed + g``, so a cell does not depend on the groups fitted beside it."""
+    t0 = time.perf_counter()
+    arrays = plan.arrays
+    batches, weights = [], []
+    for g in which:
+        batches.append(init_starts(cls, jax.random.PRNGKey(seed + g), starts, _summary(arrays, data, groups[g]), cfg.dtype))
+        weights.append(np.broadcast_to(groups[g].astype(np.float64), (starts, data.n_rows)))
     batch = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs) if isinstance(xs[0], jax.Array) else xs[0], *batches)
     W = jnp.asarray(np.concatenate(weights), jnp.dtype(cfg.dtype))
     res = solve(batch, W, arrays, cfg)
-    loss = np.asarray(res.loss).reshape(len(groups), starts)
-    status = np.asarray(res.status).reshape(len(groups), starts)
-    pick = np.where(np.isfinite(loss), loss, np.inf).argmin(1) + starts * np.arange(len(groups))
+    loss = np.asarray(res.loss).reshape(len(which), starts)
+    status = np.asarray(res.status).reshape(len(which), starts)
+    pick = np.where(np.isfinite(loss), loss, np.inf).argmin(1) + starts * np.arange(len(which))
     best = jax.tree_util.tree_map(lambda x: x[pick] if isinstance(x, jax.Array) else x, res.law)
     pred = np.asarray(_predict_each(best, arrays.h, arrays.N, arrays.D), np.float64)
-    best_status = [Status(int(s)) for s in status.reshape(-1)[pick]]
-    measured = np.isfinite(obs_all)
+    seconds = (time.perf_counter() - t0) / len(which)
+    cells = []
+    for j, g in enumerate(which):
+        law = jax.tree_util.tree_map(lambda x: x[j] if isinstance(x, jax.Array) else x, best)
+        cells.append(Cell(law=cls.name, group=int(g), status=Status(int(status.reshape(-1)[pick[j]])).name, pred=pred[j],
+                          constant=bool(cls.uses_mixture and _constant_in_mixture(pred[j], data)),
+                          out_of_range=list(law.out_of_range()), seconds=seconds, fit=law))
+    return cells
 
-    test_pred = np.full(obs.shape, np.nan)
+
+def _law_score(law: _LawPlan, plan: _Plan, cells: list[Cell]) -> tuple[LawScore, _HeldOut]:
+    """One law's scores from its cells, one per group in group order."""
+    splits, groups = plan.splits, plan.groups()
+    pred = np.stack([c.pred for c in cells])
+    obs_all, used_all, targets = law.obs, law.used, law.targets
+    measured = np.isfinite(obs_all)
+    test_pred = np.full(obs_all.shape, np.nan)
     train_mre = []
     for g, s in enumerate(splits):
         test_pred[s.test] = pred[g][s.test]
-        v = _mre(pred[g], obs_all, used_all & s.train[:, None])
-        train_mre.append(v)
-    test = np.zeros(data.n_rows, bool)
+        train_mre.append(_mre(pred[g], obs_all, used_all & s.train[:, None]))
+    test = np.zeros(obs_all.shape[0], bool)
     for s in splits:
         test |= s.test
     used_test = used_all & test[:, None]
     measured_test = measured & test[:, None]
-    rho_t, best_rank, final_rank, final_n, regret = _ranking_scores(pred[:len(splits)], obs_all, used_test, data, splits, targets)
+    rho_t, best_rank, final_rank, final_n, regret = _ranking_scores(pred[:len(splits)], obs_all, used_test, plan, splits, targets)
     rho_vals = [v for v in rho_t.values() if v is not None]
-    fits = [jax.tree_util.tree_map(lambda x, i=i: x[i] if isinstance(x, jax.Array) else x, best) for i in range(len(groups))]
-    constant = not cls.uses_mixture or any(_constant_in_mixture(pred[g], data) for g in range(len(groups)))
+    constant = not law.uses_mixture or any(c.constant for c in cells)
     bad: set[str] = set()
-    for law in fits:
-        bad.update(law.out_of_range())
-    out_of_range = [name for name in cls.sane_ranges if name in bad] + sorted(bad - set(cls.sane_ranges))
+    for c in cells:
+        bad.update(c.out_of_range)
+    out_of_range = [name for name in law.sane if name in bad] + sorted(bad - set(law.sane))
 
     ic_g = len(groups) - 1  # the all-rows fit (cv) or the one held-out-scale fit
     ic_cells = used_all & groups[ic_g][:, None]
     sse = float(np.sum((pred[ic_g][ic_cells] - obs_all[ic_cells]) ** 2))
     n = int(ic_cells.sum())
+    k = law.n_params
     aic = bic = None
     if n > 0 and sse > 0 and np.isfinite(sse):
         aic = n * np.log(sse / n) + 2 * k
         bic = n * np.log(sse / n) + k * np.log(n)
+    best_status = [Status[c.status] for c in cells]
     counts = {s.name: sum(b == s for b in best_status) for s in Status}
+    fits = [c.fit for c in cells]
     score = LawScore(
-        law=cls.name,
+        law=law.name,
         n_params=int(k),
         train_mre=None if any(v is None for v in train_mre) else float(np.mean(train_mre)),
         val_mre=_mre(test_pred, obs_all, used_test),
@@ -470,9 +661,9 @@ def _score_law(cls, data, splits, with_full, starts, cfg, seed) -> tuple[LawScor
         bic=None if bic is None else float(bic),
         status=worst(best_status).name,
         status_counts=counts,
-        seconds=time.perf_counter() - t0,
-        fits=fits,
-        uses_mixture=bool(cls.uses_mixture),
+        seconds=float(sum(c.seconds for c in cells)),
+        fits=fits if all(f is not None for f in fits) else [],
+        uses_mixture=law.uses_mixture,
     )
     return score, _HeldOut(targets, test_pred, obs_all, used_test)
 
@@ -503,7 +694,8 @@ def compare(
     progress: Callable[[int, int], None] | None = None,
     workers: int = 2,
     checkpoints: str | None = None,
-) -> Comparison:
+    part: tuple[int, int] | None = None,
+) -> Comparison | ComparisonPart:
     """Fit and score several laws on the same splits of ``data``; see the module docstring.
 
     Args:
@@ -511,20 +703,31 @@ def compare(
       cv: ``"mixtures:k"`` (default ``mixtures:5``, or ``rows:5`` when the data has fewer than 5 mixtures),
         ``"rows:k"`` or ``"split"``. Not with ``holdout_scale``.
       holdout_scale: ``"largest"`` or a model size in parameters: fit below it, score at it.
-      starts, max_steps, objective, optimizer, seed, dtype: as :func:`mixjax.fit`, per split.
+      starts, max_steps, objective, optimizer, seed, dtype: as :func:`mixjax.fit`, per split. Group g (split g's
+        training rows; with cv the last group is every row) draws its starts from ``seed + g``.
       progress: optional ``progress(done, total)`` over laws.
-      workers: laws fitted at the same time (threads; default 2: one compiles while another runs).
+      workers: laws fitted at the same time (threads; default 2: one compiles while another runs; one under
+        ``jax.distributed``, where every process must fit in the same order).
       checkpoints: ``"final"`` (only the row with the most tokens of each mixture and model size, as
         ``data.final_checkpoints()``) or ``"all"``. Default: ``"final"`` with ``holdout_scale`` on data with several
         model sizes and intermediate checkpoints (a :class:`CheckpointWarning` says how many rows were left out),
         ``"all"`` otherwise.
+      part: ``(i, n)``: fit only slice i of n of the (law x group) cells (:func:`slice_cells`) and return a
+        :class:`ComparisonPart`; :func:`merge` joins the n parts into the comparison one run gives.
     """
     from .laws import LAWS
+    from .resampling import data_fingerprint
 
     if cv is not None and holdout_scale is not None:
         raise ValueError("give cv or holdout_scale, not both")
     if starts < 1:
         raise ValueError(f"starts must be >= 1, got {starts}")
+    if part is not None:
+        try:
+            i_part, n_part = part
+        except (TypeError, ValueError):
+            raise ValueError(f"part must be a pair (i, n): slice i of n, counted from 0; got {part!r}") from None
+        check_slice(i_part, n_part)
     dtype = default_dtype() if dtype is None else dtype
     cfg = FitConfig(objective=objective, optimizer=optimizer, max_steps=max_steps, dtype=dtype)
     mode = checkpoint_mode(data, checkpoints, holdout_scale)
@@ -548,54 +751,153 @@ def compare(
     classes = [law_class(x) for x in (laws.split(",") if isinstance(laws, str) and explicit else laws)] if explicit else list(LAWS.values())
     if not classes:
         raise ValueError("no law to compare")
-    skipped: dict[str, str] = {}
-    scored: list[tuple[LawScore, _HeldOut]] = []
-
-    def attempt(cls):
+    settings = {"laws": [c.name for c in classes] if explicit else "all", "cv": cv, "holdout_scale": holdout_scale,
+                "starts": int(starts), "max_steps": max_steps, "objective": objective, "optimizer": optimizer,
+                "seed": int(seed), "dtype": dtype, "data_sha256": data_fingerprint(data)}
+    plan = _Plan(data=data.name, protocol=protocol, checkpoints=mode, rows=used_rows, n_rows_input=n_input, splits=splits,
+                 with_full=holdout_scale is None, model_size=np.asarray(data.model_size, np.float64),
+                 n_tokens=np.asarray(data.n_tokens, np.float64), laws=[], skipped={}, settings=settings)
+    groups = plan.groups()
+    for cls in classes:  # which laws apply (cheap: no fitting), the same in every slice
         try:  # the law interface's hook: a law that reads the table's layout (phases, unique tokens) is bound to it
-            cls = cls.for_data(data)
+            bound = cls.for_data(data)
         except (DataError, ValueError) as e:
-            return None, str(e)
-        reason = _applicable(cls, data)
-        if reason is not None:
-            return None, reason
+            reason = str(e)
+        else:
+            reason = _applicable(bound, data)
+            if reason is None:
+                try:
+                    plan.laws.append(_law_plan(bound, data, groups, splits, starts, cfg, seed))
+                    continue
+                except DataError as e:
+                    reason = str(e)
+        if explicit:
+            raise DataError(f"law {cls.name} cannot be compared on {data.name!r}: {reason}")
+        plan.skipped[cls.name] = reason
+    if not plan.laws:
+        raise DataError(f"no law applies to {data.name!r}: " + "; ".join(f"{k}: {v}" for k, v in plan.skipped.items()))
+    which: dict[int, list[int]] = {}
+    if part is None:
+        which = {j: list(range(plan.n_groups)) for j in range(len(plan.laws))}
+    else:
+        for j, g in slice_cells(len(plan.laws), plan.n_groups, i_part, n_part):
+            which.setdefault(j, []).append(g)
+
+    def attempt(j):
+        lp = plan.laws[j]
         try:
-            return _score_law(cls, data, splits, holdout_scale is None, starts, cfg, seed), None
+            return _score_law(lp.cls, data, lp, groups, which[j], starts, cfg, seed), None
         except DataError as e:
+            if part is not None:
+                raise
             return None, str(e)
 
     # Laws are independent: with workers > 1 one law compiles while another runs (compilation is single-threaded
-    # and takes most of the time of a small law); results keep the order of `classes`.
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
-        futures = [pool.submit(attempt, cls) for cls in classes]
-        for i, (cls, fut) in enumerate(zip(classes, futures)):
+    # and takes most of the time of a small law); results keep the order of the laws. Under jax.distributed every
+    # fit ends in a gather that all processes must reach in the same order: one law at a time.
+    workers = 1 if distributed.process_count() > 1 else max(1, int(workers))
+    cells: dict[str, list[Cell]] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {j: pool.submit(attempt, j) for j in which}
+        for done, (j, fut) in enumerate(futures.items()):
             result, reason = fut.result()
+            name = plan.laws[j].name
             if result is not None:
-                scored.append(result)
+                cells[name] = result
             elif explicit:
-                for f in futures:
+                for f in futures.values():
                     f.cancel()
-                raise DataError(f"law {cls.name} cannot be compared on {data.name!r}: {reason}")
+                raise DataError(f"law {name} cannot be compared on {data.name!r}: {reason}")
             else:
-                skipped[cls.name] = reason
+                plan.skipped[name] = reason
             if progress is not None:
-                progress(i + 1, len(classes))
+                progress(done + 1, len(futures))
+    if part is not None:
+        return ComparisonPart(int(i_part), int(n_part), plan, [c for lp in plan.laws for c in cells.get(lp.name, [])])
+    return _build(plan, cells)
+
+
+def _build(plan: _Plan, cells: dict[str, list[Cell]]) -> Comparison:
+    """The comparison from every cell of the laws in ``cells`` (by law name, in group order)."""
+    scored = [_law_score(lp, plan, cells[lp.name]) for lp in plan.laws if lp.name in cells]
     if not scored:
-        raise DataError(f"no law applies to {data.name!r}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        raise DataError(f"no law applies to {plan.data!r}: " + "; ".join(f"{k}: {v}" for k, v in plan.skipped.items()))
+    n_rows = plan.model_size.size
     common = _common_cells([held for _, held in scored])
     n_common = int(sum(c.sum() for c in common.values()))
     for score, held in scored:
-        cells = np.stack([common.get(t, np.zeros(data.n_rows, bool)) for t in held.targets], 1)
-        score.val_mre_common = _mre(held.pred, held.obs, cells)
+        mask = np.stack([common.get(t, np.zeros(n_rows, bool)) for t in held.targets], 1)
+        score.val_mre_common = _mre(held.pred, held.obs, mask)
     order = sorted(scored, key=lambda sc: (sc[0].val_mre_common is None, sc[0].val_mre_common or 0.0,
                                            sc[0].val_mre is None, sc[0].val_mre or 0.0))
     for score, _ in order:
         if score.constant_in_mixture and score.uses_mixture:
-            warnings.warn(f"a best fit of {score.law} to {data.name!r} is constant in the mixture (at every scale its predictions "
+            warnings.warn(f"a best fit of {score.law} to {plan.data!r} is constant in the mixture (at every scale its predictions "
                           f"vary by at most {CONSTANT_RTOL:g} relative across mixtures): its Spearman and best rank say "
-                          "nothing about mixtures", UserWarning, stacklevel=2)
-    return Comparison(data=data.name, protocol=protocol, splits=splits, scores=[s for s, _ in order],
-                      skipped=skipped, n_common_cells=n_common, checkpoints=mode, rows=used_rows, n_rows_input=n_input)
+                          "nothing about mixtures", UserWarning, stacklevel=3)
+    return Comparison(data=plan.data, protocol=plan.protocol, splits=plan.splits, scores=[s for s, _ in order],
+                      skipped=dict(plan.skipped), n_common_cells=n_common, checkpoints=plan.checkpoints,
+                      rows=np.asarray(plan.rows), n_rows_input=plan.n_rows_input)
+
+
+def _plan_differences(a: dict, b: dict) -> list[str]:
+    """What differs between two plans (as JSON): the settings by name, then the other entries."""
+    sa, sb = a.get("settings", {}), b.get("settings", {})
+    out = [f"{k} {sa.get(k)!r} vs {sb.get(k)!r}" for k in sorted(set(sa) | set(sb)) if sa.get(k) != sb.get(k)]
+    for k in ("data", "protocol", "checkpoints", "n_rows_input"):
+        if a.get(k) != b.get(k):
+            out.append(f"{k} {a.get(k)!r} vs {b.get(k)!r}")
+    if [x["name"] for x in a["laws"]] != [x["name"] for x in b["laws"]]:
+        out.append(f"laws {[x['name'] for x in a['laws']]} vs {[x['name'] for x in b['laws']]}")
+    for k in ("rows", "splits", "with_full", "model_size", "n_tokens", "laws", "skipped"):
+        if not out and a.get(k) != b.get(k):
+            out.append(f"their {k.replace('_', ' ')} differ")
+    return out
+
+
+def merge(parts: Sequence[ComparisonPart], names: Sequence[str] | None = None) -> Comparison:
+    """Join the slices of one comparison (``compare(..., part=(i, n))`` for i = 0 .. n-1, in any order) into the
+    comparison one run gives (fitted numbers equal up to rounding). Every slice must be present exactly once, and
+    all must come from the same data, laws and settings; otherwise a ValueError names the part (``names``: how to
+    call them in messages, e.g. file names). Parts read from files hold no fitted laws: ``LawScore.fits`` is
+    then empty."""
+    parts = list(parts)
+    names = [f"part {j}" for j in range(len(parts))] if names is None else [str(x) for x in names]
+    if not parts:
+        raise ValueError("merge needs at least one part")
+    if len(names) != len(parts):
+        raise ValueError(f"{len(parts)} parts but {len(names)} names")
+    for p, name in zip(parts, names):
+        if not isinstance(p, ComparisonPart):
+            raise TypeError(f"{name} is a {type(p).__name__}, not a ComparisonPart")
+    ref, ref_name = parts[0].plan.to_json(), names[0]
+    for p, name in zip(parts[1:], names[1:]):
+        diff = _plan_differences(ref, p.plan.to_json())
+        if diff:
+            raise ValueError(f"{name} is not a slice of the same comparison as {ref_name}: {'; '.join(diff)}")
+    counts = sorted({p.count for p in parts})
+    if len(counts) != 1:
+        raise ValueError(f"the parts cut the comparison into different numbers of slices: {counts}")
+    n = counts[0]
+    seen: dict[int, str] = {}
+    for p, name in zip(parts, names):
+        if p.index in seen:
+            raise ValueError(f"slice {p.index}/{n} is given twice: {seen[p.index]} and {name}")
+        seen[p.index] = name
+    missing = [i for i in range(n) if i not in seen]
+    if missing:
+        raise ValueError(f"slice(s) {', '.join(f'{i}/{n}' for i in missing)} missing: {len(parts)} of {n} parts given")
+    plan = parts[0].plan
+    law_names = [lp.name for lp in plan.laws]
+    cells: dict[str, list[Cell]] = {lp.name: [] for lp in plan.laws}
+    for p, name in sorted(zip(parts, names), key=lambda x: x[0].index):
+        want = [(law_names[j], g) for j, g in slice_cells(len(law_names), plan.n_groups, p.index, n)]
+        have = [(c.law, c.group) for c in p.cells]
+        if have != want:
+            raise ValueError(f"{name}: slice {p.index}/{n} should hold the cells {want}, it holds {have}")
+        for c in p.cells:
+            cells[c.law].append(c)
+    return _build(plan, cells)
 
 
 def _common_cells(held: list[_HeldOut]) -> dict[str, np.ndarray]:

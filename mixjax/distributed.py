@@ -1,5 +1,5 @@
 """Several processes, one answer: starting ``jax.distributed``, each process's share of a batch, gathering the
-shares, and slices of a bootstrap for cluster schedulers.
+shares, and slices (of a bootstrap's resamples, of a comparison's law x split cells) for cluster schedulers.
 
 Work items (starts, resamples) draw their random numbers from the seed and their own index, so a batch can be cut
 anywhere: :func:`mixjax.fitting.solve` gives each process one contiguous share of the members (and shards that
@@ -150,8 +150,9 @@ def parse_slice(text: str) -> tuple[int, int]:
     return i, n
 
 
-def check_slice(index: int, count: int, total: int | None = None) -> None:
-    """A ValueError unless ``0 <= index < count`` (and ``count <= total`` when given: every slice needs one item)."""
+def check_slice(index: int, count: int, total: int | None = None, what: str = "resamples") -> None:
+    """A ValueError unless ``0 <= index < count`` (and ``count <= total`` when given: every slice needs one item;
+    ``what``: the items, named in the message)."""
     if isinstance(index, bool) or isinstance(count, bool) or int(index) != index or int(count) != count:
         raise ValueError(f"a slice is two integers (index, count), got ({index!r}, {count!r})")
     if count < 1:
@@ -159,11 +160,12 @@ def check_slice(index: int, count: int, total: int | None = None) -> None:
     if not 0 <= index < count:
         raise ValueError(f"slice index must be in [0, {count}) for {count} slices, got {index}")
     if total is not None and count > total:
-        raise ValueError(f"{count} slices of {total} resamples: every slice needs at least one resample; use at most {total} slices")
+        raise ValueError(f"{count} slices of {total} {what}: every slice needs at least one {what.rstrip('s')}; use at most "
+                         f"{total} slices")
 
 
-def slice_range(total: int, index: int, count: int) -> tuple[int, int]:
+def slice_range(total: int, index: int, count: int, what: str = "resamples") -> tuple[int, int]:
     """Items ``lo .. hi-1`` of slice ``index`` of ``count`` over ``total`` items (contiguous; sizes differ by at
     most one)."""
-    check_slice(index, count, total)
+    check_slice(index, count, total, what)
     return index * total // count, (index + 1) * total // count

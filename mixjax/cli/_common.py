@@ -291,8 +291,9 @@ def add_distributed_options(p) -> None:
 
 
 def start_distributed(args) -> bool:
-    """Start ``jax.distributed`` as the options (or the environment) ask; returns whether this process is the main
-    one (index 0), the only one that prints results and writes files."""
+    """Start ``jax.distributed`` as the options of :func:`add_distributed_options` (or the environment) ask, first
+    thing in a command that fits; returns whether this process is the main one (index 0), the only one that prints
+    results and writes files (the others make the same calls and exit 0)."""
     from mixjax import distributed
 
     try:
@@ -302,16 +303,27 @@ def start_distributed(args) -> bool:
     return distributed.is_main()
 
 
-def parse_slice_option(text, resamples: int, flag: str = "--slice") -> tuple[int, int]:
-    """``--slice i/n`` as ``(i, n)``, checked against the number of resamples."""
+def parse_slice_option(text, total: int | None = None, flag: str = "--slice", what: str = "resamples") -> tuple[int, int]:
+    """``--slice i/n`` as ``(i, n)``, checked against the number of items when given (``what``: their name)."""
     from mixjax.distributed import check_slice, parse_slice
 
     try:
         i, n = parse_slice(text)
-        check_slice(i, n, resamples)
+        check_slice(i, n, total, what)
     except ValueError as e:
         raise CliError(f"{flag}: {e}") from None
     return i, n
+
+
+def write_json(path: str, obj: dict, args=None, flag: str = "--save") -> None:
+    """``obj`` as the JSON :func:`print_json` prints, written to ``path`` through :func:`write_atomic`."""
+    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    write_atomic(path, write, args, flag)
 
 
 def add_phase_shares_option(p) -> None:

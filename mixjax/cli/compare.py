@@ -5,7 +5,22 @@ from __future__ import annotations
 import sys
 import warnings
 
-from ._common import CliError, ProgressLine, check_output_path, write_atomic, format_table, load_data, parse_count, print_json, select_scale, split_names
+from ._common import (
+    CliError,
+    ProgressLine,
+    add_distributed_options,
+    check_output_path,
+    format_table,
+    load_data,
+    parse_count,
+    parse_slice_option,
+    print_json,
+    select_scale,
+    split_names,
+    start_distributed,
+    write_atomic,
+    write_json,
+)
 from .fit import add_data_options, add_solver_options
 
 
@@ -36,6 +51,13 @@ def add_parser(sub) -> None:
     p.add_argument("--plot", metavar="FILE", help="save a chart of train and held-out MRE per law (PNG, PDF or SVG; needs matplotlib)")
     p.add_argument("--timings", action="store_true", help="report seconds per law (left out by default: same inputs, same output bytes)")
     p.add_argument("--json", action="store_true", help="print one JSON object: 'laws' is the leaderboard, best first")
+    p.add_argument("--save", metavar="FILE", help="also write the JSON object of --json to FILE (checked before fitting); "
+                   "with --slice: the part file")
+    p.add_argument("--slice", metavar="I/N", help="fit only slice I of N (counted from 0; needs --save) of the cells law x "
+                   "split (each law on each split's training rows, and with cross-validation on all rows) and save them as a "
+                   "part file; `mixjax merge` joins the N parts into the comparison one run gives. For job arrays: every "
+                   "slice runs on its own, and a lost one reruns alone")
+    add_distributed_options(p)
     p.set_defaults(run=run)
 
 
@@ -58,6 +80,7 @@ def run(args) -> int:
     from mixjax.comparison import CheckpointWarning, compare
     from mixjax.fitting import check_seed
 
+    main = start_distributed(args)
     if args.starts < 1:
         raise CliError(f"--starts must be >= 1, got {args.starts}")
     check_seed(args.seed, "--seed")
@@ -65,13 +88,23 @@ def run(args) -> int:
         raise CliError(f"--max-steps must be >= 1, got {args.max_steps}")
     if args.cv and args.holdout_scale:
         raise CliError("give either --cv or --holdout-scale, not both")
-    if args.plot is not None:
+    part = None
+    if args.slice is not None:
+        part = parse_slice_option(args.slice, what="cells")
+        if args.save is None:
+            raise CliError("--slice fits part of the comparison: give --save PART for its part file (mixjax merge joins the parts)")
+        if args.plot is not None:
+            raise CliError("--slice makes a part file, not a comparison: give --plot to `mixjax merge`")
+    if args.plot is not None and main:
         check_output_path(args.plot, "--plot", (".png", ".pdf", ".svg"), args=args)
+    if args.save is not None and main:
+        check_output_path(args.save, "--save", args=args)
     laws = _law_list(args.laws)
     holdout = None
     if args.holdout_scale:
         holdout = "largest" if args.holdout_scale == "largest" else parse_count(args.holdout_scale)
-    data = load_data(args.data, args.targets, domains=args.domains, sum_tol=args.sum_tol, announce=not args.json, metrics=args.metrics)
+    data = load_data(args.data, args.targets, domains=args.domains, sum_tol=args.sum_tol, announce=main and not args.json,
+                     metrics=args.metrics)
     data = select_scale(data, args.model_size, args.tokens)
     if args.max_model_size:
         cap = parse_count(args.max_model_size)
@@ -80,26 +113,41 @@ def run(args) -> int:
             raise CliError(f"no row of {data.name!r} has a model size up to {cap:.4g}")
         data = data.subset(keep)
     checkpoints = "final" if args.final_checkpoints else "all" if args.all_checkpoints else None
-    _announce_checkpoints(data, checkpoints, holdout)
-    show = ProgressLine("compare")
+    if main:
+        _announce_checkpoints(data, checkpoints, holdout)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CheckpointWarning)  # said above, with the command's own flags
+            if not main:
+                warnings.simplefilter("ignore", UserWarning)  # process 0 says them
             result = compare(
                 data, laws, cv=args.cv, holdout_scale=holdout, starts=args.starts, max_steps=args.max_steps,
-                objective=args.objective, optimizer=args.optimizer, seed=args.seed, dtype=args.dtype, progress=show,
-                checkpoints=checkpoints,
+                objective=args.objective, optimizer=args.optimizer, seed=args.seed, dtype=args.dtype,
+                progress=ProgressLine("compare") if main else None, checkpoints=checkpoints, part=part,
             )
     except (mixjax.DataError, ValueError) as e:
-        raise CliError(str(e)) from None
-    if args.plot is not None:
+        raise CliError(f"--slice: {e}" if part is not None and "slices of" in str(e) else str(e)) from None
+    if not main:  # every process holds the same result; process 0 reports and writes it
+        return 0
+    if part is not None:
+        return _save_part(args, result)
+    return report(result, args, plot=args.plot, save=args.save)
+
+
+def report(result, args, plot: str | None = None, save: str | None = None) -> int:
+    """Write ``--plot`` and ``--save`` and print the leaderboard (a table, or JSON with ``--json``) of a comparison:
+    a run of ``mixjax compare`` and the parts ``mixjax merge`` joins report alike."""
+    timings = bool(getattr(args, "timings", False))
+    if plot is not None:
         from mixjax.plots import plot_comparison
 
-        write_atomic(args.plot, lambda tmp: plot_comparison(result, tmp), args, "--plot")
+        write_atomic(plot, lambda tmp: plot_comparison(result, tmp), args, "--plot")
+    if save is not None:
+        write_json(save, result.as_dict(timings=timings), args, "--save")
     if args.json:
-        out = result.as_dict(timings=args.timings)
-        if args.plot is not None:
-            out["plot"] = args.plot
+        out = result.as_dict(timings=timings)
+        if plot is not None:
+            out["plot"] = plot
         print_json(out)
         return 0
     print(f"{result.data}: {result.protocol}; {len(result.scores)} laws ranked by held-out MRE on the "
@@ -109,11 +157,11 @@ def run(args) -> int:
     print()
     rows, head = [], ["law", "k", "train MRE %", "val MRE % common", "val MRE % own", "val MRE % all", "val RMSE",
                       "cells used/excl", "Spearman", "best rank", "regret@1", "flat in mixture", "AIC", "status", "out of range"]
-    if args.timings:
+    if timings:
         head.append("s")
     for s, t in zip(result.scores, result.table()):
         row = [t[h] for h in head if h != "s"]
-        if args.timings:
+        if timings:
             row.append(s.seconds)
         rows.append(row)
     print(format_table(rows, head))
@@ -127,8 +175,25 @@ def run(args) -> int:
           "fits outside their sane range")
     for name, reason in result.skipped.items():
         print(f"skipped {name}: {reason}", file=sys.stderr)
-    if args.plot is not None:
-        print(f"saved the chart to {args.plot}", file=sys.stderr)
+    if plot is not None:
+        print(f"saved the chart to {plot}", file=sys.stderr)
+    if save is not None:
+        print(f"saved the comparison to {save}", file=sys.stderr)
+    return 0
+
+
+def _save_part(args, part) -> int:
+    """Write the part file of one slice and report what it holds."""
+    write_atomic(args.save, part.save, args, "--save")
+    cells = [[c.law, c.group] for c in part.cells]
+    total = len(part.plan.laws) * part.plan.n_groups
+    out = {"slice": f"{part.index}/{part.count}", "cells": cells, "n_cells": len(cells), "n_cells_total": total,
+           "laws": sorted({c.law for c in part.cells}, key=[lp.name for lp in part.plan.laws].index), "save": args.save}
+    if args.json:
+        print_json(out)
+    else:
+        print(f"slice {out['slice']}: {len(cells)} of {total} cells (law x split) of {', '.join(out['laws'])} saved to "
+              f"{args.save}; join the parts with `mixjax merge PART...`")
     return 0
 
 
