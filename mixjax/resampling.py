@@ -410,7 +410,7 @@ def bootstrap(
       chunk_size: fit the R*S members in chunks of this size (one compiled shape, last chunk padded) to bound
         memory; progress is reported after each chunk; the BCa jackknife reuses the same compiled shape.
       progress: optional callable ``progress(done, total)``, called after each chunk of resample fits (outside the
-        compiled call; the command line renders it as a progress line with an ETA). Library code never prints.
+        compiled call; :class:`mixjax.ProgressBar` draws it, as the command line does on a terminal). Library code never prints.
       level, method: defaults for :meth:`BootstrapResult.interval` (``"percentile"`` or ``"bca"``).
       warm_start: start 0 of every resample is the full-data fit (the other S-1 are random draws).
       part: ``(i, n)``: fit only slice i of n of the resamples (a contiguous range,

@@ -6,7 +6,6 @@ import json
 import math
 import re
 import sys
-import time
 from typing import Any
 
 import numpy as np
@@ -257,27 +256,14 @@ def format_table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in cells)])
 
 
-class ProgressLine:
-    """Renders ``progress(done, total)`` callbacks of long library calls as one updating stderr line with the rate
-    and an estimated time left (silent when stderr is not a terminal, unless ``always``)."""
+def progress_bar(label: str, *, main: bool = True, json_mode: bool = False, unit: str = "fits"):
+    """A tqdm bar (:class:`mixjax.ProgressBar`) for the ``progress(done, total)`` callback of a long call, or None:
+    drawn on process 0 only, when stderr is a terminal, and never with ``--json``."""
+    if not main or json_mode:
+        return None
+    from mixjax.progress import ProgressBar
 
-    def __init__(self, label: str, always: bool = False):
-        self.label = label
-        self._clock = time.perf_counter
-        self._t0 = self._clock()
-        self._show = always or sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self._show or total <= 0:
-            return
-        elapsed = self._clock() - self._t0
-        eta = elapsed / done * (total - done) if done else float("nan")
-        width = 24
-        filled = int(width * done / total)
-        bar = "#" * filled + "." * (width - filled)
-        end = "\n" if done >= total else ""
-        sys.stderr.write(f"\r{self.label} [{bar}] {done}/{total} fits, {elapsed:.1f} s, about {eta:.0f} s left{end}")
-        sys.stderr.flush()
+    return ProgressBar(label, unit=unit)
 
 
 def add_distributed_options(p) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 
 from ._common import (
     CliError,
-    ProgressLine,
+    progress_bar,
     add_distributed_options,
     check_output_path,
     format_table,
@@ -75,7 +75,7 @@ def run(args) -> int:
     try:
         res = mixjax.bootstrap(
             args.law, data, resamples=args.resamples, scheme=args.scheme, starts=args.starts, seed=args.seed,
-            chunk_size=args.chunk_size, progress=ProgressLine("bootstrap") if main else None, level=args.level, method=args.method,
+            chunk_size=args.chunk_size, progress=progress_bar("bootstrap", main=main, json_mode=args.json), level=args.level, method=args.method,
             objective=args.objective, optimizer=args.optimizer, max_steps=args.max_steps, dtype=args.dtype, part=part,
             **fit_settings(args, data),
         )

@@ -7,7 +7,7 @@ import warnings
 
 from ._common import (
     CliError,
-    ProgressLine,
+    progress_bar,
     add_distributed_options,
     check_output_path,
     format_table,
@@ -123,7 +123,7 @@ def run(args) -> int:
             result = compare(
                 data, laws, cv=args.cv, holdout_scale=holdout, starts=args.starts, max_steps=args.max_steps,
                 objective=args.objective, optimizer=args.optimizer, seed=args.seed, dtype=args.dtype,
-                progress=ProgressLine("compare") if main else None, checkpoints=checkpoints, part=part,
+                progress=progress_bar("compare", main=main, json_mode=args.json, unit="laws"), checkpoints=checkpoints, part=part,
             )
     except (mixjax.DataError, ValueError) as e:
         raise CliError(f"--slice: {e}" if part is not None and "slices of" in str(e) else str(e)) from None

@@ -6,7 +6,7 @@ import sys
 
 from ._common import (
     CliError,
-    ProgressLine,
+    progress_bar,
     add_distributed_options,
     check_output_path,
     format_table,
@@ -145,7 +145,7 @@ def fit_from_args(args, data, main: bool = True):
     try:
         return mixjax.fit(
             args.law, data, starts=args.starts, seed=args.seed, objective=args.objective, optimizer=args.optimizer,
-            max_steps=args.max_steps, dtype=args.dtype, progress=ProgressLine("fit") if main else None, polish=args.polish, **fit_settings(args, data),
+            max_steps=args.max_steps, dtype=args.dtype, progress=progress_bar("fit", main=main, json_mode=args.json), polish=args.polish, **fit_settings(args, data),
         )
     except mixjax.DataError as e:
         raise CliError(str(e)) from None
