@@ -21,6 +21,7 @@ columns are recognized (or named explicitly with ``domains=`` / ``targets=``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib.resources
 import io
 import os
@@ -320,6 +321,18 @@ class MixtureData:
 
 
 # --------------------------------------------------------------------------- constructors
+def data_fingerprint(data: MixtureData) -> str:
+    """sha256 of a dataset's rows (mixtures, scales, losses, mixture ids) and names: a fit records it, and the parts
+    of one bootstrap or comparison must come from the same data."""
+    h = hashlib.sha256()
+    for a in (data.mixtures, data.model_size, data.n_tokens, data.losses, data.mixture_id):
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    h.update(repr((tuple(data.domains), tuple(data.targets))).encode())
+    return h.hexdigest()
+
+
 def phase_domain_name(domain: str, phase: str) -> str:
     """The flattened domain name of ``domain`` in training phase ``phase``: ``"<domain>@<phase>"``. Phase names
     contain no ``@``, so the name splits back uniquely at its last ``@`` whatever the domain name holds."""

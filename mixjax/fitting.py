@@ -23,7 +23,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from . import _engine, distributed
-from .data import DataError, MixtureData
+from .data import DataError, MixtureData, data_fingerprint
 from .laws import AbstractLaw, DataSummary, n_params
 from .laws._base import predict_rows
 from .metrics import metric_table
@@ -859,6 +859,7 @@ def fit(
         data=data.name,
         n_rows=data.n_rows,
         n_cells=n_cells,
+        data_sha256=data_fingerprint(data),
         domains=list(data.domains),
         phases=None if getattr(data, "phases", None) is None else list(data.phases),
         phase_shares=None if getattr(data, "phase_shares", None) is None else [float(x) for x in data.phase_shares],

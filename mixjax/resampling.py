@@ -42,7 +42,6 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-import hashlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -53,7 +52,7 @@ import numpy as np
 
 from . import intervals
 from .distributed import check_slice, slice_range
-from .data import DataError, MixtureData
+from .data import DataError, MixtureData, data_fingerprint
 from .fitting import (
     Fit,
     FitArrays,
@@ -389,6 +388,7 @@ def bootstrap(
     point_starts: int = 16,
     part: tuple[int, int] | None = None,
     throw: bool = True,
+    point: Fit | None = None,
     **fit_kwargs,
 ) -> BootstrapResult:
     """Bootstrap a law's fit: R resamples x S starts refitted in one batched, compiled call.
@@ -416,6 +416,10 @@ def bootstrap(
       part: ``(i, n)``: fit only slice i of n of the resamples (a contiguous range,
         :func:`mixjax.distributed.slice_range`) for a cluster scheduler; the result holds those resamples and
         records the slice in ``info["slice"]``; :func:`merge` joins the n parts into the one-run result.
+      point: the full-data fit, when it was made before (by :func:`mixjax.fit` on this same table, with this law
+        and these settings, or loaded from its file): it is used instead of refitting, so that the slices of a job
+        array do not each refit it. A fit of another table (by its recorded fingerprint), law, settings or mask rule
+        is refused with a ValueError, and so is a fit file that records no fingerprint of its data.
       throw: raise :class:`mixjax.FitFailedError` when the full-data fit or every resample failed (non-finite);
         otherwise the result carries those statuses. Resamples at the step limit are counted in
         ``info["resample_status"]``, never raised.
@@ -453,9 +457,15 @@ def bootstrap(
                   chunk_size=chunk_size, extra_bytes=8 * n * (Rp + Rp * S))  # the int64 multiplicities, and per member
 
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MaxStepsWarning)  # said once below, for what it means to the resamples
-        point = fit(law, data, starts=int(point_starts), seed=seed, throw=throw, **fit_kwargs)
+    point_given = point is not None
+    if point is not None:
+        _check_point(point, cls, data, settings.resolved(k), probe, fit_kwargs.get("mask_zero_weight"))
+        if throw and point.status == Status.nonfinite:
+            raise FitFailedError(f"the given full-data fit of {cls.name} failed (status nonfinite)")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MaxStepsWarning)  # said once below, for what it means to the resamples
+            point = fit(law, data, starts=int(point_starts), seed=seed, throw=throw, **fit_kwargs)
     t_point = time.perf_counter() - t0
     config = point.config
     # the table as the full-data fit saw it: the probe's arrays (same mask rule), unless a polish changed the dtype
@@ -502,6 +512,7 @@ def bootstrap(
             "resamples": R,
             "starts": S,
             "warm_start": bool(warm_start),
+            "point_fit": "given" if point_given else f"fitted, {int(point_starts)} starts",
             "chunk_size": chunk_size,
             "start_status": status_counts(res.status),
             "resample_status": status_counts(status),
@@ -525,6 +536,31 @@ def bootstrap(
     return result
 
 
+def _check_point(point, cls, data: MixtureData, settings: FitConfig, arrays, mask_zero_weight) -> None:
+    """A ValueError unless ``point`` is a fit of law ``cls`` to this very table under ``settings`` and the same mask
+    rule (what the bootstrap's own full-data fit would have been made with, up to its starts and seed)."""
+    if not isinstance(point, Fit):
+        raise TypeError(f"point must be a mixjax.Fit (mixjax.fit or mixjax.load_fit), got {type(point).__name__}")
+    rec = point.record
+    if rec.law != cls.name:
+        raise ValueError(f"point is a fit of {rec.law}, but the bootstrap fits {cls.name}")
+    if rec.data_sha256 is None:
+        raise ValueError("point records no fingerprint of its data (a fit file written by an earlier mixjax): it cannot "
+                         "be checked against this table; let the bootstrap refit it")
+    if rec.data_sha256 != data_fingerprint(data):
+        raise ValueError(f"point was fitted to another table ({rec.data!r}, {rec.n_rows} rows) than {data.name!r} "
+                         f"({data.n_rows} rows): its fingerprint differs")
+    mask = bool(cls.mask_zero_weight if mask_zero_weight is None else mask_zero_weight)
+    if rec.mask_zero_weight is not None and bool(rec.mask_zero_weight) != mask:
+        raise ValueError(f"point was fitted with mask_zero_weight={rec.mask_zero_weight}, the bootstrap uses {mask}")
+    mine = dataclasses.replace(settings, lanes=None)
+    theirs = dataclasses.replace(point.config, lanes=None)
+    if mine != theirs:
+        differ = [f"{f.name} {getattr(theirs, f.name)!r} vs {getattr(mine, f.name)!r}" for f in dataclasses.fields(FitConfig)
+                  if getattr(theirs, f.name) != getattr(mine, f.name)]
+        raise ValueError(f"point was fitted with other settings than the bootstrap's: {', '.join(differ)} (point vs bootstrap)")
+
+
 # --------------------------------------------------------------------------- slices
 def _part_range(part, R: int) -> tuple[int, int]:
     """Resamples ``lo .. hi-1`` of ``part = (i, n)``, checked."""
@@ -534,18 +570,6 @@ def _part_range(part, R: int) -> tuple[int, int]:
         raise ValueError(f"part must be a pair (i, n): slice i of n, counted from 0; got {part!r}") from None
     check_slice(i, n, R)
     return slice_range(R, int(i), int(n))
-
-
-def data_fingerprint(data: MixtureData) -> str:
-    """sha256 of a dataset's rows (mixtures, scales, losses, mixture ids) and names: parts of one bootstrap must
-    come from the same data."""
-    h = hashlib.sha256()
-    for a in (data.mixtures, data.model_size, data.n_tokens, data.losses, data.mixture_id):
-        a = np.ascontiguousarray(a)
-        h.update(str((a.dtype.str, a.shape)).encode())
-        h.update(a.tobytes())
-    h.update(repr((tuple(data.domains), tuple(data.targets))).encode())
-    return h.hexdigest()
 
 
 #: Entries of ``info`` that every part of one bootstrap shares.

@@ -87,7 +87,8 @@ class FitRecord:
 
     Attributes:
       law, law_reference: the law's registered name and its source.
-      data, n_rows, n_cells: the table's name, its rows and the loss cells the objective counted.
+      data, n_rows, n_cells: the table's name, its rows and the loss cells the objective counted; ``data_sha256``:
+        a fingerprint of the table's rows and names (:func:`mixjax.data.data_fingerprint`), None in older files.
       domains: the mixture's domains, in the fit's order; ``phases`` and ``phase_shares`` for a table of training
         phases (None otherwise).
       targets: the fitted loss columns (the domains themselves for a per-domain law).
@@ -108,6 +109,7 @@ class FitRecord:
     data: str | None = None
     n_rows: int | None = None
     n_cells: int | None = None
+    data_sha256: str | None = None
     domains: tuple[str, ...] = ()
     phases: tuple[str, ...] | None = None
     phase_shares: tuple[float, ...] | None = None

@@ -217,6 +217,50 @@ def test_failed_resamples_are_excluded(data):
     np.testing.assert_allclose(iv["W"]["hi"], np.quantile(W_ref, 0.95, axis=0), atol=1e-6)
 
 
+def test_given_full_data_fit_is_used_and_checked(boot, data, tmp_path):
+    """A full-data fit made before (and saved) gives the bootstrap of one run; one of other data or settings is refused."""
+    import dataclasses
+
+    pt = mixjax.fit(LinearMixLaw, data, starts=16, seed=SEED)  # what the bootstrap fits itself (16 point starts)
+    with registered(LinearMixLaw):
+        mixjax.save_fit(tmp_path / "point.mixfit", pt)
+        loaded = mixjax.load_fit(tmp_path / "point.mixfit")
+    again = mixjax.bootstrap(LinearMixLaw, data, resamples=R, starts=S, seed=SEED, chunk_size=CHUNK, point=loaded)
+    np.testing.assert_array_equal(np.asarray(again.laws.W), np.asarray(boot.laws.W))
+    assert again.info["point_fit"] == "given" and boot.info["point_fit"] == "fitted, 16 starts"
+    kw = dict(resamples=R, starts=S, seed=SEED, chunk_size=CHUNK)
+    with pytest.raises(ValueError, match="another table"):
+        mixjax.bootstrap(LinearMixLaw, data.subset(np.arange(data.n_rows) < 30), point=pt, **kw)
+    with pytest.raises(ValueError, match="max_steps 500 vs 50"):
+        mixjax.bootstrap(LinearMixLaw, data, point=pt, max_steps=50, **kw)
+    with pytest.raises(ValueError, match="no fingerprint"):
+        mixjax.bootstrap(LinearMixLaw, data, point=dataclasses.replace(pt, record=pt.record.replace(data_sha256=None)), **kw)
+    with pytest.raises(ValueError, match="is a fit of test_linear_mix"):
+        mixjax.bootstrap(FlakyLinearLaw, data, point=pt, **kw)
+
+
+def test_cli_slices_share_a_saved_full_data_fit(data, tmp_path):
+    """mixjax bootstrap --fit FIT --slice i/n: the slices reuse one saved fit; merged, they are the one-run file."""
+    from mixjax.cli import main
+
+    csv = tmp_path / "runs.csv"
+    data.to_dataframe().to_csv(csv, index=False)
+    common = ["--law", "loglinear", "--max-steps", "200", "--seed", "3"]
+    boot = ["bootstrap", str(csv), *common, "--resamples", "4", "--chunk-size", "2"]
+    assert main(["fit", str(csv), *common, "--output", str(tmp_path / "full.mixfit")]) == 0
+    for i in (0, 1):
+        assert main([*boot, "--fit", str(tmp_path / "full.mixfit"), "--slice", f"{i}/2", "--save", str(tmp_path / f"p{i}.mixfit")]) == 0
+    assert main(["merge", str(tmp_path / "p0.mixfit"), str(tmp_path / "p1.mixfit"), "--save", str(tmp_path / "merged.mixfit")]) == 0
+    assert main([*boot, "--save", str(tmp_path / "one.mixfit")]) == 0
+    one, merged = mixjax.BootstrapResult.load(tmp_path / "one.mixfit"), mixjax.BootstrapResult.load(tmp_path / "merged.mixfit")
+    np.testing.assert_array_equal(merged.weights, one.weights)
+    np.testing.assert_allclose(merged.loss, one.loss, rtol=1e-9)
+    np.testing.assert_allclose(np.asarray(merged.laws.t), np.asarray(one.laws.t), rtol=1e-9, atol=1e-12)
+    # a fit of other settings is refused before any resample is fitted
+    assert main([*boot, "--max-steps", "100", "--fit", str(tmp_path / "full.mixfit"), "--save", str(tmp_path / "bad.mixfit")]) == 2
+    assert not (tmp_path / "bad.mixfit").exists()
+
+
 class DeadLinearLaw(FlakyLinearLaw):
     """The same law, every starting point NaN: no start can succeed."""
 

@@ -36,6 +36,9 @@ def add_parser(sub) -> None:
     p.add_argument("--chunk-size", type=int, help="fit the resamples x starts in chunks of this many members (bounds memory; progress per chunk)")
     p.add_argument("--save", metavar="PATH", help="save the bootstrap result as a fit file with the resamples as its ensemble (.mixfit; mixjax predict reads it) for later analysis (checked before fitting)")
     p.add_argument("--plot", metavar="PNG", help="write a figure of the parameter intervals (.png, .svg or .pdf; checked before fitting)")
+    p.add_argument("--fit", metavar="FIT.mixfit", help="the full-data fit, saved by `mixjax fit --output` with the same law, "
+                   "table and settings: used instead of refitting it (every slice of a job array can share one); a fit of "
+                   "another table, law or settings is an error")
     p.add_argument("--slice", metavar="I/N", help="fit only slice I of N of the resamples (counted from 0; needs --save) and save it as a part file; `mixjax merge` joins the N parts into the file one run writes. For job arrays: every slice runs on its own, and a lost one reruns alone")
     add_distributed_options(p)
     p.set_defaults(run=run)
@@ -65,6 +68,11 @@ def run(args) -> int:
     if args.plot is not None and main:
         check_output_path(args.plot, "--plot", (".png", ".svg", ".pdf"), args=args)
     data = read_training_data(args, cls)
+    point = None
+    if args.fit is not None:
+        from mixjax.io import load_fit
+
+        point = load_fit(args.fit)
     if main:
         which = "" if part is None else f" (slice {part[0]}/{part[1]})"
         print(
@@ -77,7 +85,7 @@ def run(args) -> int:
             args.law, data, resamples=args.resamples, scheme=args.scheme, starts=args.starts, seed=args.seed,
             chunk_size=args.chunk_size, progress=progress_bar("bootstrap", main=main, json_mode=args.json), level=args.level, method=args.method,
             objective=args.objective, optimizer=args.optimizer, max_steps=args.max_steps, dtype=args.dtype, part=part,
-            **fit_settings(args, data),
+            point=point, **fit_settings(args, data),
         )
     except mixjax.DataError as e:
         raise CliError(str(e)) from None
