@@ -68,7 +68,7 @@ from .fitting import FitConfig, default_dtype, init_starts, solve
 from .laws import DataSummary, n_params
 from .laws._base import predict_rows
 from .problem import law_class, prepare
-from .results import Status, worst
+from .results import FitFailedError, Status, worst
 
 __all__ = ["Split", "LawScore", "Comparison", "CheckpointWarning", "compare", "cv_splits", "holdout_scale_split",
            "spearman", "regret_at_1", "has_checkpoints", "final_checkpoint_rows", "checkpoint_mode", "Cell", "ComparisonPart",
@@ -695,6 +695,7 @@ def compare(
     workers: int = 2,
     checkpoints: str | None = None,
     part: tuple[int, int] | None = None,
+    throw: bool = True,
 ) -> Comparison | ComparisonPart:
     """Fit and score several laws on the same splits of ``data``; see the module docstring.
 
@@ -714,6 +715,8 @@ def compare(
         ``"all"`` otherwise.
       part: ``(i, n)``: fit only slice i of n of the (law x group) cells (:func:`slice_cells`) and return a
         :class:`ComparisonPart`; :func:`merge` joins the n parts into the comparison one run gives.
+      throw: raise :class:`mixjax.FitFailedError` when every compared law failed on every split (status
+        ``nonfinite``); a law that failed beside others that did not is reported with its status, never raised.
     """
     from .laws import LAWS
     from .resampling import data_fingerprint
@@ -814,7 +817,11 @@ def compare(
                 progress(done + 1, len(futures))
     if part is not None:
         return ComparisonPart(int(i_part), int(n_part), plan, [c for lp in plan.laws for c in cells.get(lp.name, [])])
-    return _build(plan, cells)
+    comparison = _build(plan, cells)
+    if throw and all(sc.status_counts.get(Status.nonfinite.name, 0) == sum(sc.status_counts.values()) for sc in comparison.scores):
+        raise FitFailedError(f"every compared law failed on {data.name!r} (non-finite objective at every start): "
+                             + ", ".join(sc.law for sc in comparison.scores))
+    return comparison
 
 
 def _build(plan: _Plan, cells: dict[str, list[Cell]]) -> Comparison:

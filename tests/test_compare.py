@@ -259,3 +259,21 @@ def test_cli_says_which_checkpoints_it_used(checkpointed, tmp_path, capsys):
     for head in ("val MRE % common", "val MRE % all", "flat in mixture", "out of range"):
         assert head in text
     assert mixjax.cli.main(base + ["--final-checkpoints", "--all-checkpoints"]) == 2
+
+
+class _DeadLogLinear(mixjax.LogLinearLaw):
+    """The log-linear law with every starting point NaN: no fit can succeed."""
+
+    name = "test_dead_loglinear"
+
+    @classmethod
+    def init(cls, key, summary):
+        law = mixjax.LogLinearLaw.init(key, summary)
+        return cls(c=law.c * np.nan, t=law.t)
+
+
+def test_throw_policy_when_every_law_failed(synthetic):
+    with pytest.raises(mixjax.FitFailedError, match="every compared law failed"):
+        compare(synthetic, [_DeadLogLinear], cv="mixtures:3", seed=1, **SETTINGS)
+    out = compare(synthetic, [_DeadLogLinear], cv="mixtures:3", seed=1, throw=False, **SETTINGS)
+    assert out.scores[0].status == "nonfinite" and out.scores[0].status_counts["nonfinite"] == 4

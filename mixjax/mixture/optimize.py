@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..laws import AbstractLaw
-from ..results import Status
+from ..results import FitFailedError, Status
 from .bounds import InfeasibleMixtureError
 from . import constrained as constrained_search
 from .constrained import _solve_problem, _tile_law
@@ -131,7 +131,7 @@ def optimize_mixture(
     i = int(_best(out.value, out.status))
     status = Status(int(out.status[i]))
     if throw and status == Status.nonfinite:
-        raise RuntimeError(f"every one of {starts} starts gave a non-finite objective at N={s.N:g}M, D={s.D:g}B; check the law's parameters")
+        raise FitFailedError(f"every one of {starts} starts gave a non-finite objective at N={s.N:g}M, D={s.D:g}B; check the law's parameters")
     res = MixtureResult(
         mixture=out.mixture[i], losses=out.losses[i], value=float(out.value[i]), status=status, num_steps=int(out.num_steps[i]),
         kkt_residual=float(out.kkt[i]), start_values=out.value, start_mixtures=out.mixture, start_status=out.status,
@@ -320,7 +320,7 @@ def _optimize_constrained(law, source, s: MixtureProblem, *, starts, seed, init,
     status = Status(int(one["status"]))
     if not ok[0]:
         if status == Status.nonfinite and throw:
-            raise RuntimeError(f"every one of {starts} starts gave a non-finite objective at N={s.N:g}M, D={s.D:g}B; check the law's parameters")
+            raise FitFailedError(f"every one of {starts} starts gave a non-finite objective at N={s.N:g}M, D={s.D:g}B; check the law's parameters")
         parts = []
         if prob.caps is not None:
             parts.append("the repetition caps")
