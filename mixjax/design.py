@@ -44,6 +44,24 @@ from the bounded simplex: uniform Dirichlet(1) draws, the members' own optimal m
 (:func:`mixjax.optimize_mixture_ensemble`) and Dirichlet draws around them (concentrations 30 and 300), each
 projected onto ``{h : sum h = 1, lo <= h <= hi}``.
 
+**Training phases.** On a table with P training phases (phase shares s_p, summing to 1; :mod:`mixjax.swarm`) a
+mixture is a weight vector per phase, w_p on the simplex over the K domains, and the law takes it flattened,
+``h[k@p] = s_p w_pk``. Floors and ceilings bound each phase's weights (a number, K numbers, (P, K) numbers,
+``{domain: v}`` or ``{domain@phase: v}``, as in :func:`mixjax.optimize_mixture`); the law's ``min_weight`` bounds
+every flattened weight, ``w_pk >= min_weight / s_p``. Sampled candidates are drawn phase by phase: each phase's block
+is a Dirichlet draw projected onto its own bounded simplex, uniform (Dirichlet(1)) or around one member's per-phase
+optimum (the same member and concentration for every phase; the members' optima come from the per-phase search of
+:func:`mixjax.optimize_mixture_ensemble`). A pool is given as per-phase weights (m, P, K), every phase summing to 1,
+or flattened in the table's columns (m, P K). Repetition caps (``unique_tokens`` / ``max_epochs``) couple the phases,
+``D sum_p s_p w_pk <= E_k U_k``: candidates that break them are left out. Distances between mixtures are the mean
+over phases of each phase's total-variation distance, weighted by the phases' token shares,
+
+    d(h, h') = sum_p s_p TV(w_p, w'_p) = 0.5 sum_p sum_k s_p |w_pk - w'_pk| = TV(h, h'),
+
+the share of the training tokens whose domain differs between the two runs; it equals the total-variation distance
+of the flattened mixtures, so the ``min_distance`` rule and the distance to the measured runs are unchanged. A phase
+with a small share thus counts little: two runs that differ only in a phase of share 0.2 are at most 0.2 apart.
+
 **Where the law is meaningful.** A law whose prediction diverges at a zero weight declares the smallest meaningful
 weight (``min_weight``, e.g. 1e-4 for the capacity-noise law, whose noise term ``A_i (D h_i)^-a_i`` blows up as
 ``h_i -> 0``): it is an implicit floor, ``lo_i <- max(lo_i, min_weight)``, for the sampled candidates, the members'
@@ -74,10 +92,11 @@ from .data import MixtureData
 from .laws import AbstractLaw
 from .mixture import (
     InfeasibleMixtureError,
-    check_single_phase,
     mixture_bounds,
     objective_spec,
+    PhaseProblem,
     optimize_mixture_ensemble,
+    phase_problem,
     project_capped_simplex,
 )
 from .problem import law_class, prepare
@@ -100,7 +119,8 @@ class Suggestion:
     """A batch of mixtures to train next, in the order they were picked.
 
     Attributes:
-      mixtures: ``(n, K)`` weights of each suggested run (on the simplex, inside the bounds).
+      mixtures: ``(n, K)`` weights of each suggested run (on the simplex, inside the bounds); for a table with
+        training phases the flattened mixture over its ``domain@phase`` columns, ``h[k@p] = s_p w_pk``.
       criterion: ``(n,)`` the criterion ``v(h) p(h)`` of each pick when it was picked (after conditioning on the
         earlier picks; loss units squared).
       disagreement: ``(n,)`` standard deviation of the members' predicted objective there, before any
@@ -112,6 +132,9 @@ class Suggestion:
       members: usable ensemble members; n_candidates: candidates scored; candidates: ``"pool"`` or ``"sampled"``.
       model_size, n_tokens: the scale of the suggested runs (millions of parameters, billions of tokens).
       info: other settings (seed, resamples, min_distance, how many candidates were excluded and why).
+      phases, phase_shares, base_domains: a table with training phases: the P phase names, their (P,) token shares
+        s_p and the K domain names (None for one phase); phase_mixtures: ``(n, P, K)`` each suggested run's weights
+        per phase, w_pk (each phase sums to 1), or None.
     """
 
     mixtures: np.ndarray
@@ -130,13 +153,24 @@ class Suggestion:
     model_size: float
     n_tokens: float
     info: dict = dataclasses.field(default_factory=dict)
+    phases: tuple[str, ...] | None = None
+    phase_shares: np.ndarray | None = None
+    base_domains: tuple[str, ...] | None = None
+    phase_mixtures: np.ndarray | None = None
 
     @property
     def n(self) -> int:
         return int(self.mixtures.shape[0])
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready summary: ``"mixtures"`` is a list of ``{domain: weight}``, one per suggested run."""
+        """JSON-ready summary: ``"mixtures"`` is a list of ``{domain: weight}``, one per suggested run; with training
+        phases also ``"phases"`` (``{phase: token share}``) and ``"phase_mixtures"``, one ``{phase: {domain: weight}}``
+        per suggested run (each phase summing to 1), as :meth:`mixjax.MixtureResult.as_dict` reports an optimum."""
+        phased = {} if self.phase_mixtures is None else {
+            "phases": {p: float(x) for p, x in zip(self.phases, self.phase_shares)},
+            "phase_mixtures": [{p: {d: float(x) for d, x in zip(self.base_domains, row)} for p, row in zip(self.phases, w)}
+                               for w in self.phase_mixtures],
+        }
         return {
             "law": self.law,
             "objective": self.objective,
@@ -144,6 +178,7 @@ class Suggestion:
             "model_size_m": self.model_size,
             "n_tokens_b": self.n_tokens,
             "mixtures": [{d: float(x) for d, x in zip(self.domains, h)} for h in self.mixtures],
+            **phased,
             "criterion_value": [float(v) for v in self.criterion],
             "disagreement_sd": [float(v) for v in self.disagreement],
             "near_optimal_share": [float(v) for v in self.near_optimal],
@@ -157,7 +192,11 @@ class Suggestion:
         }
 
     def __repr__(self) -> str:
-        rows = "; ".join(", ".join(f"{d}={x:.3f}" for d, x in zip(self.domains, h)) for h in self.mixtures[:3])
+        if self.phase_mixtures is not None:
+            rows = "; ".join(" | ".join(f"{p}: " + ", ".join(f"{d}={x:.3f}" for d, x in zip(self.base_domains, row))
+                                        for p, row in zip(self.phases, w)) for w in self.phase_mixtures[:3])
+        else:
+            rows = "; ".join(", ".join(f"{d}={x:.3f}" for d, x in zip(self.domains, h)) for h in self.mixtures[:3])
         more = f"; ... ({self.n} in all)" if self.n > 3 else ""
         return f"Suggestion(law={self.law}, n={self.n}, {self.candidates} candidates={self.n_candidates}, members={self.members}: {rows}{more})"
 
@@ -301,28 +340,39 @@ def sample_candidates(n_candidates: int, lo, hi, *, centers=None, seed: int = 0)
     """Mixtures on ``{h : sum h = 1, lo <= h <= hi}``: with ``centers`` (c, K) (e.g. members' optima), the centers
     themselves, then half of ``n_candidates`` as Dirichlet draws around them (concentrations 30 and 300 times the
     center, plus 0.01 per domain) and half as uniform Dirichlet(1) draws; without centers all are uniform. Every
-    draw is projected onto the bounds (Euclidean projection). Drawn with ``numpy.random.default_rng([seed, 2])``."""
+    draw is projected onto the bounds (Euclidean projection). Drawn with ``numpy.random.default_rng([seed, 2])``.
+
+    With ``(P, K)`` bounds (a table with P training phases), a mixture is P weight vectors, each on its own bounded
+    simplex ``{w_p : sum w_p = 1, lo_p <= w_p <= hi_p}``: every phase is drawn and projected on its own (a draw
+    around a center uses the same center and concentration for every phase), centers are (c, P, K), and the result
+    is (m, P, K) per-phase weights."""
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
-    K = lo.size
+    if lo.ndim not in (1, 2) or hi.shape != lo.shape:
+        raise ValueError(f"lo and hi must both be (K,) or (P, K) bounds, got shapes {lo.shape} and {hi.shape}")
+    phased = lo.ndim == 2
+    lo2, hi2 = lo.reshape(-1, lo.shape[-1]), hi.reshape(-1, hi.shape[-1])
+    P, K = lo2.shape
     if isinstance(n_candidates, bool) or int(n_candidates) != n_candidates or n_candidates < 1:
         raise ValueError(f"n_candidates must be a positive integer, got {n_candidates!r}")
     rng = np.random.default_rng([int(seed), 2])
     parts = []
     n_uniform = int(n_candidates)
     if centers is not None and len(centers):
-        C = np.asarray(centers, np.float64).reshape(-1, K)
+        C = np.asarray(centers, np.float64).reshape(-1, P, K)
         parts.append(C)
         n_local = int(n_candidates) // 2
         n_uniform = int(n_candidates) - n_local
         pick = rng.integers(0, C.shape[0], n_local)
         conc = np.asarray(_LOCAL_CONCENTRATIONS)[rng.integers(0, len(_LOCAL_CONCENTRATIONS), n_local)]
-        alpha = conc[:, None] * (C[pick] + 0.01)
+        alpha = conc[:, None, None] * (C[pick] + 0.01)
         parts.append(rng.gamma(alpha))
-    parts.append(rng.dirichlet(np.ones(K), size=n_uniform))
+    parts.append(rng.dirichlet(np.ones(K), size=(n_uniform, P)))
     draws = np.concatenate(parts)
-    draws = draws / draws.sum(axis=1, keepdims=True)
-    proj = jax.jit(jax.vmap(project_capped_simplex, in_axes=(0, None, None)))
-    return np.asarray(proj(jnp.asarray(draws, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32), jnp.asarray(lo), jnp.asarray(hi)), np.float64)
+    draws = draws / draws.sum(axis=-1, keepdims=True)
+    proj = jax.jit(jax.vmap(jax.vmap(project_capped_simplex), in_axes=(0, None, None)))
+    dt = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    out = np.asarray(proj(jnp.asarray(draws, dt), jnp.asarray(lo2, dt), jnp.asarray(hi2, dt)), np.float64)
+    return out if phased else out[:, 0]
 
 
 def law_floors(law, lo, hi, domains=None) -> np.ndarray:
@@ -364,6 +414,90 @@ def _check_candidates(candidates, K: int, lo, hi, domains, min_weight: float = 0
         raise ValueError(f"every candidate within the floors and ceilings gives some domain a weight below {min_weight:g}, "
                          "where the law diverges (its min_weight)")
     return H[meaningful], int((~inside).sum()), int((inside & ~meaningful).sum())
+
+
+def _phase_rows(x, prob: PhaseProblem, label: str) -> np.ndarray:
+    """Per-phase weights W (m, P, K) of mixtures given as per-phase weights (m, P, K) (or one (P, K)), or flattened
+    in the table's columns (m, P K) (or one (P K,)), ``w_pk = h[k@p] / s_p``; checked: finite, >= 0 and every phase's
+    weights summing to 1 (a ValueError naming the row and phase otherwise)."""
+    P, K = prob.index.shape
+    s = np.asarray(prob.shares, np.float64)
+    X = np.array(x, np.float64, copy=True)
+    if X.shape == (P, K) or X.shape == (P * K,):
+        X = X[None]
+    flat = X.ndim == 2 and X.shape[1] == P * K
+    if not (flat or (X.ndim == 3 and X.shape[1:] == (P, K))) or X.shape[0] < 1:
+        raise ValueError(f"{label} must be (m, {P}, {K}) weights per phase (phases {list(prob.phases)}, domains "
+                         f"{list(prob.base_domains)}) or (m, {P * K}) mixtures over the table's columns, got shape {np.shape(x)}")
+    W = prob.blocks(X).reshape(-1, P, K) / s[None, :, None] if flat else X
+    bad = np.argwhere(~np.isfinite(W) | (W < 0))
+    if bad.size:
+        r, p, k = bad[0]
+        raise ValueError(f"{label} row {r}: weight of {prob.base_domains[k]!r} in phase {prob.phases[p]!r} is "
+                         f"{X[r, prob.index[p, k]] if flat else W[r, p, k]!r}; weights must be finite and >= 0")
+    sums = W.sum(axis=-1)
+    off = np.argwhere(np.abs(sums - 1.0) > _SIMPLEX_TOL)
+    if off.size:
+        r, p = off[0]
+        how = f" (its columns sum to {sums[r, p] * s[p]:.9g}, the phase's share being {s[p]:.6g})" if flat else ""
+        raise ValueError(f"{label} row {r}: the weights of phase {prob.phases[p]!r} sum to {sums[r, p]:.9g}, not 1 "
+                         f"(tolerance {_SIMPLEX_TOL:g}){how}; every phase's weights sum to 1; "
+                         f"{len(np.unique(off[:, 0]))} row(s) in all")
+    return W
+
+
+def _flatten(W: np.ndarray, prob: PhaseProblem) -> np.ndarray:
+    """The law's flattened mixtures (m, P K), ``h[k@p] = s_p w_pk``, from per-phase weights (m, P, K)."""
+    return prob.flat((np.asarray(W) * prob.shares[None, :, None]).reshape(W.shape[0], -1))
+
+
+def _within_caps(W: np.ndarray, prob: PhaseProblem) -> np.ndarray:
+    """(m,) whether per-phase weights keep the repetition caps ``sum_p s_p w_pk <= caps_k`` (all True without caps)."""
+    if prob.caps is None:
+        return np.ones(W.shape[0], bool)
+    frac = np.einsum("p,mpk->mk", prob.shares, W)
+    return np.all(frac <= prob.caps * (1 + _SIMPLEX_TOL) + _SIMPLEX_TOL, axis=1)
+
+
+def _check_phase_candidates(candidates, prob: PhaseProblem, min_weight: float) -> tuple[np.ndarray, int, int]:
+    """A pool for a table with phases (:func:`_phase_rows`) as flattened mixtures (m, P K); those outside the
+    per-phase floors and ceilings or the repetition caps, then those with a flattened weight below the law's
+    ``min_weight``, are dropped (the two counts are returned)."""
+    W = _phase_rows(candidates, prob, "candidate")
+    inside = np.all((W >= prob.lower - _SIMPLEX_TOL) & (W <= prob.upper + _SIMPLEX_TOL), axis=(1, 2)) & _within_caps(W, prob)
+    if not inside.any():
+        raise ValueError(f"none of the {W.shape[0]} candidates lies within the floors, ceilings and repetition caps of every phase")
+    H = _flatten(W, prob)
+    meaningful = inside & (H.min(axis=1) >= min_weight * (1 - _SIMPLEX_TOL))
+    if not meaningful.any():
+        raise ValueError(f"every candidate within the floors and ceilings gives some domain of some phase a flattened weight "
+                         f"s_p w_pk below {min_weight:g}, where the law diverges (its min_weight)")
+    return H[meaningful], int((~inside).sum()), int((inside & ~meaningful).sum())
+
+
+def _phase_layout(data: MixtureData, cls, floors, ceilings, unique_tokens, max_epochs, n_tokens) -> tuple[PhaseProblem, PhaseProblem]:
+    """The per-phase bounds of a table with phases: (user's, with the law's ``min_weight`` too), as
+    :class:`PhaseProblem` (``n_tokens`` in the units of ``unique_tokens``)."""
+    kw = dict(phases=data.phases, phase_shares=data.phase_shares, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens,
+              max_epochs=max_epochs, n_tokens=n_tokens if unique_tokens is not None else None)
+    user = phase_problem(data.domains, **kw)
+    mw = float(cls.min_weight)
+    if not mw > 0:
+        return user, user
+    try:
+        return user, phase_problem(data.domains, min_weight=mw, **kw)
+    except InfeasibleMixtureError as e:
+        raise InfeasibleMixtureError(f"law {cls.name} diverges at a flattened weight below {mw:g} (its min_weight, an implicit "
+                                     f"floor s_p w_pk >= {mw:g} on every domain of every phase): {e}") from None
+
+
+def _ensemble_phases(ensemble) -> tuple[str, ...] | None:
+    """The training phases an ensemble records (a bootstrap's fit info, or a bound law's class), or None."""
+    for i in (getattr(ensemble, "info", None), getattr(getattr(ensemble, "point", None), "info", None)):
+        if isinstance(i, dict) and i.get("phases") is not None:
+            return tuple(i["phases"])
+    ph = getattr(getattr(ensemble, "laws", ensemble), "phases", None)
+    return tuple(ph) if isinstance(ph, (tuple, list)) else None
 
 
 # --------------------------------------------------------------------------- predictions
@@ -480,6 +614,26 @@ def _member_batch(ensemble, law):
     raise TypeError(f"ensemble must be a BootstrapResult or a batched AbstractLaw, got {type(ensemble).__name__}")
 
 
+def _sample_phase_candidates(laws, ok, data: MixtureData, prob_user: PhaseProblem, prob: PhaseProblem, N, D, unit, targets,
+                             objective, target_weights, target, n_candidates, mixture_starts, mixture_steps, seed) -> tuple[np.ndarray, int]:
+    """Sampled candidates of a table with phases, flattened (m, P K): the members' per-phase optima
+    (:func:`optimize_mixture_ensemble`, a simplex per phase) and draws per phase around them and uniform
+    (:func:`sample_candidates` with (P, K) bounds); those breaking the repetition caps are left out (their count
+    is returned)."""
+    U = None if prob_user.unique_tokens is None else prob_user.unique_tokens / unit  # billions of tokens, as D
+    ens = optimize_mixture_ensemble(laws, ok=ok, model_size=N, n_tokens=D, objective=objective, target_weights=target_weights,
+                                    target=target, floors=prob_user.lower, ceilings=prob_user.upper, unique_tokens=U,
+                                    max_epochs=prob_user.max_epochs if U is not None else None, starts=mixture_starts, seed=seed,
+                                    steps=mixture_steps, domains=data.domains, targets=targets, check_fixed=False,
+                                    phase_shares=prob.shares, measured=data)
+    centers = ens.phase_mixtures[ens.ok] if ens.phase_mixtures is not None else None
+    W = sample_candidates(n_candidates, prob.lower, prob.upper, centers=centers, seed=seed)
+    capped = _within_caps(W, prob)
+    if not capped.any():
+        raise RuntimeError(f"none of the {W.shape[0]} sampled candidates keeps the repetition caps; give a pool (candidates=)")
+    return _flatten(W[capped], prob), int((~capped).sum())
+
+
 def suggest(
     data: MixtureData,
     law=None,
@@ -529,6 +683,10 @@ def suggest(
         ``min_weight``, are dropped with a warning.
         Default: ``n_candidates`` sampled from the bounded simplex around the members' optima and uniformly.
       pending: ``(p, K)`` mixtures of runs launched but not yet measured: conditioned on first, never suggested.
+        A table with P training phases (module docstring, "Training phases"): floors and ceilings bound each phase's
+        weights; ``max_epochs`` without ``unique_tokens`` uses the table's unique tokens; ``candidates`` and
+        ``pending`` are per-phase weights ``(m, P, K)``, every phase summing to 1, or flattened ``(m, P K)`` in the
+        table's columns; ``min_distance`` is the share-weighted mean of the phases' TV distances.
       resamples, starts, point_starts, scheme, **fit_kwargs: the bootstrap (:func:`mixjax.bootstrap`); its resample
         fits run in chunks of ``point_starts`` members (``chunk_size``), so they reuse the full-data fit's program.
       seed: seeds the bootstrap and the candidate draws; the same seed gives the same suggestions.
@@ -549,7 +707,16 @@ def suggest(
         raise ValueError(f"min_distance must be a TV distance in [0, 1), got {min_distance!r}")
     if noise is not None and not (isinstance(noise, (int, float)) and math.isfinite(noise) and noise >= 0):
         raise ValueError(f"noise must be a finite variance >= 0, got {noise!r}")
-    check_single_phase(data, ensemble)
+    phased = data.phases is not None and len(data.phases) > 1
+    fitted_phases = None if ensemble is None else _ensemble_phases(ensemble)
+    if fitted_phases is not None and len(fitted_phases) > 1 and tuple(fitted_phases) != tuple(data.phases or ()):
+        raise ValueError(f"the ensemble was fitted on a table with training phases {list(fitted_phases)}, but {data.name!r} has "
+                         + (f"phases {list(data.phases)}" if phased else "one phase"))
+    if phased:  # check the pool's and the pending runs' layout before any fitting
+        layout = phase_problem(data.domains, phases=data.phases, phase_shares=data.phase_shares)
+        for x, label in ((candidates, "candidate"), (pending, "pending run")):
+            if x is not None:
+                _phase_rows(x, layout, label)
     if ensemble is None:
         if law is None:
             raise ValueError("give the law to fit (or a fitted ensemble)")
@@ -569,9 +736,16 @@ def suggest(
     targets = data.domains if cls.per_domain else (data.targets if len(data.targets) == V else tuple(f"target{j}" for j in range(V)))
     fn, w, desc = objective_spec(V, objective, target_weights, target, targets)
     unit = TOKENS_UNIT if raw_n_tokens is not None else 1.0
-    lo_user, hi = mixture_bounds(K, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs,
-                                 n_tokens=D * unit, domains=data.domains)
-    lo = law_floors(cls, lo_user, hi, data.domains)
+    prob = None
+    if phased:
+        if unique_tokens is None and max_epochs is not None and data.unique_tokens is not None:
+            unique_tokens = np.asarray(data.unique_tokens, np.float64) * unit / TOKENS_UNIT  # the table's raw counts, in D's units
+        prob_user, prob = _phase_layout(data, cls, floors, ceilings, unique_tokens, max_epochs, D * unit)
+        lo = _flatten(prob.lower[None], prob)[0]  # flattened floors s_p lo_pk, the law's min_weight included
+    else:
+        lo_user, hi = mixture_bounds(K, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs,
+                                     n_tokens=D * unit, domains=data.domains)
+        lo = law_floors(cls, lo_user, hi, data.domains)
     info: dict[str, Any] = {"seed": int(seed), "min_distance": float(min_distance), "min_weight": float(cls.min_weight)}
     if isinstance(ensemble, BootstrapResult):
         info.update(resamples=ensemble.n_resamples, resamples_failed=ensemble.n_failed, scheme=ensemble.scheme)
@@ -579,15 +753,24 @@ def suggest(
         raise RuntimeError(f"only {int(ok.sum())} of {ok.size} ensemble members are usable; a design needs at least 2")
 
     if candidates is not None:
-        H, dropped, below = _check_candidates(candidates, K, lo_user, hi, data.domains, float(cls.min_weight))
+        if phased:
+            H, dropped, below = _check_phase_candidates(candidates, prob_user, float(cls.min_weight))
+        else:
+            H, dropped, below = _check_candidates(candidates, K, lo_user, hi, data.domains, float(cls.min_weight))
         if dropped:
-            warnings.warn(f"{dropped} candidate(s) lie outside the floors and ceilings and were left out", stacklevel=2)
+            warnings.warn(f"{dropped} candidate(s) lie outside the floors and ceilings"
+                          + (" (of some phase) or the repetition caps" if phased else "") + " and were left out", stacklevel=2)
         if below:
             warnings.warn(f"{below} candidate(s) give some domain a weight below {cls.min_weight:g}, where law {name} diverges "
                           "(its min_weight), and were left out", stacklevel=2)
         info["candidates_outside_bounds"] = dropped
         info["candidates_below_min_weight"] = below
         source = "pool"
+    elif phased:
+        H, n_capped = _sample_phase_candidates(laws, ok, data, prob_user, prob, N, D, unit, targets, objective, target_weights,
+                                               target, n_candidates, mixture_starts, mixture_steps, seed)
+        info["candidates_above_caps"] = n_capped
+        source = "sampled"
     else:
         ens = optimize_mixture_ensemble(laws, ok=ok, model_size=N, n_tokens=D, objective=objective, target_weights=target_weights,
                                         target=target, floors=lo, ceilings=hi, starts=mixture_starts, seed=seed,
@@ -629,7 +812,7 @@ def suggest(
         info["noise_rows"] = used
     Q = None
     if pending is not None:
-        Hq = np.asarray(pending, np.float64).reshape(-1, K)
+        Hq = _flatten(_phase_rows(pending, prob, "pending run"), prob) if phased else np.asarray(pending, np.float64).reshape(-1, K)
         usable = Hq.min(axis=1) >= cls.min_weight * (1 - _SIMPLEX_TOL)
         if not usable.all():
             warnings.warn(f"{int((~usable).sum())} pending run(s) give some domain a weight below {cls.min_weight:g}, where law "
@@ -646,9 +829,16 @@ def suggest(
         warnings.warn(f"only {sel['index'].size} of {n} suggestions keep a TV distance of {min_distance:g} from each other "
                       "and from the measured runs", stacklevel=2)
     tau = math.sqrt(noise) if temperature is None else float(temperature)
+    picked = H[sel["index"]]
+    if phased:
+        info["phase_distance"] = "sum over phases of share x total-variation distance (= TV of the flattened mixtures)"
+        phase_kw = dict(phases=tuple(prob.phases), phase_shares=np.asarray(prob.shares, np.float64), base_domains=tuple(prob.base_domains),
+                        phase_mixtures=prob.blocks(picked).reshape(-1, *prob.index.shape) / prob.shares[None, :, None])
+    else:
+        phase_kw = {}
     return Suggestion(
-        mixtures=H[sel["index"]], criterion=sel["criterion"], disagreement=sel["disagreement"],
+        mixtures=picked, criterion=sel["criterion"], disagreement=sel["disagreement"],
         near_optimal=sel["near_optimal"], predicted=sel["mean"], domains=tuple(data.domains), objective=desc, law=name,
         noise=float(noise), temperature=tau, members=int(P.shape[0]), n_candidates=int(H.shape[0]), candidates=source,
-        model_size=N, n_tokens=D, info=info,
+        model_size=N, n_tokens=D, info=info, **phase_kw,
     )

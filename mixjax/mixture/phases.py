@@ -320,21 +320,20 @@ def _unique_tokens_of(*sources):
 
 
 class PhasedMixtureError(ValueError):
-    """Suggested runs asked of a table or law with several training phases: its mixture is a distribution over
-    (phase, domain) pairs whose per-phase sums are fixed, which the candidate draws of :func:`mixjax.suggest` do not
-    keep (:func:`optimize_mixture` does)."""
+    """A computation that handles one training phase only was given a table or law with several (a mixture over
+    (phase, domain) pairs whose per-phase sums are fixed): today, the continuous optimum of
+    :func:`mixjax.calibrate_optimum` (its candidate pools work on phased fits)."""
 
 
-def check_single_phase(*sources) -> None:
+def check_single_phase(*sources, what: str = "this computation") -> None:
     """Raise :class:`PhasedMixtureError` when a fit, a bootstrap result or a table among ``sources`` has more than one
-    training phase (recorded as ``info["phases"]`` or ``.phases``)."""
+    training phase (recorded as ``info["phases"]`` or ``.phases``); ``what`` names the computation in the message."""
     for src in sources:
         infos = (getattr(src, "info", None), getattr(getattr(src, "point", None), "info", None))
         phases = [i.get("phases") for i in infos if isinstance(i, dict)] + [getattr(src, "phases", None)]
         for ph in phases:
             if ph is not None and len(ph) > 1:
                 raise PhasedMixtureError(
-                    f"the mixtures here span {len(ph)} training phases ({', '.join(map(str, ph))}); suggesting the next "
-                    "runs for such a table needs candidates drawn per phase, which mixjax does not provide yet. Fit, "
-                    "compare and optimize_mixture (a simplex per phase) work; choose the next mixtures outside mixjax for now"
+                    f"the mixtures here span {len(ph)} training phases ({', '.join(map(str, ph))}); {what} handles one "
+                    "phase only (fit, compare, optimize_mixture and suggest work on phased tables)"
                 )
