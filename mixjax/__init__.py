@@ -69,6 +69,7 @@ from .swarm import load_ratios_metrics as load_ratios_metrics
 from .swarm import load_swarm as load_swarm
 from .swarm import load_unique_tokens as load_unique_tokens
 from .swarm import with_unique_tokens as with_unique_tokens
+from .units import Scale as Scale
 from .units import ScaleError as ScaleError
 from .units import ScaleExtrapolationWarning as ScaleExtrapolationWarning
 from .design import Suggestion as Suggestion

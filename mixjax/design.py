@@ -101,7 +101,7 @@ from .mixture import (
 )
 from .problem import law_class, prepare
 from .resampling import BootstrapResult, bootstrap, check_resamples
-from .units import TOKENS_UNIT, ScaleExtrapolationWarning, check_scale, extrapolation, extrapolation_message, model_size_to_law, tokens_to_law
+from .units import TOKENS_UNIT, ScaleExtrapolationWarning, check_scale, extrapolation, extrapolation_message, model_size_to_law, scale_arguments, tokens_to_law
 
 __all__ = ["Suggestion", "condition_on", "law_floors", "sample_candidates", "select_batch", "suggest"]
 
@@ -643,6 +643,7 @@ def suggest(
     n_tokens: float | None = None,
     raw_model_size: float | None = None,
     raw_n_tokens: float | None = None,
+    scale=None,
     objective: str | Callable = "mean",
     target_weights=None,
     target: str | int | None = None,
@@ -674,7 +675,8 @@ def suggest(
       law: the law to bootstrap (name, class or instance); may be None when ``ensemble`` is given.
       n: runs to suggest.
       model_size, n_tokens: scale of the next runs in millions of parameters / billions of tokens (or raw counts
-        as ``raw_model_size`` / ``raw_n_tokens``); default: the data's only scale, for laws that use it.
+        as ``raw_model_size`` / ``raw_n_tokens``, or a :class:`mixjax.Scale` as ``scale``); default: the data's only
+        scale, for laws that use it.
       objective, target_weights, target: the objective J, as in :func:`mixjax.optimize_mixture` (default: the mean
         predicted loss over targets).
       floors, ceilings, unique_tokens, max_epochs: bounds on the weights, as in :func:`mixjax.optimize_mixture`;
@@ -697,6 +699,7 @@ def suggest(
         parameter), used instead of a new bootstrap.
       mixture_starts, mixture_steps: the members' optimal mixtures (sampled candidates only).
     """
+    model_size, n_tokens, raw_model_size, raw_n_tokens = scale_arguments(scale, model_size, n_tokens, raw_model_size, raw_n_tokens)
     if not isinstance(data, MixtureData):
         raise TypeError(f"data must be a MixtureData (see mixjax.load_csv / from_arrays), got {type(data).__name__}")
     if data.n_domains < 2:

@@ -7,9 +7,13 @@ fitted coefficients near 1. Convert only through these functions.
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
+
 import numpy as np
 
-__all__ = ["MODEL_SIZE_UNIT", "TOKENS_UNIT", "model_size_to_law", "tokens_to_law", "model_size_from_law", "tokens_from_law", "ScaleError",
+__all__ = ["Scale", "scale_arguments", "MODEL_SIZE_UNIT", "TOKENS_UNIT", "model_size_to_law", "tokens_to_law", "model_size_from_law", "tokens_from_law", "ScaleError",
            "ScaleExtrapolationWarning", "check_scale", "extrapolation", "extrapolation_message", "PLAUSIBLE_MODEL_SIZE", "PLAUSIBLE_TOKENS"]
 
 MODEL_SIZE_UNIT = 1e6  #: parameters per law unit of model size (millions)
@@ -112,3 +116,82 @@ def extrapolation_message(report: dict, kind: str) -> str | None:
     side = "above the largest" if report["value"] > report["fitted_max"] else "below the smallest"
     return (f"{kind} {report['value']:.4g} {noun} is {report['factor']:.3g}x {side} fitted value "
             f"({report['fitted_min']:.4g}-{report['fitted_max']:.4g}); a law fitted there may not hold this far out")
+
+
+# --------------------------------------------------------------------------- a scale that knows its units
+_SUFFIXES = {"": 1.0, "k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def _count(value, kind: str) -> float:
+    """A raw count from a number or a string with a suffix (``"1.3B"``, ``"122M"``, ``"30e9"``)."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9.]+(?:e[+-]?\d+)?)\s*([kmbgt]?)\s*", value, re.IGNORECASE)
+        if not m:
+            raise ValueError(f"{kind}: cannot read {value!r} as a count; use e.g. 122M, 1.22e8 or 9.998B")
+        value = float(m.group(1)) * _SUFFIXES[m.group(2).lower()]
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{kind} must be a number or a string such as '1.3B', got {type(value).__name__}")
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{kind} must be a positive finite count, got {value!r}")
+    check_scale(value, kind)
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """A training scale that knows its units: ``model_size`` in parameters and ``n_tokens`` in tokens, raw counts
+    (numbers, or strings with a suffix: ``Scale("1.3B", "30B")``). Either may be None for a law that does not use it.
+
+    Laws work in millions of parameters and billions of tokens: :meth:`from_law_units` builds a scale from those, and
+    :attr:`law_model_size` / :attr:`law_n_tokens` give them back. Pass a scale as ``scale=`` to
+    :func:`mixjax.optimize_mixture`, :func:`mixjax.optimize_mixture_ensemble` and :func:`mixjax.suggest`, instead
+    of ``model_size``/``n_tokens`` (law units) or ``raw_model_size``/``raw_n_tokens`` (counts). A value outside
+    what a language-model run can have (a unit slip, 1300 for 1.3B) is a :class:`ScaleError`."""
+
+    model_size: float | None = None
+    n_tokens: float | None = None
+
+    def __post_init__(self):
+        for kind in ("model_size", "n_tokens"):
+            value = getattr(self, kind)
+            if value is not None:
+                object.__setattr__(self, kind, _count(value, kind))
+
+    @classmethod
+    def from_law_units(cls, model_size: float | None = None, n_tokens: float | None = None) -> Scale:
+        """A scale from millions of parameters and billions of tokens (the laws' units)."""
+        return cls(None if model_size is None else float(model_size_from_law(model_size)),
+                   None if n_tokens is None else float(tokens_from_law(n_tokens)))
+
+    @property
+    def law_model_size(self) -> float | None:
+        """The model size in millions of parameters."""
+        return None if self.model_size is None else float(model_size_to_law(self.model_size))
+
+    @property
+    def law_n_tokens(self) -> float | None:
+        """The token count in billions of tokens."""
+        return None if self.n_tokens is None else float(tokens_to_law(self.n_tokens))
+
+    def __str__(self) -> str:
+        parts = []
+        if self.model_size is not None:
+            parts.append(f"{self.model_size:.4g} parameters")
+        if self.n_tokens is not None:
+            parts.append(f"{self.n_tokens:.4g} tokens")
+        return ", ".join(parts) or "no scale"
+
+
+def scale_arguments(scale, model_size, n_tokens, raw_model_size, raw_n_tokens):
+    """``(model_size, n_tokens, raw_model_size, raw_n_tokens)`` of an entry point given a :class:`Scale` as
+    ``scale`` (its raw counts), or the arguments unchanged without one; a ValueError when both are given."""
+    if scale is None:
+        return model_size, n_tokens, raw_model_size, raw_n_tokens
+    if not isinstance(scale, Scale):
+        raise TypeError(f"scale must be a mixjax.Scale, got {type(scale).__name__}")
+    given = [k for k, v in (("model_size", model_size), ("n_tokens", n_tokens), ("raw_model_size", raw_model_size),
+                            ("raw_n_tokens", raw_n_tokens)) if v is not None]
+    if given:
+        raise ValueError(f"give scale= or {'/'.join(given)}, not both")
+    return None, None, scale.model_size, scale.n_tokens

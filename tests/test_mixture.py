@@ -233,6 +233,16 @@ def test_user_objective_and_single_target():
     ref2, _ = slsqp(weighted_loss, lo, hi, r2.start_mixtures[:3], law, 500.0, 20.0, jnp.eye(K)[2])
     np.testing.assert_allclose(r2.value, ref2, rtol=1e-9)
     np.testing.assert_allclose(r2.losses[2], r2.value, rtol=1e-12)
+    # the same search at a Scale given in raw counts (and with suffixes): the scale the law sees is 500M / 20B
+    scale = mixjax.Scale("500M", 2e10)
+    assert (scale.law_model_size, scale.law_n_tokens) == (500.0, 20.0)
+    r3 = optimize_mixture(law, scale=scale, target=2, floors=lo, ceilings=hi, starts=6, check_fixed=False)
+    np.testing.assert_allclose(r3.value, ref2, rtol=1e-9)
+    assert mixjax.Scale.from_law_units(500.0, 20.0) == scale
+    with pytest.raises(ValueError, match="not both"):
+        optimize_mixture(law, scale=scale, model_size=500.0, target=2, starts=6)
+    with pytest.raises(mixjax.ScaleError, match="looks like millions of parameters"):
+        mixjax.Scale(500.0, 2e10)  # 500 parameters: a unit slip for 500M
 
 
 def test_ensemble_matches_members_and_excludes_failures():

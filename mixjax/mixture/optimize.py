@@ -25,6 +25,7 @@ import numpy as np
 
 from ..laws import AbstractLaw
 from ..results import FitFailedError, Status
+from ..units import Scale, scale_arguments
 from .bounds import InfeasibleMixtureError
 from . import constrained as constrained_search
 from .constrained import _solve_problem, _tile_law
@@ -58,6 +59,7 @@ def optimize_mixture(
     init=None,
     raw_model_size: float | None = None,
     raw_n_tokens: float | None = None,
+    scale: Scale | None = None,
     domains: Sequence[str] | None = None,
     targets: Sequence[str] | None = None,
     throw: bool = True,
@@ -75,7 +77,8 @@ def optimize_mixture(
     Args:
       law: a fitted law (:class:`AbstractLaw`) or a :class:`mixjax.Fit` (whose domain/target names are used).
       model_size: N in **millions** of parameters; n_tokens: D in **billions** of tokens (the laws' units). Or
-        give raw counts as ``raw_model_size`` (parameters) / ``raw_n_tokens`` (tokens).
+        give raw counts as ``raw_model_size`` (parameters) / ``raw_n_tokens`` (tokens), or a :class:`mixjax.Scale`
+        as ``scale`` (raw counts that know their units).
       objective: "mean" (mean predicted loss over targets), or a differentiable ``callable(losses (V,)) ->
         scalar``; ``target_weights`` (V numbers or ``{target: w}``) gives a weighted mean, ``target`` (name or
         index) one target's loss.
@@ -109,6 +112,7 @@ def optimize_mixture(
     These searches report ``phase_mixtures``, ``epochs``, ``kl_to_prior``, ``nearest_measured_distance`` and
     ``active_constraints``; the fixed-optimum check is not run for them.
     """
+    model_size, n_tokens, raw_model_size, raw_n_tokens = scale_arguments(scale, model_size, n_tokens, raw_model_size, raw_n_tokens)
     if measured is None:
         measured = _measured_of(law)
     constrained = _wants_constrained(law, measured, phase_shares, prior, kl_penalty, max_kl, trust_radius)
@@ -178,6 +182,7 @@ def optimize_mixture_ensemble(
     step_size: float = 1.0,
     raw_model_size: float | None = None,
     raw_n_tokens: float | None = None,
+    scale: Scale | None = None,
     domains: Sequence[str] | None = None,
     targets: Sequence[str] | None = None,
     measured=None,
@@ -204,6 +209,7 @@ def optimize_mixture_ensemble(
     of :func:`optimize_mixture`, for every member (each member's trust region around the measured mixtures nearest
     its own optimum); the ensemble then carries ``phase_mixtures``, ``epochs``, ``kl_to_prior`` and
     ``nearest_measured_distance`` per member. Other arguments as in :func:`optimize_mixture`."""
+    model_size, n_tokens, raw_model_size, raw_n_tokens = scale_arguments(scale, model_size, n_tokens, raw_model_size, raw_n_tokens)
     source = laws
     if measured is None:
         measured = _measured_of(laws)
