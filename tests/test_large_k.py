@@ -1,6 +1,8 @@
 """Many domains: capacity-noise fits at K = 30 converge (status ``converged``, not the step limit), recover the law
 the data were drawn from, and agree with a scipy polish; the L-BFGS diagonal scaling against its closed form."""
 
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,7 @@ import pytest
 import mixjax as mj
 from mixjax import _engine
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the K-domain sweep of k_scaling.py
 from k_scaling import synthetic, true_law  # noqa: E402
 from scipy_reference import scipy_fit  # noqa: E402
 
