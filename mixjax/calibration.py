@@ -58,6 +58,42 @@ r judged the same way, with the noise of two independent runs,
 total-variation distance from the pick to the nearest measured mixture: far from every run, the law itself, not
 only its fit, is being trusted.
 
+**Cross-validated selection optimism (the default with 20 or more usable runs).** The bootstrap takes the law's
+form as true, so it misses the part of the optimism that is the law's misfit near the pick. Cross-validation sees
+it: the distinct mixtures of the training table are dealt at random into k folds (``cv_folds``, default 5), M times
+(``cv_repeats``, default 10; repeat r from ``numpy.random.default_rng([seed, 3, r])``), and all M k fits, each on
+the other folds' rows, run in one batched solve (the bootstrap's starts per fit, start 0 warm from the full-data
+fit). Fit f picks, among its held-out runs at each training scale, the ``cv_top`` (default 1) with the lowest
+predicted objective, and records at each pick i, measured against predicted at the run's own scale,
+
+    e_i = g(J(y_i)) - g(J_f(h_i))
+
+The mean ``e_bar`` estimates how much worse a pick among runs like the measured ones measures than the law says,
+misfit and run noise included (the noise averages out of the mean). With ``method == "cv"``:
+
+    calibrated       = g^-1( g(J_hat(h_hat)) + e_bar )
+    cv_run_interval  = g^-1( g(J_hat(h_hat)) + [e_(k_lo), e_(k_hi)] )   (split-conformal, :func:`conformal_interval`)
+    run_interval     = g^-1( g(J_hat(h_hat)) + e_bar + [-hypot(e_bar - e_(k_lo), m_d - q_lo(d)),
+                                                         +hypot(e_(k_hi) - e_bar, q_hi(d) - m_d)] )
+    interval         = g^-1( g(calibrated) + [-hypot(m_d - q_lo(d), z se), +hypot(q_hi(d) - m_d, z se)] )
+
+with ``k_lo = floor((m+1)(1-level)/2)``, ``k_hi = ceil((m+1)(1+level)/2)`` over the m picks (e sorted), ``m_d``,
+``q_lo``, ``q_hi`` the median and ``(1 -/+ level)/2`` quantiles of the bootstrap's d (the spread of the full-data
+fit's own selection error, which the folds' residuals do not carry), ``se = sd(e) / sqrt(distinct picked runs)``
+and z the standard normal ``(1+level)/2`` quantile: each side of the run interval adds the conformal half-width of
+the picks and the bootstrap's half-width in quadrature. The bootstrap values stay in ``bootstrap_calibrated``,
+``bootstrap_interval`` and ``bootstrap_run_interval``. The residuals of repeated folds are not independent, so the
+coverage is approximate; the conformal interval alone under-covered the replays of real sweeps, the combined one
+less so (``benchmarks/calibrated_optimum.py``). With fewer than :data:`CV_MIN_ROWS` usable runs (or fewer than 10
+distinct mixtures among them), or without the training rows (a bootstrap loaded from a file, no ``data=``), ``cv_folds="auto"`` keeps the bootstrap correction
+(``method == "bootstrap"``). The picks are among held-out runs, so ``e_bar`` is the optimism of a pick among a pool
+like one fold of the design: a pick among far more, or far more extreme, mixtures than were measured (a large pool,
+the continuous optimum) can be more optimistic than it says; ``nearest_measured_distance`` tells how far the pick is.
+
+**Phased tables.** A fit of a table with several training phases (columns ``<domain>@<phase>``, phase p's block
+summing to its share) is calibrated over a pool of candidates (each row checked to give every phase its share);
+its continuous per-phase optimum is not (a :class:`mixjax.PhasedMixtureError`).
+
 **What the correction cannot see.** The bootstrap takes the law's form as true: when the law is wrong in a region
 no run measured (an optimum at a vertex, far from every measured mixture, or at a far larger scale), the truth can
 be worse than any bootstrap member says. The result carries the extrapolation report of :func:`mixjax.optimize_mixture`
@@ -71,6 +107,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -93,15 +130,19 @@ from .mixture import (
     check_single_phase,
     optimize_mixture_ensemble,
 )
-from .problem import prepare
+from .fitting import best_of, init_starts, solve
+from .problem import prepare, summarize
 from .resampling import BootstrapResult
+from .results import Status
 
-__all__ = ["CalibratedOptimum", "calibrate_optimum", "RESIDUAL_DRAWS"]
+__all__ = ["CalibratedOptimum", "calibrate_optimum", "conformal_interval", "RESIDUAL_DRAWS", "CV_MIN_ROWS"]
 
 #: Out-of-bag residuals drawn (with replacement) per bootstrap member for the run interval.
 RESIDUAL_DRAWS = 64
 #: Fewer usable members than this: the interval's quantiles rest on too few values, and the result says so.
 FEW_MEMBERS = 50
+#: With ``cv_folds="auto"``, the cross-validated optimism is used when the table has at least this many usable rows.
+CV_MIN_ROWS = 20
 
 
 @dataclasses.dataclass
@@ -132,6 +173,12 @@ class CalibratedOptimum:
       reference, reference_predicted, p_beats_reference: a reference mixture (given as ``reference=``), the full-data
         fit's objective there, and the probability that a run at the pick measures a lower objective than a run at
         the reference (module docstring).
+      method: ``"cv"`` (``calibrated``, ``interval`` and ``run_interval`` with the cross-validated picks) or
+        ``"bootstrap"``; bootstrap_calibrated, bootstrap_interval, bootstrap_run_interval: the bootstrap's own values.
+      cv_optimism: ``g^-1(g(predicted) + e_bar) - predicted`` (objective units); cv_optimism_se: its standard error
+        (objective units, to first order); cv_run_interval: the conformal run interval; cv_folds, cv_repeats,
+        cv_picks (m), cv_rows (distinct runs picked), cv_residuals (m,) ``e_i`` and cv_law_residuals (m,)
+        ``g(J_hat(h_i)) - g(J_f(h_i))`` (the full-data fit against the fold's fit at the picks), in g units.
     """
 
     mixture: np.ndarray
@@ -166,6 +213,19 @@ class CalibratedOptimum:
     reference: np.ndarray | None = None
     reference_predicted: float | None = None
     p_beats_reference: float | None = None
+    method: str = "bootstrap"
+    bootstrap_calibrated: float | None = None
+    bootstrap_interval: tuple[float, float] | None = None
+    bootstrap_run_interval: tuple[float, float] | None = None
+    cv_optimism: float | None = None
+    cv_optimism_se: float | None = None
+    cv_run_interval: tuple[float, float] | None = None
+    cv_folds: int = 0
+    cv_repeats: int = 0
+    cv_picks: int = 0
+    cv_rows: int = 0
+    cv_residuals: np.ndarray | None = None
+    cv_law_residuals: np.ndarray | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no per-member arrays)."""
@@ -194,12 +254,23 @@ class CalibratedOptimum:
             "reference": None if self.reference is None else {d: float(x) for d, x in zip(self.domains, self.reference)},
             "reference_predicted": None if self.reference_predicted is None else float(self.reference_predicted),
             "p_beats_reference": None if self.p_beats_reference is None else float(self.p_beats_reference),
+            "method": self.method,
+            "bootstrap_calibrated": None if self.bootstrap_calibrated is None else float(self.bootstrap_calibrated),
+            "bootstrap_interval": pair(self.bootstrap_interval),
+            "bootstrap_run_interval": pair(self.bootstrap_run_interval),
+            "cv_optimism": None if self.cv_optimism is None else float(self.cv_optimism),
+            "cv_optimism_se": None if self.cv_optimism_se is None else float(self.cv_optimism_se),
+            "cv_run_interval": pair(self.cv_run_interval),
+            "cv_folds": int(self.cv_folds),
+            "cv_repeats": int(self.cv_repeats),
+            "cv_picks": int(self.cv_picks),
+            "cv_rows": int(self.cv_rows),
         }
 
     def __repr__(self) -> str:
         run = "" if self.run_interval is None else f", one run in [{self.run_interval[0]:.6g}, {self.run_interval[1]:.6g}]"
         return (f"CalibratedOptimum({self.objective}: predicted {self.predicted:.6g}, calibrated {self.calibrated:.6g} "
-                f"(optimism {self.optimism:.3g}), {100 * self.level:g}% interval [{self.interval[0]:.6g}, {self.interval[1]:.6g}]"
+                f"(optimism {self.optimism:.3g}, {self.method}), {100 * self.level:g}% interval [{self.interval[0]:.6g}, {self.interval[1]:.6g}]"
                 f"{run}; regret {self.regret:.3g}; {self.members_used} of {self.members} members, {self.source})")
 
 
@@ -209,35 +280,128 @@ def _member_rows(laws, h, N, D, w, fn):
     return eqx.filter_vmap(lambda law: jax.vmap(lambda hr, Nr, Dr: fn(law(hr, Nr, Dr), w))(h, N, D))(laws)
 
 
-def _residuals(boot: BootstrapResult, data: MixtureData | None, fn, w, dtype, log_scale: bool) -> tuple[np.ndarray, np.ndarray]:
-    """``(r, oob)``: (R, n) objective residuals ``J(y_i) - J_b(h_i)`` (of the logs with ``log_scale``) and the mask of
-    usable out-of-bag cells."""
+def _table(boot: BootstrapResult, data: MixtureData | None, dtype) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    """``(arrays, y, h, rows)``: the training rows as the bootstrap fitted them (its zero-weight masking), their
+    (n, V) measured losses (NaN where missing), (n, K) mixtures, and the rows usable as measurements of the
+    objective (every target finite; every weight at least the law's ``min_weight``, when any row has that)."""
     cls = type(boot.point.law)
     if data is not None:
         data = data.align(boot.point.info["domains"], to=f"the fit of {cls.name}") if data.n_domains else data
-        arrays, y = prepare(cls, data, mask_zero_weight=False, dtype=str(jnp.dtype(dtype)))
+        arrays, _ = prepare(cls, data, mask_zero_weight=boot.point.info.get("mask_zero_weight"), dtype=str(jnp.dtype(dtype)))
+        _, y = prepare(cls, data, mask_zero_weight=False, dtype=str(jnp.dtype(dtype)))
         h = np.asarray(data.mixtures)
     elif boot._arrays is not None:
         arrays = boot._arrays
         y = np.where(np.asarray(arrays.mask), np.asarray(arrays.y, np.float64), np.nan)
         h = np.asarray(arrays.h, np.float64)
     else:
-        raise ValueError("the run interval needs the training rows: this bootstrap result was loaded from a file, so pass data=")
-    W = np.asarray(boot.weights)
-    if W.shape[1] != y.shape[0]:
-        raise ValueError(f"data has {y.shape[0]} rows; this bootstrap was drawn over {W.shape[1]}")
-    if y.shape[1] != np.size(w):
-        raise ValueError(f"data gives {y.shape[1]} loss columns; the law predicts {np.size(w)} targets")
+        raise ValueError("the run interval and the cross-validated optimism need the training rows: this bootstrap result "
+                         "was loaded from a file, so pass data=")
+    if np.asarray(boot.weights).shape[1] != y.shape[0]:
+        raise ValueError(f"data has {y.shape[0]} rows; this bootstrap was drawn over {np.asarray(boot.weights).shape[1]}")
     rows = np.isfinite(y).all(axis=1)
     meaningful = rows & (h.min(axis=1, initial=1.0) >= cls.min_weight)
     if meaningful.any():
         rows = meaningful
-    J_obs = np.asarray(_objective_of_rows(jnp.asarray(np.where(rows[:, None], y, 1.0), dtype), jnp.asarray(w, dtype), fn), np.float64)
+    return arrays, y, h, rows
+
+
+def _measured_objective(y: np.ndarray, rows: np.ndarray, fn, w, dtype) -> np.ndarray:
+    """(n,) objective of each row's measured losses (meaningless outside ``rows``)."""
+    if y.shape[1] != np.size(w):
+        raise ValueError(f"data gives {y.shape[1]} loss columns; the law predicts {np.size(w)} targets")
+    return np.asarray(_objective_of_rows(jnp.asarray(np.where(rows[:, None], y, 1.0), dtype), jnp.asarray(w, dtype), fn), np.float64)
+
+
+def _residuals(boot: BootstrapResult, table, fn, w, dtype, log_scale: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``(r, oob)``: (R, n) objective residuals ``J(y_i) - J_b(h_i)`` (of the logs with ``log_scale``) and the mask of
+    usable out-of-bag cells."""
+    arrays, y, _, rows = table
+    W = np.asarray(boot.weights)
+    J_obs = _measured_objective(y, rows, fn, w, dtype)
     J_pred = np.asarray(_member_rows(boot.laws, arrays.h, arrays.N, arrays.D, jnp.asarray(w, dtype), fn), np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.log(J_obs)[None, :] - np.log(J_pred) if log_scale else J_obs[None, :] - J_pred
     oob = (W == 0) & rows[None, :] & np.isfinite(r)
     return r, oob
+
+
+def conformal_interval(residuals, level: float) -> tuple[float, float]:
+    """Split-conformal interval of a new residual from m exchangeable ones: the ``k_lo``-th and ``k_hi``-th smallest,
+
+        k_lo = floor((m + 1) (1 - level) / 2),    k_hi = ceil((m + 1) (1 + level) / 2)
+
+    (1-based order statistics; each tail then holds at most ``(1 - level) / 2`` of the probability, so the interval
+    covers at least ``level``: Vovk, Gammerman & Shafer, "Algorithmic Learning in a Random World", 2005; Lei et al.,
+    "Distribution-free predictive inference for regression", JASA 2018). ``-inf`` / ``+inf`` where ``k_lo < 1`` /
+    ``k_hi > m`` (too few residuals for the level: ``m >= 2 / (1 - level) - 1`` are needed)."""
+    e = np.sort(np.asarray(residuals, np.float64).reshape(-1))
+    e = e[np.isfinite(e)]
+    m = e.size
+    k_lo = math.floor((m + 1) * (1 - level) / 2 + 1e-9)
+    k_hi = math.ceil((m + 1) * (1 + level) / 2 - 1e-9)
+    return (float(e[k_lo - 1]) if k_lo >= 1 else -math.inf), (float(e[k_hi - 1]) if k_hi <= m else math.inf)
+
+
+def _fold_tests(h: np.ndarray, folds: int, repeats: int, seed: int) -> np.ndarray:
+    """(repeats * folds, n) held-out masks: the distinct mixtures dealt at random into ``folds`` folds, ``repeats``
+    times (repeat r from ``numpy.random.default_rng([seed, 3, r])``); every row of a mixture on the same side."""
+    _, group = np.unique(np.round(np.asarray(h, np.float64), 12), axis=0, return_inverse=True)
+    group = np.asarray(group).reshape(-1)
+    G = int(group.max()) + 1
+    out = np.zeros((repeats * folds, group.size), bool)
+    for r in range(repeats):
+        fold_of = np.random.default_rng([int(seed), 3, r]).permutation(G) % folds
+        for j in range(folds):
+            out[r * folds + j] = fold_of[group] == j
+    return out
+
+
+def _cv_picks(boot: BootstrapResult, table, fn, w, dtype, f, folds: int, repeats: int, top: int, seed: int):
+    """Cross-validated selection residuals (module docstring): ``(e, picked_rows, fits_used)``.
+
+    All ``repeats * folds`` fits run in one batched solve (:func:`mixjax.fitting.solve`) with 0/1 row weights, each
+    with the bootstrap's starts per fit (start 0 warm from the full-data fit, the others drawn with ``seed``)."""
+    arrays, y, h, rows = table
+    point = boot.point
+    config = point.config
+    test = _fold_tests(h, folds, repeats, seed)
+    F = test.shape[0]
+    S = int(boot.info.get("starts", 2) or 1)
+    summary = boot.info.get("summary") or summarize(arrays)
+    key = jax.random.fold_in(jax.random.PRNGKey(int(seed)), 3)
+    batch = init_starts(point.law, key, F * S, summary, config.dtype)
+    first = np.arange(F) * S  # every fit's start 0: the full-data fit
+    batch = eqx.combine(
+        jax.tree_util.tree_map(lambda s, p: s.at[first].set(p.astype(s.dtype)), eqx.filter(batch, eqx.is_array),
+                               eqx.filter(point.law, eqx.is_array)),
+        eqx.filter(batch, eqx.is_array, inverse=True))
+    W = jnp.asarray(np.repeat(~test, S, axis=0), jnp.dtype(config.dtype))
+    res = solve(batch, W, arrays, config)
+    grouped = jax.tree_util.tree_map(lambda x: x.reshape((F, S) + x.shape[1:]) if eqx.is_array(x) else x, res)
+    best, _ = best_of(grouped, axis=-1)
+    fitted = np.asarray(best.status) != int(Status.nonfinite)
+    P = np.asarray(_member_rows(best.law, arrays.h, arrays.N, arrays.D, jnp.asarray(w, dtype), fn), np.float64)
+    J_obs = _measured_objective(y, rows, fn, w, dtype)
+    _, scale = np.unique(np.stack([np.asarray(arrays.N, np.float64), np.asarray(arrays.D, np.float64)], 1), axis=0,
+                         return_inverse=True)
+    scale = np.asarray(scale).reshape(-1)
+    point_law = jax.tree_util.tree_map(lambda x: x[None] if eqx.is_array(x) else x, point.law)
+    P0 = np.asarray(_member_rows(point_law, arrays.h, arrays.N, arrays.D, jnp.asarray(w, dtype), fn), np.float64)[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        E = f(J_obs)[None, :] - f(P)  # (F, n) measured minus predicted, at each row's own scale
+        E0 = f(P0)[None, :] - f(P)  # the full-data fit minus the fold's fit: the selection the law's form explains
+    e, e0, picked = [], [], []
+    for i in np.flatnonzero(fitted):
+        for s in np.unique(scale):
+            cand = np.flatnonzero(test[i] & rows & (scale == s) & np.isfinite(E[i]))
+            if cand.size <= top:  # no choice to make
+                continue
+            chosen = cand[np.argsort(P[i, cand], kind="stable")[:top]]
+            e.extend(E[i, chosen].tolist())
+            e0.extend(E0[i, chosen].tolist())
+            picked.extend(chosen.tolist())
+    return np.asarray(e, np.float64), np.asarray(e0, np.float64), np.asarray(picked, np.int64), int(fitted.sum())
 
 
 def calibrate_optimum(
@@ -269,6 +433,9 @@ def calibrate_optimum(
     measured=None,
     within_measured: bool = False,
     check_fixed: bool = True,
+    cv_folds: int | str | None = "auto",
+    cv_repeats: int = 10,
+    cv_top: int = 1,
 ) -> CalibratedOptimum:
     """The mixture a bootstrap's full-data fit picks, with a selection-aware estimate and interval of its objective.
 
@@ -287,11 +454,18 @@ def calibrate_optimum(
       ensemble: the :class:`mixjax.MixtureEnsemble` of ``boot`` at the same scale, objective and bounds, if already
         computed (it must carry the full-data optimum ``point``); otherwise it is computed here.
       model_size, n_tokens, ..., check_fixed: the scale, objective, bounds and search settings, as in
-        :func:`mixjax.optimize_mixture_ensemble`; ``seed`` also draws the residuals of the run interval.
+        :func:`mixjax.optimize_mixture_ensemble`; ``seed`` also draws the residuals of the run interval and the folds.
+      cv_folds: folds of the cross-validated selection optimism (module docstring): ``"auto"`` (5 folds with at
+        least :data:`CV_MIN_ROWS` usable runs of at least 10 distinct mixtures and the training rows at hand, else
+        the bootstrap correction alone),
+        an integer k >= 2 (at least two measured mixtures per fold), or 0 (off: the bootstrap correction).
+      cv_repeats, cv_top: repeats of the k-fold split, and picks per fold and training scale.
     """
     if not isinstance(boot, BootstrapResult):
         raise TypeError(f"boot must be a mixjax.BootstrapResult (from mixjax.bootstrap), got {type(boot).__name__}")
-    check_single_phase(boot, measured)
+    phases = _phases_of(boot)
+    if phases is None or candidates is None:
+        check_single_phase(boot, measured)  # a phased fit: a pool only (its continuous per-phase optimum is not calibrated)
     level = check_level(boot.level if level is None else level)
     info = boot.point.info
     if measured is None:
@@ -320,6 +494,8 @@ def calibrate_optimum(
         source = "optimum"
     else:
         H, dropped, below = _check_candidates(candidates, s["K"], s["lo"], s["hi"], s["domains"], 0.0)
+        if phases is not None:
+            _check_phase_blocks(H, s["domains"], *phases, "candidate")
         if dropped + below:
             warnings.warn(f"{dropped + below} candidate(s) lie outside the floors and ceilings (the law's min_weight "
                           f"{type(boot.point.law).min_weight:g} included) and were left out", stacklevel=2)
@@ -357,8 +533,13 @@ def calibrate_optimum(
     regret = (at_members - predicted)[ok]
     run_interval = noise = None
     rows_used = 0
+    table = None
+    if run_noise or cv_folds not in ("auto", 0, None, False):
+        table = _table(boot, data, dt)
+    elif cv_folds == "auto":
+        table = _try_table(boot, data, dt)
     if run_noise:
-        r, oob = _residuals(boot, data, fn, w, dt, log_scale)
+        r, oob = _residuals(boot, table, fn, w, dt, log_scale)
         rng = np.random.default_rng([int(seed), 2])
         draws, resid = [], []
         for b in np.flatnonzero(ok):
@@ -372,6 +553,35 @@ def calibrate_optimum(
             run_interval = (float(inv(f(predicted) + rl)), float(inv(f(predicted) + rh)))
             noise = float(np.sqrt(np.mean(np.concatenate(resid) ** 2)))
             rows_used = int(oob.any(axis=0).sum())
+    boot_calibrated, boot_interval = calibrated, (float(inv(f(predicted) + lo)), float(inv(f(predicted) + hi)))
+    interval, boot_run_interval, method_used = boot_interval, run_interval, "bootstrap"
+    cv = dict(cv_folds=0, cv_repeats=0)
+    k = _cv_folds_of(cv_folds, cv_repeats, cv_top, table)
+    if k:
+        e, e0, picked, fits = _cv_picks(boot, table, fn, w, dt, f, k, int(cv_repeats), int(cv_top), seed)
+        if e.size < 2:
+            warnings.warn(f"the cross-validated optimism rests on {e.size} pick(s); the bootstrap correction is reported",
+                          stacklevel=2)
+        else:
+            e_bar = float(e.mean())
+            distinct = int(np.unique(picked).size)
+            se = float(e.std(ddof=1) / math.sqrt(distinct))
+            clo, chi = conformal_interval(e, level)
+            if not (math.isfinite(clo) and math.isfinite(chi)):
+                warnings.warn(f"{e.size} cross-validated picks are too few for a {100 * level:g}% conformal interval; its "
+                              "open ends are set to the extreme residuals (more cv_repeats, or a lower level)", stacklevel=2)
+                clo, chi = (float(e.min()) if not math.isfinite(clo) else clo), (float(e.max()) if not math.isfinite(chi) else chi)
+            calibrated = float(inv(f(predicted) + e_bar))
+            z = statistics.NormalDist().inv_cdf((1 + level) / 2)
+            med = float(np.median(d))
+            wl, wh = math.hypot(med - lo, z * se), math.hypot(hi - med, z * se)
+            interval = (float(inv(f(predicted) + e_bar - wl)), float(inv(f(predicted) + e_bar + wh)))
+            cv_run = (float(inv(f(predicted) + clo)), float(inv(f(predicted) + chi)))
+            rl, rh = e_bar - math.hypot(e_bar - clo, med - lo), e_bar + math.hypot(chi - e_bar, hi - med)
+            run_interval, method_used = (float(inv(f(predicted) + rl)), float(inv(f(predicted) + rh))), "cv"
+            cv = dict(cv_optimism=calibrated - predicted, cv_optimism_se=float(se * calibrated) if log_scale else se,
+                      cv_run_interval=cv_run, cv_folds=k, cv_repeats=int(cv_repeats), cv_picks=int(e.size), cv_rows=distinct,
+                      cv_residuals=e, cv_law_residuals=e0)
     measured_h = data.mixtures if data is not None and data.n_domains else _measured_of(boot)
     nearest = None
     if measured_h is not None and np.asarray(measured_h).shape[-1] == pick.shape[0]:
@@ -380,6 +590,8 @@ def calibrate_optimum(
     if reference is not None:
         ref = np.asarray(reference, np.float64).reshape(-1)
         check_mixture_rows(ref[None], "reference", n_domains=s["K"])
+        if phases is not None:
+            _check_phase_blocks(ref[None], s["domains"], *phases, "reference")
         ref_value = float(_predict_members(point_law, ref[None], s["N"], s["D"], w, fn, dt)[0, 0])
         if not np.isfinite(ref_value) or (log_scale and ref_value <= 0):
             raise ValueError(f"the full-data fit predicts {ref_value!r} at the reference mixture; it cannot be compared")
@@ -392,13 +604,66 @@ def calibrate_optimum(
     return CalibratedOptimum(
         nearest_measured_distance=nearest, reference=ref, reference_predicted=ref_value, p_beats_reference=p_beats,
         mixture=pick, predicted=predicted, optimism=calibrated - predicted, calibrated=calibrated, log_scale=log_scale,
-        interval=(float(inv(f(predicted) + lo)), float(inv(f(predicted) + hi))), fixed_interval=(float(flo), float(fhi)),
+        interval=interval, fixed_interval=(float(flo), float(fhi)), method=method_used, bootstrap_calibrated=boot_calibrated,
+        bootstrap_interval=boot_interval, bootstrap_run_interval=boot_run_interval, **cv,
         run_interval=run_interval, run_noise=noise, regret=float(regret.mean()),
         regret_hi=float(np.quantile(regret, (1 + level) / 2)), level=level, members=R, members_used=int(ok.sum()),
         domains=s["domains"], targets=s["targets"], objective=s["desc"], model_size=s["N"], n_tokens=s["D"], source=source,
         index=index, point=point, member_mixtures=H_members, member_values=values, point_at_members=at_members,
         members_at_pick=at_pick, ok=ok, residual_rows=rows_used,
     )
+
+
+def _phases_of(boot: BootstrapResult) -> tuple[list[str], np.ndarray] | None:
+    """``(phases, shares)`` of a fit of a table with several training phases (None for one phase)."""
+    info = boot.point.info
+    phases = info.get("phases")
+    if phases is None or len(phases) < 2:
+        return None
+    shares = info.get("phase_shares")
+    if shares is None or len(shares) != len(phases):
+        raise ValueError(f"the fit records {len(phases)} training phases but no share for each; it cannot be calibrated")
+    return [str(p) for p in phases], np.asarray(shares, np.float64)
+
+
+def _check_phase_blocks(H: np.ndarray, domains, phases, shares, label: str, tol: float = 1e-6) -> None:
+    """Every row of a phased pool gives phase p (columns ``<domain>@<p>``) the total weight ``share_p``."""
+    of = np.array([str(d).rpartition("@")[2] for d in domains])
+    for p, share in zip(phases, shares):
+        cols = of == p
+        if not cols.any():
+            raise ValueError(f"no mixture column of phase {p!r} among the law's domains")
+        total = H[:, cols].sum(axis=1)
+        bad = np.flatnonzero(np.abs(total - share) > tol)
+        if bad.size:
+            raise ValueError(f"{label} row {bad[0]} gives phase {p!r} a total weight {total[bad[0]]:.9g}; a phased mixture gives "
+                             f"each phase its share ({share:g}): columns <domain>@<phase> hold share x the phase's mixture")
+
+
+def _try_table(boot: BootstrapResult, data: MixtureData | None, dtype):
+    """The training rows (:func:`_table`), or None when they are not at hand."""
+    return _table(boot, data, dtype) if (data is not None or boot._arrays is not None) else None
+
+
+def _cv_folds_of(cv_folds, repeats, top, table) -> int:
+    """The number of folds to use (0: no cross-validation), from ``cv_folds`` and the usable rows."""
+    if cv_folds in (0, None, False):
+        return 0
+    if isinstance(repeats, bool) or int(repeats) != repeats or repeats < 1:
+        raise ValueError(f"cv_repeats must be a positive integer, got {repeats!r}")
+    if isinstance(top, bool) or int(top) != top or top < 1:
+        raise ValueError(f"cv_top must be a positive integer, got {top!r}")
+    if cv_folds == "auto":
+        if table is None or int(table[3].sum()) < CV_MIN_ROWS:
+            return 0
+        mixtures = np.unique(np.round(np.asarray(table[2], np.float64)[table[3]], 12), axis=0).shape[0]
+        return 5 if mixtures >= 10 else 0
+    if isinstance(cv_folds, bool) or not isinstance(cv_folds, (int, np.integer)) or cv_folds < 2:
+        raise ValueError(f"cv_folds must be 'auto', 0 (off) or an integer >= 2, got {cv_folds!r}")
+    mixtures = np.unique(np.round(np.asarray(table[2], np.float64)[table[3]], 12), axis=0).shape[0]
+    if mixtures < 2 * cv_folds:
+        raise ValueError(f"cv_folds={cv_folds} needs at least {2 * cv_folds} measured mixtures (two per fold); the table has {mixtures}")
+    return int(cv_folds)
 
 
 def _check_ensemble(ens: MixtureEnsemble, R: int, s: dict) -> None:

@@ -66,9 +66,9 @@ def test_pool_pick_and_correction_match_numpy(small, log_scale):
     assert c.source == "pool" and c.index == j and np.array_equal(c.mixture, pool[j])
     assert c.members_used == 24
     assert c.predicted == pytest.approx(p[j], rel=1e-12)
-    assert c.calibrated == pytest.approx(inv(g(p[j]) + np.median(d)), rel=1e-9)
-    assert c.optimism == pytest.approx(c.calibrated - p[j], rel=1e-9)
-    assert np.allclose(c.interval, inv(g(p[j]) + np.quantile(d, [0.1, 0.9])), rtol=1e-12)
+    assert c.bootstrap_calibrated == pytest.approx(inv(g(p[j]) + np.median(d)), rel=1e-9)
+    assert c.method == "cv" and c.optimism == pytest.approx(c.calibrated - p[j], rel=1e-9)
+    assert np.allclose(c.bootstrap_interval, inv(g(p[j]) + np.quantile(d, [0.1, 0.9])), rtol=1e-12)
     assert np.allclose(c.fixed_interval, np.quantile(P[:, j], [0.1, 0.9]), rtol=1e-12)
     assert c.regret == pytest.approx(np.mean(p[picks] - p[j]), rel=1e-9) and c.regret >= 0
     # the run interval: each member's d_b plus RESIDUAL_DRAWS of its out-of-bag residuals (same seeded draws)
@@ -79,7 +79,7 @@ def test_pool_pick_and_correction_match_numpy(small, log_scale):
         r = rng.choice(R_obs[b, boot.weights[b] == 0], size=RESIDUAL_DRAWS, replace=True)
         sums.append(d[b] + r)
         res.append(r)
-    assert np.allclose(c.run_interval, inv(g(p[j]) + np.quantile(np.concatenate(sums), [0.1, 0.9])), rtol=1e-9)
+    assert np.allclose(c.bootstrap_run_interval, inv(g(p[j]) + np.quantile(np.concatenate(sums), [0.1, 0.9])), rtol=1e-9)
     assert c.run_noise == pytest.approx(np.sqrt(np.mean(np.concatenate(res) ** 2)), rel=1e-9)
     assert c.residual_rows == int((boot.weights == 0).any(axis=0).sum())
     out = json.loads(json.dumps(c.as_dict()))
@@ -103,8 +103,14 @@ def test_loaded_bootstrap_needs_the_rows(small, tmp_path):
         a = mixjax.calibrate_optimum(loaded, candidates=pool, data=data)
         b = mixjax.calibrate_optimum(boot, candidates=pool)
         no_noise = mixjax.calibrate_optimum(loaded, candidates=pool, run_noise=False)
-    assert a.run_interval == pytest.approx(b.run_interval, rel=1e-12) and a.calibrated == pytest.approx(b.calibrated, rel=1e-12)
-    assert no_noise.run_interval is None and no_noise.run_noise is None
+        with pytest.raises(ValueError, match="pass data="):
+            mixjax.calibrate_optimum(loaded, candidates=pool, run_noise=False, cv_folds=5)
+        no_rows = mixjax.calibrate_optimum(loaded, candidates=pool, run_noise=False, cv_folds=0)
+    assert a.run_interval == pytest.approx(b.run_interval, rel=1e-7) and a.calibrated == pytest.approx(b.calibrated, rel=1e-7)
+    assert a.method == b.method == "cv" and a.cv_residuals == pytest.approx(b.cv_residuals, rel=1e-6)
+    # without the rows, "auto" falls back to the bootstrap correction
+    assert no_noise.run_interval is None and no_noise.run_noise is None and no_noise.method == "bootstrap"
+    assert no_noise.calibrated == pytest.approx(no_noise.bootstrap_calibrated, rel=0) and no_rows.method == "bootstrap"
 
 
 def test_bad_arguments(small):
@@ -115,6 +121,12 @@ def test_bad_arguments(small):
         mixjax.calibrate_optimum(boot, candidates=pool[:, :3])
     with pytest.raises(ValueError, match="level"):
         mixjax.calibrate_optimum(boot, candidates=pool, level=1.5)
+    with pytest.raises(ValueError, match="cv_folds"):
+        mixjax.calibrate_optimum(boot, candidates=pool, cv_folds=1)
+    with pytest.raises(ValueError, match="two per fold"):
+        mixjax.calibrate_optimum(boot, candidates=pool, cv_folds=16)
+    with pytest.raises(ValueError, match="cv_repeats"):
+        mixjax.calibrate_optimum(boot, candidates=pool, cv_repeats=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         ens = mixjax.optimize_mixture_ensemble(boot, ceilings=0.5, starts=2)
@@ -123,7 +135,7 @@ def test_bad_arguments(small):
 
 
 def test_corrects_the_curse_against_a_known_truth():
-    """Twelve synthetic sweeps (K = 12, 40 runs): the fit's prediction at its own pick, from a pool and from the capped
+    """The bootstrap correction alone (``cv_folds=0``). Twelve synthetic sweeps (K = 12, 40 runs): the fit's prediction at its own pick, from a pool and from the capped
     simplex, is optimistic against the exact truth there, and the calibrated estimate is closer. These twelve (the
     first of benchmarks/calibrated_optimum.py) happen to be corrected almost exactly; over all 40 replications of the
     benchmark the correction overshoots (pool +0.021 -> -0.013, simplex +0.025 -> -0.009), so the bounds here allow
@@ -137,8 +149,8 @@ def test_corrects_the_curse_against_a_known_truth():
         pool = rng.dirichlet(np.full(K, 0.5), 300)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            picks = {"pool": mixjax.calibrate_optimum(boot, candidates=pool, run_noise=False),
-                     "optimum": mixjax.calibrate_optimum(boot, ceilings=0.25, starts=4, run_noise=False, check_fixed=False)}
+            picks = {"pool": mixjax.calibrate_optimum(boot, candidates=pool, run_noise=False, cv_folds=0),
+                     "optimum": mixjax.calibrate_optimum(boot, ceilings=0.25, starts=4, run_noise=False, check_fixed=False, cv_folds=0)}
         for mode, c in picks.items():
             tv = float(truth(c.mixture[None])[0])
             err[mode][0].append(tv - c.predicted)
@@ -207,3 +219,212 @@ def test_optimize_command_reports_the_calibrated_optimum(tmp_path):
     assert got["p_beats_reference"] == pytest.approx(want.p_beats_reference, rel=1e-9) and got["reference"]["chosen"] == "uniform"
     assert got["expected_regret"] == pytest.approx(want.regret, rel=1e-9)
     assert got["nearest_measured_distance"] == pytest.approx(want.nearest_measured_distance, rel=1e-12)
+    # the cross-validated correction (the default with 40 runs), and the bootstrap one with --cv-folds 0
+    assert got["correction"] == want.method == "cv" and got["cv_folds"] == 5 and got["cv_picks"] == 50
+    assert got["cv_optimism"] == pytest.approx(want.cv_optimism, rel=1e-6)
+    assert got["predicted_corrected_bootstrap"] == pytest.approx(want.bootstrap_calibrated, rel=1e-9)
+    assert got["interval_bootstrap"] == pytest.approx(list(want.bootstrap_run_interval), rel=1e-9)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        rc = main(["optimize", str(tmp_path / "sweep.csv"), "--law", "loglinear", "--bootstrap", "20", "--starts", "2",
+                   "--mixture-starts", "4", "--candidates", str(tmp_path / "pool.csv"), "--level", "0.8", "--cv-folds", "0", "--json"])
+    assert rc == 0, err.getvalue()
+    off = json.loads(out.getvalue())
+    assert off["correction"] == "bootstrap" and off["cv_optimism"] is None and off["cv_folds"] == 0
+    assert off["predicted_corrected"] == pytest.approx(want.bootstrap_calibrated, rel=1e-9)
+    assert off["interval"] == pytest.approx(list(want.bootstrap_run_interval), rel=1e-9)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        assert main(["optimize", str(tmp_path / "sweep.csv"), "--law", "loglinear", "--cv-folds", "1"]) != 0
+    assert "--cv-folds" in err.getvalue()
+
+
+# --------------------------------------------------------------------------- cross-validated selection optimism
+def test_conformal_interval_matches_numpy():
+    """Split-conformal order statistics k_lo = floor((m+1)(1-level)/2), k_hi = ceil((m+1)(1+level)/2), against
+    numpy's inverted-CDF quantiles at k/m; too few residuals give an open end."""
+    from mixjax.calibration import conformal_interval
+
+    e = np.random.default_rng(0).standard_t(4, 39)
+    for level, (k_lo, k_hi) in {0.9: (2, 38), 0.8: (4, 36), 0.5: (10, 30)}.items():
+        lo, hi = conformal_interval(e, level)
+        assert lo == np.quantile(e, k_lo / 39, method="inverted_cdf") == np.sort(e)[k_lo - 1]
+        assert hi == np.quantile(e, k_hi / 39, method="inverted_cdf") == np.sort(e)[k_hi - 1]
+    assert conformal_interval(e[:10], 0.9) == (-np.inf, np.inf)
+    assert conformal_interval(e[:19], 0.9) == (np.sort(e[:19])[0], np.sort(e[:19])[-1])
+
+
+def test_cv_picks_match_scipy_fits(small):
+    """The cross-validated pick residuals against an independent replay: the documented folds (distinct mixtures
+    dealt by ``default_rng([seed, 3, r]).permutation(G) % k``), each fold's log-linear law fitted by scipy least
+    squares on the other folds, its lowest-predicted held-out run picked, and ``log(measured) - log(predicted)``."""
+    import scipy.optimize
+
+    data, boot, pool = small
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        c = mixjax.calibrate_optimum(boot, candidates=pool, seed=11, cv_folds=3, cv_repeats=4, run_noise=False)
+    H, y = data.mixtures, data.losses[:, 0]
+    _, group = np.unique(np.round(H, 12), axis=0, return_inverse=True)
+    want, rows = [], []
+    for r in range(4):
+        fold = np.random.default_rng([11, 3, r]).permutation(group.max() + 1)[group] % 3
+        for j in range(3):
+            tr = fold != j
+            t0 = np.linalg.lstsq(H[tr], np.log(y[tr]), rcond=None)[0]
+            t = scipy.optimize.least_squares(lambda t: np.exp(H[tr] @ t) - y[tr], t0, xtol=1e-15, ftol=1e-15, gtol=1e-15).x
+            held = np.flatnonzero(~tr)
+            i = held[np.argmin(H[held] @ t)]
+            want.append(np.log(y[i]) - H[i] @ t)
+            rows.append(i)
+    assert c.method == "cv" and c.cv_folds == 3 and c.cv_repeats == 4 and c.cv_picks == 12
+    assert np.allclose(c.cv_residuals, want, rtol=0, atol=1e-7)
+    assert c.cv_rows == len(set(rows))
+    e = np.asarray(want)
+    g_p = np.log(c.predicted)
+    assert c.calibrated == pytest.approx(np.exp(g_p + e.mean()), rel=1e-7)
+    assert c.cv_optimism == pytest.approx(c.calibrated - c.predicted, rel=1e-9)
+    # 12 residuals are too few for a two-sided 90% conformal interval: the open ends are the extremes, with a warning
+    with pytest.warns(UserWarning, match="too few"):
+        c2 = mixjax.calibrate_optimum(boot, candidates=pool, seed=11, cv_folds=3, cv_repeats=4, run_noise=False, level=0.9)
+    assert np.allclose(c2.cv_run_interval, np.exp(g_p + np.array([e.min(), e.max()])), rtol=1e-7)
+    # at level 0.8: k_lo = 1, k_hi = 12 of 12; the run interval adds the bootstrap's spread of d in quadrature, and
+    # the interval of the law's objective the bootstrap's spread and z se
+    c3 = mixjax.calibrate_optimum(boot, candidates=pool, seed=11, cv_folds=3, cv_repeats=4, run_noise=False, level=0.8)
+    lo, hi = np.sort(e)[[0, 11]]
+    assert np.allclose(c3.cv_run_interval, np.exp(g_p + np.array([lo, hi])), rtol=1e-7)
+    d = np.log(c3.point_at_members) - np.log(c3.member_values)
+    dl, dm, dh = np.quantile(d, [0.1, 0.5, 0.9])
+    m = e.mean()
+    assert np.allclose(c3.run_interval, np.exp(g_p + m + np.array([-np.hypot(m - lo, dm - dl), np.hypot(hi - m, dh - dm)])), rtol=1e-7)
+    z, se = scipy.stats.norm.ppf(0.9), e.std(ddof=1) / np.sqrt(len(set(rows)))
+    want_iv = np.exp(g_p + m + np.array([-np.hypot(dm - dl, z * se), np.hypot(dh - dm, z * se)]))
+    assert np.allclose(c3.interval, want_iv, rtol=1e-7)
+    assert c3.cv_optimism_se == pytest.approx(se * c3.calibrated, rel=1e-6)
+
+
+K4 = np.array([0.10, -0.05, 0.02, -0.08])
+
+
+def _sweeps(curvature: float, reps: int = 8, n: int = 40, pool: int = 10):
+    """Log-linear sweeps of 4 domains, ``L(h) = 2 exp(t.h + a |h|^2)``, noise 0.5 %; with a > 0 the truth has a
+    term the log-linear law lacks, largest at concentrated mixtures, where the law's picks go. Each sweep's pool is
+    ``pool`` fresh Dirichlet(1) runs (like the measured ones). Returns per sweep (truth at the pick, calibration)."""
+    def truth(H):
+        return np.exp(np.log(2.0) + H @ K4 + curvature * (H**2).sum(axis=1))
+
+    out = []
+    for rep in range(reps):
+        rng = np.random.default_rng([rep, 11])
+        H = rng.dirichlet(np.ones(4), n)
+        data = mixjax.from_arrays(H, (truth(H) * np.exp(0.005 * rng.normal(size=n)))[:, None], domains=list("abcd"), targets=["loss"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            boot = mixjax.bootstrap("loglinear", data, resamples=30, seed=rep, point_starts=2)
+            c = mixjax.calibrate_optimum(boot, candidates=rng.dirichlet(np.ones(4), pool), run_noise=False)
+        out.append((float(truth(c.mixture[None])[0]), c))
+    return out
+
+
+def test_cv_optimism_is_near_zero_for_a_well_specified_fit():
+    """The fitted law is the true one and the fit nearly exact: the pick is hardly optimistic (known truth), and the
+    mean cross-validated pick residual is zero within its standard error (pooled over eight sweeps)."""
+    runs = _sweeps(0.0)
+    raw = np.mean([tv - c.predicted for tv, c in runs])
+    e = np.array([np.log1p(c.cv_optimism / c.predicted) for _, c in runs])  # mean residual of each sweep (log units)
+    se = np.array([np.std(c.cv_residuals, ddof=1) / np.sqrt(c.cv_rows) for _, c in runs])
+    assert abs(raw) < 0.005  # measured 0.0015 (objective about 2)
+    assert abs(e.mean()) < 3 * np.sqrt(np.mean(se**2) / len(runs)), (e, se)
+    assert all(c.method == "cv" and c.cv_picks == 50 for _, c in runs)
+
+
+def test_cv_correction_removes_the_optimism_of_misfit():
+    """The truth has a term the law lacks (curvature 0.3): the fit's prediction at its pick among fresh runs is
+    optimistic by about 0.07 (exact truth), the bootstrap correction, which takes the law's form as true, removes a
+    fifth of it; the cross-validated correction removes most of it."""
+    runs = _sweeps(0.3)
+    raw = np.mean([tv - c.predicted for tv, c in runs])
+    boot = np.mean([tv - c.bootstrap_calibrated for tv, c in runs])
+    cv = np.mean([tv - c.calibrated for tv, c in runs])
+    assert raw > 0.04  # measured 0.067
+    assert boot > 0.6 * raw  # measured 0.052
+    assert abs(cv) < 0.3 * raw, (raw, boot, cv)  # measured 0.006
+
+
+def test_phased_pool():
+    """A two-phase table (columns ``<domain>@<phase>``, phase p's block summing to its share): a pool is calibrated
+    like a single-phase one (the pick is the log-linear law's lowest prediction, in numpy); the continuous per-phase
+    optimum and pool rows that break the shares are refused."""
+    import dataclasses
+
+    rng = np.random.default_rng(3)
+    shares, n = np.array([0.7, 0.3]), 40
+
+    def phased(m):
+        return np.concatenate([s * rng.dirichlet(np.ones(3), m) for s in shares], axis=1)
+
+    t = np.array([0.05, -0.04, 0.01, 0.08, -0.06, 0.0])
+    H = phased(n)
+    y = np.exp(0.6 + H @ t + 0.005 * rng.normal(size=n))
+    cols = [f"{d}@{p}" for p in ("p0", "p1") for d in "abc"]
+    data = dataclasses.replace(mixjax.from_arrays(H, y[:, None], domains=cols, targets=["loss"]), phases=("p0", "p1"),
+                               phase_shares=shares, base_domains=("a", "b", "c"))
+    boot = quiet_bootstrap(data, 20, 0)
+    pool = phased(30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        c = mixjax.calibrate_optimum(boot, candidates=pool, reference=np.concatenate([s * np.full(3, 1 / 3) for s in shares]))
+        pl = boot.point.law.params()
+        j = int(np.argmin(pool @ np.asarray(pl["t"][0])))
+        assert c.index == j and c.method == "cv" and c.p_beats_reference is not None
+        assert c.predicted == pytest.approx(float(np.exp(float(pl["c"][0]) + pool[j] @ np.asarray(pl["t"][0]))), rel=1e-9)
+        with pytest.raises(mixjax.PhasedMixtureError):
+            mixjax.calibrate_optimum(boot)
+        bad = np.concatenate([np.full((1, 3), 0.5 / 3), np.full((1, 3), 0.5 / 3)], axis=1)
+        with pytest.raises(ValueError, match="its share"):
+            mixjax.calibrate_optimum(boot, candidates=bad)
+
+
+@pytest.mark.slow  # a 79-parameter bootstrap of the Marin swarm through the command line (about a minute)
+def test_optimize_command_calibrates_a_phased_pool(tmp_path):
+    """`mixjax optimize` on a two-phase table with --candidates: the pool's best row, with the calibrated fields, and
+    the reference mixture given to every phase in proportion to its share."""
+    import contextlib
+    import io
+
+    import pandas as pd
+
+    from mixjax.cli import main
+
+    swarm = mixjax.load_dataset("marin2phase")
+    pd.DataFrame({f"weight_{c}": swarm.mixtures[:20, j] for j, c in enumerate(swarm.domains)}).to_csv(tmp_path / "pool.csv", index=False)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        rc = main(["optimize", "marin2phase", "--law", "loglinear", "--bootstrap", "8", "--starts", "1", "--mixture-starts", "2",
+                   "--max-steps", "200", "--candidates", str(tmp_path / "pool.csv"), "--reference", "uniform", "--json"])
+    assert rc == 0, err.getvalue()
+    got = json.loads(out.getvalue())
+    assert got["source"] == "pool" and 0 <= got["candidate_index"] < 20 and got["correction"] == "cv"
+    assert got["interval"][0] < got["predicted_corrected"] < got["interval"][1] and 0 <= got["p_beats_reference"] <= 1
+    ref = got["reference"]["mixture"]
+    for phase, share in zip(swarm.phases, swarm.phase_shares):
+        block = [v for k, v in ref.items() if k.endswith(f"@{phase}")]
+        assert np.allclose(block, share / len(block), rtol=1e-12)
+
+
+def test_few_runs_keep_the_bootstrap_correction(small):
+    """Below CV_MIN_ROWS usable runs, cv_folds="auto" reports the bootstrap correction; cv_folds=k asks for folds."""
+    from mixjax.calibration import CV_MIN_ROWS
+
+    data, _, pool = small
+    few = mixjax.from_arrays(data.mixtures[:15], data.losses[:15], domains=list("abcde"), targets=["loss"])
+    assert few.n_rows < CV_MIN_ROWS
+    boot = quiet_bootstrap(few, 10, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        auto = mixjax.calibrate_optimum(boot, candidates=pool)
+        asked = mixjax.calibrate_optimum(boot, candidates=pool, cv_folds=3, cv_repeats=7)
+    assert auto.method == "bootstrap" and auto.cv_optimism is None and auto.calibrated == auto.bootstrap_calibrated
+    assert auto.run_interval == auto.bootstrap_run_interval and auto.as_dict()["cv_folds"] == 0
+    assert asked.method == "cv" and asked.cv_picks == 21 and asked.bootstrap_calibrated == auto.bootstrap_calibrated

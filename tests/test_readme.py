@@ -306,9 +306,11 @@ def test_calibrated_optimum_of_the_page(run_page):
     # the figures the page prints, and the measured run they are checked against
     measured = float(held_out.losses[cal.index, 0])
     assert round(measured, 3) == 1.607  # (the compile flags of the tests move the fit's last digits)
-    assert cal.predicted == pytest.approx(1.569, abs=0.002) and cal.calibrated == pytest.approx(1.602, abs=0.005)
-    assert abs(cal.calibrated - measured) < abs(cal.predicted - measured)
-    assert cal.interval[0] <= measured <= cal.interval[1]
+    assert cal.predicted == pytest.approx(1.569, abs=0.002) and cal.method == "cv"
+    assert cal.calibrated == pytest.approx(1.649, abs=0.005) and cal.bootstrap_calibrated == pytest.approx(1.605, abs=0.005)
+    # both corrections move the prediction towards what the run measured, and the intervals hold it
+    assert cal.predicted < cal.bootstrap_calibrated and abs(cal.bootstrap_calibrated - measured) < abs(cal.predicted - measured)
+    assert cal.interval[0] <= measured <= cal.interval[1] and cal.bootstrap_interval[0] <= measured <= cal.bootstrap_interval[1]
 
 
 # links

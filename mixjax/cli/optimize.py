@@ -13,7 +13,7 @@ import numpy as np
 from mixjax.units import ScaleError, check_scale
 
 from ._common import CliError, check_output_path, format_table, load_data, parse_count, parse_scale, print_json, select_scale, write_atomic
-from ._common import add_phase_shares_option, parse_phase_shares
+from ._common import add_distributed_options, add_phase_shares_option, parse_phase_shares, start_distributed
 
 
 def add_parser(sub) -> None:
@@ -60,6 +60,10 @@ def add_parser(sub) -> None:
     p.add_argument("--bootstrap", type=int, metavar="R", help="refit on R bootstrap resamples: percentile intervals of the optimal mixture, and its objective corrected for the winner's curse (JSON field calibrated)")
     p.add_argument("--scheme", default="rows", choices=["rows", "mixtures", "stratified"], help="bootstrap resampling scheme (default rows)")
     p.add_argument("--level", type=float, default=0.9, help="interval level with --bootstrap (default 0.9)")
+    p.add_argument("--cv-folds", default="auto", metavar="K", help="with --bootstrap: correct the pick's objective by the cross-validated "
+                   "optimism of picks among held-out runs of TRAIN (K folds by mixture, repeated), which also sees the law's misfit; "
+                   "'auto' (default): 5 folds when TRAIN has at least 20 usable runs, else the bootstrap correction alone; 0: off")
+    p.add_argument("--cv-repeats", type=int, default=10, metavar="M", help="repeats of the --cv-folds split (default 10)")
     p.add_argument("--starts", type=int, default=16, help="random initializations of the fit (default 16)")
     p.add_argument("--mixture-starts", type=int, default=16, help="starting mixtures of the optimization (default 16)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -69,6 +73,7 @@ def add_parser(sub) -> None:
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="floating-point precision (default float64)")
     p.add_argument("--plot", metavar="PNG", help="also draw the optimal mixture (with intervals) to this image file")
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON object instead of tables")
+    add_distributed_options(p)
     p.set_defaults(run=run)
 
 
@@ -114,11 +119,38 @@ def read_pool(path: str, domains) -> np.ndarray:
     return H
 
 
+def parse_cv_folds(text: str):
+    """``--cv-folds``: ``"auto"``, 0 (off) or an integer K >= 2."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        k = int(text)
+    except ValueError:
+        raise CliError(f"--cv-folds: give 'auto', 0 (off) or a number of folds >= 2, got {text!r}") from None
+    if k == 1 or k < 0:
+        raise CliError(f"--cv-folds: give 'auto', 0 (off) or a number of folds >= 2, got {text!r}")
+    return k
+
+
 def reference_mixture(text: str | None, train) -> tuple[np.ndarray, str]:
     """The reference mixture of ``--reference`` and how it was chosen."""
     K = train.n_domains
     if text is None:
         text = "proportional" if train.unique_tokens is not None else "uniform"
+    phased = train.phases is not None and len(train.phases) > 1
+    if text in ("uniform", "proportional") and phased:  # every phase gets the mixture, scaled to its share
+        from mixjax.data import phase_domain_name
+
+        base = list(train.base_domains)
+        if text == "proportional" and train.unique_tokens is None:
+            raise CliError("--reference proportional needs unique tokens per domain, which this table does not carry")
+        u = np.ones(len(base)) if text == "uniform" else np.asarray(train.unique_tokens, np.float64)
+        col = {d: j for j, d in enumerate(train.domains)}
+        h = np.zeros(K)
+        for p, share in zip(train.phases, np.asarray(train.phase_shares, np.float64)):
+            for d, x in zip(base, u / u.sum()):
+                h[col[phase_domain_name(d, p)]] = share * x
+        return h, "uniform" if text == "uniform" else "proportional to unique tokens"
     if text == "uniform":
         return np.full(K, 1.0 / K), "uniform"
     if text == "proportional":
@@ -223,12 +255,13 @@ def run(args) -> int:
     from mixjax.fitting import check_seed
     from mixjax.mixture import ExtrapolationWarning, FixedOptimumWarning, InfeasibleMixtureError, mixture_bounds
 
+    main = start_distributed(args)
     if args.starts < 1:
         raise CliError(f"--starts must be >= 1, got {args.starts}")
     check_seed(args.seed, "--seed")
     if args.max_steps is not None and args.max_steps < 1:
         raise CliError(f"--max-steps must be >= 1, got {args.max_steps}")
-    if args.plot is not None:
+    if args.plot is not None and main:
         check_output_path(args.plot, "--plot", (".png", ".pdf", ".svg"), args=args)
     shares = parse_phase_shares(args.phase_shares)
     train = select_scale(load_data(args.train, args.targets, phase_shares=shares), args.fit_model_size, args.fit_tokens)
@@ -257,6 +290,11 @@ def run(args) -> int:
         raise CliError("--candidates needs --bootstrap R: the pick among a pool is reported with its calibrated estimate")
     if args.reference is not None and not args.bootstrap:
         raise CliError("--reference needs --bootstrap R (p_beats_reference is a bootstrap estimate)")
+    cv_folds = parse_cv_folds(args.cv_folds)
+    if (cv_folds != "auto" or args.cv_repeats != 10) and not args.bootstrap:
+        raise CliError("--cv-folds and --cv-repeats need --bootstrap R (they calibrate the pick's objective)")
+    if args.cv_repeats < 1:
+        raise CliError(f"--cv-repeats must be >= 1, got {args.cv_repeats}")
     tw = parse_bounds(args.target_weights, "target-weights") if args.target_weights else None
     if not (0 < args.level < 1):
         raise CliError(f"--level must lie strictly between 0 and 1, got {args.level}")
@@ -276,9 +314,10 @@ def run(args) -> int:
     extra = {k: v for k, v in dict(prior=prior, kl_penalty=args.kl_penalty, max_kl=args.max_kl, trust_radius=args.trust_radius).items()
              if v is not None}
     pool = reference = None
-    if args.bootstrap and (phased or extra):
+    if args.bootstrap and (extra or (phased and args.candidates is None)):
         if args.candidates is not None or args.reference is not None:
-            raise CliError("--candidates and --reference apply to single-phase searches without --prior/--kl-penalty/--max-kl/--trust-radius")
+            raise CliError("--candidates and --reference apply without --prior/--kl-penalty/--max-kl/--trust-radius, and on a table "
+                           "with several phases only together with --candidates (a pool of phased mixtures)")
     elif args.bootstrap:
         pool = read_pool(args.candidates, train.domains) if args.candidates is not None else None
         reference = reference_mixture(args.reference, train)
@@ -320,7 +359,7 @@ def run(args) -> int:
         except ValueError as e:
             raise CliError(f"--optimizer: {e}") from None
         fit_kw["optimizer"] = args.optimizer
-    say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
+    say = (lambda m: None) if args.json or not main else (lambda m: print(m, file=sys.stderr))
     ens = cal = None
     caveats = (ExtrapolationWarning, FixedOptimumWarning)
     try:
@@ -337,9 +376,12 @@ def run(args) -> int:
                 ens = mixjax.optimize_mixture_ensemble(boot, **{**common, **extra, "starts": min(args.mixture_starts, 8)})
                 fit, res = boot.point, ens.point
                 if reference is not None:  # the calibration's search is the plain one: not with KL, trust region or phases
+                    # (a phased table: its pool only, the candidates themselves being the mixtures allowed)
+                    bounds = dict(floors=None, ceilings=None, unique_tokens=None, max_epochs=None) if phased else {}
                     cal = mixjax.calibrate_optimum(boot, ensemble=None if pool is not None else ens, candidates=pool,
-                                                   reference=reference[0], data=train, level=args.level,
-                                                   **{**common, "starts": min(args.mixture_starts, 8)})
+                                                   reference=reference[0], data=train, level=args.level, cv_folds=cv_folds,
+                                                   cv_repeats=args.cv_repeats,
+                                                   **{**common, **bounds, "starts": min(args.mixture_starts, 8)})
             else:
                 say(f"fitting {args.law} to {train.n_rows} rows of {train.name} ({args.starts} starts)...")
                 fit = mixjax.fit(args.law, train, **fit_kw)
@@ -350,6 +392,8 @@ def run(args) -> int:
         for w in caught:
             if not issubclass(w.category, caveats):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not main:  # every process holds the same result; process 0 reports and writes it
+        return 0
     notes = res.notes()
     if ens is not None and ens.optimum_fixed_by_law and not res.optimum_fixed_by_law:
         notes.append(ens.fixed_message)
@@ -381,6 +425,13 @@ def run(args) -> int:
             p_beats_reference=cal.p_beats_reference,
             expected_regret=cal.regret,
             nearest_measured_distance=cal.nearest_measured_distance,
+            correction=cal.method,
+            predicted_corrected_bootstrap=cal.bootstrap_calibrated,
+            interval_bootstrap=None if cal.bootstrap_run_interval is None else [float(x) for x in cal.bootstrap_run_interval],
+            cv_optimism=cal.cv_optimism,
+            cv_optimism_se=cal.cv_optimism_se,
+            cv_folds=cal.cv_folds,
+            cv_picks=cal.cv_picks,
         )
     if args.plot is not None:
         from mixjax.plots.mixture import plot_mixture
@@ -437,12 +488,14 @@ def run(args) -> int:
         if cal.source == "pool":
             pick = ", ".join(f"{d}={x:.4f}" for d, x in zip(cal.domains, cal.mixture))
             print(f"best candidate of {args.candidates}: row {cal.index} ({pick}); the search above is for comparison")
-        print(f"winner's curse: the fit predicts {cal.predicted:.6g} at its own pick; corrected for the selection, {cal.calibrated:.6g} "
-              f"(optimism {cal.optimism:.3g}), {pct} interval [{cal.interval[0]:.6g}, {cal.interval[1]:.6g}]")
+        how = (f"cross-validated picks, {cal.cv_folds} folds x {cal.cv_repeats}" if cal.method == "cv" else "bootstrap")
+        print(f"winner's curse: the fit predicts {cal.predicted:.6g} at its own pick; corrected for the selection ({how}), "
+              f"{cal.calibrated:.6g} (optimism {cal.optimism:.3g}), {pct} interval [{cal.interval[0]:.6g}, {cal.interval[1]:.6g}]")
         if cal.run_interval is not None:
-            noise = f"{100 * cal.run_noise:.3g} %" if cal.log_scale else f"{cal.run_noise:.3g}"
+            noise = "" if cal.run_noise is None else (f"{100 * cal.run_noise:.3g} %" if cal.log_scale else f"{cal.run_noise:.3g}")
+            src = "split-conformal on the cross-validated picks" if cal.method == "cv" else f"run noise {noise}, from out-of-bag residuals"
             print(f"one run at this mixture: {pct} interval [{cal.run_interval[0]:.6g}, {cal.run_interval[1]:.6g}] "
-                  f"(run noise {noise}, from out-of-bag residuals); expected regret {cal.regret:.3g}")
+                  f"({src}); expected regret {cal.regret:.3g}")
         if cal.p_beats_reference is not None:
             print(f"P(a run at the pick beats one at the {reference[1]} reference, predicted {cal.reference_predicted:.6g}) = "
                   f"{cal.p_beats_reference:.3f}; nearest measured mixture at total-variation distance "
