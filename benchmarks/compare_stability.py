@@ -7,6 +7,7 @@ relative change (target: below 2 %), and the fraction of best starts (one per sp
     python benchmarks/compare_stability.py                      # every protocol of compare_laws.py, all laws
     python benchmarks/compare_stability.py --runs 0 3           # a subset of the protocols (indices below)
     python benchmarks/compare_stability.py --laws capacity_noise,bimix --factor 5
+    python benchmarks/compare_stability.py --runs 1 --base 4    # first run at 4x the defaults, second at 40x
 
 Protocols (index: title): see ``RUNS``.
 """
@@ -80,18 +81,20 @@ def main(argv=None) -> int:
     p.add_argument("--laws", default="all", help="'all' or a comma-separated list")
     p.add_argument("--starts", type=int, default=8)
     p.add_argument("--factor", type=float, default=10.0)
+    p.add_argument("--base", type=float, default=1.0, help="step limit of the first run, as a multiple of the defaults "
+                   "(to try other defaults); the second run uses base x factor")
     args = p.parse_args(argv)
     laws = "all" if args.laws == "all" else args.laws.split(",")
     all_ok = True
     for i in args.runs:
         title, name, kwargs, cap = RUNS[i]
         data = load(name, cap)
-        base, t_base = run_once(data, kwargs, laws, args.starts, 1.0)
-        long, t_long = run_once(data, kwargs, laws, args.starts, args.factor)
+        base, t_base = run_once(data, kwargs, laws, args.starts, args.base)
+        long, t_long = run_once(data, kwargs, laws, args.starts, args.base * args.factor)
         top_b = [s.law for s in base.scores[:3]]
         top_l = [s.law for s in long.scores[:3]]
         same = top_b == top_l
-        print(f"\n[{i}] {title}: default limit {t_base:.0f} s, {args.factor:g}x limit {t_long:.0f} s")
+        print(f"\n[{i}] {title}: {args.base:g}x default limit {t_base:.0f} s, {args.base * args.factor:g}x limit {t_long:.0f} s")
         print(f"  top 3 default: {top_b}\n  top 3 {args.factor:g}x:     {top_l}\n  top 3 agree: {same}")
         by_law = {s.law: s for s in long.scores}
         print(f"  {'law':24s} {'k':>5s} {'MRE % default':>13s} {'MRE % long':>11s} {'rel change':>10s} {'conv default':>12s} {'conv long':>9s}  best starts default / long")

@@ -231,7 +231,7 @@ def test_given_full_data_fit_is_used_and_checked(boot, data, tmp_path):
     kw = dict(resamples=R, starts=S, seed=SEED, chunk_size=CHUNK)
     with pytest.raises(ValueError, match="another table"):
         mixjax.bootstrap(LinearMixLaw, data.subset(np.arange(data.n_rows) < 30), point=pt, **kw)
-    with pytest.raises(ValueError, match="max_steps 500 vs 50"):
+    with pytest.raises(ValueError, match="max_steps 2000 vs 50"):
         mixjax.bootstrap(LinearMixLaw, data, point=pt, max_steps=50, **kw)
     with pytest.raises(ValueError, match="no fingerprint"):
         mixjax.bootstrap(LinearMixLaw, data, point=dataclasses.replace(pt, record=pt.record.replace(data_sha256=None)), **kw)

@@ -99,14 +99,14 @@ def test_fit_recovers_synthetic_losses_and_reports_status(truth, data):
     assert f.evaluate(data)["mre"] < 0.004
     assert f.n_params == 16 and f.info["units"]["model_size"] == "millions of parameters"
     # no max_steps given: the default for 16 parameters, recorded in the fit's config
-    assert f.config.max_steps == 500 and f.num_steps <= 500
+    assert f.config.max_steps == 2000 and f.num_steps <= 2000
 
 
 def test_default_steps_grow_with_the_parameter_count():
     from mixjax.fitting import FitConfig, default_max_steps
 
-    assert [default_max_steps(k) for k in (1, 200, 201, 700)] == [500, 500, 1000, 1000]
-    assert FitConfig().max_steps is None and FitConfig().resolved(650).max_steps == 1000
+    assert [default_max_steps(k) for k in (1, 200, 201, 700, 1001)] == [2000, 2000, 4000, 4000, 8000]
+    assert FitConfig().max_steps is None and FitConfig().resolved(650).max_steps == 4000
     assert FitConfig(max_steps=50).resolved(650).max_steps == 50  # an explicit value always wins
 
 
