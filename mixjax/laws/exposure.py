@@ -13,6 +13,7 @@ saved with a fit) and is rebuilt from it (``from_binding``), so a saved fit relo
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import ClassVar
 
@@ -233,10 +234,19 @@ class _PhasedExposure(AbstractLaw):
             raise ValueError(f"{cls.__name__}: {summary_domains} mixture columns are not {P} phases of equal domains")
         return P, summary_domains // P, cls.unique_tokens_b is not None
 
+    @classmethod
+    def _phase_major(cls) -> bool:
+        """Whether column ``p K + k`` holds domain k of phase p (the layout of ``load_phase_table``): the (P, K)
+        view is then a reshape rather than a gather."""
+        if cls.phase_columns is None:
+            return True
+        flat = np.asarray(cls.phase_columns).reshape(-1)
+        return bool(np.array_equal(flat, np.arange(flat.size)))
+
     def _phase_mixture(self, mixture):
         """``(P, K)`` token fractions ``s_p w_p[k]`` of one run."""
         cls = type(self)
-        if cls.phase_columns is None:
+        if cls._phase_major():
             return mixture.reshape(cls.n_phases, -1)
         return mixture[jnp.asarray(np.asarray(cls.phase_columns))]
 
@@ -257,6 +267,34 @@ class _PhasedExposure(AbstractLaw):
         if type(self).unique_tokens_b is not None:
             out["r_star"] = jnp.exp(self.log_r_star)
         return out
+
+
+# Starting points are drawn by one compiled program per shape (``init`` is called under ``jax.vmap`` over starts:
+# drawn op by op, every random primitive would be compiled on its own, which costs more than the draw).
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _draw_exposure(key, mean, V: int, K: int, P: int, rep: bool):
+    """Fields of a random :class:`ExposureLaw` start: c ~ 0.5 N(0, 1), b ~ log(0.3 mean) + 0.3 N(0, 1),
+    E = 0.5 mean, logit alpha ~ U(-1, 1), log beta ~ U(0, 2.5), log R* ~ U(0.5, 3)."""
+    kc, kB, ka, kb, kr = jax.random.split(key, 5)
+    c = 0.5 * jax.random.normal(kc, (V, K))
+    log_B = jnp.log(0.3 * mean) + 0.3 * jax.random.normal(kB, (V,))
+    logit_alpha = jax.random.uniform(ka, (), minval=-1.0, maxval=1.0)
+    log_beta = jax.random.uniform(kb, (P - 1,), minval=0.0, maxval=2.5)
+    log_r_star = jax.random.uniform(kr, (1 if rep else 0,), minval=0.5, maxval=3.0)
+    return c, log_B, jnp.log(0.5 * mean), logit_alpha, log_beta, log_r_star
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _draw_joint(key, lo, mean, D, V: int, K: int, P: int, rep: bool):
+    """Fields of a random :class:`JointExposureLaw` start (D: the median token count, billions)."""
+    kc, kB, ka, kb, kal, kbe, kr = jax.random.split(key, 7)
+    b = jax.random.uniform(kb, (), minval=0.2, maxval=0.5)
+    log_B = jnp.log(0.3 * mean) + b * jnp.log(D) + 0.3 * jax.random.normal(kB, (V,))
+    c = 0.5 * jax.random.normal(kc, (V, K))
+    return (c, log_B, jnp.log(0.5 * lo), jnp.log(0.2 * mean), jnp.log(jax.random.uniform(ka, (), minval=0.2, maxval=0.5)),
+            jnp.log(b), jax.random.uniform(kal, (), minval=-1.0, maxval=1.0),
+            jax.random.uniform(kbe, (P - 1,), minval=0.0, maxval=2.5),
+            jax.random.uniform(kr, (1 if rep else 0,), minval=0.5, maxval=3.0))
 
 
 _BOUND: dict = {}
@@ -347,15 +385,7 @@ class ExposureLaw(_PhasedExposure):
     @classmethod
     def init(cls, key, summary: DataSummary) -> ExposureLaw:
         P, K, rep = cls._layout(summary.n_domains)
-        V = summary.n_targets
-        kc, kB, ka, kb, kr = jax.random.split(key, 5)
-        mean = jnp.asarray(summary.loss_mean)
-        c = 0.5 * jax.random.normal(kc, (V, K))
-        log_B = jnp.log(0.3 * mean) + 0.3 * jax.random.normal(kB, (V,))
-        logit_alpha = jax.random.uniform(ka, (), minval=-1.0, maxval=1.0)
-        log_beta = jax.random.uniform(kb, (P - 1,), minval=0.0, maxval=2.5)
-        log_r_star = jax.random.uniform(kr, (1 if rep else 0,), minval=0.5, maxval=3.0)
-        return cls(c, log_B, jnp.log(0.5 * mean), logit_alpha, log_beta, log_r_star)
+        return cls(*_draw_exposure(key, jnp.asarray(summary.loss_mean), summary.n_targets, K, P, rep))
 
     def params(self):
         return {"E": jnp.exp(self.log_E), "b": self.log_B, "c": self.c, **self._readable_common()}
@@ -431,17 +461,9 @@ class JointExposureLaw(_PhasedExposure):
     @classmethod
     def init(cls, key, summary: DataSummary) -> JointExposureLaw:
         P, K, rep = cls._layout(summary.n_domains)
-        V = summary.n_targets
-        kc, kB, ka, kb, kal, kbe, kr = jax.random.split(key, 7)
-        lo, mean = jnp.asarray(summary.loss_min), jnp.asarray(summary.loss_mean)
         D = summary.n_tokens_ref if np.isfinite(summary.n_tokens_ref) else 1.0
-        b = jax.random.uniform(kb, (), minval=0.2, maxval=0.5)
-        log_B = jnp.log(0.3 * mean) + b * jnp.log(D) + 0.3 * jax.random.normal(kB, (V,))
-        c = 0.5 * jax.random.normal(kc, (V, K))
-        return cls(c, log_B, jnp.log(0.5 * lo), jnp.log(0.2 * mean), jnp.log(jax.random.uniform(ka, (), minval=0.2, maxval=0.5)),
-                   jnp.log(b), jax.random.uniform(kal, (), minval=-1.0, maxval=1.0),
-                   jax.random.uniform(kbe, (P - 1,), minval=0.0, maxval=2.5),
-                   jax.random.uniform(kr, (1 if rep else 0,), minval=0.5, maxval=3.0))
+        return cls(*_draw_joint(key, jnp.asarray(summary.loss_min), jnp.asarray(summary.loss_mean), jnp.asarray(D, jnp.result_type(float)),
+                                summary.n_targets, K, P, rep))
 
     def params(self):
         return {"E": jnp.exp(self.log_E), "A": jnp.exp(self.log_A), "a": jnp.exp(self.log_a), "B": jnp.exp(self.log_B),
