@@ -32,7 +32,7 @@ def test_notebooks_found():
                 assert cell.source.strip() in text, f"{name}.ipynb has a code cell that {name}.md lacks"
 
 
-SLOW = {"paper_results.ipynb", "quickstart.ipynb", "swarm.ipynb"}  # 100 s, 35 s and 12 s on 2 CPU cores: run with `pytest -m slow`
+SLOW = {"paper_results.ipynb", "swarm.ipynb"}  # 100 s and 12 s on 2 CPU cores: run with `pytest -m slow`; the quick start runs always
 
 
 @pytest.mark.parametrize(
