@@ -59,6 +59,7 @@ import threading
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .results import Status
@@ -485,7 +486,8 @@ def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window
             k, ms = carry
             ms = run_chunk(ms, args)
             n_active = jnp.sum(ms.status < 0)
-            jax.debug.callback(_report, report_id, k + chunk, n_active, B - n_active)
+            if report_id is not None:  # without a callback the program has no host call (and can be cached on disk)
+                jax.debug.callback(_report, report_id, k + chunk, n_active, B - n_active)
             return k + chunk, ms
 
         def cond(carry):
@@ -536,7 +538,8 @@ def _minimize(solver, fn, y0, args, shared, max_steps, chunk, ftol, gtol, window
         ms, la = jax.lax.cond(jnp.any(take), load, lambda o: (o[0], o[1]), (ms, la, take, src))
         item = jnp.where(take, new, jnp.where(fin, B, item))
         nxt = nxt + jnp.sum(take, dtype=jnp.int32)
-        jax.debug.callback(_report, report_id, (it + 1) * chunk, B - n_done, n_done)
+        if report_id is not None:
+            jax.debug.callback(_report, report_id, (it + 1) * chunk, B - n_done, n_done)
         return it + 1, ms, la, item, nxt, out, n_done
 
     # a member finishes within ceil(max_steps / chunk) chunks (one chunk if it fails at its start), and while members
@@ -579,7 +582,9 @@ def minimize(
     ``slow_ftol`` switch on the kink and slow-objective tests of the module docstring (None: off; the law fits use
     1e-3 and 1e-5). ``lanes``: run the batch through this many lanes with refill (module docstring); None, or a
     value >= B, steps every member at once. ``report_id``: the id of a :class:`reporting` context whose callback
-    receives the loop's progress (0: none; traced, so no recompilation). ``fn`` must be a stable callable
+    receives the loop's progress (0 or None: none, and the program then holds no host callback, so JAX's persistent
+    compilation cache can keep it; any other id is traced: one more program, shared by all ids). ``fn`` must be a
+    stable callable
     (a module-level function or an ``equinox.Module``) so that repeated calls reuse the program.
     """
     lanes = check_lanes(lanes)
@@ -587,7 +592,15 @@ def minimize(
         lanes = None
     dt = y0.dtype
     return _minimize(solver, fn, y0, args, shared, jnp.asarray(max_steps, jnp.int32), int(chunk), jnp.asarray(ftol, dt),
-                     jnp.asarray(gtol, dt), int(window), xtol, slow_ftol, lanes=lanes, report_id=jnp.asarray(report_id, jnp.int32))
+                     jnp.asarray(gtol, dt), int(window), xtol, slow_ftol, lanes=lanes, report_id=_report_arg(report_id))
+
+
+def _report_arg(report_id):
+    """None (a program without the progress callback) for the id 0 of "no callback", else the id as a traced int32:
+    any other id reuses the program with the callback."""
+    if report_id is None or (isinstance(report_id, (int, np.integer)) and int(report_id) == 0):
+        return None
+    return jnp.asarray(report_id, jnp.int32)
 
 
 def check_lanes(lanes) -> int | None:

@@ -216,7 +216,7 @@ def _flat_residuals(y, row_w, shared):
 
 @eqx.filter_jit
 def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol, window: int, lanes: int | None = None,
-                 report_id=0) -> FitResult:
+                 report_id=None) -> FitResult:
     """One compiled program per fit: flatten the optimised leaves, run the engine, rebuild the laws, solve their
     linear coefficients and score them."""
     if solver.uses_jacobian and problem.envelope_gradient:
@@ -241,7 +241,7 @@ def _solve_batch(laws: AbstractLaw, weights: jax.Array, problem: Problem, config
     ftol, gtol = config.tolerances
     dt = weights.dtype
     return _fit_program(laws, weights, problem, config.solver(), jnp.asarray(config.max_steps, jnp.int32),
-                        jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window, config.lanes, jnp.asarray(report_id, jnp.int32))
+                        jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window, config.lanes, _engine._report_arg(report_id))
 
 
 def _batch_sharding(n_devices: int):
@@ -401,7 +401,7 @@ def _chunk_for_memory(laws, weights, problem, config) -> int:
     try:
         compiled = _fit_program.lower(laws, weights, problem, config.solver(), jnp.asarray(config.max_steps, jnp.int32),
                                       jnp.asarray(ftol, dt), jnp.asarray(gtol, dt), config.window, config.lanes,
-                                      jnp.asarray(0, jnp.int32)).compile()
+                                      None).compile()
         mem = compiled.compiled.memory_analysis()
         need = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes)
     except Exception:  # noqa: BLE001 - no estimate on this backend: run the batch whole (out-of-memory still retries smaller)
