@@ -596,11 +596,12 @@ def minimize(
 
 
 def _report_arg(report_id):
-    """None (a program without the progress callback) for the id 0 of "no callback", else the id as a traced int32:
-    any other id reuses the program with the callback."""
-    if report_id is None or (isinstance(report_id, (int, np.integer)) and int(report_id) == 0):
+    """None (a program without the progress callback) for the id 0 of "no callback" while no ``every_loop``
+    instrument listens, else the id as a traced int32: any other id reuses the program with the callback."""
+    none = report_id is None or (isinstance(report_id, (int, np.integer)) and int(report_id) == 0)
+    if none and _EVERY_LOOP not in _SINKS:
         return None
-    return jnp.asarray(report_id, jnp.int32)
+    return jnp.asarray(0 if report_id is None else report_id, jnp.int32)
 
 
 def check_lanes(lanes) -> int | None:
