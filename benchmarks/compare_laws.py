@@ -67,7 +67,7 @@ def main() -> None:
     results = []
     md = ["# Which law: `mixjax compare`", "",
           f"Command: `python benchmarks/compare_laws.py{' --quick' if a.quick else ''}`. Each run is one `mixjax compare ... --json` "
-          "process (default settings: 8 starts per law and split, each law's default step limit: 500 L-BFGS steps, 1000 above 200 parameters; float64); seconds are wall clock "
+          "process (default settings: 8 starts per law and split, each law's default step limit: 2000 L-BFGS steps, 4000 above 200 parameters; float64); seconds are wall clock "
           "including process start and compilation, on this machine's CPU. Ranked by held-out MRE on the cells every law counts.", ""]
     for title, args in RUNS:
         out, dt = run(args + extra)
