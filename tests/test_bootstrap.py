@@ -239,6 +239,7 @@ def test_given_full_data_fit_is_used_and_checked(boot, data, tmp_path):
         mixjax.bootstrap(FlakyLinearLaw, data, point=pt, **kw)
 
 
+@pytest.mark.slow  # bootstrap(point=) is checked by default; its command line with -m slow
 def test_cli_slices_share_a_saved_full_data_fit(data, tmp_path):
     """mixjax bootstrap --fit FIT --slice i/n: the slices reuse one saved fit; merged, they are the one-run file."""
     from mixjax.cli import main

@@ -413,6 +413,7 @@ def test_optimize_command_calibrates_a_phased_pool(tmp_path):
         assert np.allclose(block, share / len(block), rtol=1e-12)
 
 
+@pytest.mark.slow  # the cross-validated path is checked by default; this fallback with -m slow
 def test_few_runs_keep_the_bootstrap_correction(small):
     """Below CV_MIN_ROWS usable runs, cv_folds="auto" reports the bootstrap correction; cv_folds=k asks for folds."""
     from mixjax.calibration import CV_MIN_ROWS
