@@ -869,31 +869,13 @@ def merge(parts: Sequence[ComparisonPart], names: Sequence[str] | None = None) -
     call them in messages, e.g. file names). Parts read from files hold no fitted laws: ``LawScore.fits`` is
     then empty."""
     parts = list(parts)
-    names = [f"part {j}" for j in range(len(parts))] if names is None else [str(x) for x in names]
-    if not parts:
-        raise ValueError("merge needs at least one part")
-    if len(names) != len(parts):
-        raise ValueError(f"{len(parts)} parts but {len(names)} names")
-    for p, name in zip(parts, names):
-        if not isinstance(p, ComparisonPart):
-            raise TypeError(f"{name} is a {type(p).__name__}, not a ComparisonPart")
+    names = distributed.part_names(parts, names, ComparisonPart)
     ref, ref_name = parts[0].plan.to_json(), names[0]
     for p, name in zip(parts[1:], names[1:]):
         diff = _plan_differences(ref, p.plan.to_json())
         if diff:
             raise ValueError(f"{name} is not a slice of the same comparison as {ref_name}: {'; '.join(diff)}")
-    counts = sorted({p.count for p in parts})
-    if len(counts) != 1:
-        raise ValueError(f"the parts cut the comparison into different numbers of slices: {counts}")
-    n = counts[0]
-    seen: dict[int, str] = {}
-    for p, name in zip(parts, names):
-        if p.index in seen:
-            raise ValueError(f"slice {p.index}/{n} is given twice: {seen[p.index]} and {name}")
-        seen[p.index] = name
-    missing = [i for i in range(n) if i not in seen]
-    if missing:
-        raise ValueError(f"slice(s) {', '.join(f'{i}/{n}' for i in missing)} missing: {len(parts)} of {n} parts given")
+    n = distributed.check_slice_set([(p.index, p.count) for p in parts], names, "the comparison")
     plan = parts[0].plan
     law_names = [lp.name for lp in plan.laws]
     cells: dict[str, list[Cell]] = {lp.name: [] for lp in plan.laws}

@@ -169,3 +169,36 @@ def slice_range(total: int, index: int, count: int, what: str = "resamples") -> 
     most one)."""
     check_slice(index, count, total, what)
     return index * total // count, (index + 1) * total // count
+
+
+def part_names(parts, names, kind: type) -> list[str]:
+    """The names of ``parts`` in messages (``names``, or "part j"), after checking that there is at least one part,
+    one name per part, and that every part is a ``kind``."""
+    names = [f"part {j}" for j in range(len(parts))] if names is None else [str(x) for x in names]
+    if not parts:
+        raise ValueError("merge needs at least one part")
+    if len(names) != len(parts):
+        raise ValueError(f"{len(parts)} parts but {len(names)} names")
+    for p, name in zip(parts, names):
+        if not isinstance(p, kind):
+            raise TypeError(f"{name} is a {type(p).__name__}, not a {kind.__name__}")
+    return names
+
+
+def check_slice_set(slices, names, what: str) -> int:
+    """The slice count n of ``slices`` (``(index, count)`` per part), or a ValueError when the parts cut ``what``
+    into different counts, give a slice twice or leave one out."""
+    counts = sorted({int(c) for _, c in slices})
+    if len(counts) != 1:
+        raise ValueError(f"the parts cut {what} into different numbers of slices: {counts}")
+    n = counts[0]
+    seen: dict[int, str] = {}
+    for (i, _), name in zip(slices, names):
+        i = int(i)
+        if i in seen:
+            raise ValueError(f"slice {i}/{n} is given twice: {seen[i]} and {name}")
+        seen[i] = name
+    missing = [i for i in range(n) if i not in seen]
+    if missing:
+        raise ValueError(f"slice(s) {', '.join(f'{i}/{n}' for i in missing)} missing: {len(slices)} of {n} parts given")
+    return n

@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import intervals
+from . import distributed, intervals
 from .distributed import check_slice, slice_range
 from .data import DataError, MixtureData, data_fingerprint
 from .fitting import (
@@ -589,14 +589,8 @@ def merge(parts: Sequence[BootstrapResult], names: Sequence[str] | None = None) 
     messages, e.g. file names). A jackknife (BCa) is kept from slice 0 when it holds one; else it is computed on
     first use (after loading from a file, pass the data to :meth:`BootstrapResult.jackknife`)."""
     parts = list(parts)
-    names = [f"part {j}" for j in range(len(parts))] if names is None else [str(x) for x in names]
-    if not parts:
-        raise ValueError("merge needs at least one part")
-    if len(names) != len(parts):
-        raise ValueError(f"{len(parts)} parts but {len(names)} names")
+    names = distributed.part_names(parts, names, BootstrapResult)
     for p, name in zip(parts, names):
-        if not isinstance(p, BootstrapResult):
-            raise TypeError(f"{name} is a {type(p).__name__}, not a BootstrapResult")
         if not isinstance(p.info.get("slice"), dict):
             raise ValueError(f"{name} holds a whole bootstrap, not a slice (run mixjax bootstrap with --slice i/n)")
     ref, ref_name = parts[0], names[0]
@@ -612,19 +606,7 @@ def merge(parts: Sequence[BootstrapResult], names: Sequence[str] | None = None) 
             what = [f"{lab} {x!r} vs {y!r}" for lab, x, y in zip(labels, a[0].values(), b[0].values()) if x != y]
             what += [f"{lab} {x!r} vs {y!r}" for lab, x, y in zip(("seed", "scheme", "settings", "domains", "targets", "rows"), a[1:], b[1:]) if x != y]
             raise ValueError(f"{name} is not a slice of the same bootstrap as {ref_name}: {'; '.join(what)}")
-    counts = {p.info["slice"]["count"] for p in parts}
-    if len(counts) != 1:
-        raise ValueError(f"the parts cut the resamples into different numbers of slices: {sorted(counts)}")
-    n = counts.pop()
-    seen: dict[int, str] = {}
-    for p, name in zip(parts, names):
-        i = int(p.info["slice"]["index"])
-        if i in seen:
-            raise ValueError(f"slice {i}/{n} is given twice: {seen[i]} and {name}")
-        seen[i] = name
-    missing = [i for i in range(n) if i not in seen]
-    if missing:
-        raise ValueError(f"slice(s) {', '.join(f'{i}/{n}' for i in missing)} missing: {len(parts)} of {n} parts given")
+    n = distributed.check_slice_set([(p.info["slice"]["index"], p.info["slice"]["count"]) for p in parts], names, "the resamples")
     R = int(ref.info["resamples"])
     order = sorted(range(len(parts)), key=lambda j: parts[j].info["slice"]["index"])
     parts, names = [parts[j] for j in order], [names[j] for j in order]
