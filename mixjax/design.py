@@ -101,7 +101,7 @@ from .mixture import (
 )
 from .problem import law_class, prepare
 from .resampling import BootstrapResult, bootstrap, check_resamples
-from .units import TOKENS_UNIT, ScaleExtrapolationWarning, check_scale, extrapolation, extrapolation_message, model_size_to_law, scale_arguments, tokens_to_law
+from .units import TOKENS_UNIT, ScaleExtrapolationWarning, check_scale, extrapolation, extrapolation_message, law_scale, scale_arguments
 
 __all__ = ["Suggestion", "condition_on", "law_floors", "sample_candidates", "select_batch", "suggest"]
 
@@ -568,14 +568,7 @@ def _absurd_threshold(cls, data: MixtureData, P: np.ndarray, fn, w, dtype) -> tu
 # --------------------------------------------------------------------------- entry point
 def _scale_of(cls, data: MixtureData, model_size, n_tokens, raw_model_size, raw_n_tokens) -> tuple[float, float]:
     """(N millions, D billions) of the suggested runs; defaults to the data's only scale for laws that need it."""
-    if raw_model_size is not None:
-        if model_size is not None:
-            raise ValueError("give model_size (millions of parameters) or raw_model_size (parameters), not both")
-        model_size = float(model_size_to_law(raw_model_size))
-    if raw_n_tokens is not None:
-        if n_tokens is not None:
-            raise ValueError("give n_tokens (billions of tokens) or raw_n_tokens (tokens), not both")
-        n_tokens = float(tokens_to_law(raw_n_tokens))
+    model_size, n_tokens = law_scale(model_size, n_tokens, raw_model_size, raw_n_tokens)
     out = []
     for flag, v, values, label in ((cls.uses_model_size, model_size, data.model_size_m, "model_size (millions of parameters)"),
                                    (cls.uses_tokens, n_tokens, data.n_tokens_b, "n_tokens (billions of tokens)")):

@@ -13,7 +13,7 @@ import re
 
 import numpy as np
 
-__all__ = ["Scale", "scale_arguments", "MODEL_SIZE_UNIT", "TOKENS_UNIT", "model_size_to_law", "tokens_to_law", "model_size_from_law", "tokens_from_law", "ScaleError",
+__all__ = ["Scale", "scale_arguments", "law_scale", "MODEL_SIZE_UNIT", "TOKENS_UNIT", "model_size_to_law", "tokens_to_law", "model_size_from_law", "tokens_from_law", "ScaleError",
            "ScaleExtrapolationWarning", "check_scale", "extrapolation", "extrapolation_message", "PLAUSIBLE_MODEL_SIZE", "PLAUSIBLE_TOKENS"]
 
 MODEL_SIZE_UNIT = 1e6  #: parameters per law unit of model size (millions)
@@ -195,3 +195,17 @@ def scale_arguments(scale, model_size, n_tokens, raw_model_size, raw_n_tokens):
     if given:
         raise ValueError(f"give scale= or {'/'.join(given)}, not both")
     return None, None, scale.model_size, scale.n_tokens
+
+
+def law_scale(model_size, n_tokens, raw_model_size, raw_n_tokens):
+    """``(model_size, n_tokens)`` in the laws' units (millions of parameters, billions of tokens; None where not
+    given) from an entry point's law-unit and raw-count arguments; a ValueError when both forms of one are given."""
+    if raw_model_size is not None:
+        if model_size is not None:
+            raise ValueError("give model_size (millions of parameters) or raw_model_size (parameters), not both")
+        model_size = float(model_size_to_law(raw_model_size))
+    if raw_n_tokens is not None:
+        if n_tokens is not None:
+            raise ValueError("give n_tokens (billions of tokens) or raw_n_tokens (tokens), not both")
+        n_tokens = float(tokens_to_law(raw_n_tokens))
+    return model_size, n_tokens

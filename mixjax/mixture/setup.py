@@ -24,8 +24,7 @@ import numpy as np
 
 from ..laws import AbstractLaw
 from ..laws._base import mixture_frame
-from ..units import (TOKENS_UNIT, ScaleExtrapolationWarning, check_scale, extrapolation_message, model_size_from_law, model_size_to_law,
-                     tokens_from_law, tokens_to_law)
+from ..units import (TOKENS_UNIT, law_scale, ScaleExtrapolationWarning, check_scale, extrapolation_message, model_size_from_law, tokens_from_law)
 from .bounds import InfeasibleMixtureError, mixture_bounds
 from .coverage import _within_measured, measured_mixtures
 from .objective import _n_domains, objective_spec
@@ -49,14 +48,7 @@ def _unpack(law, domains, targets):
 
 
 def _scale(law, model_size, n_tokens, raw_model_size, raw_n_tokens):
-    if raw_model_size is not None:
-        if model_size is not None:
-            raise ValueError("give model_size (millions of parameters) or raw_model_size (parameters), not both")
-        model_size = float(model_size_to_law(raw_model_size))
-    if raw_n_tokens is not None:
-        if n_tokens is not None:
-            raise ValueError("give n_tokens (billions of tokens) or raw_n_tokens (tokens), not both")
-        n_tokens = float(tokens_to_law(raw_n_tokens))
+    model_size, n_tokens = law_scale(model_size, n_tokens, raw_model_size, raw_n_tokens)
     cls = type(law)
     for flag, v, label in ((cls.uses_model_size, model_size, "model_size (millions of parameters)"), (cls.uses_tokens, n_tokens, "n_tokens (billions of tokens)")):
         if v is None:
