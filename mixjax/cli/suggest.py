@@ -53,8 +53,8 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def read_candidates(path: str, domains) -> np.ndarray:
-    """(m, K) mixtures from a CSV with ``weight_<domain>`` or ``<domain>`` columns for every domain (others ignored)."""
+def _read_pool(path: str):
+    """The ``--candidates`` CSV as a DataFrame, or a one-line error (no such file, a directory, not CSV)."""
     import pandas as pd
 
     if not os.path.exists(path):
@@ -62,9 +62,25 @@ def read_candidates(path: str, domains) -> np.ndarray:
     if os.path.isdir(path):
         raise CliError(f"--candidates: {path!r} is a directory")
     try:
-        df = pd.read_csv(path)
+        return pd.read_csv(path)
     except (ValueError, UnicodeDecodeError) as e:
         raise CliError(f"--candidates: cannot read {path} as CSV ({e})") from None
+
+
+def _pool_column(df, c: str, path: str) -> np.ndarray:
+    """Column ``c`` of a pool as floats, or a one-line error naming the first row that is not a finite number."""
+    import pandas as pd
+
+    v = pd.to_numeric(df[c], errors="coerce").to_numpy(np.float64)
+    bad = np.flatnonzero(~np.isfinite(v))
+    if bad.size:
+        raise CliError(f"--candidates: {path} row {bad[0]}, column {c}: {df[c].iloc[bad[0]]!r} is not a finite number")
+    return v
+
+
+def read_candidates(path: str, domains) -> np.ndarray:
+    """(m, K) mixtures from a CSV with ``weight_<domain>`` or ``<domain>`` columns for every domain (others ignored)."""
+    df = _read_pool(path)
     cols = []
     for d in domains:
         for c in (f"weight_{d}", d):
@@ -78,27 +94,14 @@ def read_candidates(path: str, domains) -> np.ndarray:
         raise CliError(f"--candidates: {path} has no rows")
     out = np.empty((len(df), len(cols)))
     for j, c in enumerate(cols):
-        v = pd.to_numeric(df[c], errors="coerce").to_numpy(np.float64)
-        bad = np.flatnonzero(~np.isfinite(v))
-        if bad.size:
-            raise CliError(f"--candidates: {path} row {bad[0]}, column {c}: {df[c].iloc[bad[0]]!r} is not a finite number")
-        out[:, j] = v
+        out[:, j] = _pool_column(df, c, path)
     return out
 
 
 def read_phase_candidates(path: str, data) -> np.ndarray:
     """(m, P, K) per-phase weights from a CSV with a ``<phase>_<domain>`` column (``phase_0_<domain>``, the phase
     table's layout) for every phase and domain of ``data`` (others ignored)."""
-    import pandas as pd
-
-    if not os.path.exists(path):
-        raise CliError(f"--candidates: no such file {path!r}")
-    if os.path.isdir(path):
-        raise CliError(f"--candidates: {path!r} is a directory")
-    try:
-        df = pd.read_csv(path)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CliError(f"--candidates: cannot read {path} as CSV ({e})") from None
+    df = _read_pool(path)
     names = [[f"{p}_{d}" for d in data.base_domains] for p in data.phases]
     missing = [c for row in names for c in row if c not in df.columns]
     if missing:
@@ -109,11 +112,7 @@ def read_phase_candidates(path: str, data) -> np.ndarray:
     out = np.empty((len(df), len(data.phases), len(data.base_domains)))
     for p, row in enumerate(names):
         for k, c in enumerate(row):
-            v = pd.to_numeric(df[c], errors="coerce").to_numpy(np.float64)
-            bad = np.flatnonzero(~np.isfinite(v))
-            if bad.size:
-                raise CliError(f"--candidates: {path} row {bad[0]}, column {c}: {df[c].iloc[bad[0]]!r} is not a finite number")
-            out[:, p, k] = v
+            out[:, p, k] = _pool_column(df, c, path)
     return out
 
 
