@@ -68,6 +68,8 @@ def main(argv=None) -> int:
     p.add_argument("--check", type=int, default=64, help="starts checked against their scipy polish")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = p.parse_args(argv)
+    if args.check < 1:
+        p.error(f"--check must be at least 1, got {args.check}: the scipy baseline and the B = 1 loop run on the checked starts")
 
     data = mj.load_dataset("slimpajama7").at_scale(122e6, 9.998e9)
     train, val = data.split_rows(0.2, seed=0)
