@@ -136,6 +136,194 @@ def test_projection_matches_brute_force(kl):
         assert_feasible(h, lo, hi, 1e-12)
 
 
+# The O(K^2) projections the bisection replaced (mixjax 0.x, ``mixjax/mixture/simplex.py``), kept verbatim as an
+# independent reference: they evaluate the block sum at every breakpoint.
+def _ref_crossing(l, u, total):
+    bp = jnp.concatenate([l, u])
+    s = jax.vmap(total)(bp)
+    t_b = jnp.min(jnp.where(s >= 1.0, bp, jnp.inf))
+    t_a = jnp.max(jnp.where(s < 1.0, bp, -jnp.inf))
+    lower = l >= t_b
+    upper = (u <= t_a) & ~lower
+    return lower, upper, ~lower & ~upper
+
+
+def _ref_project(v, lo, hi):
+    lower, upper, free = _ref_crossing(lo - v, hi - v, lambda t: jnp.sum(jnp.clip(v + t, lo, hi)))
+    rest = 1.0 - jnp.sum(jnp.where(lower, lo, 0.0)) - jnp.sum(jnp.where(upper, hi, 0.0))
+    t = (rest - jnp.sum(jnp.where(free, v, 0.0))) / jnp.maximum(jnp.sum(free), 1)
+    return jnp.clip(jnp.where(lower, lo, jnp.where(upper, hi, v + t)), lo, hi)
+
+
+def _ref_project_kl(log_y, lo, hi):
+    l, u = jnp.log(lo) - log_y, jnp.log(hi) - log_y  # noqa: E741
+    lower, upper, free = _ref_crossing(l, u, lambda t: jnp.sum(jnp.clip(jnp.exp(t + log_y), lo, hi)))
+    rest = 1.0 - jnp.sum(jnp.where(lower, lo, 0.0)) - jnp.sum(jnp.where(upper, hi, 0.0))
+    p = jnp.exp(jnp.where(free, log_y, -jnp.inf) - jnp.max(jnp.where(free, log_y, jnp.min(log_y))))
+    p = p / jnp.maximum(jnp.sum(p), jnp.finfo(p.dtype).tiny)
+    return jnp.clip(jnp.where(lower, lo, jnp.where(upper, hi, jnp.maximum(rest, 0.0) * p)), lo, hi)
+
+
+_ref_batch = jax.jit(jax.vmap(_ref_project))
+_ref_kl_batch = jax.jit(jax.vmap(_ref_project_kl))
+
+
+def _hard_cases(rng, k, n):
+    """n random problems of size k: floors 0 or not, ceilings 1 or binding, degenerate boxes (lo = hi), tied inputs,
+    and inputs from 0.1 to 100 in scale (logs spanning up to ~3000 nats)."""
+    V, Y, LO, HI = [], [], [], []
+    for i in range(n):
+        lo = np.zeros(k) if i % 3 == 0 else rng.uniform(0, 1.0 / k, k) * rng.integers(0, 2, k)
+        hi = np.ones(k) if i % 4 == 0 else np.minimum(1.0, lo + rng.uniform(0.0, 3.0 / k, k))
+        if i % 5 == 1:
+            fix = rng.random(k) < 0.3
+            hi[fix] = lo[fix]  # degenerate boxes
+        if hi.sum() < 1.0:
+            hi = np.minimum(1.0, hi * (1.02 / hi.sum()) + 1e-3)
+            if hi.sum() < 1.0:
+                hi = np.ones(k)
+        scale = (0.1, 1.0, 100.0)[i % 3]
+        v = rng.normal(0, scale, k)
+        y = rng.normal(0, 10 * scale, k)
+        if i % 2 == 0:  # ties
+            v = np.round(v, 1)
+            y = np.round(y)
+        V.append(v), Y.append(y), LO.append(lo), HI.append(hi)
+    return (np.array(x) for x in (V, Y, LO, HI))
+
+
+@pytest.mark.parametrize("k", [pytest.param(3, marks=pytest.mark.slow), pytest.param(39, marks=pytest.mark.slow), 400])
+def test_projections_match_the_quadratic_reference(k):
+    from mixjax.mixture.simplex import _project_batch, _project_kl_batch
+
+    rng = np.random.default_rng(k)
+    V, Y, LO, HI = _hard_cases(rng, k, 20)
+    for new, ref, x in [(jax.jit(jax.vmap(project_capped_simplex)), _ref_batch, V),
+                        (jax.jit(jax.vmap(project_capped_simplex_kl)), _ref_kl_batch, Y)]:
+        h, r = np.asarray(new(x, LO, HI)), np.asarray(ref(x, LO, HI))
+        np.testing.assert_allclose(h, r, atol=1e-12, rtol=0)
+        np.testing.assert_allclose(h.sum(1), 1.0, atol=1e-12)
+        assert np.all(h >= LO) and np.all(h <= HI)
+    # the batched forms (one box for the batch) agree, and do not recompile for new values of the same shapes
+    for b, ref, x in [(_project_batch, _ref_batch, V), (_project_kl_batch, _ref_kl_batch, Y)]:
+        out = np.asarray(b(jnp.asarray(x), LO[1], HI[1]))
+        n0 = b._cache_size()
+        out2 = np.asarray(b(jnp.asarray(x[::-1].copy()), LO[1], HI[1]))
+        assert b._cache_size() == n0
+        np.testing.assert_allclose(out2[::-1], out, atol=0)
+        np.testing.assert_allclose(out, np.asarray(ref(x, np.broadcast_to(LO[1], LO.shape), np.broadcast_to(HI[1], HI.shape))), atol=1e-12)
+
+
+def test_projections_match_slsqp_and_a_numpy_bisection():
+    # Euclidean: scipy SLSQP on min ||h - v||^2 over the capped simplex; KL: a numpy bisection on the scale c of
+    # clip(c y, lo, hi) (200 halvings in log c, then the same sum evaluated at the answer)
+    rng = np.random.default_rng(7)
+    k = 30
+    for i in range(4):
+        lo = rng.uniform(0, 0.5 / k, k) * (i % 2)
+        hi = np.minimum(1.0, lo + rng.uniform(0.5 / k, 3.0 / k, k))
+        v = rng.normal(0, 0.2, k)
+        h = np.asarray(jax.jit(project_capped_simplex)(v, lo, hi))
+        o = minimize(lambda x: 0.5 * np.sum((x - v) ** 2), np.clip(np.full(k, 1.0 / k), lo, hi), jac=lambda x: x - v,
+                     method="SLSQP", bounds=list(zip(lo, hi)), constraints=[{"type": "eq", "fun": lambda x: x.sum() - 1}],
+                     options={"ftol": 1e-15, "maxiter": 500})
+        np.testing.assert_allclose(h, o.x, atol=1e-7)
+        assert 0.5 * np.sum((h - v) ** 2) <= o.fun + 1e-12
+        ly = rng.normal(0, 300.0, k)  # logs spanning ~2000 nats: the scaled evaluation's window is exercised
+        a, b = -2e4, 2e4
+        for _ in range(200):
+            m = 0.5 * (a + b)
+            tot = np.sum(np.clip(np.exp(np.minimum(ly + m, 700.0)), lo, hi))
+            a, b = (a, m) if tot >= 1 else (m, b)
+        ref = np.clip(np.exp(np.minimum(ly + b, 700.0)), lo, hi)
+        hk = np.asarray(jax.jit(project_capped_simplex_kl)(ly, lo, hi))
+        np.testing.assert_allclose(hk, ref, atol=1e-12)
+        assert abs(hk.sum() - 1) <= 1e-12
+
+
+def _ref_ball(u, lo, hi, shares, centre, radius, kl, iters=48):
+    """The O(K^2) trust-ball projection the bisection replaced above 64 domains (the sum at all 4K breakpoints)."""
+    dt = u.dtype
+    L, U = shares[:, None] * lo, shares[:, None] * hi
+    big = jnp.finfo(dt).max
+    span = (jnp.max(jnp.abs(jnp.where(jnp.isfinite(u), u, 0.0))) + 760.0) if kl else (jnp.max(jnp.abs(u)) + jnp.max(jnp.abs(centre)) + 2.0)
+    if kl:
+        top = jnp.max(jnp.where(jnp.isfinite(u), u, -big), axis=1, keepdims=True)
+        ey = jnp.exp(u - top)
+
+    def z_of(t, tau):
+        if kl:
+            et = jnp.exp(t + top)[:, :, None]
+            lo_ = jnp.nan_to_num(ey[:, None, :] * (et * jnp.exp(-tau)), nan=0.0)
+            hi_ = jnp.nan_to_num(ey[:, None, :] * (et * jnp.exp(tau)), nan=0.0)
+        else:
+            a = u[:, None, :] + t[:, :, None]
+            lo_, hi_ = a - tau, a + tau
+        return jnp.clip(jnp.clip(centre[:, None, :], lo_, hi_), L[:, None, :], U[:, None, :])
+
+    def solve_t(tau):
+        if kl:
+            lg = lambda x: jnp.log(jnp.clip(x, 0.0, big))  # noqa: E731
+            bp = [lg(L) - u - tau, lg(jnp.minimum(centre, U)) - u - tau, lg(jnp.maximum(centre, L)) - u + tau, lg(U) - u + tau]
+        else:
+            bp = [L - u - tau, jnp.minimum(centre, U) - u - tau, jnp.maximum(centre, L) - u + tau, U - u + tau]
+        lim = span + tau
+        bp = jnp.clip(jnp.nan_to_num(jnp.concatenate(bp, axis=1), nan=0.0, posinf=lim, neginf=-lim), -lim, lim)
+        bp = jnp.concatenate([bp, jnp.full((bp.shape[0], 2), -lim, dt).at[:, 1].set(lim)], axis=1)
+        S = jnp.sum(z_of(bp, tau), axis=-1)
+        s = shares[:, None]
+        ta = jnp.max(jnp.where(S <= s, bp, -jnp.inf), axis=1)
+        tb = jnp.min(jnp.where(S >= s, bp, jnp.inf), axis=1)
+        Sa = jnp.max(jnp.where(S <= s, S, -jnp.inf), axis=1)
+        Sb = jnp.min(jnp.where(S >= s, S, jnp.inf), axis=1)
+        frac = jnp.clip((shares - Sa) / jnp.where(Sb > Sa, Sb - Sa, 1.0), 0.0, 1.0)
+        gap = jnp.maximum(tb - ta, 0.0)
+        t = ta + (jnp.log1p(frac * jnp.expm1(gap)) if kl else frac * gap)
+        t = jnp.where(ta >= tb, tb, t)
+        z = z_of(t[:, None], tau)[:, 0, :]
+        free = (z > L) & (z < U)
+        nfree = jnp.maximum(jnp.sum(free, axis=1), 1)
+        return jnp.clip(z + jnp.where(free, ((shares - jnp.sum(z, axis=1)) / nfree)[:, None], 0.0), L, U)
+
+    dist = lambda z: 0.5 * jnp.sum(jnp.abs(z - centre))  # noqa: E731
+    z0 = solve_t(jnp.zeros((), dt))
+    tau_max = jnp.asarray(60.0, dt) if kl else 2.0 * span
+
+    def outer(_, c):
+        a, b = c
+        mid = 0.5 * (a + b)
+        inside = dist(solve_t(mid)) <= radius
+        return jnp.where(inside, a, mid), jnp.where(inside, mid, b)
+
+    _, tb = jax.lax.fori_loop(0, iters, outer, (jnp.zeros((), dt), tau_max))
+    return jnp.where(dist(z0) - radius <= 0, z0, solve_t(tb))
+
+
+@pytest.mark.slow  # compiles the nested loops of both projections (about 10 s each)
+@pytest.mark.parametrize("kl", [False, True])
+def test_phase_ball_matches_the_quadratic_reference(kl):
+    from mixjax.mixture.simplex import project_phase_ball
+
+    rng = np.random.default_rng(11 + kl)
+    P, k = 2, 80  # above 64 domains: the bisection path
+    shares = np.array([0.7, 0.3])
+    new = jax.jit(jax.vmap(lambda *a: project_phase_ball(*a, kl=kl), in_axes=(0, None, None, None, 0, 0)))
+    ref = jax.jit(jax.vmap(lambda *a: _ref_ball(*a, kl=kl), in_axes=(0, None, None, None, 0, 0)))
+    lo = np.zeros((P, k))
+    hi = np.minimum(1.0, rng.uniform(1.5 / k, 5.0 / k, (P, k)))
+    hi[:, : k // 8] = 1.0
+    n = 6
+    C = np.stack([np.stack([shares[p] * np.asarray(project_capped_simplex(rng.dirichlet(np.ones(k)), lo[p], hi[p])) for p in range(P)])
+                  for _ in range(n)])
+    X = rng.normal(0, 3.0 if kl else 0.05, (n, P, k))
+    R = np.array([0.02, 0.1, 0.3, 2.0, 0.05, 0.2])
+    z, r = np.asarray(new(X, lo, hi, shares, C, R)), np.asarray(ref(X, lo, hi, shares, C, R))
+    np.testing.assert_allclose(z, r, atol=1e-12)
+    np.testing.assert_allclose(z.sum(-1), np.broadcast_to(shares, (n, P)), atol=1e-12)
+    assert np.all(0.5 * np.abs(z - C).sum((1, 2)) <= R + 1e-12)
+    assert np.all(z >= -1e-15) and np.all(z <= shares[:, None] * hi + 1e-15)
+
+
 def test_euclidean_projection_is_the_nearest_point():
     """Closed-form case: with no active bounds the projection onto the simplex plane is v - (sum v - 1)/K."""
     v = np.array([0.3, 0.25, 0.2, 0.15, 0.2])

@@ -94,6 +94,50 @@ def test_caps_and_kl_bound_match_slsqp():
     np.testing.assert_allclose(res.phase_mixtures.sum(1), 1.0, atol=1e-12)
 
 
+def _kkt_lsq(law, z, U, E, D, B, lam):
+    """Independent KKT residual of the caps + KL bound + KL penalty problem at z (P*K,): the stationarity equations
+    dF_pk + a_k / cap_k + b dKL_pk - nu_p = 0 on the coordinates off their bounds, solved for nu (free), a >= 0 on the
+    binding caps and b >= 0 if the KL bound binds (scipy lsq_linear); returns the largest residual."""
+    from scipy.optimize import lsq_linear
+
+    t = np.asarray(law.t)[0]
+    sq = (SHARES[:, None] * PRIOR).reshape(-1)
+    caps = E * U / D
+    dkl = np.log(z / sq) + 1.0
+    grad = t + lam * dkl
+    free = z > 1e-9
+    cap_on = np.flatnonzero(z.reshape(P, K).sum(0) >= caps * (1 - 1e-6))
+    kl_on = np.sum(z * np.log(z / sq)) >= B * (1 - 1e-6)
+    cols, lb = [], []
+    for p in range(P):  # nu_p
+        cols.append(-np.repeat(np.arange(P) == p, K).astype(float)), lb.append(-np.inf)
+    for k in cap_on:  # a_k
+        cols.append(np.tile(np.arange(K) == k, P) / caps[k]), lb.append(0.0)
+    if kl_on:
+        cols.append(dkl), lb.append(0.0)
+    A = np.stack(cols, 1)[free]
+    o = lsq_linear(A, -grad[free], bounds=(lb, np.inf))
+    return np.max(np.abs(A @ o.x + grad[free]))
+
+
+def test_status_is_converged_only_with_a_kkt_certificate():
+    # the status of a constrained search comes from a KKT certificate of the end point, not from the inner solver:
+    # with 5 inner steps a round the end point is feasible but not stationary and says so (max_steps); the default
+    # search is certified, and an independent least-squares KKT check agrees with both verdicts
+    law = _linear_law(1)
+    U = np.array([1.0, 1.0, 1.0, 1.0])
+    E, D, B, lam = 1.1, 4.0, 0.08, 0.02
+    kw = dict(objective=_log_loss, domains=NAMES, phase_shares=SHARES, unique_tokens=dict(zip(BASE, U)), max_epochs=E, n_tokens=D,
+              prior=PRIOR, max_kl=B, kl_penalty=lam, starts=STARTS)
+    good = mj.optimize_mixture(law, **kw)
+    assert good.status == mj.Status.converged
+    assert good.kkt_residual <= 1e-6 * max(1.0, abs(good.penalized_value)) and good.constraint_violation <= 1e-7
+    assert _kkt_lsq(law, good.problem.blocks(good.mixture), U, E, D, B, lam) < 1e-5
+    short = mj.optimize_mixture(law, steps=5, throw=False, **kw)
+    assert short.status == mj.Status.max_steps and short.kkt_residual > 1e-6
+    assert _kkt_lsq(law, short.problem.blocks(short.mixture), U, E, D, B, lam) > 1e-4
+
+
 @pytest.mark.slow  # compiles the trust-region program (about 10 s)
 def test_trust_region_matches_slsqp_over_the_balls():
     law = _linear_law(2)

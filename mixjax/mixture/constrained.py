@@ -2,12 +2,24 @@
 
 The coupled constraints (repetition caps, as ``epochs_k / E_k - 1 <= 0``; KL bound, ``KL - B <= 0``) are handled by an
 augmented Lagrangian (Hestenes-Powell-Rockafellar):
-``J + lambda KL + (1/2rho) sum_j (max(0, mu_j + rho g_j)^2 - mu_j^2)`` is minimized over the product of per-phase
+``J + lambda KL + (1/2rho) sum_j (max(0, mu_j + rho c_j g_j)^2 - mu_j^2)`` is minimized over the product of per-phase
 simplices by :class:`~mixjax.mixture.solver.SimplexDescent` (block KL projections), warm-started, then
-``mu_j <- max(0, mu_j + rho g_j)``; rho grows tenfold when the violation does not fall by 4, up to 1e6; it stops when
-every violation is below ``CONSTRAINT_TOL / 10`` and the penalized objective or the multipliers settle (at most 40
-rounds of 500 steps). The answer is verified: its largest violation is reported, and a start whose violation exceeds
-:data:`CONSTRAINT_TOL` (1e-7) is not feasible.
+``mu_j <- max(0, mu_j + rho c_j g_j)``. Each cap is scaled by ``c_k = sqrt(cap_k)`` inside the penalty, so that every
+cap is equally stiff in the metric of the entropic mirror step (unscaled, a cap of a small domain is 1 / cap_k times
+stiffer, and the first-order inner solver stalls far from the optimum); the KL bound is unscaled. rho starts at 10
+and grows threefold after a round that did not halve the largest violation, up to 1e6.
+
+Stopping and status (honest): after each round the end point is tested by a KKT certificate (:func:`_certificate`):
+feasible to :data:`CONSTRAINT_TOL` and a Euclidean projected-gradient residual of the Lagrangian at most
+``_KKT_TOL`` (1e-6) max(1, |J + lambda KL|), with multipliers >= 0 that vanish on slack constraints (the
+augmented Lagrangian's own, or least-squares ones for the caps, whichever gives the smaller residual). A member that
+passes stops with status ``converged``; one whose violation is below ``CONSTRAINT_TOL / 10`` with its multipliers
+(1e-6) or penalized value (1e-9 relative) settled, or one that is feasible with rho at its ceiling and a penalized
+value unchanged (1e-10) for 3 rounds, stops too, ``converged`` only if certified, else ``max_steps``, as does one
+still running after 40 rounds of 500 steps: the
+status of a constrained search never comes from the inner solver's own tests, and ``kkt_residual`` is the
+certificate's residual. The answer is verified: its largest violation is reported, and a start whose violation
+exceeds :data:`CONSTRAINT_TOL` (1e-7) is not feasible.
 
 The trust region, a union of balls, is nonconvex; the search first solves without it, and if the optimum lies
 farther than r from every measured mixture, it solves within the ball of each of the :data:`TRUST_CANDIDATES` (4)
@@ -31,7 +43,7 @@ import numpy as np
 from .. import _engine
 from ..results import Status
 from .phases import PhaseProblem
-from .simplex import _project_batch, _project_kl_batch
+from .simplex import _project_batch, _project_kl_batch, project_capped_simplex, project_phase_ball
 from .solver import MixtureConfig, SimplexDescent
 
 __all__ = ["CONSTRAINT_TOL", "TRUST_CANDIDATES"]
@@ -48,6 +60,8 @@ _RHO0 = 10.0
 # serves every combination of constraints at a given size.
 _UNUSED = 1e30
 _RHO_MAX = 1e6
+_RHO_GROW = 3.0  # rho grows by this factor after a round that did not cut the largest violation by _RHO_NEED
+_RHO_NEED = 0.5
 _OUTER_STEPS = 40
 _INNER_STEPS = 500  # per augmented-Lagrangian iteration (warm-started)
 
@@ -64,6 +78,7 @@ class _Shared(eqx.Module):
     caps: jax.Array
     max_kl: jax.Array
     radius: jax.Array
+    gscale: jax.Array  # (G,) scale of each constraint in the augmented Lagrangian (see _constraint_scale)
     objective: Any = eqx.field(static=True)
     P: int = eqx.field(static=True)
     use_kl: bool = eqx.field(static=True)
@@ -101,6 +116,7 @@ def _alm_value(z, member, sh: _Shared):
     J, _, kl, g = _parts(z, law, center, sh)
     val = J + (sh.lam * kl if sh.use_kl else 0.0)
     if g.shape[0]:
+        g = g * sh.gscale
         val = val + jnp.sum(jnp.maximum(0.0, mu + rho * g) ** 2 - mu**2) / (2.0 * rho)
     return val
 
@@ -131,6 +147,72 @@ def _solve_phase(z0, members, sh: _Shared, lo, hi, shares, config: MixtureConfig
     return _PhaseSolved(z, J, kl, g, losses, status, sol.num_steps, sol.rel_grad * jnp.abs(sol.value))
 
 
+#: The search is ``converged`` when a KKT certificate holds: feasible to :data:`CONSTRAINT_TOL` and, with multipliers
+#: >= 0 that vanish on every constraint slack by more than _ACTIVE (relative), a Euclidean projected-gradient residual
+#: of the Lagrangian on the per-phase simplices ``||z - P(z - grad L)||_inf`` at most _KKT_TOL max(1, |J + lambda KL|).
+_KKT_TOL = 1e-6
+_ACTIVE = 1e-6
+
+
+def _phase_projector(lo, hi, shares, P):
+    """Euclidean projection of (P, K) blocks onto the per-phase capped simplices (block p sums to s_p)."""
+    if shares is None:
+        lo, hi, shares = lo[None], hi[None], jnp.ones(1, lo.dtype)
+    s = shares[:, None]
+    return lambda v: jax.vmap(project_capped_simplex)(v / s, lo, hi) * s
+
+
+@eqx.filter_jit
+def _certificate(z, members, sh: _Shared, lo, hi, shares):
+    """KKT residual of each member's end point z for the original constrained problem, minimized over two choices of
+    multipliers: the augmented Lagrangian's own (``max(0, mu + rho g)``, zeroed on inactive constraints), and
+    least-squares ones for the caps (the per-phase shift nu_p from the free coordinates of domains whose cap is slack,
+    then ``a_k = max(0, mean over free phases (nu_p - dF_pk))`` on binding caps). Any multipliers >= 0 obeying
+    complementary slackness certify: the smaller residual is reported. Returns (residual, scale) per member."""
+    law, center, mu, rho = members
+    P = sh.P
+    proj = _phase_projector(lo, hi, shares, P)
+    L = (lo if shares is None else shares[:, None] * lo).reshape(P, -1)
+    U = (hi if shares is None else shares[:, None] * hi).reshape(P, -1)
+
+    def one(z, law, center, mu, rho):
+        J, _, kl, g = _parts(z, law, center, sh)
+        new = jnp.maximum(0.0, mu + rho * g * sh.gscale)
+        active = g >= -_ACTIVE
+        mult = jnp.where(active, new * sh.gscale, 0.0)  # per unit of the unscaled constraint g
+        K = z.shape[0] // P
+
+        def lag(zz):
+            J, _, kl, gg = _parts(zz, law, center, sh)
+            return J + sh.lam * kl + mult[-1] * gg[-1]
+
+        G = jax.grad(lag)(z).reshape(P, K)
+        zz = z.reshape(P, K)
+        pr = proj
+        if sh.use_trust:  # the trust region is part of the feasible set: project onto the ball as well
+            s_ = jnp.ones(1, z.dtype) if shares is None else shares
+            pr = lambda v: project_phase_ball(v, lo.reshape(P, -1), hi.reshape(P, -1), s_, center.reshape(P, -1), sh.radius, kl=False)  # noqa: E731
+        d_cap = 1.0 / sh.caps  # d g_k / d z_pk
+        res = lambda a: jnp.max(jnp.abs(zz - pr(zz - (G + a[None, :]))))  # noqa: E731
+        a_al = mult[:K] * d_cap
+        # free: off its bounds by more than 1e-9 of the phase's share (mirror descent leaves coordinates that belong on
+        # a bound at tiny positive values: they would bias the estimate; in the residual they count either way)
+        tf = 1e-9 * (jnp.ones((P, 1), z.dtype) if shares is None else shares[:, None])
+        free = (zz > L + tf) & (zz < U - tf)
+        act = active[:K]
+        pick = free & ~act[None, :]
+        nu_ls = jnp.nanmedian(jnp.where(pick, G, jnp.nan), axis=1)
+        nu_fb = jnp.nanmedian(jnp.where(free, G + a_al[None, :], jnp.nan), axis=1)
+        nu = jnp.where(jnp.isfinite(nu_ls), nu_ls, jnp.where(jnp.isfinite(nu_fb), nu_fb, 0.0))
+        nf = jnp.sum(free, axis=0)
+        gap = jnp.sum(jnp.where(free, nu[:, None] - G, 0.0), axis=0) / jnp.maximum(nf, 1)
+        a_ls = jnp.where(act, jnp.where(nf > 0, jnp.maximum(gap, 0.0), a_al), 0.0)
+        r = jnp.minimum(res(a_al), res(a_ls))
+        return jnp.where(jnp.isfinite(r), r, jnp.inf), jnp.maximum(1.0, jnp.abs(J + sh.lam * kl))
+
+    return jax.vmap(one)(z, law, center, mu, rho)
+
+
 def _run_constrained(laws, z0, centers, sh: _Shared, prob: PhaseProblem, config: MixtureConfig, dtype):
     """Augmented Lagrangian over the coupled constraints (caps, KL bound, trust region), the inner problems on the
     product of per-phase capped simplices by :class:`SimplexDescent`, warm-started; every member (law, start,
@@ -142,35 +224,58 @@ def _run_constrained(laws, z0, centers, sh: _Shared, prob: PhaseProblem, config:
     if shares is None:
         lo, hi = lo[0], hi[0]
     mu = np.zeros((B, G))
+    gscale = np.asarray(sh.gscale, np.float64)
     rho = np.full(B, _RHO0)
     z = z0
-    prev = np.full(B, np.inf)
+    prev = np.full(B, np.inf)  # largest violation of the previous round
     prev_val = np.full(B, np.inf)
     coupled = prob.coupled and not (prob.caps is None and prob.max_kl is None)  # the trust region is in the projection
     outer = _OUTER_STEPS if coupled else 1
     steps = min(config.steps, _INNER_STEPS) if coupled else config.steps
+    final, fin = None, np.zeros(B, bool)  # each member's record from the round it finished (certified or stalled)
+    flat_rounds = np.zeros(B, int)
     for _ in range(outer):
-        res = _solve_phase(z, (laws, centers, jnp.asarray(mu, dtype), jnp.asarray(rho, dtype)), sh, lo, hi, shares, config,
-                           jnp.asarray(steps, jnp.int32))
+        members = (laws, centers, jnp.asarray(mu, dtype), jnp.asarray(rho, dtype))
+        res = _solve_phase(z, members, sh, lo, hi, shares, config, jnp.asarray(steps, jnp.int32))
         out = {f.name: np.asarray(getattr(res, f.name)) for f in dataclasses.fields(res)}
         out["viol"] = np.max(np.maximum(out["g"], 0.0), axis=1, initial=0.0)
-        z = res.z
         if not coupled:
             break
-        g = out["g"].astype(np.float64)
-        viol = np.max(np.maximum(g, 0.0), axis=1)
-        new_mu = np.maximum(0.0, mu + rho[:, None] * g)
-        dual = np.max(np.abs(new_mu - mu), axis=1) / np.maximum(1.0, np.max(new_mu, axis=1))
-        mu = new_mu
+        viol = np.max(np.maximum(out["g"].astype(np.float64), 0.0), axis=1, initial=0.0)
+        cert, scale = (np.asarray(x) for x in _certificate(res.z, members, sh, lo, hi, shares))
         bad = out["status"] == int(Status.nonfinite)
+        certified = ~bad & (viol <= CONSTRAINT_TOL) & (cert <= _KKT_TOL * scale)
+        # the honest status: converged only with the KKT certificate, else max_steps (nonfinite kept)
+        out["status"] = np.where(bad, int(Status.nonfinite), np.where(certified, int(Status.converged), int(Status.max_steps)))
+        out["kkt"] = cert
+        g = out["g"].astype(np.float64) * gscale
+        new_mu = np.maximum(0.0, mu + rho[:, None] * g)
+        dual = np.max(np.abs(new_mu - mu), axis=1, initial=0.0) / np.maximum(1.0, np.max(new_mu, axis=1, initial=0.0))
+        mu = np.where(fin[:, None], mu, new_mu)
         val = out["J"] + prob.kl_penalty * out["kl"]
-        flat = np.abs(val - prev_val) <= 1e-9 * np.maximum(1.0, np.abs(val))
+        flat = np.abs(val - prev_val) <= 1e-10 * np.maximum(1.0, np.abs(val))
+        flat_rounds = np.where(flat & (viol <= CONSTRAINT_TOL) & (rho >= _RHO_MAX), flat_rounds + 1, 0)
+        settled = (viol <= 0.1 * CONSTRAINT_TOL) & ((dual <= 1e-6) | (np.abs(val - prev_val) <= 1e-9 * np.maximum(1.0, np.abs(val))))
         prev_val = val
-        done = bad | ((viol <= 0.1 * CONSTRAINT_TOL) & ((dual <= 1e-6) | flat))
-        rho = np.where((viol > 0.25 * prev) & (viol > 0.1 * CONSTRAINT_TOL), np.minimum(rho * 10.0, _RHO_MAX), rho)
-        prev = viol
-        if done.all():
+        # stops when certified; or settled (violation under CONSTRAINT_TOL / 10 and multipliers or penalized value
+        # settled); or stalled (feasible, rho at its ceiling, the penalized value unchanged for 3 rounds): the status
+        # of the last two is max_steps unless the certificate holds
+        done = bad | certified | settled | (flat_rounds >= 3)
+        grow = (viol > _RHO_NEED * prev) & (viol > 0.1 * CONSTRAINT_TOL) & ~fin
+        rho = np.where(grow, np.minimum(rho * _RHO_GROW, _RHO_MAX), rho)
+        prev = np.where(fin, prev, viol)
+        newly = done & ~fin
+        final = {k: v.copy() for k, v in out.items()} if final is None else final
+        for k, v in out.items():
+            final[k][newly] = v[newly]
+        fin |= done
+        z = jnp.where(jnp.asarray(fin)[:, None], jnp.asarray(final["z"], dtype), res.z)
+        if fin.all():
             break
+    if coupled:
+        for k, v in out.items():  # members that never finished: their last round
+            final[k][~fin] = v[~fin]
+        out = final
     return out, mu
 
 
@@ -222,8 +327,19 @@ def _shared(prob: PhaseProblem, N, D, w, fn, dtype, trust: bool) -> _Shared:
     a = lambda x: jnp.asarray(x, dtype)  # noqa: E731
     return _Shared(N=a(N), D=a(D), w=a(w), inv=jnp.asarray(np.argsort(prob.index.reshape(-1))), log_sq=a(lsq),
                    lam=a(prob.kl_penalty), caps=a(prob.caps if prob.caps is not None else np.full(K, _UNUSED)),
-                   max_kl=a(_UNUSED if prob.max_kl is None else prob.max_kl), radius=a(prob.trust_radius or 0.0), objective=fn,
+                   max_kl=a(_UNUSED if prob.max_kl is None else prob.max_kl), radius=a(prob.trust_radius or 0.0),
+                   gscale=a(_constraint_scale(prob)), objective=fn,
                    P=P, use_kl=True, use_caps=True, use_max_kl=True, use_trust=trust)
+
+
+def _constraint_scale(prob: PhaseProblem) -> np.ndarray:
+    """Scale of each constraint inside the augmented Lagrangian: sqrt(cap_k) for the relative cap
+    ``epochs_k / E_k - 1`` (so the penalty's curvature, rho / cap_k in the mixture coordinates, is rho in the metric of
+    the entropic mirror step, whose local metric is diag(1 / z) with z ~ cap_k on a binding cap: every cap equally
+    stiff, however small its domain), 1 for the KL bound. The same feasible set; violations are reported unscaled."""
+    K = prob.lower.shape[1]
+    caps = prob.caps if prob.caps is not None else np.ones(K)
+    return np.concatenate([np.sqrt(np.clip(caps, 1e-300, 1.0)), [1.0]])
 
 
 def _feasible(out, tol: float = CONSTRAINT_TOL) -> np.ndarray:
