@@ -38,9 +38,13 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+_CPU = {}  # CPU seconds (this process, all threads) of the last timed call
+
+
 def timed(fn):
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     out = fn()
+    _CPU["last"] = time.process_time() - c
     return out, time.perf_counter() - t
 
 
@@ -63,8 +67,9 @@ def marin(starts: int):
     single = lambda: mj.optimize_mixture(fit.law, starts=starts, check_fixed=False)  # noqa: E731
     _, b1 = timed(single)
     _, base = timed(single)
+    cbase = _CPU["last"]
     rows.append({"case": "single phase, same size (78 columns, baseline)", "first_s": round(b1, 3), "second_s": round(base, 4),
-                 "second_vs_single_phase": 1.0})
+                 "second_cpu_s": round(cbase, 4), "second_vs_single_phase": 1.0})
     cases = [
         ("phased, no caps, no KL", dict()),
         ("phased, caps (4 epochs at 1T)", dict(max_epochs=EPOCHS, n_tokens=TOKENS)),
@@ -76,8 +81,11 @@ def marin(starts: int):
     for label, kw in cases:
         call = lambda: mj.optimize_mixture(fit, measured=data, starts=starts, **kw)  # noqa: E731
         res, first = timed(call)
+        c1 = _CPU["last"]
         res, second = timed(call)
         r = row(label, first, second, base, res)
+        r.update(first_cpu_s=round(c1, 3), second_cpu_s=round(_CPU["last"], 4), second_cpu_vs_single_phase=round(_CPU["last"] / cbase, 2),
+                 num_steps=res.num_steps)
         if r["kl_to_natural"] is None:  # report the KL to the natural mixture for every case
             z = res.phase_mixtures
             r["kl_to_natural"] = float(np.sum(res.problem.shares[:, None] * np.where(z > 0, z * np.log(np.maximum(z, 1e-300) / natural), 0.0)))
@@ -100,18 +108,24 @@ def synthetic(K: int, starts: int):
     single = lambda: mj.optimize_mixture(law, starts=starts, check_fixed=False)  # noqa: E731
     r0 = rss_mb()
     _, b1 = timed(single)
+    c1 = _CPU["last"]
     _, base = timed(single)
+    cbase = _CPU["last"]
     out.append({"case": f"single phase, {P * K} columns (baseline)", "first_s": round(b1, 3), "second_s": round(base, 4),
-                "peak_rss_mb": round(rss_mb(), 1)})
+                "first_cpu_s": round(c1, 3), "second_cpu_s": round(cbase, 4), "peak_rss_mb": round(rss_mb(), 1)})
     tokens = 0.5 * EPOCHS * U.sum()  # the caps bind: at most 2x the tokens the caps allow in all
     for label, kw in [("phased, KL penalty 0.05", dict(kl_penalty=0.05, prior=natural)),
                       ("phased, caps + KL penalty 0.05", dict(kl_penalty=0.05, prior=natural, unique_tokens=U, max_epochs=EPOCHS,
                                                               n_tokens=float(tokens)))]:
         call = lambda: mj.optimize_mixture(law, domains=names, phase_shares=[0.8, 0.2], starts=starts, **kw)  # noqa: E731
         res, first = timed(call)
+        c1 = _CPU["last"]
         res, second = timed(call)
+        c2 = _CPU["last"]
         out.append({"case": f"{label}, {K} x {P}", "first_s": round(first, 3), "second_s": round(second, 4),
-                    "second_vs_single_phase": round(second / base, 2), "peak_rss_mb": round(rss_mb(), 1),
+                    "second_vs_single_phase": round(second / base, 2), "first_cpu_s": round(c1, 3), "second_cpu_s": round(c2, 4),
+                    "second_cpu_vs_single_phase": round(c2 / cbase, 2), "objective": float(res.value),
+                    "penalized_objective": res.penalized_value, "num_steps": res.num_steps, "peak_rss_mb": round(rss_mb(), 1),
                     "max_epochs": None if res.epochs is None else float(res.epochs.max()), "kl_to_prior": res.kl_to_prior,
                     "constraint_violation": res.constraint_violation, "status": res.status.name})
         print(json.dumps(out[-1]), file=sys.stderr)
