@@ -132,7 +132,7 @@ def _nnls_small(X, t):
     eps = jnp.finfo(dt).eps
     nrm2 = jnp.sum(X * X, axis=0)
     sc = jnp.where(nrm2 > 0, jax.lax.rsqrt(jnp.where(nrm2 > 0, nrm2, 1.0)), 0.0)
-    Xs = X * sc
+    Xs = X * sc[None, :]
     masks = np.array(list(itertools.product([False, True], repeat=L)), bool)[1:]  # non-empty active sets
 
     def solve(mask):

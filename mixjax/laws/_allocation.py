@@ -45,9 +45,9 @@ def _G_and_slope(t, log_w, active, inv1pb, log_H, log_C):
     root the sum is at least 1, so it neither overflows nor underflows."""
     lx = _log_x(t, log_w, active, inv1pb, log_H)
     e = jnp.exp(lx - log_C)
-    total = jnp.sum(e, axis=0)
+    total = jnp.sum(e, axis=0, keepdims=True)
     is_free = active & ((log_w - t) * inv1pb > log_H)
-    slope = -jnp.sum(jnp.where(is_free, e * inv1pb, 0.0), axis=0) / total
+    slope = -jnp.sum(jnp.where(is_free, e * inv1pb, 0.0), axis=0, keepdims=True) / total
     return jnp.log(total), slope
 
 
@@ -66,13 +66,15 @@ def _log_allocation_domain_major(h, b, log_c, log_H, model_size, n_iter):
     h_safe = jnp.where(active, h, 1.0)
     log_w = jnp.log(b) + log_c + jnp.log(h_safe)
     inv1pb = 1.0 / (1.0 + b)
-    log_C = jnp.log(model_size + (K - 1) * jnp.exp(log_H))
+    # Per-run values (log C, the root t, G and its slope) are kept as (1, *S), the rank of (K, *S) (explicit
+    # broadcasting over the domain axis).
+    log_C = jnp.log(jnp.broadcast_to(model_size, h.shape[1:]) + (K - 1) * jnp.exp(log_H))[None]
 
     sg = jax.lax.stop_gradient
     args = (sg(log_w), active, sg(inv1pb), sg(log_H), sg(log_C))
     onep_b = 1.0 / args[2]
-    t_lo = jnp.max(jnp.where(active, args[0] - onep_b * args[4], -jnp.inf), axis=0)
-    t_hi = jnp.max(jnp.where(active, args[0] - onep_b * args[3], -jnp.inf), axis=0)
+    t_lo = jnp.max(jnp.where(active, args[0] - onep_b * args[4], -jnp.inf), axis=0, keepdims=True)
+    t_hi = jnp.max(jnp.where(active, args[0] - onep_b * args[3], -jnp.inf), axis=0, keepdims=True)
     t_lo = jnp.minimum(t_lo, t_hi)
 
     def body(_, t):

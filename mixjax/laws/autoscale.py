@@ -65,5 +65,5 @@ class AutoScaleLaw(AbstractLaw):
         return {"L0": jnp.exp(self.log_L0), "N0": jnp.exp(self.log_N0), "gamma": jnp.exp(self.log_gamma)}
 
     def __call__(self, mixture, model_size, n_tokens):
-        x = jnp.exp(self.log_N0) + n_tokens * mixture
+        x = jnp.exp(self.log_N0) + n_tokens * mixture[..., None, :]
         return jnp.exp(self.log_L0) + jnp.sum(jnp.exp(-jnp.exp(self.log_gamma) * jnp.log(x)), axis=-1)

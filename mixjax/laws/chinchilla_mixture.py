@@ -49,7 +49,7 @@ def _u(key, lo, hi, shape):
 
 def _effectiveness(log_C, log_gamma, mixture):
     """S_v(h) = sum_j C_vj h_j^gamma_vj, shape (V,)."""
-    return jnp.sum(jnp.exp(log_C) * _pow0(mixture, jnp.exp(log_gamma)), axis=-1)
+    return jnp.sum(jnp.exp(log_C) * _pow0(mixture[..., None, :], jnp.exp(log_gamma)), axis=-1)
 
 
 def _basis(law, mixture, model_size, n_tokens):

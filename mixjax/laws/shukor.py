@@ -41,7 +41,7 @@ def _pow0(h, g):
 
 
 def _mixture_term(log_C, log_gamma, mixture):
-    return 1.0 / jnp.sum(jnp.exp(log_C) * _pow0(mixture, jnp.exp(log_gamma)), axis=-1)
+    return 1.0 / jnp.sum(jnp.exp(log_C) * _pow0(mixture[..., None, :], jnp.exp(log_gamma)), axis=-1)
 
 
 def _with_log_fields(law, names, coef):
