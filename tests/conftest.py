@@ -10,6 +10,9 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llv
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)  # the tests compare float64 fits with float64 references
+# Strict broadcasting: an array of rank 1 combined with one of rank 2 (say) is an error, not a silent broadcast; the
+# library reshapes explicitly (x[:, None], jnp.broadcast_to), so a shape mistake cannot pass as a different shape.
+jax.config.update("jax_numpy_rank_promotion", "raise")
 
 import mixjax  # noqa: E402
 import pytest  # noqa: E402

@@ -242,7 +242,8 @@ def test_float32_fast_path_close_to_float64(truth, data):
     assert abs(f32.evaluate(data)["mre"] - f64.evaluate(data)["mre"]) < 5e-4
 
 
-def test_same_seed_same_fit_bit_for_bit(data):
+@pytest.mark.filterwarnings("ignore:the best of 4 starts of capacity_noise on 'synthetic3' stopped at max_steps=50:mixjax.MaxStepsWarning")
+def test_same_seed_same_fit_bit_for_bit(data):  # 50 steps: the fits need not converge to be compared bit for bit
     a = mj.fit("capacity_noise", data, starts=4, seed=7, max_steps=50)
     b = mj.fit("capacity_noise", data, starts=4, seed=7, max_steps=50)
     for x, y in zip(jax.tree_util.tree_leaves(a.law), jax.tree_util.tree_leaves(b.law)):

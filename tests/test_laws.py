@@ -140,6 +140,9 @@ RECOVERY = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_RECOVERY else n
 
 
 @pytest.mark.parametrize("name", RECOVERY)
+# the joint law (flat directions of A_vj, B_vj) and autoscale (-m slow) reach the prediction tolerance but not ftol
+# within their 1500 steps
+@pytest.mark.filterwarnings("ignore:the best of 2 starts of (shukor_joint|autoscale) on 'synthetic-(shukor_joint|autoscale)' stopped:mixjax.MaxStepsWarning")
 def test_recovery_from_synthetic_data(name):
     truth = TRUE[name]()
     n = 60
@@ -194,7 +197,8 @@ def test_chinchilla_matches_besiroglu_estimates():
     np.testing.assert_allclose(float(ref.raw_count_params()["A"][0]), 482.01, rtol=1e-12)
 
 
-def test_per_target_laws_fit_a_non_domain_target():
+@pytest.mark.filterwarnings("ignore:the best of 2 starts of loglinear on 'slimpajama7' stopped at max_steps=50:mixjax.MaxStepsWarning")
+def test_per_target_laws_fit_a_non_domain_target():  # 50 steps are enough for the MRE checked here
     """Laws with per_domain False fit V != K targets (the openhermes column of SlimPajama)."""
     d = mixjax.load_dataset("slimpajama7").at_scale(122e6, 9.998e9).select_targets(["openhermes", "c4"])
     f = mixjax.fit("loglinear", d, starts=2, max_steps=50)

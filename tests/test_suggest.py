@@ -5,6 +5,7 @@ seed-dependent and distinct, through the Python API and the command line (tiny s
 import contextlib
 import io
 import json
+import warnings
 from typing import ClassVar
 
 import jax
@@ -135,7 +136,9 @@ def pool():
 
 @pytest.fixture(scope="module")
 def pooled(data, pool):
-    with pytest.warns(UserWarning, match="outside the floors and ceilings"):
+    with pytest.warns(UserWarning, match="outside the floors and ceilings"), warnings.catch_warnings():
+        # TINY's 30 steps on purpose: the full-data fit need not converge for the pool to be respected
+        warnings.filterwarnings("ignore", "the full-data fit of loglinear stopped at the step limit", mixjax.MaxStepsWarning)
         return suggest(data, "loglinear", 4, candidates=pool, **TINY)
 
 
@@ -171,6 +174,7 @@ def test_cli_json_shape(data, pool, pooled, tmp_path):
 
 
 @pytest.mark.slow  # a real bootstrap with sampled candidates around the members' optima (compiles the mixture optimizer)
+@pytest.mark.filterwarnings("ignore:the full-data fit of loglinear stopped at the step limit:mixjax.MaxStepsWarning")  # TINY's 30 steps
 def test_suggest_on_a_real_fit_with_sampled_candidates(data):
     runs = [suggest(data, "loglinear", 5, seed=s, n_candidates=256, **TINY) for s in (0, 0, 1)]
     for r in runs:

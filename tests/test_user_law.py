@@ -64,7 +64,7 @@ def test_bootstrap_and_optimal_mixture(fitted, data):
     np.testing.assert_allclose(iv["lo"], lo, rtol=1e-13)
     np.testing.assert_allclose(iv["hi"], hi, rtol=1e-13)
     assert np.all(np.abs(iv["estimate"] - np.asarray(TRUTH.g)) < 0.1)
-    best = mj.optimize_mixture(fitted.law, model_size=1.0, n_tokens=1.0, check_fixed=False)
+    best = mj.optimize_mixture(fitted.law, check_fixed=False)  # the law uses neither scale: none is given
 
     def mean_loss(x):
         return float(np.mean(np.asarray(fitted.law(jnp.asarray(x), 1.0, 1.0))))

@@ -50,13 +50,13 @@ def test_linear_basis_reproduces_the_law(name):
             assert np.all(np.isfinite(np.asarray(getattr(moved, f))))
         base, phi = moved.linear_basis_rows(h, N, D)
         assert base.shape == (30, V) and phi.shape == (30, V, len(cls.linear_fields))
-        np.testing.assert_allclose(base + jnp.sum(phi * coef, axis=-1), moved.evaluate_rows(h, N, D), rtol=1e-13, atol=0)
+        np.testing.assert_allclose(base + jnp.sum(phi * coef[None], axis=-1), moved.evaluate_rows(h, N, D), rtol=1e-13, atol=0)
         for got, ref in zip((base, phi), law.linear_basis_rows(h, N, D)):
             np.testing.assert_array_equal(got, ref)
         # the coefficients the law holds give its own prediction back
         own = jnp.stack([jnp.exp(getattr(law, f)) for f in cls.linear_fields], axis=-1)
         b0, p0 = law.linear_basis_rows(h, N, D)
-        np.testing.assert_allclose(b0 + jnp.sum(p0 * own, axis=-1), law.evaluate_rows(h, N, D), rtol=1e-13, atol=0)
+        np.testing.assert_allclose(b0 + jnp.sum(p0 * own[None], axis=-1), law.evaluate_rows(h, N, D), rtol=1e-13, atol=0)
 
 
 TRUTH = {

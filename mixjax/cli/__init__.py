@@ -127,6 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
 
     with warnings.catch_warnings():
+        # a command reports mixjax's warnings (UserWarning and its subclasses) as "mixjax CMD: warning: ..." lines on
+        # stderr whatever the caller's filters (a program or test suite that turns warnings into errors included)
+        warnings.simplefilter("default", UserWarning)
         warnings.showwarning = show_warning
         try:
             rc = int(args.run(args) or 0)
