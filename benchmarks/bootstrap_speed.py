@@ -23,7 +23,6 @@ import jax as _jax
 _jax.config.update("jax_enable_x64", True)  # float64 fits
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 import mixjax  # noqa: E402
 

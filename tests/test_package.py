@@ -1,7 +1,6 @@
 """The package's shape: no name is both a module and a function, and importing it changes no global setting."""
 
 import importlib
-import inspect
 import pkgutil
 import subprocess
 import sys
