@@ -201,7 +201,7 @@ class Problem(eqx.Module):
     def cell_weights(self, row_w: jax.Array) -> jax.Array:
         """(n, V) weight of each cell in J: ``w_r m_rj s(y_rj) / sum(w m)`` (the objective's cell scale s)."""
         a = self.arrays
-        w = row_w[:, None] * a.mask
+        w = row_w[:, None] * a.mask.astype(row_w.dtype)
         w = w / jnp.maximum(jnp.sum(w), jnp.finfo(w.dtype).tiny)
         return w * self.objective.cell_scale(a.y)
 

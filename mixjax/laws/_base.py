@@ -56,7 +56,8 @@ class DataSummary:
         fill = float(np.nanmean(y)) if np.isfinite(y).any() else 1.0
 
         def per_target(fn):
-            return np.array([fn(y[mask[:, j], j]) if mask[:, j].any() else fill for j in range(y.shape[1])])
+            # float64 whatever the fit's dtype: starts are drawn from these and cast to the fit's dtype at the end
+            return np.array([fn(y[mask[:, j], j]) if mask[:, j].any() else fill for j in range(y.shape[1])], np.float64)
 
         def ref(v):
             v = np.asarray(v, float)
