@@ -286,7 +286,7 @@ class LBFGS(AbstractSolver):
         tiny = jnp.finfo(dt).tiny
         known = (num > tiny) & (den > tiny)
         logd = jnp.where(known, jnp.log(jnp.where(known, num, 1.0)) - jnp.log(jnp.where(known, den, 1.0)), 0.0)
-        n_known = jnp.sum(known)
+        n_known = jnp.sum(known).astype(dt)
         centre = jnp.sum(jnp.where(known, logd, 0.0)) / jnp.maximum(n_known, 1)
         lo, hi = jnp.log(jnp.asarray(self.diagonal_min, dt)), jnp.log(jnp.asarray(self.diagonal_max, dt))
         return jnp.where(known, jnp.exp(jnp.clip(logd - centre, lo, hi)), 1.0)
@@ -377,7 +377,8 @@ class Adam(AbstractSolver):
         return _AdamState(f, g, optax.adam(self.learning_rate).init(y))
 
     def step(self, fn, y, s: _AdamState):
-        upd, opt = optax.adam(self.learning_rate).update(s.g, s.opt, y)
+        with jax.numpy_dtype_promotion("standard"):  # optax's bias correction mixes its int32 step count with floats
+            upd, opt = optax.adam(self.learning_rate).update(s.g, s.opt, y)
         y_new = y + upd
         f_new, g_new = jax.value_and_grad(lambda z: _sumsq(fn(z)))(y_new)
         ok = jnp.isfinite(f_new) & _finite(g_new)

@@ -13,6 +13,9 @@ jax.config.update("jax_enable_x64", True)  # the tests compare float64 fits with
 # Strict broadcasting: an array of rank 1 combined with one of rank 2 (say) is an error, not a silent broadcast; the
 # library reshapes explicitly (x[:, None], jnp.broadcast_to), so a shape mistake cannot pass as a different shape.
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# Strict dtypes: no implicit promotion between float32 and float64, integers and floats, or booleans and numbers
+# (Python scalars stay weak); the library casts explicitly, so a float32 fit cannot silently compute in float64.
+jax.config.update("jax_numpy_dtype_promotion", "strict")
 
 import mixjax  # noqa: E402
 import pytest  # noqa: E402

@@ -151,7 +151,7 @@ def _ref_crossing(l, u, total):
 def _ref_project(v, lo, hi):
     lower, upper, free = _ref_crossing(lo - v, hi - v, lambda t: jnp.sum(jnp.clip(v + t, lo, hi)))
     rest = 1.0 - jnp.sum(jnp.where(lower, lo, 0.0)) - jnp.sum(jnp.where(upper, hi, 0.0))
-    t = (rest - jnp.sum(jnp.where(free, v, 0.0))) / jnp.maximum(jnp.sum(free), 1)
+    t = (rest - jnp.sum(jnp.where(free, v, 0.0))) / jnp.maximum(jnp.sum(free).astype(v.dtype), 1)
     return jnp.clip(jnp.where(lower, lo, jnp.where(upper, hi, v + t)), lo, hi)
 
 

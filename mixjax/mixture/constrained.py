@@ -204,7 +204,7 @@ def _certificate(z, members, sh: _Shared, lo, hi, shares):
         nu_ls = jnp.nanmedian(jnp.where(pick, G, jnp.nan), axis=1)
         nu_fb = jnp.nanmedian(jnp.where(free, G + a_al[None, :], jnp.nan), axis=1)
         nu = jnp.where(jnp.isfinite(nu_ls), nu_ls, jnp.where(jnp.isfinite(nu_fb), nu_fb, 0.0))
-        nf = jnp.sum(free, axis=0)
+        nf = jnp.sum(free, axis=0).astype(G.dtype)
         gap = jnp.sum(jnp.where(free, nu[:, None] - G, 0.0), axis=0) / jnp.maximum(nf, 1)
         a_ls = jnp.where(act, jnp.where(nf > 0, jnp.maximum(gap, 0.0), a_al), 0.0)
         r = jnp.minimum(res(a_al), res(a_ls))

@@ -68,7 +68,7 @@ def project_capped_simplex(v, lo, hi):
     a, b = _bisect(lambda t: jnp.sum(jnp.clip(v + t, lo, hi)), jnp.min(l), jnp.max(u))
     lower, upper, free = _classify(l, u, a, b)
     rest = 1.0 - jnp.sum(jnp.where(lower, lo, 0.0)) - jnp.sum(jnp.where(upper, hi, 0.0))
-    n_free = jnp.sum(free)
+    n_free = jnp.sum(free).astype(v.dtype)
     t = (rest - jnp.sum(jnp.where(free, v, 0.0))) / jnp.maximum(n_free, 1)
     h = jnp.where(lower, lo, jnp.where(upper, hi, v + t))
     return jnp.clip(h, lo, hi)
@@ -194,7 +194,7 @@ def project_phase_ball(u, lo, hi, shares, centre, radius, *, kl: bool, iters: in
         z = z_of(t[:, None], tau)[:, 0, :]
         # round-off: put each block's sum on its share by moving the free coordinates
         free = (z > L) & (z < U)
-        nfree = jnp.maximum(jnp.sum(free, axis=1), 1)
+        nfree = jnp.maximum(jnp.sum(free, axis=1).astype(z.dtype), 1)
         return jnp.clip(z + jnp.where(free, ((shares - jnp.sum(z, axis=1)) / nfree)[:, None], 0.0), L, U)
 
     dist = lambda z: 0.5 * jnp.sum(jnp.abs(z - centre))  # noqa: E731
