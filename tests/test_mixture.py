@@ -282,7 +282,7 @@ def _ref_ball(u, lo, hi, shares, centre, radius, kl, iters=48):
         t = jnp.where(ta >= tb, tb, t)
         z = z_of(t[:, None], tau)[:, 0, :]
         free = (z > L) & (z < U)
-        nfree = jnp.maximum(jnp.sum(free, axis=1), 1)
+        nfree = jnp.maximum(jnp.sum(free, axis=1).astype(z.dtype), 1)
         return jnp.clip(z + jnp.where(free, ((shares - jnp.sum(z, axis=1)) / nfree)[:, None], 0.0), L, U)
 
     dist = lambda z: 0.5 * jnp.sum(jnp.abs(z - centre))  # noqa: E731
