@@ -334,6 +334,7 @@ def _sweeps(curvature: float, reps: int = 8, n: int = 40, pool: int = 10):
     return out
 
 
+@pytest.mark.slow  # eight sweeps of a calibrated pick (7 s); the correction itself is checked by default above
 def test_cv_optimism_is_near_zero_for_a_well_specified_fit():
     """The fitted law is the true one and the fit nearly exact: the pick is hardly optimistic (known truth), and the
     mean cross-validated pick residual is zero within its standard error (pooled over eight sweeps)."""

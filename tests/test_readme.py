@@ -123,7 +123,12 @@ def test_bash_mixjax_commands_run(tmp_path, monkeypatch):
         assert rc == 0, f"mixjax {shlex.join(args)}: {err.getvalue()}"
 
 
-@pytest.mark.parametrize("page", [name(p) for p in PAGES if blocks("python", p)])
+# the two longest pages (a calibrated optimum, a comparison: 12-17 s each) run with -m slow, with every check of them
+SLOW_PAGES = ("docs/mixtures.md", "docs/python.md")
+
+
+@pytest.mark.parametrize("page", [pytest.param(name(p), marks=pytest.mark.slow) if name(p) in SLOW_PAGES else name(p)
+                                  for p in PAGES if blocks("python", p)])
 def test_python_blocks_run_without_warnings(run_page, page):
     assert run_page(page)["__warnings__"] == []
 
@@ -185,6 +190,7 @@ def test_function_law_reduces_to_chinchilla(run_page):
 # docs/python.md
 
 
+@pytest.mark.slow  # runs a SLOW_PAGES page
 def test_compare_scores_match_an_independent_recomputation(run_page):
     page = run_page("docs/python.md")
     cmp, data = page["cmp"], page["data"]
@@ -269,6 +275,7 @@ def _feasible(rng, n, K, lower, upper):
     return h[:n]  # always n rows: one compiled prediction for every check
 
 
+@pytest.mark.slow  # runs a SLOW_PAGES page
 def test_optimal_mixtures_beat_random_feasible_ones(ns, run_page):
     page = run_page("docs/mixtures.md")
     fit, optima, scarce = page["fit"], page["optima"], page["scarce"]
@@ -297,6 +304,7 @@ def test_optimal_mixtures_beat_random_feasible_ones(ns, run_page):
     assert scarce.value <= np.asarray(fit.law.predict(others, 1235.0, 46.08)).mean(axis=1).min() + 1e-9
 
 
+@pytest.mark.slow  # runs a SLOW_PAGES page
 def test_calibrated_optimum_of_the_page(run_page):
     page = run_page("docs/mixtures.md")
     cal, held_out, boot = page["cal"], page["held_out"], page["boot22"]
