@@ -43,7 +43,7 @@ import numpy as np
 from .. import _engine
 from ..results import Status
 from .phases import PhaseProblem
-from .simplex import _project_batch, _project_kl_batch, project_capped_simplex, project_phase_ball
+from .simplex import _project_batch, _project_kl_batch
 from .solver import MixtureConfig, SimplexDescent
 
 __all__ = ["CONSTRAINT_TOL", "TRUST_CANDIDATES"]
@@ -154,14 +154,6 @@ _KKT_TOL = 1e-6
 _ACTIVE = 1e-6
 
 
-def _phase_projector(lo, hi, shares, P):
-    """Euclidean projection of (P, K) blocks onto the per-phase capped simplices (block p sums to s_p)."""
-    if shares is None:
-        lo, hi, shares = lo[None], hi[None], jnp.ones(1, lo.dtype)
-    s = shares[:, None]
-    return lambda v: jax.vmap(project_capped_simplex)(v / s, lo, hi) * s
-
-
 @eqx.filter_jit
 def _certificate(z, members, sh: _Shared, lo, hi, shares):
     """KKT residual of each member's end point z for the original constrained problem, minimized over two choices of
@@ -171,7 +163,8 @@ def _certificate(z, members, sh: _Shared, lo, hi, shares):
     complementary slackness certify: the smaller residual is reported. Returns (residual, scale) per member."""
     law, center, mu, rho = members
     P = sh.P
-    proj = _phase_projector(lo, hi, shares, P)
+    # the search's own feasible set (per-phase simplices, and the trust region's ball where there is one)
+    solver = SimplexDescent(lo, hi, mirror=False, shares=shares, radius=sh.radius if sh.use_trust else None)
     L = (lo if shares is None else shares[:, None] * lo).reshape(P, -1)
     U = (hi if shares is None else shares[:, None] * hi).reshape(P, -1)
 
@@ -188,12 +181,16 @@ def _certificate(z, members, sh: _Shared, lo, hi, shares):
 
         G = jax.grad(lag)(z).reshape(P, K)
         zz = z.reshape(P, K)
-        pr = proj
-        if sh.use_trust:  # the trust region is part of the feasible set: project onto the ball as well
-            s_ = jnp.ones(1, z.dtype) if shares is None else shares
-            pr = lambda v: project_phase_ball(v, lo.reshape(P, -1), hi.reshape(P, -1), s_, center.reshape(P, -1), sh.radius, kl=False)  # noqa: E731
         d_cap = 1.0 / sh.caps  # d g_k / d z_pk
-        res = lambda a: jnp.max(jnp.abs(zz - pr(zz - (G + a[None, :]))))  # noqa: E731
+
+        def res(a):  # ||z - P(z - grad L)||_inf with cap multipliers a
+            grad = (G + a[None, :]).reshape(-1)
+            if sh.use_trust:  # the point carries the trust region's centre, which the projection leaves in place
+                n = z.shape[0]
+                return jnp.max(jnp.abs(solver.projected_gradient(jnp.concatenate([z, center]),
+                                                                 jnp.concatenate([grad, jnp.zeros_like(center)]))[:n]))
+            return jnp.max(jnp.abs(solver.projected_gradient(z, grad)))
+
         a_al = mult[:K] * d_cap
         # free: off its bounds by more than 1e-9 of the phase's share (mirror descent leaves coordinates that belong on
         # a bound at tiny positive values: they would bias the estimate; in the residual they count either way)

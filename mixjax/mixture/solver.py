@@ -137,12 +137,14 @@ class SimplexDescent(_engine.AbstractSolver):
         w = jax.vmap(project_capped_simplex_kl)(log_y.reshape(self.lo.shape), self.lo, self.hi)
         return (w * self.shares[:, None]).reshape(-1)
 
-    def _kkt(self, h, grad):
+    def projected_gradient(self, h, grad):
+        """``h - P(h - grad)``, P the Euclidean projection onto this solver's feasible set: zero exactly at a
+        stationary point (the KKT residual of the search)."""
         return h - self._project(h - grad)
 
     def init(self, fn, h):
         f, grad = jax.value_and_grad(fn)(h)
-        return _SimplexState(f, self._kkt(h, grad), grad, jnp.asarray(self.step_size, h.dtype), jnp.array(0, jnp.int32))
+        return _SimplexState(f, self.projected_gradient(h, grad), grad, jnp.asarray(self.step_size, h.dtype), jnp.array(0, jnp.int32))
 
     def _candidate(self, h, grad, eta):
         tiny = jnp.finfo(h.dtype).tiny
@@ -170,7 +172,7 @@ class SimplexDescent(_engine.AbstractSolver):
         fails = jnp.where(ok, 0, s.fails + 1)
         keep = lambda new, old: jnp.where(ok, new, old)  # noqa: E731
         hn, fn_, gn = keep(cands[k], h), keep(fs[k], s.f), keep(grads[k], s.grad)
-        new = _SimplexState(fn_, self._kkt(hn, gn), gn, eta, fails)
+        new = _SimplexState(fn_, self.projected_gradient(hn, gn), gn, eta, fails)
         return hn, new, ok, fails >= self.max_fails
 
 
