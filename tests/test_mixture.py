@@ -241,74 +241,20 @@ def test_projections_match_slsqp_and_a_numpy_bisection():
         assert abs(hk.sum() - 1) <= 1e-12
 
 
-def _ref_ball(u, lo, hi, shares, centre, radius, kl, iters=48):
-    """The O(K^2) trust-ball projection the bisection replaced above 64 domains (the sum at all 4K breakpoints)."""
-    dt = u.dtype
-    L, U = shares[:, None] * lo, shares[:, None] * hi
-    big = jnp.finfo(dt).max
-    span = (jnp.max(jnp.abs(jnp.where(jnp.isfinite(u), u, 0.0))) + 760.0) if kl else (jnp.max(jnp.abs(u)) + jnp.max(jnp.abs(centre)) + 2.0)
-    if kl:
-        top = jnp.max(jnp.where(jnp.isfinite(u), u, -big), axis=1, keepdims=True)
-        ey = jnp.exp(u - top)
-
-    def z_of(t, tau):
-        if kl:
-            et = jnp.exp(t + top)[:, :, None]
-            lo_ = jnp.nan_to_num(ey[:, None, :] * (et * jnp.exp(-tau)), nan=0.0)
-            hi_ = jnp.nan_to_num(ey[:, None, :] * (et * jnp.exp(tau)), nan=0.0)
-        else:
-            a = u[:, None, :] + t[:, :, None]
-            lo_, hi_ = a - tau, a + tau
-        return jnp.clip(jnp.clip(centre[:, None, :], lo_, hi_), L[:, None, :], U[:, None, :])
-
-    def solve_t(tau):
-        if kl:
-            lg = lambda x: jnp.log(jnp.clip(x, 0.0, big))  # noqa: E731
-            bp = [lg(L) - u - tau, lg(jnp.minimum(centre, U)) - u - tau, lg(jnp.maximum(centre, L)) - u + tau, lg(U) - u + tau]
-        else:
-            bp = [L - u - tau, jnp.minimum(centre, U) - u - tau, jnp.maximum(centre, L) - u + tau, U - u + tau]
-        lim = span + tau
-        bp = jnp.clip(jnp.nan_to_num(jnp.concatenate(bp, axis=1), nan=0.0, posinf=lim, neginf=-lim), -lim, lim)
-        bp = jnp.concatenate([bp, jnp.full((bp.shape[0], 2), -lim, dt).at[:, 1].set(lim)], axis=1)
-        S = jnp.sum(z_of(bp, tau), axis=-1)
-        s = shares[:, None]
-        ta = jnp.max(jnp.where(S <= s, bp, -jnp.inf), axis=1)
-        tb = jnp.min(jnp.where(S >= s, bp, jnp.inf), axis=1)
-        Sa = jnp.max(jnp.where(S <= s, S, -jnp.inf), axis=1)
-        Sb = jnp.min(jnp.where(S >= s, S, jnp.inf), axis=1)
-        frac = jnp.clip((shares - Sa) / jnp.where(Sb > Sa, Sb - Sa, 1.0), 0.0, 1.0)
-        gap = jnp.maximum(tb - ta, 0.0)
-        t = ta + (jnp.log1p(frac * jnp.expm1(gap)) if kl else frac * gap)
-        t = jnp.where(ta >= tb, tb, t)
-        z = z_of(t[:, None], tau)[:, 0, :]
-        free = (z > L) & (z < U)
-        nfree = jnp.maximum(jnp.sum(free, axis=1).astype(z.dtype), 1)
-        return jnp.clip(z + jnp.where(free, ((shares - jnp.sum(z, axis=1)) / nfree)[:, None], 0.0), L, U)
-
-    dist = lambda z: 0.5 * jnp.sum(jnp.abs(z - centre))  # noqa: E731
-    z0 = solve_t(jnp.zeros((), dt))
-    tau_max = jnp.asarray(60.0, dt) if kl else 2.0 * span
-
-    def outer(_, c):
-        a, b = c
-        mid = 0.5 * (a + b)
-        inside = dist(solve_t(mid)) <= radius
-        return jnp.where(inside, a, mid), jnp.where(inside, mid, b)
-
-    _, tb = jax.lax.fori_loop(0, iters, outer, (jnp.zeros((), dt), tau_max))
-    return jnp.where(dist(z0) - radius <= 0, z0, solve_t(tb))
-
-
 @pytest.mark.slow  # compiles the nested loops of both projections (about 10 s each)
 @pytest.mark.parametrize("kl", [False, True])
-def test_phase_ball_matches_the_quadratic_reference(kl):
+def test_phase_ball_matches_the_quadratic_reference(kl, monkeypatch):
+    """Above 64 domains the shift of each phase is bracketed by bisection; the reference is the O(K^2) bracket by the
+    sum at all 4K breakpoints, which the projection keeps for small K (here forced at K = 80)."""
+    from mixjax.mixture import simplex
     from mixjax.mixture.simplex import project_phase_ball
 
     rng = np.random.default_rng(11 + kl)
     P, k = 2, 80  # above 64 domains: the bisection path
+    assert simplex._BALL_BREAKPOINTS_UP_TO < k
     shares = np.array([0.7, 0.3])
     new = jax.jit(jax.vmap(lambda *a: project_phase_ball(*a, kl=kl), in_axes=(0, None, None, None, 0, 0)))
-    ref = jax.jit(jax.vmap(lambda *a: _ref_ball(*a, kl=kl), in_axes=(0, None, None, None, 0, 0)))
+    ref = jax.jit(jax.vmap(lambda *a: project_phase_ball(*a, kl=kl), in_axes=(0, None, None, None, 0, 0)))
     lo = np.zeros((P, k))
     hi = np.minimum(1.0, rng.uniform(1.5 / k, 5.0 / k, (P, k)))
     hi[:, : k // 8] = 1.0
@@ -317,7 +263,9 @@ def test_phase_ball_matches_the_quadratic_reference(kl):
                   for _ in range(n)])
     X = rng.normal(0, 3.0 if kl else 0.05, (n, P, k))
     R = np.array([0.02, 0.1, 0.3, 2.0, 0.05, 0.2])
-    z, r = np.asarray(new(X, lo, hi, shares, C, R)), np.asarray(ref(X, lo, hi, shares, C, R))
+    z = np.asarray(new(X, lo, hi, shares, C, R))
+    monkeypatch.setattr(simplex, "_BALL_BREAKPOINTS_UP_TO", k)  # read when ``ref`` is traced: the breakpoint bracket
+    r = np.asarray(ref(X, lo, hi, shares, C, R))
     np.testing.assert_allclose(z, r, atol=1e-12)
     np.testing.assert_allclose(z.sum(-1), np.broadcast_to(shares, (n, P)), atol=1e-12)
     assert np.all(0.5 * np.abs(z - C).sum((1, 2)) <= R + 1e-12)
