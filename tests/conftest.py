@@ -1,7 +1,10 @@
+import atexit
 import ctypes
 import ctypes.util
 import gc
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The tests check numbers, not speed: compile with XLA's cheap CPU backend settings (about half the compile time).
@@ -16,6 +19,13 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # Strict dtypes: no implicit promotion between float32 and float64, integers and floats, or booleans and numbers
 # (Python scalars stay weak); the library casts explicitly, so a float32 fit cannot silently compute in float64.
 jax.config.update("jax_numpy_dtype_promotion", "strict")
+# Each module frees its compiled programs (below), and many modules compile the same ones (the same law, data shape
+# and solver): a persistent compilation cache for this run only lets a later module load a program instead of
+# compiling it again. Programs that hold a host callback (a progress bar) are not cached, by JAX's rule.
+_CACHE_DIR = tempfile.mkdtemp(prefix="mixjax-test-xla-cache-")
+atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 import mixjax  # noqa: E402
 import pytest  # noqa: E402
