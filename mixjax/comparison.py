@@ -45,6 +45,10 @@ Scores per law (MRE as a fraction, ``mean |pred - obs| / obs``):
 * ``aic`` / ``bic``: n log(SSE / n) + 2k / k log n on the training cells of the fit to all rows (cross-validation)
   or of the held-out-scale fit (Gaussian residuals; smaller is better);
 * ``status``: the worst status of the best start over the splits, and the counts.
+
+``Comparison.extrapolation`` (:func:`weight_extrapolation`) counts the held-out rows whose mixture puts on some domain
+a weight outside that domain's range over the split's training rows, and names the furthest: a law's error there is
+an extrapolation error, which can dominate a pooled MRE.
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ from .laws._base import predict_rows
 from .problem import law_class, prepare
 from .results import FitFailedError, Status, worst
 
-__all__ = ["Split", "LawScore", "Comparison", "CheckpointWarning", "compare", "cv_splits", "holdout_scale_split",
+__all__ = ["Split", "LawScore", "weight_extrapolation", "Comparison", "CheckpointWarning", "compare", "cv_splits", "holdout_scale_split",
            "spearman", "regret_at_1", "has_checkpoints", "final_checkpoint_rows", "checkpoint_mode", "Cell", "ComparisonPart",
            "slice_cells", "merge"]
 
@@ -182,6 +186,37 @@ def checkpoint_mode(data: MixtureData, checkpoints: str | None, holdout_scale) -
     return "all"
 
 
+#: A held-out weight counts as outside the training range when it exceeds the range by more than this (absolute).
+EXTRAPOLATION_ATOL = 1e-9
+
+
+def weight_extrapolation(data: MixtureData, splits: Sequence[Split]) -> dict[str, Any]:
+    """The held-out rows whose mixture puts on some domain a weight outside the range of that domain's weight over
+    the split's training rows: their cells are extrapolations for every law, not interpolations.
+
+    Returns ``{"n_rows", "n_test_rows", "worst"}``: held-out rows outside the range (counted once per split they are
+    held out in), all held-out rows (likewise), and the row furthest outside (``split``, ``row`` (index into the rows
+    compared), ``domain``, ``weight`` and the training ``range`` [lo, hi]); ``worst`` is None when no row is outside.
+    """
+    h = np.asarray(data.mixtures, np.float64)
+    n_out, n_test, worst, worst_gap = 0, 0, None, 0.0
+    for s in splits:
+        if not s.train.any() or not s.test.any():
+            continue
+        lo, hi = h[s.train].min(axis=0), h[s.train].max(axis=0)
+        test = np.flatnonzero(s.test)
+        gap = np.maximum(lo - h[test], h[test] - hi)  # (n_test, K), > 0 outside the range
+        outside = (gap > EXTRAPOLATION_ATOL).any(axis=1)
+        n_out += int(outside.sum())
+        n_test += int(test.size)
+        i, j = np.unravel_index(np.argmax(gap), gap.shape)
+        if gap[i, j] > max(worst_gap, EXTRAPOLATION_ATOL):
+            worst_gap = float(gap[i, j])
+            worst = {"split": s.name, "row": int(test[i]), "domain": data.domains[j], "weight": float(h[test[i], j]),
+                     "range": [float(lo[j]), float(hi[j])]}
+    return {"n_rows": n_out, "n_test_rows": n_test, "worst": worst}
+
+
 def _ranks(x: np.ndarray) -> np.ndarray:
     """Ranks 1..n of ``x``, ties given their average rank."""
     order = np.argsort(x, kind="stable")
@@ -253,6 +288,7 @@ class Comparison:
     checkpoints: str = "all"
     rows: np.ndarray | None = None
     n_rows_input: int | None = None
+    extrapolation: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def best(self) -> LawScore:
@@ -270,6 +306,7 @@ class Comparison:
             "n_common_cells": self.n_common_cells,
             "laws": [s.as_dict(timings) for s in self.scores],
             "skipped": [{"law": k, "reason": v} for k, v in self.skipped.items()],
+            "extrapolation": self.extrapolation,
         }
 
     def table(self) -> list[dict[str, Any]]:
@@ -468,6 +505,7 @@ class _Plan:
     laws: list[_LawPlan]
     skipped: dict[str, str]
     settings: dict[str, Any]
+    extrapolation: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def n_groups(self) -> int:
@@ -485,6 +523,7 @@ class _Plan:
                        for s in self.splits],
             "with_full": self.with_full, "model_size": _floats(self.model_size), "n_tokens": _floats(self.n_tokens),
             "laws": [lp.to_json() for lp in self.laws], "skipped": [[k, v] for k, v in self.skipped.items()],
+            "extrapolation": self.extrapolation,
         }
 
     @classmethod
@@ -501,7 +540,8 @@ class _Plan:
                    splits=[Split(str(s["name"]), mask(s["train"]), mask(s["test"])) for s in d["splits"]],
                    with_full=bool(d["with_full"]), model_size=np.array(d["model_size"], dtype=np.float64),
                    n_tokens=np.array(d["n_tokens"], dtype=np.float64), laws=[_LawPlan.from_json(x) for x in d["laws"]],
-                   skipped={str(k): str(v) for k, v in d["skipped"]}, settings=dict(d["settings"]))
+                   skipped={str(k): str(v) for k, v in d["skipped"]}, settings=dict(d["settings"]),
+                   extrapolation=dict(d.get("extrapolation", {})))
 
 
 def _floats(a) -> list:
@@ -759,7 +799,8 @@ def compare(
                 "seed": int(seed), "dtype": dtype, "data_sha256": data_fingerprint(data)}
     plan = _Plan(data=data.name, protocol=protocol, checkpoints=mode, rows=used_rows, n_rows_input=n_input, splits=splits,
                  with_full=holdout_scale is None, model_size=np.asarray(data.model_size, np.float64),
-                 n_tokens=np.asarray(data.n_tokens, np.float64), laws=[], skipped={}, settings=settings)
+                 n_tokens=np.asarray(data.n_tokens, np.float64), laws=[], skipped={}, settings=settings,
+                 extrapolation=weight_extrapolation(data, splits))
     groups = plan.groups()
     for cls in classes:  # which laws apply (cheap: no fitting), the same in every slice
         try:  # the law interface's hook: a law that reads the table's layout (phases, unique tokens) is bound to it
@@ -844,7 +885,7 @@ def _build(plan: _Plan, cells: dict[str, list[Cell]]) -> Comparison:
                           "nothing about mixtures", UserWarning, stacklevel=3)
     return Comparison(data=plan.data, protocol=plan.protocol, splits=plan.splits, scores=[s for s, _ in order],
                       skipped=dict(plan.skipped), n_common_cells=n_common, checkpoints=plan.checkpoints,
-                      rows=np.asarray(plan.rows), n_rows_input=plan.n_rows_input)
+                      rows=np.asarray(plan.rows), n_rows_input=plan.n_rows_input, extrapolation=dict(plan.extrapolation))
 
 
 def _plan_differences(a: dict, b: dict) -> list[str]:

@@ -276,3 +276,50 @@ def test_throw_policy_when_every_law_failed(synthetic):
         compare(synthetic, [_DeadLogLinear], cv="mixtures:3", seed=1, **SETTINGS)
     out = compare(synthetic, [_DeadLogLinear], cv="mixtures:3", seed=1, throw=False, **SETTINGS)
     assert out.scores[0].status == "nonfinite" and out.scores[0].status_counts["nonfinite"] == 4
+
+
+def _outside_by_loops(data, split):
+    """(held-out rows outside the training range of some weight, [(gap, row, domain)]) by plain Python loops."""
+    train = [i for i in range(data.n_rows) if split.train[i]]
+    out, gaps = [], []
+    for i in range(data.n_rows):
+        if not split.test[i]:
+            continue
+        row_out = False
+        for j, d in enumerate(data.domains):
+            col = [float(data.mixtures[r][j]) for r in train]
+            w = float(data.mixtures[i][j])
+            gap = max(min(col) - w, w - max(col))
+            if gap > 1e-9:
+                row_out = True
+                gaps.append((gap, i, d))
+        out.append(row_out)
+    return sum(out), gaps
+
+
+def test_held_out_rows_outside_the_training_weights_are_counted(synthetic, result):
+    from mixjax.comparison import Split, weight_extrapolation
+
+    # the comparison's own splits: the count and the furthest row agree with a loop over rows and domains
+    n, gaps = 0, []
+    for s in result.splits:
+        k, g = _outside_by_loops(synthetic, s)
+        n += k
+        gaps += [(gap, row, d, s.name) for gap, row, d in g]
+    ex = result.extrapolation
+    assert ex["n_rows"] == n and ex["n_test_rows"] == sum(int(s.test.sum()) for s in result.splits)
+    gap, row, dom, name = max(gaps)
+    tied_rows = {r for g, r, d, s in gaps if g == gap and d == dom and s == name}  # one mixture at two model sizes
+    assert ex["worst"]["row"] in tied_rows and (ex["worst"]["domain"], ex["worst"]["split"]) == (dom, name)
+    lo, hi = ex["worst"]["range"]
+    assert max(lo - ex["worst"]["weight"], ex["worst"]["weight"] - hi) == pytest.approx(gap, rel=1e-12)
+    # a split that holds out every mixture with more of domain a than any training mixture: every held-out row is
+    # outside; holding out a random half of the mixtures inside the hull of the rest: none is
+    a = np.asarray(synthetic.mixtures)[:, 0]
+    high = a > np.quantile(a, 0.75)
+    ex = weight_extrapolation(synthetic, [Split("high a", ~high, high)])
+    assert ex["n_rows"] == int(high.sum()) and ex["worst"]["domain"] == "a"
+    inner = np.zeros(synthetic.n_rows, bool)
+    inner[np.argsort(np.abs(a - np.median(a)))[:2]] = True  # two rows near the median of a; still maybe outside in b, c
+    k, _ = _outside_by_loops(synthetic, Split("inner", ~inner, inner))
+    assert weight_extrapolation(synthetic, [Split("inner", ~inner, inner)])["n_rows"] == k

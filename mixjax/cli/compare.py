@@ -154,6 +154,12 @@ def report(result, args, plot: str | None = None, save: str | None = None) -> in
           f"{result.n_common_cells} cells every law counts")
     for s in result.splits:
         print(f"  {s.name}: {int(s.train.sum())} train rows, {int(s.test.sum())} held-out rows")
+    ex = result.extrapolation
+    if ex.get("worst"):
+        w = ex["worst"]
+        print(f"  {ex['n_rows']} of {ex['n_test_rows']} held-out rows lie outside the training rows' range of some domain's "
+              f"weight (furthest: row {w['row']} in {w['split']}, {w['domain']} = {w['weight']:.3g} where training has "
+              f"{w['range'][0]:.3g}-{w['range'][1]:.3g}): their cells are extrapolations for every law")
     print()
     rows, head = [], ["law", "k", "train MRE %", "val MRE % common", "val MRE % own", "val MRE % all", "val RMSE",
                       "cells used/excl", "Spearman", "best rank", "regret@1", "flat in mixture", "AIC", "status", "out of range"]
