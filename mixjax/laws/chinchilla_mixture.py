@@ -20,7 +20,8 @@ domain has weight 0 (S_v > 0 as long as some weighted domain has C_vj > 0).
 
 Units: E_v and the loss in nats; N^-alpha is taken with N in millions (the coefficient of the N term is fixed to
 1: its scale is absorbed by C), B_v is dimensionless relative to it with D in billions; C_vj is in 1/nats.
-Every parameter is > 0 and stored as its log. B_v and E_v enter linearly once the others are fixed
+Every parameter is > 0 and stored as its log; the exponents are capped (alpha, beta <= 3, gamma <= 10, as in
+:mod:`mixjax.laws.shukor`). B_v and E_v enter linearly once the others are fixed
 (``linear_fields``: variable projection solves them in closed form).
 """
 
@@ -34,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from ._base import AbstractLaw, DataSummary
-from .shukor import _pow0
+from .shukor import EXPONENT_SANE_RANGES, _capped, _log_exponent, _pow0
 
 __all__ = ["ChinchillaMixtureLaw", "ChinchillaMixturePerTargetLaw"]
 
@@ -49,14 +50,14 @@ def _u(key, lo, hi, shape):
 
 def _effectiveness(log_C, log_gamma, mixture):
     """S_v(h) = sum_j C_vj h_j^gamma_vj, shape (V,)."""
-    return jnp.sum(jnp.exp(log_C) * _pow0(mixture[..., None, :], jnp.exp(log_gamma)), axis=-1)
+    return jnp.sum(jnp.exp(log_C) * _pow0(mixture[..., None, :], _capped(log_gamma, "gamma")), axis=-1)
 
 
 def _basis(law, mixture, model_size, n_tokens):
     """``base = N^-alpha / S`` and columns ``[D^-beta / S, 1]`` of the coefficients B and E."""
     S = _effectiveness(law.log_C, law.log_gamma, mixture)
-    size = jnp.exp(-jnp.exp(law.log_alpha) * jnp.log(model_size))
-    data = jnp.exp(-jnp.exp(law.log_beta) * jnp.log(n_tokens))
+    size = jnp.exp(-_capped(law.log_alpha, "alpha") * jnp.log(model_size))
+    data = jnp.exp(-_capped(law.log_beta, "beta") * jnp.log(n_tokens))
     base = jnp.broadcast_to(size, S.shape) / S
     return base, jnp.stack([jnp.broadcast_to(data, S.shape) / S, jnp.ones_like(S)], axis=-1)
 
@@ -104,8 +105,8 @@ def _predict(law, mixture, model_size, n_tokens):
 
 def _params(law):
     e = jnp.exp
-    return {"E": e(law.log_E), "alpha": e(law.log_alpha), "B": e(law.log_B), "beta": e(law.log_beta),
-            "C": e(law.log_C), "gamma": e(law.log_gamma)}
+    return {"E": e(law.log_E), "alpha": _capped(law.log_alpha, "alpha"), "B": e(law.log_B), "beta": _capped(law.log_beta, "beta"),
+            "C": e(law.log_C), "gamma": _capped(law.log_gamma, "gamma")}
 
 
 class _ChinchillaMixtureForm:
@@ -116,7 +117,7 @@ class _ChinchillaMixtureForm:
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
     linear_fields: ClassVar[tuple[str, ...]] = ("log_B", "log_E")
-    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"gamma": (0.0, 10.0), "alpha": (0.0, 3.0), "beta": (0.0, 3.0)}
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = EXPONENT_SANE_RANGES
 
     def params(self):
         return _params(self)
@@ -156,7 +157,8 @@ class ChinchillaMixtureLaw(_ChinchillaMixtureForm, AbstractLaw):
     @classmethod
     def from_params(cls, E, alpha, B, beta, C, gamma) -> ChinchillaMixtureLaw:
         """Build from E, B (V,), scalars alpha, beta and C, gamma (V, K), all > 0."""
-        return cls(_log(E), _log(alpha), _log(B), _log(beta), _log(C), _log(gamma))
+        return cls(_log(E), _log_exponent(alpha, "alpha"), _log(B), _log_exponent(beta, "beta"), _log(C),
+                   _log_exponent(gamma, "gamma"))
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> ChinchillaMixtureLaw:
@@ -189,7 +191,8 @@ class ChinchillaMixturePerTargetLaw(_ChinchillaMixtureForm, AbstractLaw):
     @classmethod
     def from_params(cls, E, alpha, B, beta, C, gamma) -> ChinchillaMixturePerTargetLaw:
         """Build from E, alpha, B, beta (V,) and C, gamma (V, K), all > 0."""
-        return cls(_log(E), _log(alpha), _log(B), _log(beta), _log(C), _log(gamma))
+        return cls(_log(E), _log_exponent(alpha, "alpha"), _log(B), _log_exponent(beta, "beta"), _log(C),
+                   _log_exponent(gamma, "gamma"))
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> ChinchillaMixturePerTargetLaw:

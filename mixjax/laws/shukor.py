@@ -10,7 +10,9 @@ tokens, the mixture enters through
 * :class:`ShukorJointLaw`    L_v = E_v + M_v(h) + A_v(h) N^-alpha_v + B_v(h) D^-beta_v,
   A_v(h) = sum_j A_vj h_j, B_v(h) = sum_j B_vj h_j                                     (joint form; 4K + 3)
 
-Every positive parameter is stored as its log.
+Every positive parameter is stored as its log. The exponents are capped at the top of their documented range
+(gamma <= 10, alpha, beta <= 3; ``EXPONENT_CAPS``): a fit that presses an exponent against its cap ends there, at a
+minimum of the capped law, with the status ``out_of_range``.
 
 Variable projection (``linear_fields``): with the exponents and C fixed, the coefficients below enter linearly and
 are >= 0, so under the least-squares objectives they are solved exactly and the solver moves only the rest:
@@ -23,15 +25,42 @@ are >= 0, so under the least-squares objectives they are solved exactly and the 
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._base import AbstractLaw, DataSummary
 
 __all__ = ["ShukorMixtureLaw", "ShukorAdditiveLaw", "ShukorJointLaw"]
+
+
+#: The largest value each exponent can take (the law evaluates min(exp(log_x), cap)). Beyond these the data of a
+#: mixture sweep cannot tell values apart: D^-beta with beta in the hundreds is a free offset of the rows with the
+#: fewest tokens, and C h^gamma with gamma above 10 switches a domain off. Without a cap such a fit runs away
+#: (beta -> infinity, B -> 1e150) and is still descending when the solver stops it; with the cap it ends at a
+#: minimum with the exponent at its cap, reported ``out_of_range``.
+EXPONENT_CAPS = {"gamma": 10.0, "alpha": 3.0, "beta": 3.0}
+#: An exponent within 1 % of its cap is out of range (the fit pressed against the cap).
+EXPONENT_SANE_RANGES = {name: (0.0, 0.99 * cap) for name, cap in EXPONENT_CAPS.items()}
+
+
+def _capped(log_x, name: str):
+    """The exponent ``name`` stored as ``log_x``: exp(log_x), capped at ``EXPONENT_CAPS[name]``. Below the cap the
+    value and gradient are exp(log_x)'s; above it the value is the cap and the gradient with respect to log_x is 0."""
+    return jnp.exp(jnp.minimum(log_x, math.log(EXPONENT_CAPS[name])))
+
+
+def _log_exponent(value, name: str):
+    """log of the exponent ``name`` given by a user, refused above its cap (where the law would silently use the cap)."""
+    v = np.asarray(value, dtype=float)
+    if (v > EXPONENT_CAPS[name]).any():
+        raise ValueError(f"{name} = {v.max():g} is above its cap {EXPONENT_CAPS[name]:g}: the law evaluates "
+                         f"min({name}, {EXPONENT_CAPS[name]:g}); give a value at most the cap")
+    return _log(value)
 
 
 def _pow0(h, g):
@@ -41,7 +70,7 @@ def _pow0(h, g):
 
 
 def _mixture_term(log_C, log_gamma, mixture):
-    return 1.0 / jnp.sum(jnp.exp(log_C) * _pow0(mixture[..., None, :], jnp.exp(log_gamma)), axis=-1)
+    return 1.0 / jnp.sum(jnp.exp(log_C) * _pow0(mixture[..., None, :], _capped(log_gamma, "gamma")), axis=-1)
 
 
 def _with_log_fields(law, names, coef):
@@ -86,7 +115,7 @@ class ShukorMixtureLaw(AbstractLaw):
     name: ClassVar[str] = "shukor_mixture"
     reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (additive law at fixed N, D)"
     per_domain: ClassVar[bool] = False
-    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"gamma": (0.0, 10.0), "alpha": (0.0, 3.0), "beta": (0.0, 3.0)}
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = EXPONENT_SANE_RANGES
     linear_fields: ClassVar[tuple[str, ...]] = ("log_E",)
 
     def __check_init__(self):
@@ -96,14 +125,14 @@ class ShukorMixtureLaw(AbstractLaw):
     @classmethod
     def from_params(cls, E, C, gamma) -> ShukorMixtureLaw:
         """Build from E (V,), C (V, K), gamma (V, K), all > 0."""
-        return cls(_log(E), _log(C), _log(gamma))
+        return cls(_log(E), _log(C), _log_exponent(gamma, "gamma"))
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> ShukorMixtureLaw:
         return cls(*_mixture_init(key, summary, 1.0))
 
     def params(self):
-        return {"E": jnp.exp(self.log_E), "C": jnp.exp(self.log_C), "gamma": jnp.exp(self.log_gamma)}
+        return {"E": jnp.exp(self.log_E), "C": jnp.exp(self.log_C), "gamma": _capped(self.log_gamma, "gamma")}
 
     def __call__(self, mixture, model_size, n_tokens):
         return jnp.exp(self.log_E) + _mixture_term(self.log_C, self.log_gamma, mixture)
@@ -138,7 +167,7 @@ class ShukorAdditiveLaw(AbstractLaw):
     name: ClassVar[str] = "shukor_additive"
     reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (additive law, Eq. 2)"
     per_domain: ClassVar[bool] = False
-    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"gamma": (0.0, 10.0), "alpha": (0.0, 3.0), "beta": (0.0, 3.0)}
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = EXPONENT_SANE_RANGES
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
     linear_fields: ClassVar[tuple[str, ...]] = ("log_E", "log_A", "log_B")
@@ -154,7 +183,8 @@ class ShukorAdditiveLaw(AbstractLaw):
     @classmethod
     def from_params(cls, E, C, gamma, A, alpha, B, beta) -> ShukorAdditiveLaw:
         """Build from E, A, alpha, B, beta (V,) and C, gamma (V, K), all > 0."""
-        return cls(*(_log(v) for v in (E, C, gamma, A, alpha, B, beta)))
+        return cls(_log(E), _log(C), _log_exponent(gamma, "gamma"), _log(A), _log_exponent(alpha, "alpha"), _log(B),
+                   _log_exponent(beta, "beta"))
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> ShukorAdditiveLaw:
@@ -166,19 +196,19 @@ class ShukorAdditiveLaw(AbstractLaw):
 
     def params(self):
         e = jnp.exp
-        return {"E": e(self.log_E), "C": e(self.log_C), "gamma": e(self.log_gamma), "A": e(self.log_A),
-                "alpha": e(self.log_alpha), "B": e(self.log_B), "beta": e(self.log_beta)}
+        return {"E": e(self.log_E), "C": e(self.log_C), "gamma": _capped(self.log_gamma, "gamma"), "A": e(self.log_A),
+                "alpha": _capped(self.log_alpha, "alpha"), "B": e(self.log_B), "beta": _capped(self.log_beta, "beta")}
 
     def __call__(self, mixture, model_size, n_tokens):
-        size = jnp.exp(self.log_A - jnp.exp(self.log_alpha) * jnp.log(model_size))
-        data = jnp.exp(self.log_B - jnp.exp(self.log_beta) * jnp.log(n_tokens))
+        size = jnp.exp(self.log_A - _capped(self.log_alpha, "alpha") * jnp.log(model_size))
+        data = jnp.exp(self.log_B - _capped(self.log_beta, "beta") * jnp.log(n_tokens))
         return jnp.exp(self.log_E) + _mixture_term(self.log_C, self.log_gamma, mixture) + size + data
 
     def linear_basis(self, mixture, model_size, n_tokens):
         """``base = M_v(h)`` and the columns ``[1, N^-alpha_v, D^-beta_v]`` of E, A and B."""
         base = _mixture_term(self.log_C, self.log_gamma, mixture)
-        size = jnp.exp(-jnp.exp(self.log_alpha) * jnp.log(model_size))
-        data = jnp.exp(-jnp.exp(self.log_beta) * jnp.log(n_tokens))
+        size = jnp.exp(-_capped(self.log_alpha, "alpha") * jnp.log(model_size))
+        data = jnp.exp(-_capped(self.log_beta, "beta") * jnp.log(n_tokens))
         return base, jnp.stack([jnp.ones_like(base), size, data], axis=-1)
 
     def with_linear(self, coef):
@@ -208,7 +238,7 @@ class ShukorJointLaw(AbstractLaw):
     name: ClassVar[str] = "shukor_joint"
     reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (joint law; mixture-weighted size/data coefficients)"
     per_domain: ClassVar[bool] = False
-    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {"gamma": (0.0, 10.0), "alpha": (0.0, 3.0), "beta": (0.0, 3.0)}
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = EXPONENT_SANE_RANGES
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
     linear_fields: ClassVar[tuple[str, ...]] = ("log_E",)
@@ -225,7 +255,8 @@ class ShukorJointLaw(AbstractLaw):
     @classmethod
     def from_params(cls, E, C, gamma, A, alpha, B, beta) -> ShukorJointLaw:
         """Build from E, alpha, beta (V,) and C, gamma, A, B (V, K), all > 0."""
-        return cls(*(_log(v) for v in (E, C, gamma, A, alpha, B, beta)))
+        return cls(_log(E), _log(C), _log_exponent(gamma, "gamma"), _log(A), _log_exponent(alpha, "alpha"), _log(B),
+                   _log_exponent(beta, "beta"))
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> ShukorJointLaw:
@@ -237,22 +268,22 @@ class ShukorJointLaw(AbstractLaw):
 
     def params(self):
         e = jnp.exp
-        return {"E": e(self.log_E), "C": e(self.log_C), "gamma": e(self.log_gamma), "A": e(self.log_A),
-                "alpha": e(self.log_alpha), "B": e(self.log_B), "beta": e(self.log_beta)}
+        return {"E": e(self.log_E), "C": e(self.log_C), "gamma": _capped(self.log_gamma, "gamma"), "A": e(self.log_A),
+                "alpha": _capped(self.log_alpha, "alpha"), "B": e(self.log_B), "beta": _capped(self.log_beta, "beta")}
 
     def __call__(self, mixture, model_size, n_tokens):
         A_h = jnp.exp(self.log_A) @ mixture
         B_h = jnp.exp(self.log_B) @ mixture
-        size = A_h * jnp.exp(-jnp.exp(self.log_alpha) * jnp.log(model_size))
-        data = B_h * jnp.exp(-jnp.exp(self.log_beta) * jnp.log(n_tokens))
+        size = A_h * jnp.exp(-_capped(self.log_alpha, "alpha") * jnp.log(model_size))
+        data = B_h * jnp.exp(-_capped(self.log_beta, "beta") * jnp.log(n_tokens))
         return jnp.exp(self.log_E) + _mixture_term(self.log_C, self.log_gamma, mixture) + size + data
 
     def linear_basis(self, mixture, model_size, n_tokens):
         """``base = M_v(h) + A_v(h) N^-alpha_v + B_v(h) D^-beta_v`` and the column ``[1]`` of E."""
         A_h = jnp.exp(self.log_A) @ mixture
         B_h = jnp.exp(self.log_B) @ mixture
-        size = A_h * jnp.exp(-jnp.exp(self.log_alpha) * jnp.log(model_size))
-        data = B_h * jnp.exp(-jnp.exp(self.log_beta) * jnp.log(n_tokens))
+        size = A_h * jnp.exp(-_capped(self.log_alpha, "alpha") * jnp.log(model_size))
+        data = B_h * jnp.exp(-_capped(self.log_beta, "beta") * jnp.log(n_tokens))
         base = _mixture_term(self.log_C, self.log_gamma, mixture) + size + data
         return base, jnp.ones_like(base)[:, None]
 
