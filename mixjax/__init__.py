@@ -79,6 +79,8 @@ from .metrics import mre as mre
 from .metrics import rmse as rmse
 from .results import Status as Status
 from .results import FitRecord as FitRecord
+from .results import BootstrapRecord as BootstrapRecord
+from .results import SuggestionRecord as SuggestionRecord
 from .results import FitFailedError as FitFailedError
 from .progress import ProgressBar as ProgressBar
 from . import objectives as objectives

@@ -367,8 +367,8 @@ def _cv_picks(boot: BootstrapResult, table, fn, w, dtype, f, folds: int, repeats
     config = point.config
     test = _fold_tests(h, folds, repeats, seed)
     F = test.shape[0]
-    S = int(boot.info.get("starts", 2) or 1)
-    summary = boot.info.get("summary") or summarize(arrays)
+    S = int(boot.record.starts or 2)
+    summary = boot.record.summary if boot.record.summary is not None else summarize(arrays)
     key = jax.random.fold_in(jax.random.PRNGKey(int(seed)), 3)
     batch = init_starts(point.law, key, F * S, summary, config.dtype)
     first = np.arange(F) * S  # every fit's start 0: the full-data fit

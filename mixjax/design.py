@@ -101,6 +101,7 @@ from .mixture import (
 )
 from .problem import law_class, prepare
 from .resampling import BootstrapResult, bootstrap, check_resamples
+from .results import SuggestionRecord
 from .units import TOKENS_UNIT, ScaleExtrapolationWarning, check_scale, extrapolation, extrapolation_message, law_scale, scale_arguments
 
 __all__ = ["Suggestion", "condition_on", "law_floors", "sample_candidates", "select_batch", "suggest"]
@@ -131,7 +132,8 @@ class Suggestion:
       noise: s^2, the noise variance of one run's measured objective; temperature: tau.
       members: usable ensemble members; n_candidates: candidates scored; candidates: ``"pool"`` or ``"sampled"``.
       model_size, n_tokens: the scale of the suggested runs (millions of parameters, billions of tokens).
-      info: other settings (seed, resamples, min_distance, how many candidates were excluded and why).
+      record: a :class:`mixjax.SuggestionRecord` of the other settings (seed, resamples, min_distance, how many
+        candidates were excluded and why); ``info`` is the same as a plain dict.
       phases, phase_shares, base_domains: a table with training phases: the P phase names, their (P,) token shares
         s_p and the K domain names (None for one phase); phase_mixtures: ``(n, P, K)`` each suggested run's weights
         per phase, w_pk (each phase sums to 1), or None.
@@ -152,11 +154,17 @@ class Suggestion:
     candidates: str
     model_size: float
     n_tokens: float
-    info: dict = dataclasses.field(default_factory=dict)
+    record: SuggestionRecord = dataclasses.field(default_factory=SuggestionRecord)
     phases: tuple[str, ...] | None = None
     phase_shares: np.ndarray | None = None
     base_domains: tuple[str, ...] | None = None
     phase_mixtures: np.ndarray | None = None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The :attr:`record` as a plain dict, without the fields that are not set (a copy: change the record with
+        ``record.replace``)."""
+        return self.record.as_dict()
 
     @property
     def n(self) -> int:
@@ -742,9 +750,9 @@ def suggest(
         lo_user, hi = mixture_bounds(K, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens, max_epochs=max_epochs,
                                      n_tokens=D * unit, domains=data.domains)
         lo = law_floors(cls, lo_user, hi, data.domains)
-    info: dict[str, Any] = {"seed": int(seed), "min_distance": float(min_distance), "min_weight": float(cls.min_weight)}
+    record = SuggestionRecord(seed=int(seed), min_distance=float(min_distance), min_weight=float(cls.min_weight))
     if isinstance(ensemble, BootstrapResult):
-        info.update(resamples=ensemble.n_resamples, resamples_failed=ensemble.n_failed, scheme=ensemble.scheme)
+        record = record.replace(resamples=ensemble.n_resamples, resamples_failed=ensemble.n_failed, scheme=ensemble.scheme)
     if ok.sum() < 2:
         raise RuntimeError(f"only {int(ok.sum())} of {ok.size} ensemble members are usable; a design needs at least 2")
 
@@ -759,13 +767,12 @@ def suggest(
         if below:
             warnings.warn(f"{below} candidate(s) give some domain a weight below {cls.min_weight:g}, where law {name} diverges "
                           "(its min_weight), and were left out", stacklevel=2)
-        info["candidates_outside_bounds"] = dropped
-        info["candidates_below_min_weight"] = below
+        record = record.replace(candidates_outside_bounds=dropped, candidates_below_min_weight=below)
         source = "pool"
     elif phased:
         H, n_capped = _sample_phase_candidates(laws, ok, data, prob_user, prob, N, D, unit, targets, objective, target_weights,
                                                target, n_candidates, mixture_starts, mixture_steps, seed)
-        info["candidates_above_caps"] = n_capped
+        record = record.replace(candidates_above_caps=n_capped)
         source = "sampled"
     else:
         ens = optimize_mixture_ensemble(laws, ok=ok, model_size=N, n_tokens=D, objective=objective, target_weights=target_weights,
@@ -792,9 +799,7 @@ def suggest(
                       stacklevel=2)
     if not keep.any():
         raise RuntimeError("every candidate gets a non-finite or absurd prediction from some ensemble member")
-    info["candidates_nonfinite"] = int((~finite).sum())
-    info["candidates_absurd"] = int(absurd.sum())
-    info["absurd_threshold"] = float(T)
+    record = record.replace(candidates_nonfinite=int((~finite).sum()), candidates_absurd=int(absurd.sum()), absurd_threshold=float(T))
     H, P = H[keep], P[:, keep]
     if P.shape[0] < 2:
         raise RuntimeError("fewer than 2 ensemble members give finite predictions; a design needs at least 2")
@@ -805,7 +810,7 @@ def suggest(
         ref = point_law if point_law is not None else jax.tree_util.tree_map(
             lambda x: jnp.median(x[np.flatnonzero(members)], axis=0) if eqx.is_inexact_array(x) else x, laws)
         noise, used = _noise_variance(ref, data, fn, w, dtype)
-        info["noise_rows"] = used
+        record = record.replace(noise_rows=used)
     Q = None
     if pending is not None:
         Hq = _flatten(_phase_rows(pending, prob, "pending run"), prob) if phased else np.asarray(pending, np.float64).reshape(-1, K)
@@ -827,7 +832,7 @@ def suggest(
     tau = math.sqrt(noise) if temperature is None else float(temperature)
     picked = H[sel["index"]]
     if phased:
-        info["phase_distance"] = "sum over phases of share x total-variation distance (= TV of the flattened mixtures)"
+        record = record.replace(phase_distance="sum over phases of share x total-variation distance (= TV of the flattened mixtures)")
         phase_kw = dict(phases=tuple(prob.phases), phase_shares=np.asarray(prob.shares, np.float64), base_domains=tuple(prob.base_domains),
                         phase_mixtures=prob.blocks(picked).reshape(-1, *prob.index.shape) / prob.shares[None, :, None])
     else:
@@ -836,5 +841,5 @@ def suggest(
         mixtures=picked, criterion=sel["criterion"], disagreement=sel["disagreement"],
         near_optimal=sel["near_optimal"], predicted=sel["mean"], domains=tuple(data.domains), objective=desc, law=name,
         noise=float(noise), temperature=tau, members=int(P.shape[0]), n_candidates=int(H.shape[0]), candidates=source,
-        model_size=N, n_tokens=D, info=info, **phase_kw,
+        model_size=N, n_tokens=D, record=record, **phase_kw,
     )

@@ -98,7 +98,7 @@ import numpy as np
 from ._paths import atomic_write
 from .fitting import Fit, FitConfig, FitResult
 from .laws import AbstractLaw, DataSummary, get_law
-from .results import FitRecord, Status
+from .results import BootstrapRecord, FitRecord, Status
 from .units import model_size_to_law, tokens_to_law
 
 __all__ = ["FORMAT_VERSION", "FitFileError", "load_bootstrap", "load_ensemble", "load_fit", "read_header", "save_bootstrap", "save_fit"]
@@ -342,10 +342,10 @@ def save_bootstrap(path: str | os.PathLike, result) -> None:
     arrays = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
     header["members"]["bootstrap"] = {"leaves": _leaf_specs(arrays), "size": int(result.status.shape[0])}
     blobs["bootstrap.eqx"] = _serialise(arrays)
-    info = {k: v for k, v in result.info.items() if k != "summary"}
+    record = result.record
     header["bootstrap"] = {
         "seed": int(result.seed), "scheme": result.scheme, "level": float(result.level), "method": result.method,
-        "arrays": sorted(arrays), "summary": _summary_to_json(result.info["summary"]), "info": _jsonable(_without_timings(info)),
+        "arrays": sorted(arrays), "summary": _summary_to_json(record.summary), "info": _jsonable(_without_timings(record.as_dict())),
     }
     _write_fit_file(path, header, blobs)
 
@@ -369,11 +369,11 @@ def load_bootstrap(path: str | os.PathLike, law: type[AbstractLaw] | None = None
         jack = None
         if "jackknife" in header["members"]:
             jack = _load_batched(path, header, cls, "jackknife")
-        info = dict(section["info"], summary=_summary_from_json(section["summary"]))
+        record = BootstrapRecord.from_dict(section["info"], summary=_summary_from_json(section["summary"]))
         return {
             "laws": laws, "status": arrays["status"], "loss": arrays["loss"], "weights": arrays["weights"], "point": point,
             "seed": int(section["seed"]), "scheme": section["scheme"], "level": float(section["level"]), "method": section["method"],
-            "units": arrays.get("units"), "info": info, "jackknife_laws": jack, "jackknife_status": arrays.get("jackknife_status"),
+            "units": arrays.get("units"), "record": record, "jackknife_laws": jack, "jackknife_status": arrays.get("jackknife_status"),
         }
 
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import equinox as eqx
@@ -74,7 +74,7 @@ from .fitting import (
 from .io import load_bootstrap, save_bootstrap
 from .laws import AbstractLaw
 from .laws._base import check_mixture_rows, mixture_frame
-from .results import FitFailedError, Status, status_counts
+from .results import BootstrapRecord, FitFailedError, Status, status_counts
 from .units import MODEL_SIZE_UNIT, TOKENS_UNIT, ScaleExtrapolationWarning, check_scale, extrapolation_message
 
 __all__ = ["METHODS", "SCHEMES", "BootstrapResult", "bootstrap", "check_resamples", "data_fingerprint", "merge", "resample_weights"]
@@ -186,7 +186,8 @@ class BootstrapResult:
       point: the :class:`mixjax.Fit` on the full data (the point estimate of every interval).
       seed, scheme: how the resamples were drawn; level, method: defaults of the interval methods.
       units: ``(n,)`` jackknife unit of each row (row index, or mixture index for ``"mixtures"``).
-      info: starts, settings, timings, status counts of every start.
+      record: a :class:`mixjax.BootstrapRecord` of how the bootstrap was made: starts, settings, timings, status
+        counts of every start and resample (``info`` is the same as a plain dict).
       jackknife_laws / jackknife_status: leave-one-unit-out fits (batched ``(U,)``), filled for BCa.
     """
 
@@ -200,10 +201,18 @@ class BootstrapResult:
     level: float = 0.9
     method: str = "percentile"
     units: np.ndarray | None = None
-    info: dict = dataclasses.field(default_factory=dict)
+    record: BootstrapRecord = dataclasses.field(default_factory=BootstrapRecord)
     jackknife_laws: AbstractLaw | None = None
     jackknife_status: np.ndarray | None = None
     _arrays: FitArrays | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The :attr:`record` as a plain dict, with its ``summary`` (a copy: change the record with ``record.replace``)."""
+        out = self.record.as_dict()
+        if self.record.summary is not None:
+            out["summary"] = self.record.summary
+        return out
 
     # ----------------------------------------------------------------- counts
     @property
@@ -250,10 +259,10 @@ class BootstrapResult:
         W = (units[None, :] != np.arange(U)[:, None]).astype(np.float64)
         starts = jax.tree_util.tree_map(lambda x: jnp.repeat(x[None], U, axis=0) if eqx.is_array(x) else x, self.point.law)
         if chunk_size is None:
-            chunk_size = self.info.get("chunk_size")
+            chunk_size = self.record.chunk_size
         t0 = time.perf_counter()
         res = _solve_chunked(starts, W, arrays, self.point.config, chunk_size, None)
-        self.info["jackknife_seconds"] = time.perf_counter() - t0
+        self.record = self.record.replace(jackknife_seconds=time.perf_counter() - t0)
         self.jackknife_laws = res.law
         self.jackknife_status = np.asarray(res.status)
         return res.law
@@ -415,14 +424,14 @@ def bootstrap(
       warm_start: start 0 of every resample is the full-data fit (the other S-1 are random draws).
       part: ``(i, n)``: fit only slice i of n of the resamples (a contiguous range,
         :func:`mixjax.distributed.slice_range`) for a cluster scheduler; the result holds those resamples and
-        records the slice in ``info["slice"]``; :func:`merge` joins the n parts into the one-run result.
+        records the slice in ``record.slice``; :func:`merge` joins the n parts into the one-run result.
       point: the full-data fit, when it was made before (by :func:`mixjax.fit` on this same table, with this law
         and these settings, or loaded from its file): it is used instead of refitting, so that the slices of a job
         array do not each refit it. A fit of another table (by its recorded fingerprint), law, settings or mask rule
         is refused with a ValueError, and so is a fit file that records no fingerprint of its data.
       throw: raise :class:`mixjax.FitFailedError` when the full-data fit or every resample failed (non-finite);
         otherwise the result carries those statuses. Resamples at the step limit are counted in
-        ``info["resample_status"]``, never raised.
+        ``record.resample_status``, never raised.
       **fit_kwargs: objective, optimizer, max_steps, mask_zero_weight, dtype, other :class:`FitConfig` fields.
 
     The R*S members are sharded over this process's devices; under ``jax.distributed`` every process makes the
@@ -504,28 +513,27 @@ def bootstrap(
         level=float(level),
         method=method,
         units=_units(data, scheme),
-        info={
-            "law": cls.name,
-            "data": data.name,
-            "n_rows": data.n_rows,
-            "data_sha256": data_fingerprint(data),
-            "resamples": R,
-            "starts": S,
-            "warm_start": bool(warm_start),
-            "point_fit": "given" if point_given else f"fitted, {int(point_starts)} starts",
-            "chunk_size": chunk_size,
-            "start_status": status_counts(res.status),
-            "resample_status": status_counts(status),
-            "best_start": np.asarray(idx).tolist(),
-            "seconds_point_fit": t_point,
-            "seconds_resamples": t_solve,
-            "backend": jax.default_backend(),
-            "summary": summary,
-        },
+        record=BootstrapRecord(
+            law=cls.name,
+            data=data.name,
+            n_rows=data.n_rows,
+            data_sha256=data_fingerprint(data),
+            resamples=R,
+            starts=S,
+            warm_start=bool(warm_start),
+            point_fit="given" if point_given else f"fitted, {int(point_starts)} starts",
+            chunk_size=chunk_size,
+            start_status=status_counts(res.status),
+            resample_status=status_counts(status),
+            best_start=np.asarray(idx).tolist(),
+            seconds_point_fit=t_point,
+            seconds_resamples=t_solve,
+            backend=jax.default_backend(),
+            summary=summary,
+            slice=None if part is None else {"index": int(part[0]), "count": int(part[1]), "first": lo, "stop": hi},
+        ),
         _arrays=arrays,
     )
-    if part is not None:
-        result.info["slice"] = {"index": int(part[0]), "count": int(part[1]), "first": lo, "stop": hi}
     if point.status == Status.max_steps:
         warnings.warn(
             f"the full-data fit of {cls.name} stopped at the step limit (max_steps={config.max_steps}) before converging; "
@@ -572,7 +580,7 @@ def _part_range(part, R: int) -> tuple[int, int]:
     return slice_range(R, int(i), int(n))
 
 
-#: Entries of ``info`` that every part of one bootstrap shares.
+#: Fields of the :class:`BootstrapRecord` that every part of one bootstrap shares.
 _SHARED_INFO = ("law", "data", "data_sha256", "n_rows", "resamples", "starts", "warm_start")
 
 #: Relative difference allowed between the parts' full-data objectives (they are the same fit; on other hardware
@@ -591,12 +599,12 @@ def merge(parts: Sequence[BootstrapResult], names: Sequence[str] | None = None) 
     parts = list(parts)
     names = distributed.part_names(parts, names, BootstrapResult)
     for p, name in zip(parts, names):
-        if not isinstance(p.info.get("slice"), dict):
+        if not isinstance(p.record.slice, Mapping):
             raise ValueError(f"{name} holds a whole bootstrap, not a slice (run mixjax bootstrap with --slice i/n)")
     ref, ref_name = parts[0], names[0]
 
     def key(p):
-        return ({k: p.info.get(k) for k in _SHARED_INFO}, p.seed, p.scheme, p.point.config, p.point.record.domains,
+        return ({k: getattr(p.record, k) for k in _SHARED_INFO}, p.seed, p.scheme, p.point.config, p.point.record.domains,
                 p.point.record.targets, int(p.weights.shape[1]))
 
     labels = ("law", "data", "data fingerprint", "rows", "resamples", "starts per resample", "warm start")
@@ -606,13 +614,13 @@ def merge(parts: Sequence[BootstrapResult], names: Sequence[str] | None = None) 
             what = [f"{lab} {x!r} vs {y!r}" for lab, x, y in zip(labels, a[0].values(), b[0].values()) if x != y]
             what += [f"{lab} {x!r} vs {y!r}" for lab, x, y in zip(("seed", "scheme", "settings", "domains", "targets", "rows"), a[1:], b[1:]) if x != y]
             raise ValueError(f"{name} is not a slice of the same bootstrap as {ref_name}: {'; '.join(what)}")
-    n = distributed.check_slice_set([(p.info["slice"]["index"], p.info["slice"]["count"]) for p in parts], names, "the resamples")
-    R = int(ref.info["resamples"])
-    order = sorted(range(len(parts)), key=lambda j: parts[j].info["slice"]["index"])
+    n = distributed.check_slice_set([(p.record.slice["index"], p.record.slice["count"]) for p in parts], names, "the resamples")
+    R = int(ref.record.resamples)
+    order = sorted(range(len(parts)), key=lambda j: parts[j].record.slice["index"])
     parts, names = [parts[j] for j in order], [names[j] for j in order]
     for i, (p, name) in enumerate(zip(parts, names)):
         lo, hi = slice_range(R, i, n)
-        sl = p.info["slice"]
+        sl = p.record.slice
         if (sl.get("first"), sl.get("stop"), p.n_resamples) != (lo, hi, hi - lo):
             raise ValueError(f"{name}: slice {i}/{n} of {R} resamples should hold resamples {lo}..{hi - 1}, "
                              f"it holds {p.n_resamples} from {sl.get('first')}")
@@ -625,15 +633,14 @@ def merge(parts: Sequence[BootstrapResult], names: Sequence[str] | None = None) 
                                   *[p.laws for p in parts])
     laws = jax.tree_util.tree_map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, laws)
     status = np.concatenate([np.asarray(p.status) for p in parts])
-    start_status = {k: int(sum(p.info["start_status"].get(k, 0) for p in parts)) for k in first.info["start_status"]}
-    info = {k: v for k, v in first.info.items() if k != "slice"}
-    info.update(start_status=start_status, resample_status=status_counts(status),
-                best_start=[b for p in parts for b in list(p.info["best_start"])])
-    if "seconds_resamples" in info:
-        info["seconds_resamples"] = float(sum(p.info.get("seconds_resamples", 0.0) for p in parts))
+    start_status = {k: int(sum(p.record.start_status.get(k, 0) for p in parts)) for k in first.record.start_status}
+    record = first.record.replace(slice=None, start_status=start_status, resample_status=status_counts(status),
+                                  best_start=[b for p in parts for b in list(p.record.best_start)])
+    if record.seconds_resamples is not None:
+        record = record.replace(seconds_resamples=float(sum(p.record.seconds_resamples or 0.0 for p in parts)))
     return BootstrapResult(
         laws=laws, status=status, loss=np.concatenate([np.asarray(p.loss) for p in parts]),
         weights=np.concatenate([np.asarray(p.weights) for p in parts]), point=first.point, seed=first.seed,
-        scheme=first.scheme, level=first.level, method=first.method, units=first.units, info=info,
+        scheme=first.scheme, level=first.level, method=first.method, units=first.units, record=record,
         jackknife_laws=first.jackknife_laws, jackknife_status=first.jackknife_status, _arrays=first._arrays,
     )

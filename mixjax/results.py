@@ -1,4 +1,5 @@
-"""How a fit ended (:class:`Status`, one per member of a batch) and how it was made (:class:`FitRecord`)."""
+"""How a fit ended (:class:`Status`, one per member of a batch) and how it was made (:class:`FitRecord`, and for a
+bootstrap and a design :class:`BootstrapRecord` and :class:`SuggestionRecord`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Status", "status_counts", "worst", "SEVERITY", "FitRecord", "FitFailedError"]
+__all__ = ["Status", "status_counts", "worst", "SEVERITY", "FitRecord", "BootstrapRecord", "SuggestionRecord", "FitFailedError"]
 
 
 class Status(enum.IntEnum):
@@ -64,13 +65,6 @@ def worst(statuses) -> Status:
 
 
 # --------------------------------------------------------------------------- how a fit was made
-def _tuple(x):
-    """Lists (nested) as tuples, so that a record holds no mutable sequence."""
-    if isinstance(x, (list, tuple)):
-        return tuple(_tuple(v) for v in x)
-    return x
-
-
 def _list(x):
     """Tuples (nested) as lists, for JSON and for callers that index or compare with lists."""
     if isinstance(x, (list, tuple)):
@@ -136,27 +130,12 @@ class FitRecord:
     def __post_init__(self):
         if not isinstance(self.law, str) or not self.law:
             raise ValueError(f"a fit record needs the law's name, got {self.law!r}")
-        for name in ("domains", "targets", "phases", "phase_shares", "scales", "cells_per_target"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, _tuple(value))
-        for name in ("units", "start_status", "polish", "extra"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, types.MappingProxyType(dict(value)))
+        _frozen(self, sequences=("domains", "targets", "phases", "phase_shares", "scales", "cells_per_target"),
+                mappings=("units", "start_status", "polish", "extra"))
 
     def as_dict(self) -> dict[str, Any]:
         """The record as a plain dict (lists, not tuples), in field order, with ``extra``'s entries at the end."""
-        out = {}
-        for f in dataclasses.fields(self):
-            if f.name == "extra":
-                continue
-            value = getattr(self, f.name)
-            if f.name in self._OPTIONAL and value is None:
-                continue
-            out[f.name] = _list(value)
-        out.update(_list(dict(self.extra)))
-        return out
+        return _record_dict(self, self._OPTIONAL)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FitRecord:
@@ -165,11 +144,174 @@ class FitRecord:
         missing = [k for k in ("law", "domains", "targets") if k not in d]
         if missing:
             raise ValueError(f"a fit record needs {missing}: a fit records its law name, domains and targets")
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in d.items() if k in names}
-        extra = {k: v for k, v in d.items() if k not in names}
+        known, extra = _split_known(cls, d)
         return cls(**known, extra=extra)
 
     def replace(self, **changes) -> FitRecord:
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+
+def _immutable(x):
+    """Lists as tuples and dicts as read-only views, nested."""
+    if isinstance(x, (list, tuple)):
+        return tuple(_immutable(v) for v in x)
+    if isinstance(x, Mapping):
+        return types.MappingProxyType({k: _immutable(v) for k, v in x.items()})
+    return x
+
+
+def _frozen(record, sequences=(), mappings=()) -> None:
+    """Store the ``sequences`` fields of a frozen record as tuples and its ``mappings`` as read-only views (their
+    values too)."""
+    for name in (*sequences, *mappings):
+        value = getattr(record, name)
+        if value is not None:
+            object.__setattr__(record, name, _immutable(value))
+
+
+def _record_dict(record, optional=(), skip=()) -> dict[str, Any]:
+    """A record as a plain dict in field order (``optional`` fields only when set, ``skip`` never), with ``extra``'s
+    entries at the end."""
+    out = {}
+    for f in dataclasses.fields(record):
+        if f.name == "extra" or f.name in skip:
+            continue
+        value = getattr(record, f.name)
+        if f.name in optional and value is None:
+            continue
+        out[f.name] = _list(value)
+    out.update(_list(dict(record.extra)))
+    return out
+
+
+def _split_known(cls, d: Mapping[str, Any]) -> tuple[dict, dict]:
+    """The entries of ``d`` that name fields of ``cls``, and the others (for ``extra``)."""
+    names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+    return {k: v for k, v in d.items() if k in names}, {k: v for k, v in d.items() if k not in names}
+
+
+@dataclasses.dataclass(frozen=True)
+class BootstrapRecord:
+    """How a bootstrap was made: the data, resample and start counts, settings, the statuses of every start and
+    resample, timings. Written to bootstrap files (less the timings and the data summary) and read back.
+
+    Attributes:
+      law: the law's registered name; data, n_rows, data_sha256: the table's name, rows and fingerprint.
+      resamples: R, the resamples of the whole bootstrap (of every slice together); starts: S per resample;
+        warm_start: whether start 0 of every resample was the full-data fit.
+      point_fit: how the full-data fit was made (``"given"``, or ``"fitted, N starts"``).
+      chunk_size: the members per compiled call (None: one call).
+      start_status, resample_status: how many starts and resamples ended in each :class:`Status`.
+      best_start: the winning start of each resample.
+      seconds_point_fit, seconds_resamples, jackknife_seconds: wall-clock times (not saved to files).
+      backend: the JAX backend.
+      summary: the :class:`mixjax.laws.DataSummary` the starts were drawn from (saved in its own header entry, not
+        in :meth:`as_dict`; not compared).
+      slice: for a slice of a distributed bootstrap, ``{"index", "count", "first", "stop"}`` (None otherwise).
+      extra: entries of a saved record that this version does not know (kept, and written back).
+    """
+
+    law: str | None = None
+    data: str | None = None
+    n_rows: int | None = None
+    data_sha256: str | None = None
+    resamples: int | None = None
+    starts: int | None = None
+    warm_start: bool | None = None
+    point_fit: str | None = None
+    chunk_size: int | None = None
+    start_status: Mapping[str, int] | None = None
+    resample_status: Mapping[str, int] | None = None
+    best_start: tuple[int, ...] | None = None
+    seconds_point_fit: float | None = None
+    seconds_resamples: float | None = None
+    jackknife_seconds: float | None = None
+    backend: str | None = None
+    summary: Any = dataclasses.field(default=None, compare=False)
+    slice: Mapping[str, int] | None = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    #: Fields written only when set (timings are not in saved files; ``slice`` only for a slice).
+    _OPTIONAL = ("seconds_point_fit", "seconds_resamples", "jackknife_seconds", "slice")
+
+    def __post_init__(self):
+        if self.law is not None and (not isinstance(self.law, str) or not self.law):
+            raise ValueError(f"a bootstrap record's law must be a law's name, got {self.law!r}")
+        _frozen(self, sequences=("best_start",), mappings=("start_status", "resample_status", "slice", "extra"))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a plain dict (lists, not tuples), in field order, without ``summary``, with ``extra``'s
+        entries at the end."""
+        return _record_dict(self, self._OPTIONAL, skip=("summary",))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], summary: Any = None) -> BootstrapRecord:
+        """A record from :meth:`as_dict`'s form (a saved file's bootstrap ``info``) and the data ``summary`` (which
+        replaces a ``"summary"`` entry of ``d``); entries this version does not know go to ``extra``."""
+        known, extra = _split_known(cls, d)
+        if summary is not None:
+            known["summary"] = summary
+        return cls(**known, extra=extra)
+
+    def replace(self, **changes) -> BootstrapRecord:
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class SuggestionRecord:
+    """How a design was made (:func:`mixjax.suggest`): its seed and settings, the ensemble's resamples, and how many
+    candidates were left out and why. Reported in :meth:`mixjax.Suggestion.as_dict` (less ``seconds``).
+
+    Attributes:
+      seed, min_distance: the design's seed and the TV distance kept between runs; min_weight: the law's
+        ``min_weight`` (where it diverges).
+      resamples, resamples_failed, scheme: the bootstrap ensemble's resamples, failed ones and scheme.
+      candidates_outside_bounds, candidates_below_min_weight: candidates of a given pool left out (outside the
+        floors and ceilings; below ``min_weight``); candidates_above_caps: sampled candidates of a table with
+        training phases that broke a repetition cap.
+      candidates_nonfinite, candidates_absurd, absurd_threshold: candidates left out for a non-finite prediction, or
+        one above the threshold.
+      noise_rows: the rows the noise variance was estimated from (when it was not given).
+      phase_distance: how distances between runs of a table with training phases are measured.
+      seconds: wall-clock time (not reported).
+      extra: entries this version does not know.
+
+    Fields that are None (not set for this design) are left out of :meth:`as_dict`.
+    """
+
+    seed: int | None = None
+    min_distance: float | None = None
+    min_weight: float | None = None
+    resamples: int | None = None
+    resamples_failed: int | None = None
+    scheme: str | None = None
+    candidates_outside_bounds: int | None = None
+    candidates_below_min_weight: int | None = None
+    candidates_above_caps: int | None = None
+    candidates_nonfinite: int | None = None
+    candidates_absurd: int | None = None
+    absurd_threshold: float | None = None
+    noise_rows: int | None = None
+    phase_distance: str | None = None
+    seconds: float | None = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        _frozen(self, mappings=("extra",))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a plain dict, in field order, without the fields that are None, with ``extra``'s entries at
+        the end."""
+        return _record_dict(self, tuple(f.name for f in dataclasses.fields(self)))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SuggestionRecord:
+        """A record from :meth:`as_dict`'s form; entries this version does not know go to ``extra``."""
+        known, extra = _split_known(cls, d)
+        return cls(**known, extra=extra)
+
+    def replace(self, **changes) -> SuggestionRecord:
         """A copy with ``changes``."""
         return dataclasses.replace(self, **changes)

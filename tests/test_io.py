@@ -423,7 +423,8 @@ def tiny_bootstrap(fitted):
     )
     return mixjax.BootstrapResult(
         laws=fitted.starts.law, status=np.asarray(fitted.starts.status), loss=np.asarray(fitted.starts.loss),
-        weights=np.ones((2, 60), np.int64), point=fitted, seed=0, scheme="rows", units=np.arange(60), info={"summary": summary},
+        weights=np.ones((2, 60), np.int64), point=fitted, seed=0, scheme="rows", units=np.arange(60),
+        record=mixjax.BootstrapRecord(law=fitted.record.law, summary=summary),
     )
 
 

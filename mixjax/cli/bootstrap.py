@@ -132,14 +132,14 @@ def run(args) -> int:
         "starts": args.starts,
         "point_loss": res.point.loss,
         "point_status": res.point.status.name,
-        "resample_status": res.info["resample_status"],
+        "resample_status": dict(res.record.resample_status),
         "targets": res.point.info["targets"],
         "params": params,
     }
     if raw:
         out["params_raw_counts"] = raw
     if args.timings:
-        out["seconds"] = sum(float(v) for k, v in res.info.items() if "seconds" in k and isinstance(v, (int, float)))
+        out["seconds"] = sum(float(v) for k, v in res.record.as_dict().items() if "seconds" in k and isinstance(v, (int, float)))
     if args.json:
         print_json(out)
         return 0
@@ -166,10 +166,10 @@ def _save_part(args, res, main: bool) -> int:
     if not main:
         return 0
     write_atomic(args.save, res.save, args, "--save")
-    sl = res.info["slice"]
+    sl = res.record.slice
     out = {
         "law": res.point.info["law"], "slice": f"{sl['index']}/{sl['count']}", "resamples": [sl["first"], sl["stop"]],
-        "n_resamples": res.n_resamples, "n_failed": res.n_failed, "resample_status": res.info["resample_status"],
+        "n_resamples": res.n_resamples, "n_failed": res.n_failed, "resample_status": dict(res.record.resample_status),
         "point_loss": res.point.loss, "point_status": res.point.status.name, "save": args.save,
     }
     if args.json:

@@ -55,7 +55,7 @@ def run(args) -> int:
         raise CliError(str(e)) from None
     write_atomic(args.save, res.save, args, "--save")
     out = {"law": res.point.info["law"], "n_parts": len(parts), "n_resamples": res.n_resamples, "n_failed": res.n_failed,
-           "resample_status": res.info["resample_status"], "save": args.save}
+           "resample_status": dict(res.record.resample_status), "save": args.save}
     if args.json:
         print_json(out)
     else:
