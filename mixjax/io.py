@@ -323,7 +323,7 @@ def _write_fit_file(path, header: dict, blobs: dict[str, bytes]) -> None:
 
 # --------------------------------------------------------------------------- bootstrap results
 #: The arrays a ``bootstrap.eqx`` member may hold (stored as a dict, so in sorted key order).
-_BOOTSTRAP_ARRAYS = ("jackknife_status", "loss", "status", "units", "weights")
+_BOOTSTRAP_ARRAYS = ("grad_norm", "jackknife_status", "loss", "num_steps", "status", "units", "weights")
 
 
 def save_bootstrap(path: str | os.PathLike, result) -> None:
@@ -335,7 +335,8 @@ def save_bootstrap(path: str | os.PathLike, result) -> None:
     :func:`load_bootstrap` restores the whole result bit for bit. A law that is not registered is saved too;
     loading it then needs its class (``load_bootstrap(path, law=cls)``)."""
     header, blobs = _fit_members(result.point, result.laws, registered_only=False)
-    arrays = {"loss": result.loss, "status": result.status, "weights": result.weights, "units": result.units}
+    arrays = {"loss": result.loss, "status": result.status, "num_steps": result.resamples.num_steps,
+              "grad_norm": result.resamples.grad_norm, "weights": result.weights, "units": result.units}
     if result.jackknife_laws is not None:
         arrays["jackknife_status"] = result.jackknife_status
         header["members"]["jackknife"], blobs["jackknife.eqx"] = _batched_law_member(result.jackknife_laws, result.point.law, "jackknife laws")
@@ -370,8 +371,13 @@ def load_bootstrap(path: str | os.PathLike, law: type[AbstractLaw] | None = None
         if "jackknife" in header["members"]:
             jack = _load_batched(path, header, cls, "jackknife")
         record = BootstrapRecord.from_dict(section["info"], summary=_summary_from_json(section["summary"]))
+        R = arrays["status"].shape[0]
+        # files written before the steps and gradient norms were saved: -1 steps and a NaN norm mean "not recorded"
+        steps = arrays.get("num_steps", np.full(R, -1, np.int32))
+        grad = arrays.get("grad_norm", np.full(R, np.nan, arrays["loss"].dtype))
+        resamples = FitResult(laws, *(jnp.asarray(arrays[k]) for k in ("loss", "status")), jnp.asarray(steps), jnp.asarray(grad))
         return {
-            "laws": laws, "status": arrays["status"], "loss": arrays["loss"], "weights": arrays["weights"], "point": point,
+            "resamples": resamples, "weights": arrays["weights"], "point": point,
             "seed": int(section["seed"]), "scheme": section["scheme"], "level": float(section["level"]), "method": section["method"],
             "units": arrays.get("units"), "record": record, "jackknife_laws": jack, "jackknife_status": arrays.get("jackknife_status"),
         }

@@ -180,8 +180,9 @@ class BootstrapResult:
     """R bootstrap refits of a law, and the full-data fit.
 
     Attributes:
-      laws: one batched law: every parameter array has leading axis R (each resample's best start).
-      status: ``(R,)`` :class:`mixjax.Status` codes of those fits; ``loss``: ``(R,)`` their objectives.
+      resamples: the engine's solution (:class:`mixjax.fitting.FitResult`, as :attr:`mixjax.Fit.starts`) of each
+        resample's best start, batched ``(R,)``: ``law``, ``loss``, ``status``, ``num_steps``, ``grad_norm``.
+        ``laws``, ``status`` and ``loss`` read it (``status`` and ``loss`` as numpy arrays).
       weights: ``(R, n)`` row multiplicities of each resample (int64).
       point: the :class:`mixjax.Fit` on the full data (the point estimate of every interval).
       seed, scheme: how the resamples were drawn; level, method: defaults of the interval methods.
@@ -191,9 +192,7 @@ class BootstrapResult:
       jackknife_laws / jackknife_status: leave-one-unit-out fits (batched ``(U,)``), filled for BCa.
     """
 
-    laws: AbstractLaw
-    status: np.ndarray
-    loss: np.ndarray
+    resamples: FitResult
     weights: np.ndarray
     point: Fit
     seed: int
@@ -213,6 +212,21 @@ class BootstrapResult:
         if self.record.summary is not None:
             out["summary"] = self.record.summary
         return out
+
+    @property
+    def laws(self) -> AbstractLaw:
+        """One batched law: every parameter array has leading axis R (each resample's best start)."""
+        return self.resamples.law
+
+    @property
+    def status(self) -> np.ndarray:
+        """``(R,)`` :class:`mixjax.Status` codes of the resamples' best starts."""
+        return np.asarray(self.resamples.status)
+
+    @property
+    def loss(self) -> np.ndarray:
+        """``(R,)`` objectives of the resamples' best starts."""
+        return np.asarray(self.resamples.loss)
 
     # ----------------------------------------------------------------- counts
     @property
@@ -503,9 +517,7 @@ def bootstrap(
         raise FitFailedError(f"every one of the {Rp} resamples of {cls.name} failed (non-finite objective at every start); "
                              "check the data (a resample may leave a target without cells) and the law")
     result = BootstrapResult(
-        laws=best.law,
-        status=status,
-        loss=np.asarray(best.loss),
+        resamples=best,
         weights=W,
         point=point,
         seed=int(seed),
@@ -629,18 +641,16 @@ def merge(parts: Sequence[BootstrapResult], names: Sequence[str] | None = None) 
             raise ValueError(f"{name}: its full-data fit (objective {p.point.loss:.10g}) differs from that of "
                              f"{names[0]} ({parts[0].point.loss:.10g}): the parts were not fitted to the same data and settings")
     first = parts[0]
-    laws = jax.tree_util.tree_map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]) if eqx.is_array(xs[0]) else xs[0],
-                                  *[p.laws for p in parts])
-    laws = jax.tree_util.tree_map(lambda x: jnp.asarray(x) if isinstance(x, np.ndarray) else x, laws)
-    status = np.concatenate([np.asarray(p.status) for p in parts])
+    resamples = jax.tree_util.tree_map(lambda *xs: jnp.asarray(np.concatenate([np.asarray(x) for x in xs])) if eqx.is_array(xs[0]) else xs[0],
+                                       *[p.resamples for p in parts])
+    status = np.asarray(resamples.status)
     start_status = {k: int(sum(p.record.start_status.get(k, 0) for p in parts)) for k in first.record.start_status}
     record = first.record.replace(slice=None, start_status=start_status, resample_status=status_counts(status),
                                   best_start=[b for p in parts for b in list(p.record.best_start)])
     if record.seconds_resamples is not None:
         record = record.replace(seconds_resamples=float(sum(p.record.seconds_resamples or 0.0 for p in parts)))
     return BootstrapResult(
-        laws=laws, status=status, loss=np.concatenate([np.asarray(p.loss) for p in parts]),
-        weights=np.concatenate([np.asarray(p.weights) for p in parts]), point=first.point, seed=first.seed,
+        resamples=resamples, weights=np.concatenate([np.asarray(p.weights) for p in parts]), point=first.point, seed=first.seed,
         scheme=first.scheme, level=first.level, method=first.method, units=first.units, record=record,
         jackknife_laws=first.jackknife_laws, jackknife_status=first.jackknife_status, _arrays=first._arrays,
     )

@@ -422,8 +422,7 @@ def tiny_bootstrap(fitted):
         model_size_ref=122.0, n_tokens_ref=9.998, model_size_range=(122.0, 122.0), n_tokens_range=(9.998, 9.998),
     )
     return mixjax.BootstrapResult(
-        laws=fitted.starts.law, status=np.asarray(fitted.starts.status), loss=np.asarray(fitted.starts.loss),
-        weights=np.ones((2, 60), np.int64), point=fitted, seed=0, scheme="rows", units=np.arange(60),
+        resamples=fitted.starts, weights=np.ones((2, 60), np.int64), point=fitted, seed=0, scheme="rows", units=np.arange(60),
         record=mixjax.BootstrapRecord(law=fitted.record.law, summary=summary),
     )
 

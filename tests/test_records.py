@@ -5,11 +5,15 @@ import dataclasses
 import json
 import warnings
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import mixjax
 from mixjax import BootstrapRecord, BootstrapResult, SuggestionRecord
+from mixjax.fitting import FitResult, objective_value, prepare
 from mixjax.laws import DataSummary
 
 TIMINGS = ("seconds_point_fit", "seconds_resamples", "jackknife_seconds")
@@ -111,6 +115,17 @@ def test_bootstrap_record_counts_statuses_and_survives_a_file(synthetic, tmp_pat
     res.save(path)
     back = BootstrapResult.load(path)
     assert back.record == rec.replace(**dict.fromkeys(TIMINGS))
+    # the resamples are the engine's solution type, steps and gradient norms included, and they survive the file
+    sol = res.resamples
+    assert isinstance(sol, FitResult) and sol.num_steps.shape == sol.grad_norm.shape == (8,)
+    assert np.all((np.asarray(sol.num_steps) >= 1) & (np.asarray(sol.num_steps) <= 100))
+    for k in ("loss", "status", "num_steps", "grad_norm"):
+        np.testing.assert_array_equal(np.asarray(getattr(back.resamples, k)), np.asarray(getattr(sol, k)))
+    arrays, _ = prepare(res.point.law, synthetic, dtype=res.point.config.dtype)
+    for b in range(8):  # each loss is the objective of that resample's law under its row multiplicities
+        law_b = jax.tree_util.tree_map(lambda x: x[b] if eqx.is_array(x) else x, res.laws)
+        J = objective_value(law_b, arrays, jnp.asarray(res.weights[b], arrays.y.dtype), res.point.config)
+        assert float(J) == pytest.approx(float(res.loss[b]), rel=1e-9)
     assert not set(TIMINGS) & set(back.info)
     for f in dataclasses.fields(DataSummary):
         np.testing.assert_array_equal(getattr(back.record.summary, f.name), getattr(rec.summary, f.name))
