@@ -49,6 +49,21 @@ def slim122(slimpajama):
     return slimpajama.at_scale(122e6, 9.998e9)
 
 
+@pytest.fixture(scope="session")
+def synthetic():
+    """Noise-free losses of a known log-linear law: 24 mixtures of 3 domains, each at two model sizes (48 rows)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    h = rng.dirichlet(np.ones(3), 24)
+    c = np.log([2.5, 3.0, 2.2])
+    t = rng.normal(0.0, 0.4, (3, 3))
+    H = np.concatenate([h, h])
+    losses = np.exp(c + H @ t.T)
+    return mixjax.from_arrays(H, losses, np.repeat([1e8, 4e8], 24), np.full(48, 1e10), domains=["a", "b", "c"],
+                              mixture_id=np.tile(np.arange(24), 2), name="synthetic")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _drop_compiled_programs():
     """Each test module compiles its own programs: free them afterwards to bound the suite's peak memory."""

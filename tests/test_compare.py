@@ -15,21 +15,6 @@ SETTINGS = dict(starts=2, max_steps=150)
 
 
 @pytest.fixture(scope="module")
-def synthetic():
-    """Noise-free losses of a known log-linear law: 24 mixtures of 3 domains, each at two model sizes."""
-    rng = np.random.default_rng(7)
-    h = rng.dirichlet(np.ones(3), 24)
-    c = np.log([2.5, 3.0, 2.2])
-    t = rng.normal(0.0, 0.4, (3, 3))
-    H = np.concatenate([h, h])
-    losses = np.exp(c + H @ t.T)
-    return mixjax.from_arrays(
-        H, losses, np.repeat([1e8, 4e8], 24), np.full(48, 1e10), domains=["a", "b", "c"],
-        mixture_id=np.tile(np.arange(24), 2), name="synthetic",
-    )
-
-
-@pytest.fixture(scope="module")
 def result(synthetic):
     return compare(synthetic, LAWS, cv="mixtures:3", seed=1, **SETTINGS)
 

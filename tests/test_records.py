@@ -87,19 +87,6 @@ def test_suggestion_record_round_trip_leaves_out_unset_fields():
     assert SuggestionRecord().as_dict() == {}
 
 
-@pytest.fixture(scope="module")
-def synthetic():
-    """Noise-free losses of a known log-linear law: 24 mixtures of 3 domains, each at two model sizes."""
-    rng = np.random.default_rng(7)
-    h = rng.dirichlet(np.ones(3), 24)
-    c = np.log([2.5, 3.0, 2.2])
-    t = rng.normal(0.0, 0.4, (3, 3))
-    H = np.concatenate([h, h])
-    losses = np.exp(c + H @ t.T)
-    return mixjax.from_arrays(H, losses, np.repeat([1e8, 4e8], 24), np.full(48, 1e10), domains=["a", "b", "c"],
-                              mixture_id=np.tile(np.arange(24), 2), name="synthetic")
-
-
 def test_bootstrap_record_counts_statuses_and_survives_a_file(synthetic, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", mixjax.MaxStepsWarning)  # the step limit is low on purpose; counted in the record
