@@ -233,7 +233,9 @@ def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol,
     full = jax.vmap(problem.complete)(fitted, weights)
     value = jax.vmap(problem.value)(full, weights)
     status = jnp.where(jnp.isfinite(value), sol.status, int(Status.nonfinite))
-    status = jnp.where((status != int(Status.nonfinite)) & ~jax.vmap(lambda law: law.in_sane_range())(full), int(Status.out_of_range), status)
+    # a converged member outside the law's sane range is out_of_range; a member stopped at the step limit stays
+    # max_steps (unfinished, wherever it was), so that the status says first whether the fit is finished
+    status = jnp.where((status == int(Status.converged)) & ~jax.vmap(lambda law: law.in_sane_range())(full), int(Status.out_of_range), status)
     return FitResult(full, value, status, sol.num_steps, sol.rel_grad)
 
 
@@ -853,8 +855,10 @@ def fit(
         warnings.warn(f"the best fit of {cls.name} to {data.name!r} has {bad}: the fit ran away (status out_of_range); "
                       "the law's form may not suit this data", OutOfRangeWarning, stacklevel=2)
     if status == Status.max_steps:
+        away = ", ".join(f"{k} outside [{lo:g}, {hi:g}]" for k, (lo, hi) in best.law.out_of_range().items())
         warnings.warn(f"the best of {starts} starts of {cls.name} on {data.name!r} stopped at max_steps={cfg.max_steps} "
-                      "before converging (status max_steps): pass a larger max_steps", MaxStepsWarning, stacklevel=2)
+                      "before converging (status max_steps): pass a larger max_steps"
+                      + (f"; it was running away ({away})" if away else ""), MaxStepsWarning, stacklevel=2)
     y_used = np.asarray(arrays.mask)
     record = FitRecord(
         law=cls.name,

@@ -28,8 +28,8 @@ class Status(enum.IntEnum):
             Status.converged: "converged (objective change or gradient below tolerance)",
             Status.max_steps: "stopped at the step limit before converging; raise max_steps or check the starts",
             Status.nonfinite: "failed: the objective or parameters became non-finite; the member is excluded",
-            Status.out_of_range: "a parameter left the law's documented sane range (an exponent at its bound, a scale "
-            "far beyond the data): the fit ran away; the law's form may not suit this data",
+            Status.out_of_range: "converged with a parameter outside the law's documented sane range (an exponent at "
+            "its cap or bound, a scale far beyond the data): the fit ran away; the law's form may not suit this data",
         }[self]
 
     @property

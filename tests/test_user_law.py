@@ -98,3 +98,12 @@ def test_a_fit_outside_the_sane_range_says_so(fitted, data):
     with pytest.warns(mj.OutOfRangeWarning, match=r"g outside \[0, 0.6\]"):
         f = mj.fit(narrow, data, starts=2, seed=0, max_steps=60)
     assert f.status == mj.Status.out_of_range and float(np.max(np.asarray(f.law.g))) > 0.6
+
+
+def test_a_fit_stopped_at_the_step_limit_outside_the_range_is_unfinished_first(fitted, data):
+    """A start that stops at the step limit is max_steps wherever it is (out of range or not); the warning names
+    the parameters out of range. Two steps from the fitted law moved off its minimum cannot converge."""
+    narrow = NarrowPowerFloorLaw(E=fitted.law.E * 0.5, C=fitted.law.C, g=fitted.law.g)
+    with pytest.warns(mj.MaxStepsWarning, match=r"running away \(g outside \[0, 0.6\]\)"):
+        f = mj.fit(narrow, data, starts=1, seed=0, max_steps=2)
+    assert f.status == mj.Status.max_steps and int(f.num_steps) == 2 and "g" in f.law.out_of_range()
