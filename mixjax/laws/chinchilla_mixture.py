@@ -20,7 +20,7 @@ domain has weight 0 (S_v > 0 as long as some weighted domain has C_vj > 0).
 
 Units: E_v and the loss in nats; N^-alpha is taken with N in millions (the coefficient of the N term is fixed to
 1: its scale is absorbed by C), B_v is dimensionless relative to it with D in billions; C_vj is in 1/nats.
-Every parameter is > 0 and stored as its log; the exponents are capped (alpha, beta <= 3, gamma <= 10, as in
+Every parameter is > 0 and stored as its log; the exponents are softly capped (alpha, beta < 3, gamma < 10, as in
 :mod:`mixjax.laws.shukor`). B_v and E_v enter linearly once the others are fixed
 (``linear_fields``: variable projection solves them in closed form).
 """

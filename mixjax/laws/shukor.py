@@ -10,9 +10,9 @@ tokens, the mixture enters through
 * :class:`ShukorJointLaw`    L_v = E_v + M_v(h) + A_v(h) N^-alpha_v + B_v(h) D^-beta_v,
   A_v(h) = sum_j A_vj h_j, B_v(h) = sum_j B_vj h_j                                     (joint form; 4K + 3)
 
-Every positive parameter is stored as its log. The exponents are capped at the top of their documented range
-(gamma <= 10, alpha, beta <= 3; ``EXPONENT_CAPS``): a fit that presses an exponent against its cap ends there, at a
-minimum of the capped law, with the status ``out_of_range``.
+Every positive parameter is stored as its log. The exponents are softly capped at the top of their documented
+range (gamma < 10, alpha, beta < 3; ``EXPONENT_CAPS``, :func:`_capped`): a fit that presses an exponent against its
+cap ends there, at a minimum of the capped law, with the status ``out_of_range``.
 
 Variable projection (``linear_fields``): with the exponents and C fixed, the coefficients below enter linearly and
 are >= 0, so under the least-squares objectives they are solved exactly and the solver moves only the rest:
@@ -38,29 +38,40 @@ from ._base import AbstractLaw, DataSummary
 __all__ = ["ShukorMixtureLaw", "ShukorAdditiveLaw", "ShukorJointLaw"]
 
 
-#: The largest value each exponent can take (the law evaluates min(exp(log_x), cap)). Beyond these the data of a
-#: mixture sweep cannot tell values apart: D^-beta with beta in the hundreds is a free offset of the rows with the
-#: fewest tokens, and C h^gamma with gamma above 10 switches a domain off. Without a cap such a fit runs away
-#: (beta -> infinity, B -> 1e150) and is still descending when the solver stops it; with the cap it ends at a
-#: minimum with the exponent at its cap, reported ``out_of_range``.
+#: The values each exponent stays below. Beyond them the data of a mixture sweep cannot tell values apart: D^-beta
+#: with beta in the hundreds is a free offset of the rows with the fewest tokens, and C h^gamma with gamma above 10
+#: switches a domain off. Without a cap such a fit runs away (beta -> infinity, B -> 1e150) and is still descending
+#: when the solver stops it; with the cap it ends at a minimum with the exponent pressed against its cap.
 EXPONENT_CAPS = {"gamma": 10.0, "alpha": 3.0, "beta": 3.0}
-#: An exponent within 1 % of its cap is out of range (the fit pressed against the cap).
-EXPONENT_SANE_RANGES = {name: (0.0, 0.99 * cap) for name, cap in EXPONENT_CAPS.items()}
+#: An exponent above 95 % of its cap is out of range (the fit pressed against the cap).
+EXPONENT_SANE_RANGES = {name: (0.0, 0.95 * cap) for name, cap in EXPONENT_CAPS.items()}
+#: Sharpness k of the soft cap (see :func:`_capped`).
+CAP_SHARPNESS = 8.0
 
 
 def _capped(log_x, name: str):
-    """The exponent ``name`` stored as ``log_x``: exp(log_x), capped at ``EXPONENT_CAPS[name]``. Below the cap the
-    value and gradient are exp(log_x)'s; above it the value is the cap and the gradient with respect to log_x is 0."""
-    return jnp.exp(jnp.minimum(log_x, math.log(EXPONENT_CAPS[name])))
+    """The exponent ``name`` stored as ``log_x``, softly capped at c = ``EXPONENT_CAPS[name]``:
+
+        log e = log c - softplus(k (log c - log_x)) / k,        k = CAP_SHARPNESS
+
+    a smooth minimum of x = exp(log_x) and c in log space: e < c always; e = x (1 - O((x/c)^k / k)), so below half
+    the cap e and x differ by less than 5e-4 relative; past the cap e -> c and the gradient fades smoothly (it is
+    never exactly 0, so a step that overshoots the cap can come back)."""
+    log_cap = math.log(EXPONENT_CAPS[name])
+    return jnp.exp(log_cap - jax.nn.softplus(CAP_SHARPNESS * (log_cap - log_x)) / CAP_SHARPNESS)
 
 
 def _log_exponent(value, name: str):
-    """log of the exponent ``name`` given by a user, refused above its cap (where the law would silently use the cap)."""
+    """The stored ``log_x`` of an exponent ``name`` given by a user (the inverse of :func:`_capped`), refused at or
+    above its cap, which the capped exponent never reaches."""
     v = np.asarray(value, dtype=float)
-    if (v > EXPONENT_CAPS[name]).any():
-        raise ValueError(f"{name} = {v.max():g} is above its cap {EXPONENT_CAPS[name]:g}: the law evaluates "
-                         f"min({name}, {EXPONENT_CAPS[name]:g}); give a value at most the cap")
-    return _log(value)
+    cap = EXPONENT_CAPS[name]
+    if not (v < cap).all():
+        raise ValueError(f"{name} = {v.max():g} is not below its cap {cap:g}: the law's {name} is a smooth minimum of its "
+                         f"stored value and {cap:g}, always below {cap:g}; give a value below the cap")
+    k, log_cap = CAP_SHARPNESS, math.log(cap)
+    z = k * (log_cap - np.log(v))  # softplus(y) = z  <=>  y = log(expm1(z))
+    return jnp.asarray(log_cap - np.log(np.expm1(z)) / k, dtype=jnp.result_type(float))
 
 
 def _pow0(h, g):
