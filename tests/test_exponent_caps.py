@@ -111,14 +111,19 @@ def test_from_params_inverts_the_cap_and_refuses_the_cap_itself():
     np.testing.assert_allclose(np.asarray(law.params()["alpha"]), alpha, rtol=1e-12)
 
 
-def test_a_fit_that_ran_beta_away_on_pile4_ends_at_the_cap_at_a_minimum():
-    """On every Pile-4 row the per-target law used to drive beta of two targets to 100-300 (B to 1e150) and stop
-    still descending (a scipy polish lowered J by up to 5.6 %); now beta stops at its cap and the polish finds a
-    minimum (gain below 1e-3, the criterion of benchmarks/finish_check.py)."""
+@pytest.fixture(scope="module")
+def pile4_fit():
     data = mj.load_dataset("pile4")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the out_of_range warning, asserted through the status below
-        fit = mj.fit("chinchilla_mixture_per_target", data, starts=4, seed=5)
+        return data, mj.fit("chinchilla_mixture_per_target", data, starts=4, seed=5)
+
+
+def test_a_fit_that_ran_beta_away_on_pile4_ends_at_the_cap_at_a_minimum(pile4_fit):
+    """On every Pile-4 row the per-target law used to drive beta of two targets to 100-300 (B to 1e150) and stop
+    still descending (a scipy polish lowered J by up to 5.6 %); now beta stops at its cap and the polish finds a
+    minimum (gain below 1e-3, the criterion of benchmarks/finish_check.py)."""
+    data, fit = pile4_fit
     beta = np.asarray(fit.law.params()["beta"])
     assert fit.status == mj.Status.out_of_range and "beta" in fit.law.out_of_range()
     assert 0.95 * 3.0 < beta.max() <= 3.0  # pressed against the cap (equal to it in rounding)
@@ -128,3 +133,21 @@ def test_a_fit_that_ran_beta_away_on_pile4_ends_at_the_cap_at_a_minimum():
     batched = jax.tree_util.tree_map(lambda x: x[None] if isinstance(x, jax.Array) else x, fit.law)
     _, _, info = scipy_fit(type(fit.law), data, starts=1, start_laws=batched)
     assert (J - float(info["values"][0])) / J < 1e-3
+
+
+def test_a_fit_file_of_another_revision_of_the_formula_is_refused(pile4_fit, tmp_path, monkeypatch):
+    """Fits saved before the caps (revision 0, no ``law_revision`` in the header) would predict differently under the
+    capped formula: they are refused with a message, as is any other revision; the current one loads unchanged."""
+    data, fit = pile4_fit
+    cls = type(fit.law)
+    assert cls.revision == 1
+    mj.save_fit(tmp_path / "now.mixfit", fit)
+    back = mj.load_fit(tmp_path / "now.mixfit")
+    assert mj.io.read_header(tmp_path / "now.mixfit")["law_revision"] == 1
+    np.testing.assert_array_equal(np.asarray(back.predict(data)), np.asarray(fit.predict(data)))
+    with monkeypatch.context() as m:
+        m.setattr(cls, "revision", 0)  # a file written before the caps
+        mj.save_fit(tmp_path / "before.mixfit", fit)
+    assert "law_revision" not in mj.io.read_header(tmp_path / "before.mixfit")
+    with pytest.raises(mj.io.FitFileError, match="saved under revision 0 of its formula; .* evaluates revision 1 .*caps the exponents"):
+        mj.load_fit(tmp_path / "before.mixfit")

@@ -113,6 +113,9 @@ class AbstractLaw(eqx.Module):
     #: implements :meth:`linear_basis` and :meth:`with_linear`.
     linear_fields: ClassVar[tuple[str, ...]] = ()
     sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {}
+    #: Raised when the law's formula changes for the same stored parameters: a fit file records the revision (when
+    #: not 0) and a file saved under another revision is refused, never evaluated with the new formula.
+    revision: ClassVar[int] = 0
 
     @abc.abstractmethod
     def __call__(self, mixture: jax.Array, model_size: jax.Array, n_tokens: jax.Array) -> jax.Array:

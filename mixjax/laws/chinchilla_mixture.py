@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from ._base import AbstractLaw, DataSummary
-from .shukor import EXPONENT_SANE_RANGES, _capped, _log_exponent, _pow0
+from .shukor import CAP_REVISION_NOTE, EXPONENT_SANE_RANGES, _capped, _log_exponent, _pow0
 
 __all__ = ["ChinchillaMixtureLaw", "ChinchillaMixturePerTargetLaw"]
 
@@ -118,6 +118,8 @@ class _ChinchillaMixtureForm:
     uses_tokens: ClassVar[bool] = True
     linear_fields: ClassVar[tuple[str, ...]] = ("log_B", "log_E")
     sane_ranges: ClassVar[dict[str, tuple[float, float]]] = EXPONENT_SANE_RANGES
+    revision: ClassVar[int] = 1
+    revision_note: ClassVar[str] = CAP_REVISION_NOTE
 
     def params(self):
         return _params(self)

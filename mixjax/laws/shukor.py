@@ -45,6 +45,8 @@ __all__ = ["ShukorMixtureLaw", "ShukorAdditiveLaw", "ShukorJointLaw"]
 EXPONENT_CAPS = {"gamma": 10.0, "alpha": 3.0, "beta": 3.0}
 #: An exponent above 95 % of its cap is out of range (the fit pressed against the cap).
 EXPONENT_SANE_RANGES = {name: (0.0, 0.95 * cap) for name, cap in EXPONENT_CAPS.items()}
+#: What revision 1 of these laws changed (fit files of revision 0 are refused).
+CAP_REVISION_NOTE = "revision 1 caps the exponents: gamma below 10, alpha and beta below 3"
 #: Sharpness k of the soft cap (see :func:`_capped`).
 CAP_SHARPNESS = 8.0
 
@@ -127,6 +129,8 @@ class ShukorMixtureLaw(AbstractLaw):
     reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (additive law at fixed N, D)"
     per_domain: ClassVar[bool] = False
     sane_ranges: ClassVar[dict[str, tuple[float, float]]] = EXPONENT_SANE_RANGES
+    revision: ClassVar[int] = 1
+    revision_note: ClassVar[str] = CAP_REVISION_NOTE
     linear_fields: ClassVar[tuple[str, ...]] = ("log_E",)
 
     def __check_init__(self):
@@ -179,6 +183,8 @@ class ShukorAdditiveLaw(AbstractLaw):
     reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (additive law, Eq. 2)"
     per_domain: ClassVar[bool] = False
     sane_ranges: ClassVar[dict[str, tuple[float, float]]] = EXPONENT_SANE_RANGES
+    revision: ClassVar[int] = 1
+    revision_note: ClassVar[str] = CAP_REVISION_NOTE
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
     linear_fields: ClassVar[tuple[str, ...]] = ("log_E", "log_A", "log_B")
@@ -250,6 +256,8 @@ class ShukorJointLaw(AbstractLaw):
     reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (joint law; mixture-weighted size/data coefficients)"
     per_domain: ClassVar[bool] = False
     sane_ranges: ClassVar[dict[str, tuple[float, float]]] = EXPONENT_SANE_RANGES
+    revision: ClassVar[int] = 1
+    revision_note: ClassVar[str] = CAP_REVISION_NOTE
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
     linear_fields: ClassVar[tuple[str, ...]] = ("log_E",)
