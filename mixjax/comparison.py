@@ -68,7 +68,7 @@ import numpy as np
 from . import distributed
 from .data import DataError, MixtureData
 from .distributed import check_slice, slice_range
-from .fitting import FitConfig, default_dtype, init_starts, solve
+from .fitting import FitConfig, MaxStepsWarning, default_dtype, init_starts, solve
 from .laws import DataSummary, n_params
 from .laws._base import predict_rows
 from .problem import law_class, prepare
@@ -883,6 +883,11 @@ def _build(plan: _Plan, cells: dict[str, list[Cell]]) -> Comparison:
             warnings.warn(f"a best fit of {score.law} to {plan.data!r} is constant in the mixture (at every scale its predictions "
                           f"vary by at most {CONSTANT_RTOL:g} relative across mixtures): its Spearman and best rank say "
                           "nothing about mixtures", UserWarning, stacklevel=3)
+    unfinished = [score.law for score, _ in order if score.status_counts.get(Status.max_steps.name, 0)]
+    if unfinished:
+        warnings.warn(f"on {plan.data!r} the best start of {', '.join(unfinished)} stopped at the step limit before converging "
+                      "in some splits (status max_steps): their scores are those of unfinished fits; pass a larger max_steps",
+                      MaxStepsWarning, stacklevel=3)
     return Comparison(data=plan.data, protocol=plan.protocol, splits=plan.splits, scores=[s for s, _ in order],
                       skipped=dict(plan.skipped), n_common_cells=n_common, checkpoints=plan.checkpoints,
                       rows=np.asarray(plan.rows), n_rows_input=plan.n_rows_input, extrapolation=dict(plan.extrapolation))

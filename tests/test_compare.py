@@ -196,6 +196,7 @@ def _final_rows_by_pandas(data):
     return np.flatnonzero((df["n_tokens"] == last).to_numpy())
 
 
+@pytest.mark.filterwarnings("ignore::mixjax.MaxStepsWarning")  # few steps on purpose: this checks the rows used
 def test_holdout_scale_defaults_to_final_checkpoints(checkpointed):
     import warnings
 
@@ -308,3 +309,15 @@ def test_held_out_rows_outside_the_training_weights_are_counted(synthetic, resul
     inner[np.argsort(np.abs(a - np.median(a)))[:2]] = True  # two rows near the median of a; still maybe outside in b, c
     k, _ = _outside_by_loops(synthetic, Split("inner", ~inner, inner))
     assert weight_extrapolation(synthetic, [Split("inner", ~inner, inner)])["n_rows"] == k
+
+
+def test_a_law_stopped_at_the_step_limit_is_named_in_a_warning(synthetic):
+    """Scores of unfinished fits are flagged: a warning names every law whose best start stopped at the step limit in
+    some split, and only those (its status counts say max_steps)."""
+    with pytest.warns(mixjax.MaxStepsWarning, match="stopped at the step limit") as rec:
+        res = compare(synthetic, LAWS, cv="mixtures:3", seed=1, starts=2, max_steps=3)
+    unfinished = [s.law for s in res.scores if s.status_counts["max_steps"] > 0]
+    assert unfinished, "three steps cannot finish these fits"
+    message = " ".join(str(w.message) for w in rec if issubclass(w.category, mixjax.MaxStepsWarning))
+    for s in res.scores:
+        assert (s.law in message) == (s.law in unfinished)
