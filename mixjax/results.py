@@ -74,8 +74,59 @@ def _list(x):
     return x
 
 
+def _immutable(x):
+    """Lists as tuples and dicts as read-only views, nested."""
+    if isinstance(x, (list, tuple)):
+        return tuple(_immutable(v) for v in x)
+    if isinstance(x, Mapping):
+        return types.MappingProxyType({k: _immutable(v) for k, v in x.items()})
+    return x
+
+
+class _Record:
+    """What the frozen records of how a result was made share (a mixin for frozen dataclasses with an ``extra``
+    field): sequences stored as tuples and mappings as read-only views, :meth:`as_dict` / :meth:`from_dict` for
+    files and JSON, entries a saved record holds but this version does not know kept in ``extra``, and
+    :meth:`replace`.
+
+    Class attributes: ``_SEQUENCES`` and ``_MAPPINGS``, the fields made immutable; ``_OPTIONAL``, the fields
+    :meth:`as_dict` leaves out when None; ``_SKIP``, the fields it never writes."""
+
+    _SEQUENCES: tuple[str, ...] = ()
+    _MAPPINGS: tuple[str, ...] = ("extra",)
+    _OPTIONAL: tuple[str, ...] = ()
+    _SKIP: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for name in (*self._SEQUENCES, *self._MAPPINGS):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _immutable(value))
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record as a plain dict (lists, not tuples), in field order, with ``extra``'s entries at the end."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or f.name in self._SKIP or (f.name in self._OPTIONAL and value is None):
+                continue
+            out[f.name] = _list(value)
+        out.update(_list(dict(self.extra)))
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]):
+        """A record from :meth:`as_dict`'s form; entries this version does not know go to ``extra``."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        return cls(**{k: v for k, v in d.items() if k in names}, extra={k: v for k, v in d.items() if k not in names})
+
+    def replace(self, **changes):
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)
+
+
 @dataclasses.dataclass(frozen=True)
-class FitRecord:
+class FitRecord(_Record):
     """How a fit was made: what fitting-pitfall surveys ask a fit to record (data selection, mask rule, starts,
     seed, the statuses of the starts, timings). Written to fit files (less the timings) and read back.
 
@@ -126,16 +177,13 @@ class FitRecord:
 
     #: Fields written only when set (a record of an older file, or of a fit without a polish, has none).
     _OPTIONAL = ("seconds", "polish")
+    _SEQUENCES = ("domains", "targets", "phases", "phase_shares", "scales", "cells_per_target")
+    _MAPPINGS = ("units", "start_status", "polish", "extra")
 
     def __post_init__(self):
         if not isinstance(self.law, str) or not self.law:
             raise ValueError(f"a fit record needs the law's name, got {self.law!r}")
-        _frozen(self, sequences=("domains", "targets", "phases", "phase_shares", "scales", "cells_per_target"),
-                mappings=("units", "start_status", "polish", "extra"))
-
-    def as_dict(self) -> dict[str, Any]:
-        """The record as a plain dict (lists, not tuples), in field order, with ``extra``'s entries at the end."""
-        return _record_dict(self, self._OPTIONAL)
+        super().__post_init__()
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FitRecord:
@@ -144,55 +192,11 @@ class FitRecord:
         missing = [k for k in ("law", "domains", "targets") if k not in d]
         if missing:
             raise ValueError(f"a fit record needs {missing}: a fit records its law name, domains and targets")
-        known, extra = _split_known(cls, d)
-        return cls(**known, extra=extra)
-
-    def replace(self, **changes) -> FitRecord:
-        """A copy with ``changes``."""
-        return dataclasses.replace(self, **changes)
-
-
-def _immutable(x):
-    """Lists as tuples and dicts as read-only views, nested."""
-    if isinstance(x, (list, tuple)):
-        return tuple(_immutable(v) for v in x)
-    if isinstance(x, Mapping):
-        return types.MappingProxyType({k: _immutable(v) for k, v in x.items()})
-    return x
-
-
-def _frozen(record, sequences=(), mappings=()) -> None:
-    """Store the ``sequences`` fields of a frozen record as tuples and its ``mappings`` as read-only views (their
-    values too)."""
-    for name in (*sequences, *mappings):
-        value = getattr(record, name)
-        if value is not None:
-            object.__setattr__(record, name, _immutable(value))
-
-
-def _record_dict(record, optional=(), skip=()) -> dict[str, Any]:
-    """A record as a plain dict in field order (``optional`` fields only when set, ``skip`` never), with ``extra``'s
-    entries at the end."""
-    out = {}
-    for f in dataclasses.fields(record):
-        if f.name == "extra" or f.name in skip:
-            continue
-        value = getattr(record, f.name)
-        if f.name in optional and value is None:
-            continue
-        out[f.name] = _list(value)
-    out.update(_list(dict(record.extra)))
-    return out
-
-
-def _split_known(cls, d: Mapping[str, Any]) -> tuple[dict, dict]:
-    """The entries of ``d`` that name fields of ``cls``, and the others (for ``extra``)."""
-    names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-    return {k: v for k, v in d.items() if k in names}, {k: v for k, v in d.items() if k not in names}
+        return super().from_dict(d)
 
 
 @dataclasses.dataclass(frozen=True)
-class BootstrapRecord:
+class BootstrapRecord(_Record):
     """How a bootstrap was made: the data, resample and start counts, settings, the statuses of every start and
     resample, timings. Written to bootstrap files (less the timings and the data summary) and read back.
 
@@ -232,35 +236,27 @@ class BootstrapRecord:
     slice: Mapping[str, int] | None = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-    #: Fields written only when set (timings are not in saved files; ``slice`` only for a slice).
+    #: Fields written only when set (timings are not in saved files; ``slice`` only for a slice); ``summary`` has
+    #: its own entry in a file's header.
     _OPTIONAL = ("seconds_point_fit", "seconds_resamples", "jackknife_seconds", "slice")
+    _SKIP = ("summary",)
+    _SEQUENCES = ("best_start",)
+    _MAPPINGS = ("start_status", "resample_status", "slice", "extra")
 
     def __post_init__(self):
         if self.law is not None and (not isinstance(self.law, str) or not self.law):
             raise ValueError(f"a bootstrap record's law must be a law's name, got {self.law!r}")
-        _frozen(self, sequences=("best_start",), mappings=("start_status", "resample_status", "slice", "extra"))
-
-    def as_dict(self) -> dict[str, Any]:
-        """The record as a plain dict (lists, not tuples), in field order, without ``summary``, with ``extra``'s
-        entries at the end."""
-        return _record_dict(self, self._OPTIONAL, skip=("summary",))
+        super().__post_init__()
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], summary: Any = None) -> BootstrapRecord:
         """A record from :meth:`as_dict`'s form (a saved file's bootstrap ``info``) and the data ``summary`` (which
         replaces a ``"summary"`` entry of ``d``); entries this version does not know go to ``extra``."""
-        known, extra = _split_known(cls, d)
-        if summary is not None:
-            known["summary"] = summary
-        return cls(**known, extra=extra)
-
-    def replace(self, **changes) -> BootstrapRecord:
-        """A copy with ``changes``."""
-        return dataclasses.replace(self, **changes)
+        return super().from_dict(d if summary is None else {**d, "summary": summary})
 
 
 @dataclasses.dataclass(frozen=True)
-class SuggestionRecord:
+class SuggestionRecord(_Record):
     """How a design was made (:func:`mixjax.suggest`): its seed and settings, the ensemble's resamples, and how many
     candidates were left out and why. Reported in :meth:`mixjax.Suggestion.as_dict` (less ``seconds``).
 
@@ -298,20 +294,6 @@ class SuggestionRecord:
     seconds: float | None = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-    def __post_init__(self):
-        _frozen(self, mappings=("extra",))
 
-    def as_dict(self) -> dict[str, Any]:
-        """The record as a plain dict, in field order, without the fields that are None, with ``extra``'s entries at
-        the end."""
-        return _record_dict(self, tuple(f.name for f in dataclasses.fields(self)))
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> SuggestionRecord:
-        """A record from :meth:`as_dict`'s form; entries this version does not know go to ``extra``."""
-        known, extra = _split_known(cls, d)
-        return cls(**known, extra=extra)
-
-    def replace(self, **changes) -> SuggestionRecord:
-        """A copy with ``changes``."""
-        return dataclasses.replace(self, **changes)
+#: Every field of a design's record is written only when set.
+SuggestionRecord._OPTIONAL = tuple(f.name for f in dataclasses.fields(SuggestionRecord))
