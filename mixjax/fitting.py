@@ -850,12 +850,11 @@ def fit(
         polished = {"loss_float32": float(best.loss), "num_steps": int(one.num_steps[0]), "status_float32": status.name}
         best = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, one)
         status, cfg = Status(int(best.status)), cfg64
+    away = ", ".join(f"{k} outside [{lo:g}, {hi:g}]" for k, (lo, hi) in best.law.out_of_range().items())
     if status == Status.out_of_range:
-        bad = ", ".join(f"{k} outside [{lo:g}, {hi:g}]" for k, (lo, hi) in best.law.out_of_range().items())
-        warnings.warn(f"the best fit of {cls.name} to {data.name!r} has {bad}: the fit ran away (status out_of_range); "
+        warnings.warn(f"the best fit of {cls.name} to {data.name!r} has {away}: the fit ran away (status out_of_range); "
                       "the law's form may not suit this data", OutOfRangeWarning, stacklevel=2)
     if status == Status.max_steps:
-        away = ", ".join(f"{k} outside [{lo:g}, {hi:g}]" for k, (lo, hi) in best.law.out_of_range().items())
         warnings.warn(f"the best of {starts} starts of {cls.name} on {data.name!r} stopped at max_steps={cfg.max_steps} "
                       "before converging (status max_steps): pass a larger max_steps"
                       + (f"; it was running away ({away})" if away else ""), MaxStepsWarning, stacklevel=2)

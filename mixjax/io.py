@@ -269,7 +269,7 @@ def _fit_members(fit: Fit, ensemble: AbstractLaw | None, registered_only: bool =
         "jax_version": jax.__version__,
         "law": cls.name,
         "law_class": f"{cls.__module__}.{cls.__qualname__}",
-        **({"law_revision": int(cls.revision)} if getattr(cls, "revision", 0) else {}),
+        **({"law_revision": int(cls.revision)} if cls.revision else {}),
         "static": {k: _encode_static(v) for k, v in _static_fields(law).items()},
         **({"binding": binding} if binding is not None else {}),
         "summary": _summary_to_json(_summary_for(fit.info, law)),
@@ -583,10 +583,10 @@ def _law_class(header: dict, path, given: type[AbstractLaw] | None = None) -> ty
                 f"{path} holds a fit of law {header['law']!r} ({header.get('law_class')}), which is not registered here "
                 f"({e}); import the module that defines it and mixjax.register the class"
             ) from None
-    saved, now = header.get("law_revision", 0), getattr(cls, "revision", 0)
+    saved, now = header.get("law_revision", 0), cls.revision
     if saved != now:
         raise FitFileError(f"{path} holds a fit of law {header['law']!r} saved under revision {saved!r} of its formula; this "
-                           f"version of mixjax evaluates revision {now} ({getattr(cls, 'revision_note', '') or 'its formula changed'}): "
+                           f"version of mixjax evaluates revision {now} ({cls.revision_note or 'its formula changed'}): "
                            "refit the law rather than evaluate these parameters with another formula")
     if "binding" not in header:
         return cls

@@ -116,6 +116,8 @@ class AbstractLaw(eqx.Module):
     #: Raised when the law's formula changes for the same stored parameters: a fit file records the revision (when
     #: not 0) and a file saved under another revision is refused, never evaluated with the new formula.
     revision: ClassVar[int] = 0
+    #: What the current revision changed, for the message that refuses a file of another revision.
+    revision_note: ClassVar[str] = ""
 
     @abc.abstractmethod
     def __call__(self, mixture: jax.Array, model_size: jax.Array, n_tokens: jax.Array) -> jax.Array:
