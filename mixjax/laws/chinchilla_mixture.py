@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from ._base import AbstractLaw, DataSummary
-from .shukor import CAP_REVISION_NOTE, EXPONENT_SANE_RANGES, _capped, _log_exponent, _pow0
+from .shukor import CappedExponents, _capped, _effectiveness, _log_exponent
 
 __all__ = ["ChinchillaMixtureLaw", "ChinchillaMixturePerTargetLaw"]
 
@@ -46,11 +46,6 @@ def _log(v):
 
 def _u(key, lo, hi, shape):
     return jax.random.uniform(key, shape, minval=lo, maxval=hi)
-
-
-def _effectiveness(log_C, log_gamma, mixture):
-    """S_v(h) = sum_j C_vj h_j^gamma_vj, shape (V,)."""
-    return jnp.sum(jnp.exp(log_C) * _pow0(mixture[..., None, :], _capped(log_gamma, "gamma")), axis=-1)
 
 
 def _basis(law, mixture, model_size, n_tokens):
@@ -109,7 +104,7 @@ def _params(law):
             "C": e(law.log_C), "gamma": _capped(law.log_gamma, "gamma")}
 
 
-class _ChinchillaMixtureForm:
+class _ChinchillaMixtureForm(CappedExponents):
     """What the two Chinchilla-mixture laws share: flags, readable parameters, the linear basis of B and E, and the
     prediction (the module's functions); they differ in the shape of alpha and beta."""
 
@@ -117,9 +112,6 @@ class _ChinchillaMixtureForm:
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
     linear_fields: ClassVar[tuple[str, ...]] = ("log_B", "log_E")
-    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = EXPONENT_SANE_RANGES
-    revision: ClassVar[int] = 1
-    revision_note: ClassVar[str] = CAP_REVISION_NOTE
 
     def params(self):
         return _params(self)

@@ -82,8 +82,23 @@ def _pow0(h, g):
     return jnp.where(pos, jnp.exp(g * jnp.log(jnp.where(pos, h, 1.0))), 0.0)
 
 
+def _effectiveness(log_C, log_gamma, mixture):
+    """S_v(h) = sum_j C_vj h_j^gamma_vj, shape (V,) (gamma capped)."""
+    return jnp.sum(jnp.exp(log_C) * _pow0(mixture[..., None, :], _capped(log_gamma, "gamma")), axis=-1)
+
+
 def _mixture_term(log_C, log_gamma, mixture):
-    return 1.0 / jnp.sum(jnp.exp(log_C) * _pow0(mixture[..., None, :], _capped(log_gamma, "gamma")), axis=-1)
+    """M_v(h) = 1 / S_v(h)."""
+    return 1.0 / _effectiveness(log_C, log_gamma, mixture)
+
+
+class CappedExponents:
+    """What the laws with capped exponents share (a mixin before :class:`AbstractLaw`): the sane ranges below the
+    caps, and the formula revision that introduced the caps."""
+
+    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = EXPONENT_SANE_RANGES
+    revision: ClassVar[int] = 1
+    revision_note: ClassVar[str] = CAP_REVISION_NOTE
 
 
 def _with_log_fields(law, names, coef):
@@ -111,7 +126,7 @@ def _log(v):
     return jnp.log(jnp.asarray(v, dtype=jnp.result_type(float)))
 
 
-class ShukorMixtureLaw(AbstractLaw):
+class ShukorMixtureLaw(CappedExponents, AbstractLaw):
     r"""The mixture part of Shukor et al.'s additive law at one fixed scale, per target v:
 
         L_v(h) = E_v + 1 / sum_j C_vj h_j^gamma_vj
@@ -128,9 +143,6 @@ class ShukorMixtureLaw(AbstractLaw):
     name: ClassVar[str] = "shukor_mixture"
     reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (additive law at fixed N, D)"
     per_domain: ClassVar[bool] = False
-    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = EXPONENT_SANE_RANGES
-    revision: ClassVar[int] = 1
-    revision_note: ClassVar[str] = CAP_REVISION_NOTE
     linear_fields: ClassVar[tuple[str, ...]] = ("log_E",)
 
     def __check_init__(self):
@@ -161,7 +173,7 @@ class ShukorMixtureLaw(AbstractLaw):
         return _with_log_fields(self, self.linear_fields, coef)
 
 
-class ShukorAdditiveLaw(AbstractLaw):
+class ShukorAdditiveLaw(CappedExponents, AbstractLaw):
     r"""The additive law of Shukor et al. (2025, Eq. 2), per target v:
 
         L_v(h, N, D) = E_v + 1 / sum_j C_vj h_j^gamma_vj + A_v / N^alpha_v + B_v / D^beta_v
@@ -182,9 +194,6 @@ class ShukorAdditiveLaw(AbstractLaw):
     name: ClassVar[str] = "shukor_additive"
     reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (additive law, Eq. 2)"
     per_domain: ClassVar[bool] = False
-    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = EXPONENT_SANE_RANGES
-    revision: ClassVar[int] = 1
-    revision_note: ClassVar[str] = CAP_REVISION_NOTE
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
     linear_fields: ClassVar[tuple[str, ...]] = ("log_E", "log_A", "log_B")
@@ -232,7 +241,7 @@ class ShukorAdditiveLaw(AbstractLaw):
         return _with_log_fields(self, self.linear_fields, coef)
 
 
-class ShukorJointLaw(AbstractLaw):
+class ShukorJointLaw(CappedExponents, AbstractLaw):
     r"""A joint law in the sense of Shukor et al. (2025): the model-size and data terms also depend on the mixture,
     per target v:
 
@@ -255,9 +264,6 @@ class ShukorJointLaw(AbstractLaw):
     name: ClassVar[str] = "shukor_joint"
     reference: ClassVar[str] = "Shukor et al., Scaling Laws for Optimal Data Mixtures, arXiv 2507.09404 (joint law; mixture-weighted size/data coefficients)"
     per_domain: ClassVar[bool] = False
-    sane_ranges: ClassVar[dict[str, tuple[float, float]]] = EXPONENT_SANE_RANGES
-    revision: ClassVar[int] = 1
-    revision_note: ClassVar[str] = CAP_REVISION_NOTE
     uses_model_size: ClassVar[bool] = True
     uses_tokens: ClassVar[bool] = True
     linear_fields: ClassVar[tuple[str, ...]] = ("log_E",)
