@@ -37,16 +37,23 @@ _KL_WINDOW = 600.0
 _BALL_BREAKPOINTS_UP_TO = 64
 
 
-def _bisect(total, a, b, iters=_HALVINGS):
-    """Halve ``[a, b]`` ``iters`` times keeping ``total(a) < 1 <= total(b)`` (``total`` nondecreasing)."""
+def _halving(total, target=1.0):
+    """One halving of a bracket ``(a, b)`` keeping ``total(a) < target <= total(b)`` (``total`` nondecreasing;
+    ``a``, ``b``, ``target`` may be arrays, one bracket per element)."""
 
-    def body(_, c):
+    def step(c):
         a, b = c
         m = 0.5 * (a + b)
-        up = total(m) >= 1.0
+        up = total(m) >= target
         return jnp.where(up, a, m), jnp.where(up, m, b)
 
-    return jax.lax.fori_loop(0, iters, body, (a, b))
+    return step
+
+
+def _bisect(total, a, b, iters=_HALVINGS, target=1.0):
+    """Halve ``[a, b]`` ``iters`` times keeping ``total(a) < target <= total(b)`` (see :func:`_halving`)."""
+    step = _halving(total, target)
+    return jax.lax.fori_loop(0, iters, lambda _, c: step(c), (a, b))
 
 
 def _classify(l, u, a, b):
@@ -95,16 +102,7 @@ def project_capped_simplex_kl(log_y, lo, hi):
     b0 = jnp.maximum(b0, a0)
     exact = lambda t: jnp.sum(jnp.clip(jnp.exp(t + log_y), lo, hi))  # noqa: E731
 
-    def wide(c):
-        return c[1] - c[0] > _KL_WINDOW
-
-    def halve(c):
-        a, b = c
-        m = 0.5 * (a + b)
-        up = exact(m) >= 1.0
-        return jnp.where(up, a, m), jnp.where(up, m, b)
-
-    a, b = jax.lax.while_loop(wide, halve, (a0.astype(dt), b0.astype(dt)))
+    a, b = jax.lax.while_loop(lambda c: c[1] - c[0] > _KL_WINDOW, _halving(exact), (a0.astype(dt), b0.astype(dt)))
     anchor = a
     ya = jnp.exp(jnp.minimum(log_y + anchor, log_hi + 1.0))  # y e^a, clamped where the term is at its ceiling anyway
     a, b = _bisect(lambda t: jnp.sum(jnp.clip(ya * jnp.exp(t - anchor), lo, hi)), a, b)
@@ -173,14 +171,8 @@ def project_phase_ball(u, lo, hi, shares, centre, radius, *, kl: bool, iters: in
 
     def bracket_bisection(tau):  # large K: 64 halvings of every phase's bracket, O(K) each
         lim = span + tau
-
-        def body(_, c):  # keeping S(ta) < s_p <= S(tb)
-            ta, tb = c
-            m = 0.5 * (ta + tb)
-            up = jnp.sum(z_of(m[:, None], tau)[:, 0, :], axis=-1) >= shares
-            return jnp.where(up, ta, m), jnp.where(up, m, tb)
-
-        ta, tb = jax.lax.fori_loop(0, _HALVINGS, body, (jnp.full(shares.shape, -lim, dt), jnp.full(shares.shape, lim, dt)))
+        block_sums = lambda t: jnp.sum(z_of(t[:, None], tau)[:, 0, :], axis=-1)  # noqa: E731  (P,) at shifts t (P,)
+        ta, tb = _bisect(block_sums, jnp.full(shares.shape, -lim, dt), jnp.full(shares.shape, lim, dt), target=shares)
         S = jnp.sum(z_of(jnp.stack([ta, tb], axis=1), tau), axis=-1)  # (P, 2)
         return ta, tb, S[:, 0], S[:, 1]
 
