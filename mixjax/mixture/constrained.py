@@ -238,7 +238,7 @@ def _run_constrained(laws, z0, centers, sh: _Shared, prob: PhaseProblem, config:
         out["viol"] = np.max(np.maximum(out["g"], 0.0), axis=1, initial=0.0)
         if not coupled:
             break
-        viol = np.max(np.maximum(out["g"].astype(np.float64), 0.0), axis=1, initial=0.0)
+        viol = out["viol"].astype(np.float64)
         cert, scale = (np.asarray(x) for x in _certificate(res.z, members, sh, lo, hi, shares))
         bad = out["status"] == int(Status.nonfinite)
         certified = ~bad & (viol <= CONSTRAINT_TOL) & (cert <= _KKT_TOL * scale)
@@ -250,9 +250,9 @@ def _run_constrained(laws, z0, centers, sh: _Shared, prob: PhaseProblem, config:
         dual = np.max(np.abs(new_mu - mu), axis=1, initial=0.0) / np.maximum(1.0, np.max(new_mu, axis=1, initial=0.0))
         mu = np.where(fin[:, None], mu, new_mu)
         val = out["J"] + prob.kl_penalty * out["kl"]
-        flat = np.abs(val - prev_val) <= 1e-10 * np.maximum(1.0, np.abs(val))
-        flat_rounds = np.where(flat & (viol <= CONSTRAINT_TOL) & (rho >= _RHO_MAX), flat_rounds + 1, 0)
-        settled = (viol <= 0.1 * CONSTRAINT_TOL) & ((dual <= 1e-6) | (np.abs(val - prev_val) <= 1e-9 * np.maximum(1.0, np.abs(val))))
+        change, size = np.abs(val - prev_val), np.maximum(1.0, np.abs(val))
+        flat_rounds = np.where((change <= 1e-10 * size) & (viol <= CONSTRAINT_TOL) & (rho >= _RHO_MAX), flat_rounds + 1, 0)
+        settled = (viol <= 0.1 * CONSTRAINT_TOL) & ((dual <= 1e-6) | (change <= 1e-9 * size))
         prev_val = val
         # stops when certified; or settled (violation under CONSTRAINT_TOL / 10 and multipliers or penalized value
         # settled); or stalled (feasible, rho at its ceiling, the penalized value unchanged for 3 rounds): the status
