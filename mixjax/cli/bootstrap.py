@@ -139,7 +139,8 @@ def run(args) -> int:
     if raw:
         out["params_raw_counts"] = raw
     if args.timings:
-        out["seconds"] = sum(float(v) for k, v in res.record.as_dict().items() if "seconds" in k and isinstance(v, (int, float)))
+        rec = res.record
+        out["seconds"] = sum(float(v) for v in (rec.seconds_point_fit, rec.seconds_resamples, rec.jackknife_seconds) if v is not None)
     if args.json:
         print_json(out)
         return 0
