@@ -119,6 +119,31 @@ def test_loaded_bootstrap_needs_the_rows(small, tmp_path):
     assert no_noise.calibrated == pytest.approx(no_noise.bootstrap_calibrated, rel=0) and no_rows.method == "bootstrap"
 
 
+def capped_log_linear_minimum(c, t, cap):
+    """min over the simplex with every weight <= cap of exp(c + t.h): the weight goes to the smallest t first."""
+    h, left = np.zeros_like(t), 1.0
+    for i in np.argsort(t):
+        h[i] = min(cap, left)
+        left -= h[i]
+    return float(np.exp(c + t @ h)), h
+
+
+def test_members_of_a_convex_law_reach_their_closed_form_optimum(small):
+    """The log-linear law is convex in the mixture, so each bootstrap member searches from 2 starts by default (not
+    ``starts``): every member still ends at its own exact optimum over the capped simplex."""
+    _, boot, _ = small
+    assert type(boot.point.law).convex_in_mixture
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        ens = mixjax.optimize_mixture_ensemble(boot, ceilings=0.4, starts=8, check_fixed=False)
+    c, t = np.asarray(boot.laws.c)[:, 0], np.asarray(boot.laws.t)[:, 0]
+    for b in np.flatnonzero(ens.ok):
+        value, h = capped_log_linear_minimum(c[b], t[b], 0.4)
+        np.testing.assert_allclose(ens.values[b], value, rtol=1e-7)
+        np.testing.assert_allclose(ens.mixtures[b], h, atol=1e-3)
+    assert ens.ok.sum() >= 20
+
+
 @FEW_MEMBERS_OF_SMALL
 def test_bad_arguments(small):
     _, boot, pool = small

@@ -113,6 +113,10 @@ class AbstractLaw(eqx.Module):
     #: implements :meth:`linear_basis` and :meth:`with_linear`.
     linear_fields: ClassVar[tuple[str, ...]] = ()
     sane_ranges: ClassVar[dict[str, tuple[float, float]]] = {}
+    #: True when every predicted loss is a convex function of the mixture for every parameter value (the log-linear
+    #: law: the exponential of an affine function). A weighted mean of such losses then has one minimum on the
+    #: bounded simplex, so a mixture search over bootstrap members needs one start per member.
+    convex_in_mixture: ClassVar[bool] = False
     #: Raised when the law's formula changes for the same stored parameters: a fit file records the revision (when
     #: not 0) and a file saved under another revision is refused, never evaluated with the new formula.
     revision: ClassVar[int] = 0

@@ -31,6 +31,7 @@ class LogLinearLaw(AbstractLaw):
     name: ClassVar[str] = "loglinear"
     reference: ClassVar[str] = "Chen et al., Aioli: A Unified Optimization Framework for Language Model Data Mixing, 2024 (log-linear static mixing law)"
     per_domain: ClassVar[bool] = False
+    convex_in_mixture: ClassVar[bool] = True
 
     def __check_init__(self):
         if self.t.shape[-2] != self.c.shape[-1]:

@@ -33,6 +33,7 @@ from .coverage import ExtrapolationWarning, _measured_of, _tv_to_set, _typical_s
 from .fixed import FixedOptimumWarning, _fixed_across_members, _fixed_check
 from .phases import PhaseProblem, _phases_of
 from .results import MixtureEnsemble, MixtureResult
+from .objective import _Weighted
 from .setup import MixtureProblem, _first, _problem, _scale_report, _unpack, _warn_degenerate
 from .solver import _best, _solve_ensemble, _solve_starts, _starts
 
@@ -193,6 +194,7 @@ def optimize_mixture_ensemble(
     kl_penalty: float | None = None,
     max_kl: float | None = None,
     trust_radius: float | None = None,
+    member_starts: int | None = None,
 ) -> MixtureEnsemble:
     """Optimal mixtures for every member of a batched law (leading axis R on every parameter array), in one
     compiled call vmapped over members and starts: the distribution of h* under, e.g., bootstrap refits.
@@ -208,7 +210,10 @@ def optimize_mixture_ensemble(
     ``phase_shares``, ``prior``, ``kl_penalty``, ``max_kl``, ``trust_radius`` and a phased law: the constrained search
     of :func:`optimize_mixture`, for every member (each member's trust region around the measured mixtures nearest
     its own optimum); the ensemble then carries ``phase_mixtures``, ``epochs``, ``kl_to_prior`` and
-    ``nearest_measured_distance`` per member. Other arguments as in :func:`optimize_mixture`."""
+    ``nearest_measured_distance`` per member. ``member_starts``: starts per member (the uniform mixture, then Dirichlet
+    draws, as in :func:`optimize_mixture`), by default ``starts``; for a law convex in the mixture
+    (``convex_in_mixture``: the log-linear law) under a weighted-mean objective, 2, since every start reaches its one
+    minimum (``benchmarks/member_starts.py``). Other arguments as in :func:`optimize_mixture`."""
     model_size, n_tokens, raw_model_size, raw_n_tokens = scale_arguments(scale, model_size, n_tokens, raw_model_size, raw_n_tokens)
     source = laws
     if measured is None:
@@ -260,7 +265,7 @@ def optimize_mixture_ensemble(
                 kl_penalty=kl_penalty, max_kl=max_kl, trust_radius=trust_radius, throw=False)
         return ens
     dt = s.dtype
-    h0 = _starts(s.K, starts, seed, s.lo, s.hi, None, dt)
+    h0 = _member_starts(s, laws, starts, member_starts, seed)
     lo, hi = jnp.asarray(s.lo, dt), jnp.asarray(s.hi, dt)
     out = _solve_ensemble(laws, h0, lo, hi, jnp.asarray(s.N, dt), jnp.asarray(s.D, dt), jnp.asarray(s.w, dt), s.fn, s.cfg)
     out = jax.tree_util.tree_map(np.asarray, out)
@@ -292,6 +297,15 @@ def optimize_mixture_ensemble(
         if ens.optimum_fixed_by_law and not (pt is not None and pt.optimum_fixed_by_law):
             warnings.warn(ens.fixed_message, FixedOptimumWarning, stacklevel=2)
     return ens
+
+
+def _member_starts(s: MixtureProblem, law, starts: int, member_starts: int | None, seed: int) -> jax.Array:
+    """Starting mixtures of every member (:func:`_starts`: the uniform mixture, then Dirichlet draws):
+    ``member_starts`` of them, by default ``starts``, or 2 for a law convex in the mixture under a weighted-mean
+    objective, whose one minimum every start reaches."""
+    if member_starts is None:
+        member_starts = 2 if type(law).convex_in_mixture and isinstance(s.fn, _Weighted) else starts
+    return _starts(s.K, int(member_starts), seed, s.lo, s.hi, None, s.dtype)
 
 
 def _wants_constrained(law, measured, phase_shares, prior, kl_penalty, max_kl, trust_radius) -> bool:
