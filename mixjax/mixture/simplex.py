@@ -30,8 +30,10 @@ __all__ = ["project_capped_simplex", "project_capped_simplex_kl", "project_phase
 #: Bisection halvings of the shift: from a bracket of width W (<= 600 for KL, see :func:`project_capped_simplex_kl`)
 #: they leave W 2^-64 (3e-17 W): below the spacing of float64 near the root, so the free set is exact to rounding.
 _HALVINGS = 64
-#: KL: the scaled evaluation ``exp(log_y + a) e^(t - a)`` is exact while the bracket [a, b] is narrower than this.
+#: KL: the scaled evaluation ``exp(log_y + a) e^(t - a)`` is exact while the bracket [a, b] is narrower than this
+#: (nats; float64, whose exp overflows past 709). float32's exp overflows past 88.7 nats, so its window is 60.
 _KL_WINDOW = 600.0
+_KL_WINDOW_FLOAT32 = 60.0
 #: :func:`project_phase_ball` up to this many domains evaluates the sum at every breakpoint in one vectorized pass
 #: (O(K^2) work but no sequential loop: faster on a CPU at small K), above it bisects.
 _BALL_BREAKPOINTS_UP_TO = 64
@@ -86,10 +88,10 @@ def project_capped_simplex_kl(log_y, lo, hi):
     ``{h : sum h = 1, lo <= h <= hi}``: ``h_i = clip(c y_i, lo_i, hi_i)`` with the scale c = e^t > 0 solved exactly
     (free coordinates get ``R softmax(log_y)`` restricted to the free set, R = 1 - the clipped mass). Works in
     log space, so any finite ``log_y`` is safe. The shift t is bracketed by halvings: exact ones (K exponentials
-    each) while the bracket is wider than 600 nats (usually none or a few), then 64 that evaluate
-    ``clip(exp(min(log_y + a, log hi + 1)) e^(t - a), lo, hi)`` from the bracket's lower end a (one exponential per
-    halving: exact to rounding, as nothing under e^-600 of the free mass can matter and a clamped term stays above
-    its ceiling). Needs ``sum lo <= 1 <= sum hi``."""
+    each) while the bracket is wider than 600 nats (60 in float32, whose exponential overflows past 88.7), then 64
+    that evaluate ``clip(exp(min(log_y + a, log hi + 1)) e^(t - a), lo, hi)`` from the bracket's lower end a (one
+    exponential per halving: exact to rounding, as nothing under e^-600 (float32: e^-60) of the free mass can matter
+    and a clamped term stays above its ceiling). Needs ``sum lo <= 1 <= sum hi``."""
     log_y, lo, hi = jnp.asarray(log_y), jnp.asarray(lo), jnp.asarray(hi)
     dt = log_y.dtype
     log_lo, log_hi = jnp.log(lo), jnp.log(hi)
@@ -102,7 +104,8 @@ def project_capped_simplex_kl(log_y, lo, hi):
     b0 = jnp.maximum(b0, a0)
     exact = lambda t: jnp.sum(jnp.clip(jnp.exp(t + log_y), lo, hi))  # noqa: E731
 
-    a, b = jax.lax.while_loop(lambda c: c[1] - c[0] > _KL_WINDOW, _halving(exact), (a0.astype(dt), b0.astype(dt)))
+    window = _KL_WINDOW if jnp.finfo(dt).bits > 32 else _KL_WINDOW_FLOAT32
+    a, b = jax.lax.while_loop(lambda c: c[1] - c[0] > window, _halving(exact), (a0.astype(dt), b0.astype(dt)))
     anchor = a
     ya = jnp.exp(jnp.minimum(log_y + anchor, log_hi + 1.0))  # y e^a, clamped where the term is at its ceiling anyway
     a, b = _bisect(lambda t: jnp.sum(jnp.clip(ya * jnp.exp(t - anchor), lo, hi)), a, b)
