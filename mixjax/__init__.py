@@ -57,6 +57,7 @@ from .mixture import ExtrapolationWarning as ExtrapolationWarning
 from .mixture import FixedOptimumWarning as FixedOptimumWarning
 from .mixture import MixtureEnsemble as MixtureEnsemble
 from .mixture import MixtureResult as MixtureResult
+from .mixture import MixtureSpec as MixtureSpec
 from .mixture import optimize_mixture as optimize_mixture
 from .mixture import optimize_mixture_ensemble as optimize_mixture_ensemble
 from .mixture import PhasedMixtureError as PhasedMixtureError

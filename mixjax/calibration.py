@@ -121,6 +121,7 @@ from .data import MixtureData
 from .design import _check_candidates, _objective_of_rows, _predict_members
 from .intervals import check_level, percentile_interval
 from .laws._base import check_mixture_rows
+from .mixture.spec import accepts_spec
 from .mixture import (
     MixtureEnsemble,
     MixtureResult,
@@ -404,6 +405,7 @@ def _cv_picks(boot: BootstrapResult, table, fn, w, dtype, f, folds: int, repeats
     return np.asarray(e, np.float64), np.asarray(e0, np.float64), np.asarray(picked, np.int64), int(fitted.sum())
 
 
+@accepts_spec
 def calibrate_optimum(
     boot: BootstrapResult,
     *,

@@ -145,6 +145,32 @@ def test_members_of_a_convex_law_reach_their_closed_form_optimum(small):
 
 
 @FEW_MEMBERS_OF_SMALL
+def test_one_spec_for_the_optimum_the_members_and_the_calibration(small):
+    """A MixtureSpec stands for the keyword arguments of every mixture entry point: the point optimum under its
+    ceilings is the closed-form one, the calibration accepts the ensemble made with the same spec and refuses one made
+    with another, and an argument given both ways (or one an entry point does not take) is refused."""
+    _, boot, _ = small
+    spec = mixjax.MixtureSpec(ceilings=0.4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        point = mixjax.optimize_mixture(boot.point, spec=spec, starts=4)
+        value, h = capped_log_linear_minimum(float(np.asarray(boot.point.law.c)[0]), np.asarray(boot.point.law.t)[0], 0.4)
+        np.testing.assert_allclose(point.value, value, rtol=1e-7)
+        np.testing.assert_allclose(point.mixture, h, atol=1e-3)
+        ens = mixjax.optimize_mixture_ensemble(boot, spec=spec, starts=4, check_fixed=False)
+        cal = mixjax.calibrate_optimum(boot, ensemble=ens, spec=spec, starts=4, cv_folds=0, run_noise=False)
+        np.testing.assert_allclose(cal.mixture, h, atol=1e-3)
+        with pytest.raises(ValueError, match="another scale, objective or bounds"):
+            mixjax.calibrate_optimum(boot, ensemble=ens, spec=spec.replace(ceilings=0.5), starts=4, cv_folds=0)
+    with pytest.raises(ValueError, match="ceilings given both"):
+        mixjax.optimize_mixture(boot.point, spec=spec, ceilings=0.5)
+    with pytest.raises(ValueError, match="does not take prior"):
+        mixjax.calibrate_optimum(boot, spec=spec.replace(prior=np.full(5, 0.2)))
+    with pytest.raises(TypeError, match="MixtureSpec"):
+        mixjax.optimize_mixture(boot.point, spec={"ceilings": 0.4})
+
+
+@FEW_MEMBERS_OF_SMALL
 def test_bad_arguments(small):
     _, boot, pool = small
     with pytest.raises(TypeError, match="BootstrapResult"):

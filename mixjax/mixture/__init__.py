@@ -25,6 +25,8 @@ The package, one idea per module (each module's docstring has its maths):
 * :mod:`~mixjax.mixture.results`: :class:`MixtureResult` and :class:`MixtureEnsemble`;
 * :mod:`~mixjax.mixture.setup`: the checked problem of a search (names, scale, objective, bounds, measured
   mixtures) from the entry points' arguments, built once per call;
+* :mod:`~mixjax.mixture.spec`: :class:`MixtureSpec`, the question of a search (scale, objective, bounds,
+  constraints) as one object that every entry point takes as ``spec=``;
 * :mod:`~mixjax.mixture.optimize`: the entry points :func:`optimize_mixture` and :func:`optimize_mixture_ensemble`.
 """
 
@@ -38,6 +40,7 @@ from .objective import mixture_objective, objective_spec
 from .optimize import optimize_mixture, optimize_mixture_ensemble
 from .phases import PhasedMixtureError, PhaseProblem, check_single_phase, phase_problem
 from .results import MixtureEnsemble, MixtureResult
+from .spec import MixtureSpec
 from .setup import DegenerateOptimumWarning
 from .simplex import project_capped_simplex, project_capped_simplex_kl, project_phase_ball
 from .solver import MixtureConfig, SimplexDescent
@@ -51,6 +54,7 @@ __all__ = [
     "MixtureConfig",
     "MixtureResult",
     "MixtureEnsemble",
+    "MixtureSpec",
     "optimize_mixture",
     "optimize_mixture_ensemble",
     "mixture_objective",

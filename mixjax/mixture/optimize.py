@@ -35,11 +35,13 @@ from .phases import PhaseProblem, _phases_of
 from .results import MixtureEnsemble, MixtureResult
 from .objective import _Weighted
 from .setup import MixtureProblem, _first, _problem, _scale_report, _unpack, _warn_degenerate
+from .spec import accepts_spec
 from .solver import _best, _solve_ensemble, _solve_starts, _starts
 
 __all__ = ["optimize_mixture", "optimize_mixture_ensemble"]
 
 
+@accepts_spec
 def optimize_mixture(
     law,
     *,
@@ -162,6 +164,7 @@ def optimize_mixture(
     return res
 
 
+@accepts_spec
 def optimize_mixture_ensemble(
     laws,
     *,
