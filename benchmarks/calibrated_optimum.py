@@ -11,8 +11,10 @@ Two settings (module docstring of ``mixjax.calibration`` for the maths):
   noise) scores the run interval.
 * **Real sweeps, held-out pool.** Each split fits the log-linear law on 75 % of a sweep's runs and picks the
   best-predicted of the other 25 % (runs with every target measured), whose objective was measured: the mean of the
-  sweep's targets (Olmix: the mean of 110 task BPB metrics; RegMix: the mean of the loss columns; Marin's two-phase
-  swarm: its one BPB target, the log-linear law over the 78 phase columns). The measurement
+  sweep's targets (Olmix: the mean of 110 task BPB metrics; RegMix: the mean of the loss columns, and on 1M also
+  the Pile-CC and GitHub losses alone; SlimPajama: the final checkpoints of the 60 runs at 122M and at 310M
+  parameters, the mean of the 8 loss columns; Marin's two-phase swarm: its one BPB target, the log-linear law over
+  the 78 phase columns). The measurement
   at the pick is one run, so errors are averaged over splits and the run interval is the one scored.
 
     python benchmarks/calibrated_optimum.py                     # default run (writes benchmarks/results/)
@@ -52,12 +54,16 @@ K, N_RUNS, SIGMA, POOL, CAP = 12, 40, 0.01, 300, 0.25
 LEVEL = [0.9]  # set from --level
 _t = np.random.default_rng(123).normal(0.0, 0.03, K)
 TRUE_T, TRUE_C = _t, float(np.log(2.0))
-REAL = {  # dataset: targets (None: all loss columns)
-    "olmix64": None,
-    "olmix22": None,
-    "pile17_regmix1m": None,
-    "pile17_regmix1b": None,
-    "marin2phase": None,
+REAL = {  # setting: (dataset, one target or None for the mean of the loss columns, model size in M or None)
+    "olmix64": ("olmix64", None, None),
+    "olmix22": ("olmix22", None, None),
+    "pile17_regmix1m": ("pile17_regmix1m", None, None),
+    "pile17_regmix1m_pile_cc": ("pile17_regmix1m", "pile_cc", None),
+    "pile17_regmix1m_github": ("pile17_regmix1m", "github", None),
+    "pile17_regmix1b": ("pile17_regmix1b", None, None),
+    "slimpajama7_122m": ("slimpajama7", None, 122.0),
+    "slimpajama7_310m": ("slimpajama7", None, 310.0),
+    "marin2phase": ("marin2phase", None, None),
 }
 
 
@@ -129,7 +135,13 @@ def synthetic(mode: str, replications: int, resamples: int, level: float, progre
 
 
 def real(name: str, splits: int, resamples: int, level: float, progress) -> list[dict]:
-    data = mixjax.load_dataset(name)
+    dataset, target, size = REAL[name]
+    data = mixjax.load_dataset(dataset)
+    if target is not None:
+        data = data.select_targets([target])
+    if size is not None:  # the final checkpoint of each run at one model size: the law's one scale
+        final = data.final_checkpoints()
+        data = final.subset(np.isclose(final.model_size_m, size))
     out = []
     for s in range(splits):
         train, val = data.split_rows(val_fraction=0.25, seed=s)
@@ -242,7 +254,7 @@ def table(summary: dict, level: float) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--replications", type=int, default=40, help="synthetic replications per mode (default 40)")
-    ap.add_argument("--splits", type=int, default=10, help="random 75/25 splits per real sweep (default 10)")
+    ap.add_argument("--splits", type=int, default=20, help="random 75/25 splits per real sweep (default 20)")
     ap.add_argument("--resamples", type=int, default=200, help="bootstrap resamples (default 200)")
     ap.add_argument("--level", type=float, default=0.9)
     ap.add_argument("--quick", action="store_true", help="3 replications and 2 splits, 60 resamples")

@@ -1,5 +1,5 @@
-"""How many starts a bootstrap member's mixture search needs: ``optimize_mixture_ensemble`` gives each member 2 starts
-(the uniform mixture and one Dirichlet draw) for a law convex in the mixture under a weighted-mean objective (the
+"""How many starts a bootstrap member's mixture search needs: ``optimize_mixture_ensemble`` gives each member 1 start
+(the uniform mixture) for a law convex in the mixture under a weighted-mean objective (the
 log-linear law), and ``starts`` for any other law.
 
 For each case: a bootstrap (``--resamples``), then the members' searches three ways, each timed on its second call
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         default, t_default = timed(mixjax.optimize_mixture_ensemble, laws=boot, **common)
         ref = mixjax.optimize_mixture_ensemble(boot, member_starts=32, **common)
         ok = np.asarray(ref.ok) & np.asarray(default.ok) & np.asarray(full.ok)
-        n_default = 2 if cls.convex_in_mixture else max(args.starts, 1)
+        n_default = 1 if cls.convex_in_mixture else max(args.starts, 1)
 
         def worse(e):
             rel = (np.asarray(e.values) - np.asarray(ref.values))[ok] / np.abs(np.asarray(ref.values)[ok])

@@ -129,7 +129,7 @@ def capped_log_linear_minimum(c, t, cap):
 
 
 def test_members_of_a_convex_law_reach_their_closed_form_optimum(small):
-    """The log-linear law is convex in the mixture, so each bootstrap member searches from 2 starts by default (not
+    """The log-linear law is convex in the mixture, so each bootstrap member searches from 1 start by default (not
     ``starts``): every member still ends at its own exact optimum over the capped simplex."""
     _, boot, _ = small
     assert type(boot.point.law).convex_in_mixture

@@ -215,8 +215,8 @@ def optimize_mixture_ensemble(
     its own optimum); the ensemble then carries ``phase_mixtures``, ``epochs``, ``kl_to_prior`` and
     ``nearest_measured_distance`` per member. ``member_starts``: starts per member (the uniform mixture, then Dirichlet
     draws, as in :func:`optimize_mixture`), by default ``starts``; for a law convex in the mixture
-    (``convex_in_mixture``: the log-linear law) under a weighted-mean objective, 2, since every start reaches its one
-    minimum (``benchmarks/member_starts.py``). Other arguments as in :func:`optimize_mixture`."""
+    (``convex_in_mixture``: the log-linear law) under a weighted-mean objective, 1 (the uniform mixture), since any start reaches its
+    one minimum (``benchmarks/member_starts.py``). Other arguments as in :func:`optimize_mixture`."""
     model_size, n_tokens, raw_model_size, raw_n_tokens = scale_arguments(scale, model_size, n_tokens, raw_model_size, raw_n_tokens)
     source = laws
     if measured is None:
@@ -304,10 +304,10 @@ def optimize_mixture_ensemble(
 
 def _member_starts(s: MixtureProblem, law, starts: int, member_starts: int | None, seed: int) -> jax.Array:
     """Starting mixtures of every member (:func:`_starts`: the uniform mixture, then Dirichlet draws):
-    ``member_starts`` of them, by default ``starts``, or 2 for a law convex in the mixture under a weighted-mean
-    objective, whose one minimum every start reaches."""
+    ``member_starts`` of them, by default ``starts``, or 1 (the uniform mixture) for a law convex in the mixture
+    under a weighted-mean objective, whose one minimum any start reaches."""
     if member_starts is None:
-        member_starts = 2 if type(law).convex_in_mixture and isinstance(s.fn, _Weighted) else starts
+        member_starts = 1 if type(law).convex_in_mixture and isinstance(s.fn, _Weighted) else starts
     return _starts(s.K, int(member_starts), seed, s.lo, s.hi, None, s.dtype)
 
 
