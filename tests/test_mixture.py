@@ -141,6 +141,39 @@ def test_projection_matches_brute_force(kl, dtype):
         assert_feasible(h, lo, hi, tol)
 
 
+def test_float32_search_reaches_the_closed_form_optimum():
+    """A float32 log-linear law (the default without 64-bit JAX) under ceilings: the optimum puts the ceiling on the
+    domains with the smallest slopes, and its objective is exp(c + t.h) there (closed form)."""
+    from mixjax.laws.loglinear import LogLinearLaw
+
+    t = np.array([0.3, -0.2, 0.1, -0.5, 0.0, 0.4, -0.1])
+    law = LogLinearLaw(jnp.asarray([0.7], jnp.float32), jnp.asarray(t[None], jnp.float32))
+    h = np.zeros(7)
+    h[np.argsort(t)[:3]] = 0.3
+    h[np.argsort(t)[3]] = 0.1
+    r = mixjax.optimize_mixture(law, ceilings=0.3, starts=4, check_fixed=False)
+    np.testing.assert_allclose(r.mixture, h, atol=2e-3)
+    np.testing.assert_allclose(r.value, np.exp(0.7 + t @ h), rtol=1e-5)
+
+
+def test_a_mixture_off_the_simplex_is_raised_not_returned(monkeypatch):
+    """The searches keep their iterates on the bounded simplex; should one return a mixture off it, the entry point
+    raises instead of reporting it (here a search made to return every mixture doubled)."""
+    import mixjax.mixture.optimize as opt
+    from mixjax.laws.loglinear import LogLinearLaw
+
+    solve = opt._solve_starts
+
+    def doubled(*args):
+        out = solve(*args)
+        return out._replace(mixture=2.0 * out.mixture) if hasattr(out, "_replace") else eqx.tree_at(lambda o: o.mixture, out, 2.0 * out.mixture)
+
+    monkeypatch.setattr(opt, "_solve_starts", doubled)
+    law = LogLinearLaw.from_params([0.7], [[0.3, -0.2, 0.1]])
+    with pytest.raises(RuntimeError, match="off the bounded simplex"):
+        mixjax.optimize_mixture(law, starts=2, check_fixed=False)
+
+
 # The O(K^2) projections the bisection replaced (mixjax 0.x, ``mixjax/mixture/simplex.py``), kept verbatim as an
 # independent reference: they evaluate the block sum at every breakpoint.
 def _ref_crossing(l, u, total):

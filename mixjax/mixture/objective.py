@@ -92,9 +92,10 @@ def _n_domains(law) -> int:
     if isinstance(n, (int, np.integer)):
         return int(n)
     sizes = [int(np.shape(x)[-1]) for x in jax.tree_util.tree_leaves(eqx.filter(law, eqx.is_array)) if np.ndim(x) >= 1]
+    dt = jnp.result_type(*jax.tree_util.tree_leaves(eqx.filter(law, eqx.is_inexact_array))) if sizes else float
     for k in sorted(set(sizes) - {1}, key=lambda k: -sizes.count(k)):
-        try:
-            jax.eval_shape(law, jnp.zeros(k), jnp.asarray(1.0), jnp.asarray(1.0))
+        try:  # probed in the law's own float type (a float32 law under strict dtype promotion)
+            jax.eval_shape(law, jnp.zeros(k, dt), jnp.asarray(1.0, dt), jnp.asarray(1.0, dt))
             return k
         except Exception:  # noqa: BLE001  (a shape error: not the mixture length)
             continue

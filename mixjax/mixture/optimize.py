@@ -139,6 +139,7 @@ def optimize_mixture(
     status = Status(int(out.status[i]))
     if throw and status == Status.nonfinite:
         raise FitFailedError(f"every one of {starts} starts gave a non-finite objective at N={s.N:g}M, D={s.D:g}B; check the law's parameters")
+    _check_on_simplex(out.mixture, s.lo, s.hi, dt)
     res = MixtureResult(
         mixture=out.mixture[i], losses=out.losses[i], value=float(out.value[i]), status=status, num_steps=int(out.num_steps[i]),
         kkt_residual=float(out.kkt[i]), start_values=out.value, start_mixtures=out.mixture, start_status=out.status,
@@ -284,6 +285,7 @@ def optimize_mixture_ensemble(
                               method=method, step_size=step_size, domains=s.domains, targets=s.targets,
                               measured=s.H, check_fixed=check_fixed)
     mixtures = pick(out.mixture)
+    _check_on_simplex(mixtures, s.lo, s.hi, dt, usable)
     ens = MixtureEnsemble(
         mixtures=mixtures, values=values, losses=pick(out.losses), status=status, ok=usable, lower=s.lo, upper=s.hi,
         domains=s.domains, targets=s.targets, model_size=s.N, n_tokens=s.D, objective=s.desc, point=pt,
@@ -300,6 +302,20 @@ def optimize_mixture_ensemble(
         if ens.optimum_fixed_by_law and not (pt is not None and pt.optimum_fixed_by_law):
             warnings.warn(ens.fixed_message, FixedOptimumWarning, stacklevel=2)
     return ens
+
+
+def _check_on_simplex(H, lo, hi, dtype, usable=None) -> None:
+    """Every search keeps its iterates on the bounded simplex, so a finite mixture off it (beyond rounding: 1e-6 in
+    float64, 1e-4 in float32) is a defect of the search; it is raised, never returned."""
+    H = np.atleast_2d(np.asarray(H, np.float64))
+    tol = 1e-4 if jnp.finfo(dtype).bits <= 32 else 1e-6
+    keep = np.isfinite(H).all(axis=1) & (True if usable is None else np.asarray(usable, bool).reshape(-1))
+    off = keep & ((np.abs(H.sum(axis=1) - 1.0) > tol) | (H < np.asarray(lo) - tol).any(axis=1) | (H > np.asarray(hi) + tol).any(axis=1))
+    if off.any():
+        j = int(np.flatnonzero(off)[0])
+        raise RuntimeError(f"the mixture search returned {int(off.sum())} mixture(s) off the bounded simplex (one sums to "
+                           f"{H[j].sum():.8g}, bounds [{np.min(lo):g}, {np.max(hi):g}]); this is a defect of mixjax, not of the "
+                           "inputs: please report it with the call that produced it")
 
 
 def _member_starts(s: MixtureProblem, law, starts: int, member_starts: int | None, seed: int) -> jax.Array:
@@ -358,6 +374,7 @@ def _optimize_constrained(law, source, s: MixtureProblem, *, starts, seed, init,
         warnings.warn(msg, stacklevel=3)
     z = one["z"]
     h = prob.flat(z)
+    _check_on_simplex(h, s.lo, s.hi, dt)
     epochs = prob.epochs(z)
     kl = prob.kl(z)
     dist = None if s.H is None else float(_tv_to_set(h[None], s.H)[0].min())
@@ -390,6 +407,7 @@ def _optimize_constrained_ensemble(laws, R, ok, s: MixtureProblem, *, starts, se
     usable = ok & feasible & (res["status"] != int(Status.nonfinite))
     Z = res["z"]
     mixtures = prob.flat(Z)
+    _check_on_simplex(mixtures, s.lo, s.hi, dt, usable)
     ens = MixtureEnsemble(
         mixtures=mixtures, values=res["J"], losses=res["losses"], status=res["status"], ok=usable, lower=s.lo, upper=s.hi,
         domains=s.domains, targets=s.targets, model_size=s.N, n_tokens=s.D, objective=s.desc, problem=prob,
