@@ -310,6 +310,27 @@ def test_phase_ball_matches_the_quadratic_reference(kl, monkeypatch):
     assert np.all(z >= -1e-15) and np.all(z <= shares[:, None] * hi + 1e-15)
 
 
+def test_float32_kl_phase_ball_matches_float64():
+    """The KL projection onto per-phase capped simplices within a total-variation ball, in float32 with log y spread
+    over up to ~190 nats (past float32's exponent range, where y e^t is evaluated per pair in log space), against the
+    float64 projection (whose per-coordinate evaluation the trust-region search checks against SLSQP in
+    test_phase_optimize.py) on the same 40 problems, with the ball binding or not."""
+    from mixjax.mixture.simplex import project_phase_ball
+
+    rng = np.random.default_rng(0)
+    P, k = 2, 7
+    shares = np.array([0.7, 0.3])
+    proj = {dt: jax.jit(jax.vmap(lambda *a: project_phase_ball(*a, kl=True), in_axes=(0, None, 0, None, 0, 0)))
+            for dt in (jnp.float32, jnp.float64)}
+    U = np.log(rng.dirichlet(np.ones(k), (40, P))) * rng.uniform(0.5, 30.0, (40, 1, 1))
+    HI = np.broadcast_to(rng.uniform(0.2, 1.0, (40, 1, 1)), (40, P, k))
+    M = rng.dirichlet(np.ones(k), (40, P)) * shares[None, :, None]
+    R = rng.uniform(0.05, 0.5, 40)
+    z = {dt: np.asarray(f(*(jnp.asarray(x, dt) for x in (U, np.zeros((P, k)), HI, shares, M, R))), np.float64) for dt, f in proj.items()}
+    np.testing.assert_allclose(z[jnp.float32], z[jnp.float64], atol=2e-5)
+    np.testing.assert_allclose(z[jnp.float32].sum(-1), np.broadcast_to(shares, (40, P)), atol=2e-6)
+
+
 def test_euclidean_projection_is_the_nearest_point():
     """Closed-form case: with no active bounds the projection onto the simplex plane is v - (sum v - 1)/K."""
     v = np.array([0.3, 0.25, 0.2, 0.15, 0.2])

@@ -160,9 +160,6 @@ def _problem(source, law1, domains, targets, measured, *, constrained: bool, mod
     if constrained:
         if trust_radius is not None and H is None:
             raise ValueError("trust_radius needs the measured mixtures: pass measured= (an (n, K) array or the training data)")
-        if trust_radius is not None and jnp.finfo(dtype).bits < 64:
-            warnings.warn("the trust region's KL projection is not exact in float32 (its ends can lie outside the radius); "
-                          "fit in float64 (jax.config.update('jax_enable_x64', True)) for a trust-region search", stacklevel=3)
     elif within_measured:
         if H is None:
             raise ValueError("within_measured=True needs the measured mixtures: pass measured= (an (n, K) array or the training data)")

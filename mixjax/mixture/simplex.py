@@ -132,7 +132,8 @@ def project_phase_ball(u, lo, hi, shares, centre, radius, *, kl: bool, iters: in
     plain projection already lies in the ball, else found by bisection (``iters`` halvings) on the distance, which
     does not increase with tau, keeping the end inside the ball. Needs the set to be non-empty. KL: ``y e^t`` is
     evaluated as ``exp(u - max u) e^(t + max u)`` per phase, so coordinates more than ~745 nats below the phase's
-    largest log count as 0."""
+    largest log count as 0 (in float32, whose exponent range is ~88 nats, ``y e^(t +- tau)`` is instead evaluated per
+    pair in log space, capped at e U)."""
     dt = u.dtype
     L, U = shares[:, None] * lo, shares[:, None] * hi
     big = jnp.finfo(dt).max
@@ -141,12 +142,19 @@ def project_phase_ball(u, lo, hi, shares, centre, radius, *, kl: bool, iters: in
     else:
         span = jnp.max(jnp.abs(u)) + jnp.max(jnp.abs(centre)) + 2.0
 
+    # float32's exponential under- and overflows within 88 nats, which the spread of log y alone can exceed: there
+    # y e^(t +- tau) is evaluated per pair in log space, capped at e U (above U it is clipped to U anyway)
+    per_pair = kl and jnp.finfo(dt).bits <= 32
     if kl:  # y e^t = exp(u - top) exp(t + top): one exp per coordinate and per shift, not per pair
         top = jnp.max(jnp.where(jnp.isfinite(u), u, -big), axis=1, keepdims=True)
         ey = jnp.exp(u - top)
+        log_cap = (jnp.log(U) + 1.0)[:, None, :]
 
     def z_of(t, tau):  # t (P, n): one shift per phase and evaluation point -> (P, n, K)
-        if kl:
+        if per_pair:
+            a = u[:, None, :] + t[:, :, None]
+            lo_, hi_ = jnp.exp(jnp.minimum(a - tau, log_cap)), jnp.exp(jnp.minimum(a + tau, log_cap))
+        elif kl:
             et = jnp.exp(t + top)[:, :, None]
             lo_ = jnp.nan_to_num(ey[:, None, :] * (et * jnp.exp(-tau)), nan=0.0)
             hi_ = jnp.nan_to_num(ey[:, None, :] * (et * jnp.exp(tau)), nan=0.0)
