@@ -119,6 +119,7 @@ def pile4_fit():
         return data, mj.fit("chinchilla_mixture_per_target", data, starts=4, seed=5)
 
 
+@pytest.mark.slow  # a 48-parameter fit of Pile-4 and its scipy polish (13 s); the cap's maths is checked above by default
 def test_a_fit_that_ran_beta_away_on_pile4_ends_at_the_cap_at_a_minimum(pile4_fit):
     """On every Pile-4 row the per-target law used to drive beta of two targets to 100-300 (B to 1e150) and stop
     still descending (a scipy polish lowered J by up to 5.6 %); now beta stops at its cap and the polish finds a

@@ -280,7 +280,8 @@ def optimize_mixture_ensemble(
     usable = ok & (status != int(Status.nonfinite)) & np.isfinite(values)
     pt = None
     if point is not None:
-        pt = optimize_mixture(point, model_size=s.N, n_tokens=s.D, objective=objective, target_weights=target_weights,
+        pt = optimize_mixture(point, model_size=s.N if s.size_given else None, n_tokens=s.D if s.tokens_given else None,
+                              objective=objective, target_weights=target_weights,
                               target=target, floors=s.lo, ceilings=s.hi, starts=starts, seed=seed, steps=steps,
                               method=method, step_size=step_size, domains=s.domains, targets=s.targets,
                               measured=s.H, check_fixed=check_fixed)
