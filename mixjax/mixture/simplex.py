@@ -145,10 +145,11 @@ def project_phase_ball(u, lo, hi, shares, centre, radius, *, kl: bool, iters: in
     # float32's exponential under- and overflows within 88 nats, which the spread of log y alone can exceed: there
     # y e^(t +- tau) is evaluated per pair in log space, capped at e U (above U it is clipped to U anyway)
     per_pair = kl and jnp.finfo(dt).bits <= 32
-    if kl:  # y e^t = exp(u - top) exp(t + top): one exp per coordinate and per shift, not per pair
+    if per_pair:
+        log_cap = (jnp.log(U) + 1.0)[:, None, :]
+    elif kl:  # y e^t = exp(u - top) exp(t + top): one exp per coordinate and per shift, not per pair
         top = jnp.max(jnp.where(jnp.isfinite(u), u, -big), axis=1, keepdims=True)
         ey = jnp.exp(u - top)
-        log_cap = (jnp.log(U) + 1.0)[:, None, :]
 
     def z_of(t, tau):  # t (P, n): one shift per phase and evaluation point -> (P, n, K)
         if per_pair:
