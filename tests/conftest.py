@@ -26,6 +26,9 @@ _CACHE_DIR = tempfile.mkdtemp(prefix="mixjax-test-xla-cache-")
 atexit.register(shutil.rmtree, _CACHE_DIR, ignore_errors=True)
 jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+# Commands run as subprocesses (the console script, the distributed runs) share the same cache.
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 import mixjax  # noqa: E402
 import pytest  # noqa: E402

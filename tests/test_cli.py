@@ -347,6 +347,15 @@ def test_messy_input_is_one_line_exit_2(saved, tiny_csv, tmp_path, make, args, w
     assert set(tmp_path.iterdir()) == before  # nothing written
 
 
+def test_a_long_error_keeps_its_start_and_its_end(tmp_path):
+    """A message longer than 400 characters (a deep path) keeps both the file it names and what was wrong."""
+    deep = tmp_path.joinpath(*["d" * 60] * 8)
+    deep.mkdir(parents=True)
+    rc, out, err = cli("fit", deep)
+    assert_one_line_error(rc, err, str(deep), "is a directory")
+    assert len(err.strip()) > 400
+
+
 def damaged_copies(path, tmp_path):
     """A saved fit with one flipped byte in its law's values, and one whose first parameter was set to NaN (with its
     checksum recomputed, as a careful forger would)."""

@@ -49,10 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(text) -> str:
-    """Whitespace (newlines included) collapsed, cut to 400 characters."""
+def _one_line(text, limit: int = 1200) -> str:
+    """Whitespace (newlines included) collapsed; beyond ``limit`` characters the middle is elided, keeping the start
+    (what failed, usually with a file path) and the end (what was expected instead)."""
     s = " ".join(str(text).split())
-    return s if len(s) <= 400 else s[:397] + "..."
+    if len(s) <= limit:
+        return s
+    half = (limit - 5) // 2
+    return s[:half] + " ... " + s[-half:]
 
 
 def _debug() -> bool:
