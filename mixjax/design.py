@@ -99,6 +99,7 @@ from .mixture import (
     phase_problem,
     project_capped_simplex,
 )
+from .mixture.spec import accepts_spec
 from .problem import law_class, prepare
 from .resampling import BootstrapResult, bootstrap, check_resamples
 from .results import SuggestionRecord
@@ -635,6 +636,7 @@ def _sample_phase_candidates(laws, ok, data: MixtureData, prob_user: PhaseProble
     return _flatten(W[capped], prob), int((~capped).sum())
 
 
+@accepts_spec
 def suggest(
     data: MixtureData,
     law=None,
@@ -682,6 +684,9 @@ def suggest(
         predicted loss over targets).
       floors, ceilings, unique_tokens, max_epochs: bounds on the weights, as in :func:`mixjax.optimize_mixture`;
         the law's ``min_weight`` (its smallest meaningful weight) is an implicit floor on every domain.
+      spec: a :class:`mixjax.MixtureSpec` standing for the scale, objective and bounds above (the question the
+        optimum of :func:`mixjax.optimize_mixture` answers, asked of the next runs); its measured mixtures and
+        constraint terms are refused, and so is an argument given both ways.
       candidates: ``(m, K)`` allowed mixtures (a pool); those outside the bounds, or with a weight below the law's
         ``min_weight``, are dropped with a warning.
         Default: ``n_candidates`` sampled from the bounded simplex around the members' optima and uniformly.

@@ -126,6 +126,18 @@ def test_suggestions_on_the_bounded_simplex_distinct_and_reproducible(sampled):
     assert np.abs(a.mixtures - c.mixtures).max() > 1e-3
 
 
+def test_a_mixture_spec_asks_the_same_question(data, sampled):
+    """``spec=`` stands for the scale, objective and bounds of the keyword arguments: the same suggestions."""
+    spec = mixjax.MixtureSpec(floors=FLOOR, ceilings=CEIL)
+    got = suggest(data, None, 5, seed=0, ensemble=bump_ensemble(), noise=0.01**2, n_candidates=256, spec=spec)
+    np.testing.assert_array_equal(got.mixtures, sampled[0].mixtures)
+    np.testing.assert_array_equal(got.criterion, sampled[0].criterion)
+    with pytest.raises(ValueError, match="ceilings given both"):
+        suggest(data, None, 5, ensemble=bump_ensemble(), ceilings=CEIL, spec=spec)
+    with pytest.raises(ValueError, match="does not take trust_radius"):
+        suggest(data, None, 5, ensemble=bump_ensemble(), spec=spec.replace(trust_radius=0.1))
+
+
 POOL_SEED = 5
 
 

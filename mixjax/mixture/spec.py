@@ -5,7 +5,8 @@ the objective over the predicted losses, the bounds (floors, ceilings, unique to
 measured mixtures and the constraint terms of a phased search. Build it once and pass it as ``spec=`` to
 :func:`mixjax.optimize_mixture`, :func:`mixjax.optimize_mixture_ensemble` and :func:`mixjax.calibrate_optimum`, so
 that the point optimum, the bootstrap members' optima and the calibration answer the same question (the
-calibration refuses an ensemble made at another scale, objective or bounds). Solver settings (``starts``, ``seed``,
+calibration refuses an ensemble made at another scale, objective or bounds); :func:`mixjax.suggest` takes its
+scale, objective and bounds. Solver settings (``starts``, ``seed``,
 ``steps``, ``method``, ``step_size``) stay arguments of each call, as in optimistix a problem and its solver are
 separate. Values are checked when a search uses them, with the messages of the keyword arguments they stand for.
 """
@@ -90,5 +91,7 @@ def accepts_spec(fn: Callable) -> Callable:
 
     sig = inspect.signature(fn)
     extra = inspect.Parameter("spec", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="MixtureSpec | None")
-    with_spec.__signature__ = sig.replace(parameters=[*sig.parameters.values(), extra])
+    plain = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    rest = [p for p in sig.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    with_spec.__signature__ = sig.replace(parameters=[*plain, extra, *rest])
     return with_spec
