@@ -5,12 +5,14 @@ training rows. A best start "is finished" when the polish lowers its objective b
 criterion of ``benchmarks/status_check.py``.
 
 Printed per law: the statuses of its best starts (c converged, m max_steps, o out_of_range, n nonfinite), how many
-are finished, and the largest relative gain of the polish; then the fraction of finished best starts over all laws,
+are finished, the largest relative gain of the polish and the solver steps of every start of every split (the cost); then the fraction of finished best starts over all laws,
 and among the ``converged``, the ``max_steps`` and the ``out_of_range`` ones (an ``out_of_range`` fit that is
 finished is a law whose best fit on these data puts a parameter outside its sane range, not an unfinished solve).
 
     python benchmarks/finish_check.py --runs 3          # Pile-4, 5-fold CV by mixture (indices: compare_stability.RUNS)
     python benchmarks/finish_check.py --runs 0 --laws shukor_joint,chinchilla_mixture
+    python benchmarks/finish_check.py --runs 3 --slow-ftol 1e-6   # a stricter slow-objective test of the engine
+    python benchmarks/finish_check.py --runs 3 --finish lm        # Levenberg-Marquardt from each best start's end
 """
 
 from __future__ import annotations
@@ -69,16 +71,28 @@ def main(argv=None) -> int:
     p.add_argument("--laws", default="all", help="'all' or a comma-separated list")
     p.add_argument("--starts", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--slow-ftol", type=float, default=None,
+                   help="replace the engine's slow-objective test of law fits (mixjax.fitting.FIT_SLOW_FTOL; 0: off)")
+    p.add_argument("--xtol", type=float, default=None, help="replace the kink test's FIT_XTOL (mixjax.fitting)")
+    p.add_argument("--finish", choices=["lm", "lbfgs"], default=None,
+                   help="continue each best start with this solver (one start, default step limit) before the polish")
     args = p.parse_args(argv)
+    import mixjax.fitting as fitting
+
+    if args.slow_ftol is not None:
+        fitting.FIT_SLOW_FTOL = args.slow_ftol or None
+    if args.xtol is not None:
+        fitting.FIT_XTOL = args.xtol
+    print(f"stopping tests: slow_ftol {fitting.FIT_SLOW_FTOL}, xtol {fitting.FIT_XTOL}")
     names = list(mj.LAWS) if args.laws == "all" else args.laws.split(",")
     for i in args.runs:
         title, name, kwargs, cap = RUNS[i]
         data, masks = splits_of(load(name, cap), kwargs, args.seed)
         print(f"\n[{i}] {title}: {data.n_rows} rows, {len(masks)} fits per law; scipy polish of every best start (pass: gain < {TOL:g})")
-        print(f"  {'law':30s} {'k':>5s}  {'statuses':12s} {'finished':>9s}  {'largest gain':>12s}  {'fit s':>6s}  {'polish s':>8s}")
+        print(f"  {'law':30s} {'k':>5s}  {'statuses':12s} {'finished':>9s}  {'largest gain':>12s}  {'fit s':>6s}  {'polish s':>8s}  {'steps':>7s}")
         tally = {"all": [0, 0], "converged": [0, 0], "max_steps": [0, 0], "out_of_range": [0, 0]}
         for law_name in names:
-            ok, worst, statuses, t_fit, t_pol, k = 0, 0.0, [], 0.0, 0.0, 0
+            ok, worst, statuses, t_fit, t_pol, k, steps = 0, 0.0, [], 0.0, 0.0, 0, 0
             try:
                 for g, mask in enumerate(masks):
                     train = data.subset(np.flatnonzero(mask))
@@ -86,6 +100,10 @@ def main(argv=None) -> int:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         fit = mj.fit(law_name, train, starts=args.starts, seed=args.seed + g)
+                        steps += int(np.sum(np.asarray(fit.starts.num_steps)))
+                        if args.finish:
+                            fit = mj.fit(fit.law, train, starts=1, optimizer=args.finish)
+                            steps += int(fit.num_steps)
                     t_fit += time.perf_counter() - t0
                     t0 = time.perf_counter()
                     _, gain = polish_gain(fit.law, train)
@@ -103,7 +121,7 @@ def main(argv=None) -> int:
                 print(f"  {law_name:30s} skipped: {str(e).splitlines()[0][:90]}")
                 continue
             label = " ".join(f"{s[0]}{statuses.count(s)}" for s in ("converged", "max_steps", "out_of_range", "nonfinite") if s in statuses)
-            print(f"  {law_name:30s} {k:5d}  {label:12s} {ok:4d} / {len(statuses):<3d}  {worst:12.2e}  {t_fit:6.1f}  {t_pol:8.1f}", flush=True)
+            print(f"  {law_name:30s} {k:5d}  {label:12s} {ok:4d} / {len(statuses):<3d}  {worst:12.2e}  {t_fit:6.1f}  {t_pol:8.1f}  {steps:7d}", flush=True)
         for key, (a, n) in tally.items():
             if n:
                 print(f"  finished among {key:12s}: {a} / {n} = {a / n:.2f}")

@@ -74,6 +74,7 @@ def test_allocation_gradients_implicit_vs_finite_differences():
         check_grads(lambda *a: capacity_allocation(*a), args, order=1, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5, eps=1e-6)
 
 
+@pytest.mark.slow  # all-runs values are checked by default below (evaluate_rows), gradients of the law by finite differences
 def test_allocation_of_all_runs_at_once_equals_run_by_run_with_gradients():
     """The domain-major all-runs allocation (used in fits) against a vmap of the one-run allocation, checked by
     SLSQP above: values, and gradients w.r.t. every input, agree to rounding; and in float32."""
