@@ -10,12 +10,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The tests check numbers, not speed: compile with XLA's cheap CPU backend settings (about half the compile time).
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
 
-try:  # XLA's CPU threads each get a malloc arena of their own, which keeps freed memory mapped: two arenas bound the
-    # suite's peak (M_ARENA_MAX is -8 in glibc's mallopt; set before JAX starts its threads)
-    ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(-8, 2)
-except (OSError, AttributeError):
-    pass
-
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)  # the tests compare float64 fits with float64 references
