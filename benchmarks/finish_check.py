@@ -54,15 +54,25 @@ def splits_of(data, kwargs, seed: int):
     return data, folds + [np.ones(data.n_rows, bool)]
 
 
-def polish_gain(law, data) -> tuple[float, float]:
-    """(J of ``law`` on ``data``, relative decrease of J by a scipy L-BFGS-B polish from it)."""
+def polish_gain(law, data, with_law: bool = False):
+    """(J of ``law`` on ``data``, relative decrease of J by a scipy L-BFGS-B polish from it[, the polished law])."""
     cls = type(law)
     arrays, _ = prepare(cls, data, dtype="float64")
     J = float(objective_value(law, arrays, jnp.ones(data.n_rows), FitConfig()))
     batched = jax.tree_util.tree_map(lambda x: x[None] if isinstance(x, jax.Array) else x, law)
-    _, _, info = scipy_fit(cls, data, starts=1, start_laws=batched)
+    polished, _, info = scipy_fit(cls, data, starts=1, start_laws=batched)
     Jp = float(info["values"][0])
-    return J, (J - Jp) / J if J > 0 else 0.0
+    gain = (J - Jp) / J if J > 0 else 0.0
+    return (J, gain, polished) if with_law else (J, gain)
+
+
+def _far(law) -> str:
+    """The parameters of ``law`` outside their sane range, with their largest excess, for people."""
+    out = []
+    for name, (lo, hi) in law.out_of_range().items():
+        v = np.asarray(law.params()[name], np.float64)
+        out.append(f"{name} {v.min():.3g}..{v.max():.3g} (sane {lo:g}..{hi:g})")
+    return "; ".join(out) or "none"
 
 
 def main(argv=None) -> int:
@@ -74,6 +84,8 @@ def main(argv=None) -> int:
     p.add_argument("--slow-ftol", type=float, default=None,
                    help="replace the engine's slow-objective test of law fits (mixjax.fitting.FIT_SLOW_FTOL; 0: off)")
     p.add_argument("--xtol", type=float, default=None, help="replace the kink test's FIT_XTOL (mixjax.fitting)")
+    p.add_argument("--where", action="store_true", help="print, for each unfinished best start, its parameters outside "
+                   "their sane range before and after the polish")
     p.add_argument("--finish", choices=["lm", "lbfgs"], default=None,
                    help="continue each best start with this solver (one start, default step limit) before the polish")
     args = p.parse_args(argv)
@@ -106,8 +118,11 @@ def main(argv=None) -> int:
                             steps += int(fit.num_steps)
                     t_fit += time.perf_counter() - t0
                     t0 = time.perf_counter()
-                    _, gain = polish_gain(fit.law, train)
+                    _, gain, polished = polish_gain(fit.law, train, with_law=True)
                     t_pol += time.perf_counter() - t0
+                    if args.where and gain >= TOL:
+                        print(f"    split {g}: {fit.status.name}, polish gain {gain:.2e}; out of range before: {_far(fit.law)}; "
+                              f"after: {_far(polished)}", flush=True)
                     passed = gain < TOL
                     ok += passed
                     worst = max(worst, gain)
