@@ -123,6 +123,7 @@ from .intervals import check_level, percentile_interval
 from .laws._base import check_mixture_rows
 from .mixture.spec import accepts_spec
 from .mixture import (
+    ExtrapolationWarning,
     MixtureEnsemble,
     MixtureResult,
     _measured_of,
@@ -144,6 +145,12 @@ RESIDUAL_DRAWS = 64
 FEW_MEMBERS = 50
 #: With ``cv_folds="auto"``, the cross-validated optimism is used when the table has at least this many usable rows.
 CV_MIN_ROWS = 20
+#: A pick farther than CV_REACH_FACTOR times the reach of the cross-validated picks (their largest TV distance to
+#: their fold's training runs) from every measured run, and farther than CV_REACH_FLOOR, is warned about: the
+#: correction was not estimated that far from the runs. (A pool of fresh random mixtures is typically 1-1.5 reaches
+#: away; Olmix 22's optimum under ceilings of 0.25 is 3.4: benchmarks/optimum_identification.py.)
+CV_REACH_FACTOR = 2.0
+CV_REACH_FLOOR = 0.05
 
 
 @dataclasses.dataclass
@@ -179,7 +186,9 @@ class CalibratedOptimum:
       cv_optimism: ``g^-1(g(predicted) + e_bar) - predicted`` (objective units); cv_optimism_se: its standard error
         (objective units, to first order); cv_run_interval: the conformal run interval; cv_folds, cv_repeats,
         cv_picks (m), cv_rows (distinct runs picked), cv_residuals (m,) ``e_i`` and cv_law_residuals (m,)
-        ``g(J_hat(h_i)) - g(J_f(h_i))`` (the full-data fit against the fold's fit at the picks), in g units.
+        ``g(J_hat(h_i)) - g(J_f(h_i))`` (the full-data fit against the fold's fit at the picks), in g units;
+        cv_reach: the largest TV distance from a cross-validated pick to the nearest training run of its fold (how
+        far from the runs the correction was estimated; a pick more than twice as far from every run is warned about).
     """
 
     mixture: np.ndarray
@@ -227,6 +236,7 @@ class CalibratedOptimum:
     cv_rows: int = 0
     cv_residuals: np.ndarray | None = None
     cv_law_residuals: np.ndarray | None = None
+    cv_reach: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no per-member arrays)."""
@@ -260,6 +270,7 @@ class CalibratedOptimum:
             "bootstrap_interval": pair(self.bootstrap_interval),
             "bootstrap_run_interval": pair(self.bootstrap_run_interval),
             "cv_optimism": None if self.cv_optimism is None else float(self.cv_optimism),
+            "cv_reach": None if self.cv_reach is None else float(self.cv_reach),
             "cv_optimism_se": None if self.cv_optimism_se is None else float(self.cv_optimism_se),
             "cv_run_interval": pair(self.cv_run_interval),
             "cv_folds": int(self.cv_folds),
@@ -359,7 +370,8 @@ def _fold_tests(h: np.ndarray, folds: int, repeats: int, seed: int) -> np.ndarra
 
 
 def _cv_picks(boot: BootstrapResult, table, fn, w, dtype, f, folds: int, repeats: int, top: int, seed: int):
-    """Cross-validated selection residuals (module docstring): ``(e, picked_rows, fits_used)``.
+    """Cross-validated selection residuals (module docstring): ``(e, e0, picked_rows, fits_used, reach)``, where
+    ``reach`` is the largest TV distance from a pick to the nearest training run of its fold.
 
     All ``repeats * folds`` fits run in one batched solve (:func:`mixjax.fitting.solve`) with 0/1 row weights, each
     with the bootstrap's starts per fit (start 0 warm from the full-data fit, the others drawn with ``seed``)."""
@@ -392,7 +404,8 @@ def _cv_picks(boot: BootstrapResult, table, fn, w, dtype, f, folds: int, repeats
     with np.errstate(invalid="ignore", divide="ignore"):
         E = f(J_obs)[None, :] - f(P)  # (F, n) measured minus predicted, at each row's own scale
         E0 = f(P0)[None, :] - f(P)  # the full-data fit minus the fold's fit: the selection the law's form explains
-    e, e0, picked = [], [], []
+    e, e0, picked, reach = [], [], [], 0.0
+    flat_h = np.asarray(h, np.float64).reshape(h.shape[0], -1)
     for i in np.flatnonzero(fitted):
         for s in np.unique(scale):
             cand = np.flatnonzero(test[i] & rows & (scale == s) & np.isfinite(E[i]))
@@ -402,7 +415,11 @@ def _cv_picks(boot: BootstrapResult, table, fn, w, dtype, f, folds: int, repeats
             e.extend(E[i, chosen].tolist())
             e0.extend(E0[i, chosen].tolist())
             picked.extend(chosen.tolist())
-    return np.asarray(e, np.float64), np.asarray(e0, np.float64), np.asarray(picked, np.int64), int(fitted.sum())
+            train = flat_h[~test[i] & rows]
+            if train.shape[0]:
+                reach = max(reach, float(_tv_to_set(flat_h[chosen], train).min(axis=1).max()))
+    return (np.asarray(e, np.float64), np.asarray(e0, np.float64), np.asarray(picked, np.int64), int(fitted.sum()),
+            reach)
 
 
 @accepts_spec
@@ -560,7 +577,7 @@ def calibrate_optimum(
     cv = dict(cv_folds=0, cv_repeats=0)
     k = _cv_folds_of(cv_folds, cv_repeats, cv_top, table)
     if k:
-        e, e0, picked, fits = _cv_picks(boot, table, fn, w, dt, f, k, int(cv_repeats), int(cv_top), seed)
+        e, e0, picked, fits, reach = _cv_picks(boot, table, fn, w, dt, f, k, int(cv_repeats), int(cv_top), seed)
         if e.size < 2:
             warnings.warn(f"the cross-validated optimism rests on {e.size} pick(s); the bootstrap correction is reported",
                           stacklevel=2)
@@ -583,11 +600,17 @@ def calibrate_optimum(
             run_interval, method_used = (float(inv(f(predicted) + rl)), float(inv(f(predicted) + rh))), "cv"
             cv = dict(cv_optimism=calibrated - predicted, cv_optimism_se=float(se * calibrated) if log_scale else se,
                       cv_run_interval=cv_run, cv_folds=k, cv_repeats=int(cv_repeats), cv_picks=int(e.size), cv_rows=distinct,
-                      cv_residuals=e, cv_law_residuals=e0)
+                      cv_residuals=e, cv_law_residuals=e0, cv_reach=reach)
     measured_h = data.mixtures if data is not None and data.n_domains else _measured_of(boot)
     nearest = None
     if measured_h is not None and np.asarray(measured_h).shape[-1] == pick.shape[0]:
         nearest = float(_tv_to_set(pick[None], np.asarray(measured_h, np.float64)).min())
+    if method_used == "cv" and nearest is not None and nearest > max(CV_REACH_FACTOR * cv["cv_reach"], CV_REACH_FLOOR):
+        warnings.warn(f"the pick lies at TV distance {nearest:.3g} from the nearest measured run, more than "
+                      f"{CV_REACH_FACTOR:g}x the {cv['cv_reach']:.3g} of any cross-validated pick from its fold's training runs: the "
+                      f"correction was not estimated that far, and calibrated ({calibrated:.6g}) rests on the law's "
+                      "form there (within_measured=True, or a pool of candidates near the runs)",
+                      ExtrapolationWarning, stacklevel=2)
     ref = ref_value = p_beats = None
     if reference is not None:
         ref = np.asarray(reference, np.float64).reshape(-1)

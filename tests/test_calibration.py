@@ -12,6 +12,7 @@ import scipy.stats
 
 import mixjax
 from mixjax.calibration import FEW_MEMBERS, RESIDUAL_DRAWS
+from mixjax.mixture import ExtrapolationWarning
 
 K = 12
 TRUE_T = np.random.default_rng(123).normal(0.0, 0.03, K)
@@ -51,6 +52,32 @@ def small():
     y = np.exp(0.7 + H @ t + 0.01 * rng.normal(size=30))
     data = mixjax.from_arrays(H, y[:, None], domains=list("abcde"), targets=["loss"])
     return data, quiet_bootstrap(data, 24, 3), rng.dirichlet(np.ones(5), 50)
+
+
+@FEW_MEMBERS_OF_SMALL
+def test_a_pick_far_beyond_the_cross_validated_picks_is_warned():
+    """Runs that never give domain e more than 5 %: a pick near e's vertex lies about 0.9 (TV) from every run, far
+    beyond the held-out picks the correction was estimated on (each a run, some distance from its fold's training
+    runs): warned, with that reach reported. The runs themselves as candidates are not."""
+    rng = np.random.default_rng(8)
+    e = rng.uniform(0.0, 0.05, 30)
+    H = np.column_stack([rng.dirichlet(np.ones(4), 30) * (1 - e)[:, None], e])
+    y = np.exp(0.7 + H @ np.array([0.05, -0.02, 0.01, 0.03, -0.3]) + 0.01 * rng.normal(size=30))
+    data = mixjax.from_arrays(H, y[:, None], domains=list("abcde"), targets=["loss"])
+    boot = quiet_bootstrap(data, 24, 3)
+    vertex = np.full((1, 5), 0.01) + 0.95 * np.eye(5)[4]
+    with pytest.warns(ExtrapolationWarning, match=r"more than 2x the .* of any cross-validated pick"):
+        far = mixjax.calibrate_optimum(boot, candidates=vertex, run_noise=False)
+    tv = 0.5 * np.abs(H[:, None] - H[None]).sum(-1)  # between runs, numpy
+    np.fill_diagonal(tv, np.inf)
+    nearest = 0.5 * np.abs(vertex - H).sum(1).min()
+    assert far.method == "cv" and far.nearest_measured_distance == pytest.approx(nearest, rel=1e-12) and nearest > 0.85
+    # a pick's distance to its fold's training runs is at least its distance to the nearest other run
+    assert tv.min(1).min() <= far.cv_reach < nearest / 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExtrapolationWarning)
+        near = mixjax.calibrate_optimum(boot, candidates=H, run_noise=False)
+    assert near.nearest_measured_distance == 0.0 and near.cv_reach == far.cv_reach  # the same folds
 
 
 @pytest.mark.parametrize("log_scale", [None, False])
