@@ -308,6 +308,8 @@ def test_optimize_command_reports_the_calibrated_optimum(tmp_path):
     # the cross-validated correction (the default with 40 runs), and the bootstrap one with --cv-folds 0
     assert got["correction"] == want.method == "cv" and got["cv_folds"] == 5 and got["cv_picks"] == 50
     assert got["cv_optimism"] == pytest.approx(want.cv_optimism, rel=1e-6)
+    assert got["cv_reach"] == pytest.approx(want.cv_reach, rel=1e-12) and 0 < got["cv_reach"] < 1
+    assert cal["cv_reach"] is not None and 0 < cal["cv_reach"] < 1  # the simplex optimum's JSON carries it too
     assert got["predicted_corrected_bootstrap"] == pytest.approx(want.bootstrap_calibrated, rel=1e-9)
     assert got["interval_bootstrap"] == pytest.approx(list(want.bootstrap_run_interval), rel=1e-9)
     out, err = io.StringIO(), io.StringIO()

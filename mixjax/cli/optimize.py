@@ -432,6 +432,7 @@ def run(args) -> int:
             cv_optimism_se=cal.cv_optimism_se,
             cv_folds=cal.cv_folds,
             cv_picks=cal.cv_picks,
+            cv_reach=cal.cv_reach,
         )
     if args.plot is not None:
         from mixjax.plots.mixture import plot_mixture
