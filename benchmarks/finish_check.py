@@ -5,8 +5,9 @@ training rows. A best start "is finished" when the polish lowers its objective b
 criterion of ``benchmarks/status_check.py``.
 
 Printed per law: the statuses of its best starts (c converged, m max_steps, o out_of_range, n nonfinite), how many
-are finished, the largest relative gain of the polish and the solver steps of every start of every split (the cost); then the fraction of finished best starts over all laws,
-and among the ``converged``, the ``max_steps`` and the ``out_of_range`` ones (an ``out_of_range`` fit that is
+are finished, the largest relative gain of the polish and the solver steps of every start of every split (the
+cost); then the fraction of finished best starts over all laws, and among the ``converged``, the ``max_steps`` and
+the ``out_of_range`` ones (an ``out_of_range`` fit that is
 finished is a law whose best fit on these data puts a parameter outside its sane range, not an unfinished solve).
 
     python benchmarks/finish_check.py --runs 3          # Pile-4, 5-fold CV by mixture (indices: compare_stability.RUNS)
@@ -54,23 +55,23 @@ def splits_of(data, kwargs, seed: int):
     return data, folds + [np.ones(data.n_rows, bool)]
 
 
-def polish_gain(law, data, with_law: bool = False):
-    """(J of ``law`` on ``data``, relative decrease of J by a scipy L-BFGS-B polish from it[, the polished law])."""
+def polish_gain(law, data):
+    """(J of ``law`` on ``data``, relative decrease of J by a scipy L-BFGS-B polish from it, the polished law)."""
     cls = type(law)
     arrays, _ = prepare(cls, data, dtype="float64")
     J = float(objective_value(law, arrays, jnp.ones(data.n_rows), FitConfig()))
     batched = jax.tree_util.tree_map(lambda x: x[None] if isinstance(x, jax.Array) else x, law)
     polished, _, info = scipy_fit(cls, data, starts=1, start_laws=batched)
     Jp = float(info["values"][0])
-    gain = (J - Jp) / J if J > 0 else 0.0
-    return (J, gain, polished) if with_law else (J, gain)
+    return J, (J - Jp) / J if J > 0 else 0.0, polished
 
 
 def _far(law) -> str:
-    """The parameters of ``law`` outside their sane range, with their largest excess, for people."""
+    """The parameters of ``law`` outside their sane range, each with the span of its values, for people."""
+    values = law.params()
     out = []
     for name, (lo, hi) in law.out_of_range().items():
-        v = np.asarray(law.params()[name], np.float64)
+        v = np.asarray(values[name], np.float64)
         out.append(f"{name} {v.min():.3g}..{v.max():.3g} (sane {lo:g}..{hi:g})")
     return "; ".join(out) or "none"
 
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
                             steps += int(fit.num_steps)
                     t_fit += time.perf_counter() - t0
                     t0 = time.perf_counter()
-                    _, gain, polished = polish_gain(fit.law, train, with_law=True)
+                    _, gain, polished = polish_gain(fit.law, train)
                     t_pol += time.perf_counter() - t0
                     if args.where and gain >= TOL:
                         print(f"    split {g}: {fit.status.name}, polish gain {gain:.2e}; out of range before: {_far(fit.law)}; "

@@ -407,6 +407,7 @@ def _cv_picks(boot: BootstrapResult, table, fn, w, dtype, f, folds: int, repeats
     e, e0, picked, reach = [], [], [], 0.0
     flat_h = np.asarray(h, np.float64).reshape(h.shape[0], -1)
     for i in np.flatnonzero(fitted):
+        train = flat_h[~test[i] & rows]  # the fold's training runs
         for s in np.unique(scale):
             cand = np.flatnonzero(test[i] & rows & (scale == s) & np.isfinite(E[i]))
             if cand.size <= top:  # no choice to make
@@ -415,7 +416,6 @@ def _cv_picks(boot: BootstrapResult, table, fn, w, dtype, f, folds: int, repeats
             e.extend(E[i, chosen].tolist())
             e0.extend(E0[i, chosen].tolist())
             picked.extend(chosen.tolist())
-            train = flat_h[~test[i] & rows]
             if train.shape[0]:
                 reach = max(reach, float(_tv_to_set(flat_h[chosen], train).min(axis=1).max()))
     return (np.asarray(e, np.float64), np.asarray(e0, np.float64), np.asarray(picked, np.int64), int(fitted.sum()),

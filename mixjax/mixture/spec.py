@@ -71,8 +71,8 @@ class MixtureSpec:
 def accepts_spec(fn: Callable) -> Callable:
     """Give a mixture entry point a keyword-only ``spec`` (:class:`MixtureSpec`) that stands for its keyword
     arguments of the same names. An argument given both ways, or a field the entry point does not take, is refused."""
-    params = inspect.signature(fn).parameters
-    takes = {f.name for f in dataclasses.fields(MixtureSpec)} & set(params)
+    sig = inspect.signature(fn)
+    takes = {f.name for f in dataclasses.fields(MixtureSpec)} & set(sig.parameters)
 
     @functools.wraps(fn)
     def with_spec(*args, spec: MixtureSpec | None = None, **kwargs):
@@ -89,7 +89,6 @@ def accepts_spec(fn: Callable) -> Callable:
             raise ValueError(f"{fn.__name__} does not take {', '.join(foreign)} (set in spec)")
         return fn(*args, **kwargs, **fields)
 
-    sig = inspect.signature(fn)
     extra = inspect.Parameter("spec", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="MixtureSpec | None")
     plain = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     rest = [p for p in sig.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
