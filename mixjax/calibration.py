@@ -238,6 +238,22 @@ class CalibratedOptimum:
     cv_law_residuals: np.ndarray | None = None
     cv_reach: float | None = None
 
+    @property
+    def beyond_reach(self) -> bool:
+        """The cross-validated correction is used, and the pick lies farther from every measured run than
+        CV_REACH_FACTOR times ``cv_reach`` (and than CV_REACH_FLOOR): the correction was not estimated that far."""
+        return (self.method == "cv" and self.nearest_measured_distance is not None and self.cv_reach is not None
+                and self.nearest_measured_distance > max(CV_REACH_FACTOR * self.cv_reach, CV_REACH_FLOOR))
+
+    def notes(self) -> list[str]:
+        """One line per caveat of this calibration, for people (warned by :func:`calibrate_optimum` too)."""
+        if not self.beyond_reach:
+            return []
+        return [f"the pick lies at TV distance {self.nearest_measured_distance:.3g} from the nearest measured run, more than "
+                f"{CV_REACH_FACTOR:g}x the {self.cv_reach:.3g} of any cross-validated pick from its fold's training runs: the "
+                f"correction was not estimated that far, and calibrated ({self.calibrated:.6g}) rests on the law's form "
+                "there (within_measured=True, or a pool of candidates near the runs)"]
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no per-member arrays)."""
         pair = lambda p: None if p is None else [float(p[0]), float(p[1])]  # noqa: E731
@@ -605,12 +621,6 @@ def calibrate_optimum(
     nearest = None
     if measured_h is not None and np.asarray(measured_h).shape[-1] == pick.shape[0]:
         nearest = float(_tv_to_set(pick[None], np.asarray(measured_h, np.float64)).min())
-    if method_used == "cv" and nearest is not None and nearest > max(CV_REACH_FACTOR * cv["cv_reach"], CV_REACH_FLOOR):
-        warnings.warn(f"the pick lies at TV distance {nearest:.3g} from the nearest measured run, more than "
-                      f"{CV_REACH_FACTOR:g}x the {cv['cv_reach']:.3g} of any cross-validated pick from its fold's training runs: the "
-                      f"correction was not estimated that far, and calibrated ({calibrated:.6g}) rests on the law's "
-                      "form there (within_measured=True, or a pool of candidates near the runs)",
-                      ExtrapolationWarning, stacklevel=2)
     ref = ref_value = p_beats = None
     if reference is not None:
         ref = np.asarray(reference, np.float64).reshape(-1)
@@ -626,7 +636,7 @@ def calibrate_optimum(
             p_beats = float(np.mean(0.5 * (1.0 + np.vectorize(math.erf)(gap / (spread * math.sqrt(2.0))))))
         else:
             p_beats = float(np.mean(gap > 0))
-    return CalibratedOptimum(
+    result = CalibratedOptimum(
         nearest_measured_distance=nearest, reference=ref, reference_predicted=ref_value, p_beats_reference=p_beats,
         mixture=pick, predicted=predicted, optimism=calibrated - predicted, calibrated=calibrated, log_scale=log_scale,
         interval=interval, fixed_interval=(float(flo), float(fhi)), method=method_used, bootstrap_calibrated=boot_calibrated,
@@ -637,6 +647,9 @@ def calibrate_optimum(
         index=index, point=point, member_mixtures=H_members, member_values=values, point_at_members=at_members,
         members_at_pick=at_pick, ok=ok, residual_rows=rows_used,
     )
+    for line in result.notes():
+        warnings.warn(line, ExtrapolationWarning, stacklevel=2)
+    return result
 
 
 def _phases_of(boot: BootstrapResult) -> tuple[list[str], np.ndarray] | None:

@@ -78,6 +78,34 @@ def test_a_pick_far_beyond_the_cross_validated_picks_is_warned():
         warnings.simplefilter("error", ExtrapolationWarning)
         near = mixjax.calibrate_optimum(boot, candidates=H, run_noise=False)
     assert near.nearest_measured_distance == 0.0 and near.cv_reach == far.cv_reach  # the same folds
+    assert len(far.notes()) == 1 and near.notes() == []
+
+
+def test_optimize_command_says_when_the_pick_is_beyond_the_correction(tmp_path):
+    """The command line reports the reach caveat on stderr (its extrapolation warnings are printed as notes)."""
+    import contextlib
+    import io
+
+    import pandas as pd
+
+    from mixjax.cli import main
+
+    rng = np.random.default_rng(8)
+    e = rng.uniform(0.0, 0.05, 30)
+    H = np.column_stack([rng.dirichlet(np.ones(4), 30) * (1 - e)[:, None], e])
+    y = np.exp(0.7 + H @ np.array([0.05, -0.02, 0.01, 0.03, -0.3]) + 0.01 * rng.normal(size=30))
+    cols = [f"weight_{d}" for d in "abcde"]
+    pd.DataFrame(H, columns=cols).assign(loss_loss=y).to_csv(tmp_path / "runs.csv", index=False)
+    pd.DataFrame(np.full((1, 5), 0.01) + 0.95 * np.eye(5)[4:], columns=cols).to_csv(tmp_path / "pool.csv", index=False)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        rc = main(["optimize", str(tmp_path / "runs.csv"), "--law", "loglinear", "--bootstrap", "24", "--starts", "2",
+                   "--candidates", str(tmp_path / "pool.csv"), "--json"])
+    assert rc == 0, err.getvalue()
+    got = json.loads(out.getvalue())
+    assert got["nearest_measured_distance"] > 2 * got["cv_reach"] > 0
+    assert "correction was not estimated that far" in err.getvalue(), err.getvalue()
 
 
 @pytest.mark.parametrize("log_scale", [None, False])

@@ -397,6 +397,8 @@ def run(args) -> int:
     notes = res.notes()
     if ens is not None and ens.optimum_fixed_by_law and not res.optimum_fixed_by_law:
         notes.append(ens.fixed_message)
+    if cal is not None:  # its caveat is an ExtrapolationWarning, caught above with the optimizer's
+        notes += cal.notes()
     for line in notes:  # on stderr, with --json too: stdout stays one JSON object
         print(f"warning: {line}", file=sys.stderr)
 
