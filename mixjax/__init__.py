@@ -20,7 +20,6 @@ from .data import load_csv as load_csv
 from .data import load_dataset as load_dataset
 from .fitting import Fit as Fit
 from .fitting import FitConfig as FitConfig
-from .fitting import FitResult as FitResult
 from .fitting import OutOfRangeWarning as OutOfRangeWarning
 from .fitting import MaxStepsWarning as MaxStepsWarning
 from .fitting import fit as fit
@@ -79,6 +78,7 @@ from .metrics import mae as mae
 from .metrics import mre as mre
 from .metrics import rmse as rmse
 from .results import Status as Status
+from .results import Solution as Solution
 from .results import FitRecord as FitRecord
 from .results import BootstrapRecord as BootstrapRecord
 from .results import SuggestionRecord as SuggestionRecord

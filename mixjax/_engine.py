@@ -62,7 +62,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .results import Status
+from .results import Solution, Status
 
 # Where the loop reports its progress. A caller passes its progress callback explicitly (``fit(progress=...)``);
 # around the call, :class:`reporting` registers it under a fresh integer id, which the compiled loop receives as a
@@ -388,18 +388,6 @@ class Adam(AbstractSolver):
 
 
 # --------------------------------------------------------------------------- the loop
-class Solution(eqx.Module):
-    """Result of :func:`minimize`, batched like the call: final parameters ``y`` (B, P), objective ``value``,
-    :class:`mixjax.Status` code, steps taken, relative gradient at the end and accepted steps."""
-
-    y: jax.Array
-    value: jax.Array
-    status: jax.Array
-    num_steps: jax.Array
-    rel_grad: jax.Array
-    num_accepted: jax.Array
-
-
 def relative_gradient(g, f):
     """``max_k |g_k| / f``: the relative change of f per unit change of any one parameter (parameters are stored as
     logs and logits, so a unit is a factor e)."""

@@ -29,7 +29,7 @@ from .laws._base import predict_rows
 from .metrics import metric_table
 from .objectives import MSE, AbstractObjective, HuberLog, Relative, objective_from
 from .problem import OBJECTIVES, FitArrays, Problem, law_class, prepare, summarize
-from .results import FitFailedError, FitRecord, Status, status_counts
+from .results import FitFailedError, FitRecord, Solution, Status, status_counts
 from .units import ScaleExtrapolationWarning, extrapolation, extrapolation_message
 
 __all__ = ["OutOfRangeWarning", "MaxStepsWarning", "check_seed", "FitConfig", "default_max_steps", "FitArrays", "FitResult", "Fit", "fit", "fit_chinchilla", "solve", "prepare", "objective_value", "init_starts", "start_keys", "best_of"]
@@ -185,15 +185,9 @@ def objective_value(law: AbstractLaw, arrays: FitArrays, weights: jax.Array, con
     return problem.value(law, weights)
 
 
-class FitResult(eqx.Module):
-    """Result of :func:`solve`, batched like the call: fitted laws, final objective, status code
-    (:class:`Status`), solver steps and the final relative gradient (``grad_norm``) per member."""
-
-    law: AbstractLaw
-    loss: jax.Array
-    status: jax.Array
-    num_steps: jax.Array
-    grad_norm: jax.Array
+#: The batched solution of a fit: :class:`mixjax.Solution` with the fitted laws as ``y`` (the name it had before the
+#: engine, fits, bootstraps and mixture searches shared one type; kept so that existing code reads on).
+FitResult = Solution
 
 
 def _optimised_spec(law: AbstractLaw, varpro: bool):
@@ -216,7 +210,7 @@ def _flat_residuals(y, row_w, shared):
 
 @eqx.filter_jit
 def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol, window: int, lanes: int | None = None,
-                 report_id=None) -> FitResult:
+                 report_id=None) -> Solution:
     """One compiled program per fit: flatten the optimised leaves, run the engine, rebuild the laws, solve their
     linear coefficients and score them."""
     if solver.uses_jacobian and problem.envelope_gradient:
@@ -236,10 +230,10 @@ def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol,
     # a converged member outside the law's sane range is out_of_range; a member stopped at the step limit stays
     # max_steps (unfinished, wherever it was), so that the status says first whether the fit is finished
     status = jnp.where((status == int(Status.converged)) & ~jax.vmap(lambda law: law.in_sane_range())(full), int(Status.out_of_range), status)
-    return FitResult(full, value, status, sol.num_steps, sol.rel_grad)
+    return Solution(full, value, status, sol.num_steps, sol.rel_grad)
 
 
-def _solve_batch(laws: AbstractLaw, weights: jax.Array, problem: Problem, config: FitConfig, report_id: int = 0) -> FitResult:
+def _solve_batch(laws: AbstractLaw, weights: jax.Array, problem: Problem, config: FitConfig, report_id: int = 0) -> Solution:
     ftol, gtol = config.tolerances
     dt = weights.dtype
     return _fit_program(laws, weights, problem, config.solver(), jnp.asarray(config.max_steps, jnp.int32),
@@ -264,7 +258,7 @@ def solve(
     chunk_size: int | None = None,
     shard: bool | None = None,
     progress=None,
-) -> FitResult:
+) -> Solution:
     """Fit a batch of laws (leading axis B of every parameter array) with per-member row weights ``(B, n)``.
 
     One compiled program per (law type, shapes, config): new data values of the same shapes reuse it.
@@ -293,7 +287,7 @@ def solve(
     return _solve_local(laws, weights, problem, config, chunk_size=chunk_size, shard=shard, progress=progress)
 
 
-def _solve_share(laws, weights, problem, config, **kw) -> FitResult:
+def _solve_share(laws, weights, problem, config, **kw) -> Solution:
     """:func:`solve` over several processes: this process fits its share of the members (padded by repeating the
     last member, so that every share has one size), then every share is gathered."""
     B = weights.shape[0]
@@ -306,7 +300,7 @@ def _solve_share(laws, weights, problem, config, **kw) -> FitResult:
     return eqx.combine(jax.tree_util.tree_map(jnp.asarray, whole), static)
 
 
-def _solve_local(laws, weights, problem, config, *, chunk_size, shard, progress) -> FitResult:
+def _solve_local(laws, weights, problem, config, *, chunk_size, shard, progress) -> Solution:
     """:func:`solve` on this process's devices."""
     B = weights.shape[0]
     n_local = jax.local_device_count()
@@ -630,7 +624,7 @@ def _first_start(law, summary: DataSummary, dtype: str, arrays: FitArrays, data:
 
 
 @eqx.filter_jit
-def best_of(result: FitResult, axis: int = -1) -> tuple[FitResult, jax.Array]:
+def best_of(result: Solution, axis: int = -1) -> tuple[Solution, jax.Array]:
     """For each group along ``axis`` (the starts), the best member that did not fail, and its index.
     Groups whose members all failed return member 0 with status ``nonfinite``."""
     loss = jnp.where(result.status != int(Status.nonfinite), result.loss, jnp.inf)
@@ -659,15 +653,16 @@ class Fit:
     """A fitted law with everything needed to judge and reproduce it.
 
     Attributes: ``law`` (the best start), ``loss`` (its objective), ``status``, ``num_steps``, ``starts`` (the
-    :class:`FitResult` of every start), ``config`` (:class:`FitConfig`), ``record`` (a :class:`FitRecord`: data
-    selection, mask rule, initialization scheme, seed, timings: what fitting-pitfall surveys ask a fit to record).
+    :class:`mixjax.Solution` of every start: laws, objectives, statuses, steps), ``config`` (:class:`FitConfig`),
+    ``record`` (a :class:`FitRecord`: data selection, mask rule, initialization scheme, seed, timings: what
+    fitting-pitfall surveys ask a fit to record).
     ``info`` is the record as a plain dict (for JSON)."""
 
     law: AbstractLaw
     loss: float
     status: Status
     num_steps: int
-    starts: FitResult
+    starts: Solution
     config: FitConfig
     record: FitRecord
 

@@ -1,7 +1,8 @@
 """The pieces below the public API that benchmarks and tests reach for, under stable names (no compatibility
 promise across releases: the public API is ``mixjax`` itself).
 
-* :func:`minimize`, :class:`Solution`, :class:`reporting`: the batched solver loop (:mod:`mixjax._engine`).
+* :func:`minimize`, :class:`reporting`: the batched solver loop (:mod:`mixjax._engine`), which returns a
+  :class:`mixjax.Solution` over flat parameter vectors.
 * :func:`optimised_spec`: which leaves of a law the solver moves (all inexact arrays, less the linear
   coefficients under variable projection).
 * :func:`flat_residuals`: the engine's objective, ``r(y, row_w, (problem, template, spec))`` of the law whose moved
@@ -14,12 +15,12 @@ promise across releases: the public API is ``mixjax`` itself).
 import equinox as eqx
 
 from . import _engine
-from ._engine import Solution, minimize, reporting
+from ._engine import minimize, reporting
 from .fitting import _flat_residuals as flat_residuals
 from .fitting import _optimised_spec as optimised_spec
 from .problem import _nnls_small as nnls_small
 
-__all__ = ["minimize", "Solution", "reporting", "optimised_spec", "flat_residuals", "nnls_small", "compilations"]
+__all__ = ["minimize", "reporting", "optimised_spec", "flat_residuals", "nnls_small", "compilations"]
 
 
 def compilations() -> int:

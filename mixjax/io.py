@@ -22,7 +22,7 @@ File layout (format version 3). A fit file is a ZIP archive (stored, no compress
 * ``header.sha256``: the sha256 of the exact bytes of ``header.json``, as one ``sha256sum`` line
   (``<hex>  header.json``), so the header (and through its ``checksums`` every member) is covered;
 * ``law.eqx``: the best law's leaves, written by :func:`equinox.tree_serialise_leaves` (``np.save`` records);
-* ``starts.eqx``: the :class:`mixjax.FitResult` of every start (batched laws, objectives, status, steps);
+* ``starts.eqx``: the :class:`mixjax.Solution` of every start (batched laws, objectives, status, steps);
 * ``ensemble.eqx`` (optional): a batched law with leading axis R (for example bootstrap refits).
 
 A law bound to its table's layout by :meth:`mixjax.laws.AbstractLaw.for_data` (the ``exposure`` laws on a
@@ -96,9 +96,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._paths import atomic_write
-from .fitting import Fit, FitConfig, FitResult
+from .fitting import Fit, FitConfig
 from .laws import AbstractLaw, DataSummary, get_law
-from .results import BootstrapRecord, FitRecord, Status
+from .results import BootstrapRecord, FitRecord, Solution, Status
 from .units import model_size_to_law, tokens_to_law
 
 __all__ = ["FORMAT_VERSION", "FitFileError", "load_bootstrap", "load_ensemble", "load_fit", "read_header", "save_bootstrap", "save_fit"]
@@ -255,9 +255,10 @@ def _fit_members(fit: Fit, ensemble: AbstractLaw | None, registered_only: bool =
         raise FitFileError(f"law class {cls.__qualname__} is not registered under its name {cls.name!r}; call mixjax.register({cls.__name__}) first")
     members: dict[str, dict] = {"law": {"leaves": _leaf_specs(law)}}
     blobs = {"law.eqx": _serialise(law)}
-    B = int(np.shape(fit.starts.loss)[0]) if np.ndim(fit.starts.loss) else 1
-    members["starts"] = {"leaves": _leaf_specs(fit.starts), "size": B}
-    blobs["starts.eqx"] = _serialise(fit.starts)
+    starts = dataclasses.replace(fit.starts, num_accepted=None)  # a fit's members keep no accepted-step counts
+    B = int(np.shape(starts.value)[0]) if np.ndim(starts.value) else 1
+    members["starts"] = {"leaves": _starts_specs(starts), "size": B}
+    blobs["starts.eqx"] = _serialise(starts)
     if ensemble is not None:
         members["ensemble"], blobs["ensemble.eqx"] = _batched_law_member(ensemble, law, "ensemble")
     import mixjax
@@ -295,6 +296,20 @@ def _binding_of(cls: type, domains) -> dict | None:
         raise FitFileError(f"law class {cls.__qualname__} ({cls.name!r}) is bound to a table, but its binding does not rebuild it; "
                            "a fit of it could not be reloaded")
     return _jsonable(binding)
+
+
+#: The names a fit file gives the fields of its starts (the names a fit's members are read by, :class:`mixjax.Solution`).
+_STARTS_FIELDS = {".y": ".law", ".value": ".loss", ".rel_grad": ".grad_norm"}
+
+
+def _starts_specs(starts: Solution) -> list:
+    """The leaf specs of a fit's starts, each field under its fit-file name (``.law[...]``, ``.loss``, ``.status``,
+    ``.num_steps``, ``.grad_norm``)."""
+    out = []
+    for shape, dtype, name in _leaf_specs(starts):
+        head = next((k for k in _STARTS_FIELDS if name == k or name.startswith(k + ".") or name.startswith(k + "[")), None)
+        out.append([shape, dtype, name if head is None else _STARTS_FIELDS[head] + name[len(head):]])
+    return out
 
 
 def _batched_law_member(batched: AbstractLaw, law: AbstractLaw, what: str) -> tuple[dict, bytes]:
@@ -376,7 +391,7 @@ def load_bootstrap(path: str | os.PathLike, law: type[AbstractLaw] | None = None
         # files written before the steps and gradient norms were saved: -1 steps and a NaN norm mean "not recorded"
         steps = arrays.get("num_steps", np.full(R, -1, np.int32))
         grad = arrays.get("grad_norm", np.full(R, np.nan, arrays["loss"].dtype))
-        resamples = FitResult(laws, *(jnp.asarray(arrays[k]) for k in ("loss", "status")), jnp.asarray(steps), jnp.asarray(grad))
+        resamples = Solution(laws, *(jnp.asarray(arrays[k]) for k in ("loss", "status")), jnp.asarray(steps), jnp.asarray(grad))
         return {
             "resamples": resamples, "weights": arrays["weights"], "point": point,
             "seed": int(section["seed"]), "scheme": section["scheme"], "level": float(section["level"]), "method": section["method"],
@@ -761,7 +776,7 @@ def _load_fit(path, header: dict, cls: type[AbstractLaw] | None = None) -> Fit:
     if [r[2] if len(r) > 2 else None for r in rest] != [".loss", ".status", ".num_steps", ".grad_norm"]:
         raise FitFileError(f"{path}: the starts record does not hold .loss, .status, .num_steps, .grad_norm after the laws")
     scalars = [jax.ShapeDtypeStruct(tuple(r[0]), jnp.dtype(r[1])) for r in rest]
-    starts_like = FitResult(starts_law, *scalars)
+    starts_like = Solution(starts_law, *scalars)
     law = _read(path, header, "law.eqx", law_like)
     starts = _read(path, header, "starts.eqx", starts_like)
     try:

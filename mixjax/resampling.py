@@ -57,7 +57,6 @@ from .fitting import (
     Fit,
     FitArrays,
     FitConfig,
-    FitResult,
     MaxStepsWarning,
     _check_memory,
     _first_start,
@@ -74,7 +73,7 @@ from .fitting import (
 from .io import load_bootstrap, save_bootstrap
 from .laws import AbstractLaw
 from .laws._base import check_mixture_rows, mixture_frame
-from .results import BootstrapRecord, FitFailedError, Status, status_counts
+from .results import BootstrapRecord, FitFailedError, Solution, Status, status_counts
 from .units import MODEL_SIZE_UNIT, TOKENS_UNIT, ScaleExtrapolationWarning, check_scale, extrapolation_message
 
 __all__ = ["METHODS", "SCHEMES", "BootstrapResult", "bootstrap", "check_resamples", "data_fingerprint", "merge", "resample_weights"]
@@ -180,8 +179,9 @@ class BootstrapResult:
     """R bootstrap refits of a law, and the full-data fit.
 
     Attributes:
-      resamples: the engine's solution (:class:`mixjax.fitting.FitResult`, as :attr:`mixjax.Fit.starts`) of each
-        resample's best start, batched ``(R,)``: ``law``, ``loss``, ``status``, ``num_steps``, ``grad_norm``.
+      resamples: the engine's solution (:class:`mixjax.Solution`, as :attr:`mixjax.Fit.starts`) of each
+        resample's best start, batched ``(R,)``: ``y`` (the laws; also read as ``law``), ``value`` (``loss``),
+        ``status``, ``num_steps``, ``rel_grad`` (``grad_norm``).
         ``laws``, ``status`` and ``loss`` read it (``status`` and ``loss`` as numpy arrays).
       weights: ``(R, n)`` row multiplicities of each resample (int64).
       point: the :class:`mixjax.Fit` on the full data (the point estimate of every interval).
@@ -192,7 +192,7 @@ class BootstrapResult:
       jackknife_laws / jackknife_status: leave-one-unit-out fits (batched ``(U,)``), filled for BCa.
     """
 
-    resamples: FitResult
+    resamples: Solution
     weights: np.ndarray
     point: Fit
     seed: int
@@ -387,7 +387,7 @@ class BootstrapResult:
 
 
 # --------------------------------------------------------------------------- entry point
-def _solve_chunked(batch: AbstractLaw, member_w: np.ndarray, arrays: FitArrays, config: FitConfig, chunk_size: int | None, progress) -> FitResult:
+def _solve_chunked(batch: AbstractLaw, member_w: np.ndarray, arrays: FitArrays, config: FitConfig, chunk_size: int | None, progress) -> Solution:
     """:func:`mixjax.fitting.solve` on B members (row weights ``(B, n)``); with ``chunk_size`` every chunk has that
     many members (the last one padded), so every call of one law and dataset reuses one compiled program."""
     res = solve(batch, jnp.asarray(member_w, jnp.dtype(config.dtype)), arrays, config, chunk_size=chunk_size, progress=progress)

@@ -1,5 +1,6 @@
-"""How a fit ended (:class:`Status`, one per member of a batch) and how it was made (:class:`FitRecord`, and for a
-bootstrap and a design :class:`BootstrapRecord` and :class:`SuggestionRecord`)."""
+"""How a solve ended (:class:`Status`, one per member of a batch; :class:`Solution`, the batched solution that the
+engine returns and that fits, bootstraps and mixture searches hold) and how a fit was made (:class:`FitRecord`, and
+for a bootstrap and a design :class:`BootstrapRecord` and :class:`SuggestionRecord`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
+import equinox as eqx
 import numpy as np
 
-__all__ = ["Status", "status_counts", "worst", "SEVERITY", "FitRecord", "BootstrapRecord", "SuggestionRecord", "FitFailedError"]
+__all__ = ["Status", "Solution", "status_counts", "worst", "SEVERITY", "FitRecord", "BootstrapRecord", "SuggestionRecord", "FitFailedError"]
 
 
 class Status(enum.IntEnum):
@@ -62,6 +64,53 @@ SEVERITY = (Status.converged, Status.max_steps, Status.out_of_range, Status.nonf
 def worst(statuses) -> Status:
     """The worst of several statuses (see :data:`SEVERITY`)."""
     return max((Status(int(s)) for s in statuses), key=SEVERITY.index)
+
+
+# --------------------------------------------------------------------------- the batched solution
+class Solution(eqx.Module):
+    """Every member of one batched solve, leading axes alike (B,) or (R, S), as the engine returns it and as the
+    entry points hold it:
+
+    * ``y``: what was solved for: flat parameter vectors (B, P) inside the engine (:func:`mixjax.internal.minimize`),
+      the fitted laws (a batched law) in a fit (:attr:`mixjax.Fit.starts`, :attr:`mixjax.BootstrapResult.resamples`),
+      the mixtures (..., K) in a mixture search (:attr:`mixjax.MixtureResult.starts`,
+      :attr:`mixjax.MixtureEnsemble.members`);
+    * ``value``: the objective at ``y`` (a fit's loss; a mixture search's objective, penalized where it has a KL
+      term, NaN for a start that ended infeasible);
+    * ``status``: :class:`Status` codes (integers: ``Status(code)`` gives the name and the message);
+    * ``num_steps``: solver steps taken;
+    * ``rel_grad``: the stationarity residual at the end relative to ``|value|`` (a fit: ``max_k |df/dy_k| / f``
+      over its stored logs and logits; a mixture search: its KKT residual ``||h - P(h - grad f)||_inf / |f|``);
+    * ``num_accepted``: accepted steps (kept by the engine; None where not kept).
+
+    Arrays are JAX arrays where the solve returns them and numpy arrays in mixture results. ``law``, ``loss`` and
+    ``grad_norm`` read ``y``, ``value`` and ``rel_grad`` under the names a fit's members are known by."""
+
+    y: Any
+    value: Any
+    status: Any
+    num_steps: Any
+    rel_grad: Any
+    num_accepted: Any = None
+
+    @property
+    def law(self):
+        """``y`` of a fit: the batched fitted laws."""
+        return self.y
+
+    @property
+    def loss(self):
+        """``value`` of a fit: each member's objective."""
+        return self.value
+
+    @property
+    def grad_norm(self):
+        """``rel_grad`` of a fit."""
+        return self.rel_grad
+
+    def counts(self) -> dict[str, int]:
+        """How many members ended in each :class:`Status`."""
+        return status_counts(self.status)
 
 
 # --------------------------------------------------------------------------- how a fit was made

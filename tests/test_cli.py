@@ -197,7 +197,7 @@ def three_domain(tmp_path_factory):
     y = np.asarray(law.predict(jnp.asarray(p), 122.0, 9.998))
     data = mixjax.from_arrays(p, y, 122e6, 9.998e9, domains=["x", "y", "z"], name="synthetic")
     batch = jax.tree_util.tree_map(lambda v: v[None], law)
-    res = mixjax.FitResult(batch, jnp.zeros(1), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32), jnp.zeros(1))
+    res = mixjax.Solution(batch, jnp.zeros(1), jnp.zeros(1, jnp.int32), jnp.zeros(1, jnp.int32), jnp.zeros(1))
     info = {"law": "capacity_noise", "data": "synthetic", "domains": ["x", "y", "z"], "targets": ["x", "y", "z"],
             "scales": [[122e6, 9.998e9]], "mask_zero_weight": True, "seed": 0}
     fit = mixjax.Fit(law=law, loss=0.0, status=mixjax.Status.converged, num_steps=0, starts=res, config=mixjax.FitConfig(), record=mixjax.FitRecord.from_dict(info))

@@ -153,7 +153,7 @@ class _TwoTargetLaw(mixjax.AbstractLaw):
 
 def test_custom_law_round_trip_and_unknown_law(tmp_path):
     law = _TwoTargetLaw(jnp.array([1.5, 2.5]), jnp.arange(6.0).reshape(2, 3) / 7, tag=("b", 2))
-    starts = mixjax.FitResult(
+    starts = mixjax.Solution(
         jax.tree_util.tree_map(lambda x: jnp.stack([x, 2 * x]), law), jnp.array([0.1, 0.2]), jnp.array([0, 1], jnp.int32),
         jnp.array([5, 7]), jnp.array([1e-9, 2e-3]),
     )

@@ -154,6 +154,28 @@ def test_float32_search_reaches_the_closed_form_optimum():
     r = mixjax.optimize_mixture(law, ceilings=0.3, starts=4, check_fixed=False)
     np.testing.assert_allclose(r.mixture, h, atol=2e-3)
     np.testing.assert_allclose(r.value, np.exp(0.7 + t @ h), rtol=1e-5)
+    # every start is a member of the engine's solution type: its mixture, its objective there (closed form), its
+    # steps, and its KKT residual ||h - P(h - grad)||_inf relative to the objective (numpy bisection for P)
+    starts = r.starts
+    assert isinstance(starts, mixjax.Solution) and starts.y.shape == (4, 7) and starts.y.dtype == np.float32
+    np.testing.assert_allclose(starts.value, np.exp(0.7 + starts.y.astype(np.float64) @ t), rtol=1e-5)
+    assert np.all((starts.num_steps >= 1) & (starts.num_steps <= r.config.steps))
+    assert r.start_values is starts.value and r.start_mixtures is starts.y  # the names a search's starts are read by
+
+    def project(x, cap=0.3):  # Euclidean projection onto {0 <= h <= cap, sum h = 1}
+        lo_t, hi_t = x.min() - cap, x.max()
+        for _ in range(200):
+            tau = 0.5 * (lo_t + hi_t)
+            lo_t, hi_t = (tau, hi_t) if np.clip(x - tau, 0.0, cap).sum() > 1.0 else (lo_t, tau)
+        return np.clip(x - 0.5 * (lo_t + hi_t), 0.0, cap)
+
+    for i in range(4):
+        x = starts.y[i].astype(np.float64)
+        grad = np.exp(0.7 + t @ x) * t
+        residual = np.max(np.abs(x - project(x - grad)))
+        assert abs(starts.rel_grad[i] * starts.value[i] - residual) <= 1e-5 + 1e-3 * residual
+    best = int(np.argmin(starts.value))
+    assert r.kkt_residual == pytest.approx(float(starts.rel_grad[best] * starts.value[best]), rel=1e-6)
 
 
 def test_a_mixture_off_the_simplex_is_raised_not_returned(monkeypatch):
@@ -166,7 +188,7 @@ def test_a_mixture_off_the_simplex_is_raised_not_returned(monkeypatch):
 
     def doubled(*args):
         out = solve(*args)
-        return out._replace(mixture=2.0 * out.mixture) if hasattr(out, "_replace") else eqx.tree_at(lambda o: o.mixture, out, 2.0 * out.mixture)
+        return eqx.tree_at(lambda o: o.solution.y, out, 2.0 * out.solution.y)
 
     monkeypatch.setattr(opt, "_solve_starts", doubled)
     law = LogLinearLaw.from_params([0.7], [[0.3, -0.2, 0.1]])
@@ -457,6 +479,8 @@ def test_ensemble_matches_members_and_excludes_failures():
     boot.laws, boot.ok = laws, ok
     ens = optimize_mixture_ensemble(boot, model_size=800.0, n_tokens=25.0, target_weights=w, floors=0.02, starts=6)
     assert ens.n_ok == 4 and not ens.ok[3]
+    assert isinstance(ens.members, mixjax.Solution) and ens.members.y.shape == (R, K) and ens.mixtures is ens.members.y
+    assert np.all(ens.members.num_steps[ok] >= 1) and np.all(np.isfinite(ens.members.rel_grad[ok]))
     for i in (0, 2, 4):
         ref_v, ref_h = slsqp(weighted_loss, np.full(K, 0.02), np.ones(K), [np.full(K, 1 / K)], members[i], 800.0, 25.0, w)
         np.testing.assert_allclose(ens.values[i], ref_v, rtol=1e-9)

@@ -104,7 +104,8 @@ def test_bootstrap_record_counts_statuses_and_survives_a_file(synthetic, tmp_pat
     assert back.record == rec.replace(**dict.fromkeys(TIMINGS))
     # the resamples are the engine's solution type, steps and gradient norms included, and they survive the file
     sol = res.resamples
-    assert isinstance(sol, FitResult) and sol.num_steps.shape == sol.grad_norm.shape == (8,)
+    assert isinstance(sol, mixjax.Solution) and isinstance(res.point.starts, mixjax.Solution) and FitResult is mixjax.Solution
+    assert sol.num_steps.shape == sol.grad_norm.shape == (8,) and sol.law is sol.y and sol.grad_norm is sol.rel_grad
     assert np.all((np.asarray(sol.num_steps) >= 1) & (np.asarray(sol.num_steps) <= 100))
     for k in ("loss", "status", "num_steps", "grad_norm"):
         np.testing.assert_array_equal(np.asarray(getattr(back.resamples, k)), np.asarray(getattr(sol, k)))

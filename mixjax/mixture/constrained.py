@@ -372,6 +372,8 @@ def _solve_problem(laws, R: int, prob: PhaseProblem, H_blocks, N, D, w, fn, cfg,
     res["start_values"] = np.where(feas, _penalized(out, prob), np.nan)
     res["start_status"] = out["status"]
     res["start_z"] = out["z"]
+    res["start_steps"] = out["num_steps"]
+    res["start_kkt"] = out["kkt"]
     ok = np.isfinite(val[np.arange(R), best])
     used_trust = np.zeros(R, bool)
     r = prob.trust_radius

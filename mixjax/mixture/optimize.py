@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..laws import AbstractLaw
-from ..results import FitFailedError, Status
+from ..results import FitFailedError, Solution, Status
 from ..units import Scale, scale_arguments
 from .bounds import InfeasibleMixtureError
 from . import constrained as constrained_search
@@ -135,14 +135,15 @@ def optimize_mixture(
     h0 = _starts(s.K, starts, seed, s.lo, s.hi, init, dt)
     args = (h0, lo, hi, jnp.asarray(s.N, dt), jnp.asarray(s.D, dt), jnp.asarray(s.w, dt), s.fn, s.cfg)
     out = jax.tree_util.tree_map(np.asarray, _solve_starts(law, *args))
-    i = int(_best(out.value, out.status))
-    status = Status(int(out.status[i]))
+    sol = out.solution
+    i = int(_best(sol.value, sol.status))
+    status = Status(int(sol.status[i]))
     if throw and status == Status.nonfinite:
         raise FitFailedError(f"every one of {starts} starts gave a non-finite objective at N={s.N:g}M, D={s.D:g}B; check the law's parameters")
-    _check_on_simplex(out.mixture, s.lo, s.hi, dt)
+    _check_on_simplex(sol.y, s.lo, s.hi, dt)
     res = MixtureResult(
-        mixture=out.mixture[i], losses=out.losses[i], value=float(out.value[i]), status=status, num_steps=int(out.num_steps[i]),
-        kkt_residual=float(out.kkt[i]), start_values=out.value, start_mixtures=out.mixture, start_status=out.status,
+        mixture=sol.y[i], losses=out.losses[i], value=float(sol.value[i]), status=status, num_steps=int(sol.num_steps[i]),
+        kkt_residual=float(sol.rel_grad[i] * abs(sol.value[i])), starts=sol,
         lower=s.lo, upper=s.hi, domains=s.domains, targets=s.targets, model_size=s.N, n_tokens=s.D,
         objective=s.desc, config=s.cfg, scale_extrapolation=_scale_report(source, law, s.N, s.D),
     )
@@ -155,9 +156,9 @@ def optimize_mixture(
     if check_fixed:
 
         def solve(law_p):
-            o = jax.tree_util.tree_map(np.asarray, _solve_starts(law_p, *args))
+            o = jax.tree_util.tree_map(np.asarray, _solve_starts(law_p, *args)).solution
             j = int(_best(o.value, o.status))
-            return o.mixture[j], float(o.value[j]), bool(o.status[j] != int(Status.nonfinite) and np.isfinite(o.value[j]))
+            return o.y[j], float(o.value[j]), bool(o.status[j] != int(Status.nonfinite) and np.isfinite(o.value[j]))
 
         res.optimum_fixed_by_law, res.fixed_message = _fixed_check(solve, law, res.mixture, res.value, s.lo, s.hi, seed, dt)
         if res.optimum_fixed_by_law:
@@ -273,10 +274,10 @@ def optimize_mixture_ensemble(
     lo, hi = jnp.asarray(s.lo, dt), jnp.asarray(s.hi, dt)
     out = _solve_ensemble(laws, h0, lo, hi, jnp.asarray(s.N, dt), jnp.asarray(s.D, dt), jnp.asarray(s.w, dt), s.fn, s.cfg)
     out = jax.tree_util.tree_map(np.asarray, out)
-    idx = _best(out.value, out.status)
+    idx = _best(out.solution.value, out.solution.status)
     pick = lambda a: np.take_along_axis(a, idx.reshape((R, 1) + (1,) * (a.ndim - 2)), axis=1)[:, 0]  # noqa: E731
-    status = pick(out.status)
-    values = pick(out.value)
+    best = jax.tree_util.tree_map(pick, out)
+    members, status, values = best.solution, best.solution.status, best.solution.value
     usable = ok & (status != int(Status.nonfinite)) & np.isfinite(values)
     pt = None
     if point is not None:
@@ -285,10 +286,10 @@ def optimize_mixture_ensemble(
                               target=target, floors=s.lo, ceilings=s.hi, starts=starts, seed=seed, steps=steps,
                               method=method, step_size=step_size, domains=s.domains, targets=s.targets,
                               measured=s.H, check_fixed=check_fixed)
-    mixtures = pick(out.mixture)
+    mixtures = members.y
     _check_on_simplex(mixtures, s.lo, s.hi, dt, usable)
     ens = MixtureEnsemble(
-        mixtures=mixtures, values=values, losses=pick(out.losses), status=status, ok=usable, lower=s.lo, upper=s.hi,
+        members=members, losses=best.losses, ok=usable, lower=s.lo, upper=s.hi,
         domains=s.domains, targets=s.targets, model_size=s.N, n_tokens=s.D, objective=s.desc, point=pt,
     )
     if s.H is not None:
@@ -350,6 +351,19 @@ def _active(prob: PhaseProblem, epochs, kl, dist, lo_flat, hi_flat, h, domains) 
     }
 
 
+def _relative(kkt, value):
+    """A KKT residual relative to the objective (:attr:`mixjax.Solution.rel_grad`); NaN where the objective is not finite."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.asarray(kkt, np.float64) / np.abs(np.asarray(value, np.float64))
+
+
+def _start_solution(res, prob) -> Solution:
+    """Every start of the first constrained member, as a :class:`~mixjax.Solution` (``value``: the penalized objective,
+    NaN for a start that ended infeasible)."""
+    return Solution(prob.flat(res["start_z"][0]), res["start_values"][0], res["start_status"][0], res["start_steps"][0],
+                    _relative(res["start_kkt"][0], res["start_values"][0]))
+
+
 def _optimize_constrained(law, source, s: MixtureProblem, *, starts, seed, init, throw) -> MixtureResult:
     """:func:`optimize_mixture` with phases, repetition caps, KL terms or a trust region (``s.prob``)."""
     prob, dt = s.prob, s.dtype
@@ -381,8 +395,7 @@ def _optimize_constrained(law, source, s: MixtureProblem, *, starts, seed, init,
     dist = None if s.H is None else float(_tv_to_set(h[None], s.H)[0].min())
     result = MixtureResult(
         mixture=h, losses=one["losses"], value=float(one["J"]), status=status,
-        num_steps=int(one["num_steps"]), kkt_residual=float(one["kkt"]), start_values=res["start_values"][0],
-        start_mixtures=prob.flat(res["start_z"][0]), start_status=res["start_status"][0], lower=s.lo, upper=s.hi, domains=s.domains, targets=s.targets,
+        num_steps=int(one["num_steps"]), kkt_residual=float(one["kkt"]), starts=_start_solution(res, prob), lower=s.lo, upper=s.hi, domains=s.domains, targets=s.targets,
         model_size=s.N, n_tokens=s.D, objective=s.desc, config=s.cfg,
         scale_extrapolation=_scale_report(source, law, s.N, s.D), problem=prob,
         phase_mixtures=z.reshape(prob.lower.shape) / prob.shares[:, None], epochs=epochs,
@@ -410,7 +423,7 @@ def _optimize_constrained_ensemble(laws, R, ok, s: MixtureProblem, *, starts, se
     mixtures = prob.flat(Z)
     _check_on_simplex(mixtures, s.lo, s.hi, dt, usable)
     ens = MixtureEnsemble(
-        mixtures=mixtures, values=res["J"], losses=res["losses"], status=res["status"], ok=usable, lower=s.lo, upper=s.hi,
+        members=Solution(mixtures, res["J"], res["status"], res["num_steps"], _relative(res["kkt"], res["J"])), losses=res["losses"], ok=usable, lower=s.lo, upper=s.hi,
         domains=s.domains, targets=s.targets, model_size=s.N, n_tokens=s.D, objective=s.desc, problem=prob,
         phase_mixtures=Z.reshape((R,) + prob.lower.shape) / prob.shares[None, :, None], epochs=prob.epochs(Z), kl_to_prior=prob.kl(Z),
         nearest_measured_distance=None if s.H is None else _tv_to_set(mixtures, s.H).min(axis=1),

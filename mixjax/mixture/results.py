@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..intervals import DEFAULT_LEVEL, percentile_interval
-from ..results import Status, status_counts
+from ..results import Solution, Status, status_counts
 from .coverage import MeasuredCoverage
 from .phases import PhaseProblem
 from .solver import MixtureConfig
@@ -27,7 +27,8 @@ class MixtureResult:
 
     Attributes: ``mixture`` (K,), predicted ``losses`` (V,) there, the objective ``value``, ``status``
     (:class:`Status` of the best start), ``num_steps``, ``kkt_residual`` (||h - P(h - grad)||_inf, 0 at an exact
-    KKT point), per-start ``start_values`` / ``start_mixtures`` / ``start_status``, the bounds ``lower`` /
+    KKT point), ``starts``: every start's :class:`~mixjax.Solution` (``y`` the mixtures (S, K), numpy arrays; read
+    as ``start_mixtures`` / ``start_values`` / ``start_status`` too), the bounds ``lower`` /
     ``upper`` that were enforced, names ``domains`` / ``targets``, the scale (``model_size`` in millions of
     parameters, ``n_tokens`` in billions of tokens) and ``objective`` (a description).
 
@@ -44,9 +45,7 @@ class MixtureResult:
     status: Status
     num_steps: int
     kkt_residual: float
-    start_values: np.ndarray
-    start_mixtures: np.ndarray
-    start_status: np.ndarray
+    starts: Solution
     lower: np.ndarray
     upper: np.ndarray
     domains: tuple[str, ...]
@@ -71,6 +70,18 @@ class MixtureResult:
     penalized_value: float | None = None
     active_constraints: dict | None = None
     constraint_violation: float | None = None
+
+    @property
+    def start_mixtures(self) -> np.ndarray:
+        return self.starts.y
+
+    @property
+    def start_values(self) -> np.ndarray:
+        return self.starts.value
+
+    @property
+    def start_status(self) -> np.ndarray:
+        return self.starts.status
 
     @property
     def extrapolation(self) -> bool | None:
@@ -162,7 +173,8 @@ class MixtureResult:
 class MixtureEnsemble:
     """Optimal mixtures of every member of a law ensemble (e.g. bootstrap refits), at one scale.
 
-    ``mixtures`` (R, K), ``values`` (R,), ``losses`` (R, V), ``status`` (R,) of each member's best start,
+    ``members``: each member's best start as one :class:`~mixjax.Solution` (R,) (``y`` the mixtures (R, K), numpy
+    arrays; read as ``mixtures``, ``values`` and ``status`` too), ``losses`` (R, V) predicted there,
     ``ok`` (R,): members used in summaries (the ensemble's own mask and a finite optimum); ``point``: the optimum
     of a point-estimate law when one was given. Intervals are percentile intervals over the ``ok`` members
     (:func:`mixjax.intervals.percentile_interval`, default level :data:`mixjax.intervals.DEFAULT_LEVEL` = 0.9).
@@ -170,10 +182,8 @@ class MixtureEnsemble:
     without them); ``optimum_fixed_by_law`` / ``fixed_message``: whether the usable members' optima coincide while
     their objectives differ (:mod:`mixjax.mixture.fixed`)."""
 
-    mixtures: np.ndarray
-    values: np.ndarray
+    members: Solution
     losses: np.ndarray
-    status: np.ndarray
     ok: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
@@ -193,6 +203,18 @@ class MixtureEnsemble:
     epochs: np.ndarray | None = None
     kl_to_prior: np.ndarray | None = None
     nearest_measured_distance: np.ndarray | None = None
+
+    @property
+    def mixtures(self) -> np.ndarray:
+        return self.members.y
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.members.value
+
+    @property
+    def status(self) -> np.ndarray:
+        return self.members.status
 
     @property
     def n_ok(self) -> int:

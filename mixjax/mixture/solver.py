@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _engine
-from ..results import Status
+from ..results import Solution, Status
 from .simplex import _project_batch, _project_kl_batch, project_capped_simplex, project_capped_simplex_kl, project_phase_ball
 
 __all__ = ["MixtureConfig", "SimplexDescent"]
@@ -64,12 +64,10 @@ class MixtureConfig:
 
 
 class _Solved(eqx.Module):
-    mixture: jax.Array
-    value: jax.Array
+    """Every start's :class:`~mixjax.Solution` (``y``: the mixtures) and the predicted losses (..., V) there."""
+
+    solution: Solution
     losses: jax.Array
-    status: jax.Array
-    num_steps: jax.Array
-    kkt: jax.Array
 
 
 class _SimplexState(NamedTuple):
@@ -186,7 +184,7 @@ def _value_of_member_law(h, law, shared):
     return objective(law(h, N, D), w)
 
 
-def _solved(laws_or_law, sol: _engine.Solution, N, D, per_member: bool) -> _Solved:
+def _solved(laws_or_law, sol: Solution, N, D, per_member: bool) -> _Solved:
     h = sol.y
     if per_member:
         losses = jax.vmap(lambda law, x: law(x, N, D))(laws_or_law, h)
@@ -194,7 +192,7 @@ def _solved(laws_or_law, sol: _engine.Solution, N, D, per_member: bool) -> _Solv
         losses = jax.vmap(lambda x: laws_or_law(x, N, D))(h)
     ok = jnp.isfinite(sol.value) & jnp.all(jnp.isfinite(losses), axis=-1)
     status = jnp.where(ok, sol.status, int(Status.nonfinite))
-    return _Solved(h, sol.value, losses, status, sol.num_steps, sol.rel_grad * jnp.abs(sol.value))
+    return _Solved(Solution(h, sol.value, status, sol.num_steps, sol.rel_grad), losses)
 
 
 def _solver(lo, hi, config: MixtureConfig) -> SimplexDescent:
