@@ -39,7 +39,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import mixjax as mj  # noqa: E402
-from mixjax import _engine, fitting, resampling  # noqa: E402
+from mixjax import fitting, internal, resampling  # noqa: E402
 from mixjax.problem import summarize  # noqa: E402
 
 CHUNK = 10  # engine steps per loop iteration (the engine's default)
@@ -82,7 +82,7 @@ def fit_case(law, data, starts, max_steps, lanes, chunk_size=None):
 
     def run(counter):
         t0 = time.perf_counter()
-        with _engine.reporting(counter, every_loop=True):
+        with internal.reporting(counter, every_loop=True):
             res = fitting.solve(batch, W, arrays, config, chunk_size=chunk_size)
             jax.block_until_ready(res.loss)
         return res, time.perf_counter() - t0
@@ -101,7 +101,7 @@ def bootstrap_case(law, data, resamples, starts, lanes):
 
         resampling._solve_chunked = keep
         try:
-            with _engine.reporting(counter, every_loop=True):
+            with internal.reporting(counter, every_loop=True):
                 b = mj.bootstrap(law, data, resamples=resamples, starts=starts, seed=0, lanes=lanes)
         finally:
             resampling._solve_chunked = inner

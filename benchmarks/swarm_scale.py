@@ -257,7 +257,7 @@ def child(task: str, K: int, rows: int, repeat: bool, compare_starts: int = COMP
             out[f"eval_ms_{name}"] = 1e3 * min(times)
         return out
     if task == "optimize_steps":
-        from mixjax import _engine
+        from mixjax import internal
 
         U = np.asarray(data.unique_tokens) / 1e9
         base = dict(n_tokens=D_TOKENS / 1e9, model_size=N_PARAMS / 1e6, unique_tokens=U, max_epochs=MAX_EPOCHS,
@@ -270,7 +270,7 @@ def child(task: str, K: int, rows: int, repeat: bool, compare_starts: int = COMP
                 count["steps"] += steps - count["last"] if steps > count["last"] else steps
                 count["last"] = steps
 
-            with _engine.reporting(sink, every_loop=True):
+            with internal.reporting(sink, every_loop=True):
                 res, tm = timed(clock, lambda kw=kw: mj.optimize_mixture(truth, domains=data.domains, phase_shares=SHARES, **base, **kw))
             out[label] = {**tm, "loop_steps": count["steps"], "ms_per_step": 1e3 * tm["run_s"] / max(count["steps"], 1),
                           "status": res.status.name, "max_epochs": float(np.max(res.epochs))}

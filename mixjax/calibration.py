@@ -118,7 +118,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .data import MixtureData
-from .design import _check_candidates, _objective_of_rows, _predict_members
+from .design import check_candidates, objective_of_rows, predict_members
 from .intervals import check_level, percentile_interval
 from .laws._base import check_mixture_rows
 from .mixture.spec import accepts_spec
@@ -126,12 +126,11 @@ from .mixture import (
     ExtrapolationWarning,
     MixtureEnsemble,
     MixtureResult,
-    _measured_of,
-    _setup,
-    _tv_to_set,
     check_single_phase,
     optimize_mixture_ensemble,
 )
+from .mixture.coverage import measured_of, tv_distances
+from .mixture.setup import problem_fields
 from .fitting import best_of, init_starts, solve
 from .problem import prepare, summarize
 from .resampling import BootstrapResult
@@ -318,8 +317,8 @@ def _table(boot: BootstrapResult, data: MixtureData | None, dtype) -> tuple[Any,
         arrays, _ = prepare(cls, data, mask_zero_weight=boot.point.info.get("mask_zero_weight"), dtype=str(jnp.dtype(dtype)))
         _, y = prepare(cls, data, mask_zero_weight=False, dtype=str(jnp.dtype(dtype)))
         h = np.asarray(data.mixtures)
-    elif boot._arrays is not None:
-        arrays = boot._arrays
+    elif boot.training_arrays is not None:
+        arrays = boot.training_arrays
         y = np.where(np.asarray(arrays.mask), np.asarray(arrays.y, np.float64), np.nan)
         h = np.asarray(arrays.h, np.float64)
     else:
@@ -338,7 +337,7 @@ def _measured_objective(y: np.ndarray, rows: np.ndarray, fn, w, dtype) -> np.nda
     """(n,) objective of each row's measured losses (meaningless outside ``rows``)."""
     if y.shape[1] != np.size(w):
         raise ValueError(f"data gives {y.shape[1]} loss columns; the law predicts {np.size(w)} targets")
-    return np.asarray(_objective_of_rows(jnp.asarray(np.where(rows[:, None], y, 1.0), dtype), jnp.asarray(w, dtype), fn), np.float64)
+    return np.asarray(objective_of_rows(jnp.asarray(np.where(rows[:, None], y, 1.0), dtype), jnp.asarray(w, dtype), fn), np.float64)
 
 
 def _residuals(boot: BootstrapResult, table, fn, w, dtype, log_scale: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -433,7 +432,7 @@ def _cv_picks(boot: BootstrapResult, table, fn, w, dtype, f, folds: int, repeats
             e0.extend(E0[i, chosen].tolist())
             picked.extend(chosen.tolist())
             if train.shape[0]:
-                reach = max(reach, float(_tv_to_set(flat_h[chosen], train).min(axis=1).max()))
+                reach = max(reach, float(tv_distances(flat_h[chosen], train).min(axis=1).max()))
     return (np.asarray(e, np.float64), np.asarray(e0, np.float64), np.asarray(picked, np.int64), int(fitted.sum()),
             reach)
 
@@ -498,14 +497,14 @@ def calibrate_optimum(
     """
     if not isinstance(boot, BootstrapResult):
         raise TypeError(f"boot must be a mixjax.BootstrapResult (from mixjax.bootstrap), got {type(boot).__name__}")
-    phases = _phases_of(boot)
+    phases = phases_of(boot)
     if phases is None or candidates is None:
         check_single_phase(boot, measured)  # a phased fit: a pool only (its continuous per-phase optimum is not calibrated)
     level = check_level(boot.level if level is None else level)
     info = boot.point.info
     if measured is None:
-        measured = _measured_of(boot)
-    s = _setup(boot.laws, info.get("domains"), info.get("targets"), model_size, n_tokens, raw_model_size, raw_n_tokens, objective,
+        measured = measured_of(boot)
+    s = problem_fields(boot.laws, info.get("domains"), info.get("targets"), model_size, n_tokens, raw_model_size, raw_n_tokens, objective,
                target_weights, target, floors, ceilings, unique_tokens, max_epochs, method, steps, step_size, batched=True,
                measured=measured, within_measured=within_measured)
     dt, fn, w = s["dtype"], s["fn"], s["w"]
@@ -528,14 +527,14 @@ def calibrate_optimum(
         ok &= np.asarray(ensemble.ok)
         source = "optimum"
     else:
-        H, dropped, below = _check_candidates(candidates, s["K"], s["lo"], s["hi"], s["domains"], 0.0)
+        H, dropped, below = check_candidates(candidates, s["K"], s["lo"], s["hi"], s["domains"], 0.0)
         if phases is not None:
             _check_phase_blocks(H, s["domains"], *phases, "candidate")
         if dropped + below:
             warnings.warn(f"{dropped + below} candidate(s) lie outside the floors and ceilings (the law's min_weight "
                           f"{type(boot.point.law).min_weight:g} included) and were left out", stacklevel=2)
-        p = _predict_members(point_law, H, s["N"], s["D"], w, fn, dt)[0]
-        P = _predict_members(boot.laws, H, s["N"], s["D"], w, fn, dt)
+        p = predict_members(point_law, H, s["N"], s["D"], w, fn, dt)[0]
+        P = predict_members(boot.laws, H, s["N"], s["D"], w, fn, dt)
         if not np.isfinite(p).any():
             raise RuntimeError("the full-data fit predicts a non-finite objective at every candidate")
         j = int(np.argmin(np.where(np.isfinite(p), p, np.inf)))
@@ -547,9 +546,9 @@ def calibrate_optimum(
         ok &= np.isfinite(values)
         index = int(np.flatnonzero(np.all(np.asarray(candidates, np.float64).reshape(-1, s["K"]) == pick, axis=1))[0])
         source = "pool"
-    predicted = float(_predict_members(point_law, pick[None], s["N"], s["D"], w, fn, dt)[0, 0])
-    at_members = _predict_members(point_law, H_members, s["N"], s["D"], w, fn, dt)[0]
-    at_pick = _predict_members(boot.laws, pick[None], s["N"], s["D"], w, fn, dt)[:, 0]
+    predicted = float(predict_members(point_law, pick[None], s["N"], s["D"], w, fn, dt)[0, 0])
+    at_members = predict_members(point_law, H_members, s["N"], s["D"], w, fn, dt)[0]
+    at_pick = predict_members(boot.laws, pick[None], s["N"], s["D"], w, fn, dt)[:, 0]
     ok &= np.isfinite(at_members) & np.isfinite(values) & np.isfinite(at_pick)
     if ok.sum() < 2:
         raise RuntimeError(f"only {int(ok.sum())} of {R} bootstrap members have a usable pick; the calibration needs at least 2")
@@ -617,17 +616,17 @@ def calibrate_optimum(
             cv = dict(cv_optimism=calibrated - predicted, cv_optimism_se=float(se * calibrated) if log_scale else se,
                       cv_run_interval=cv_run, cv_folds=k, cv_repeats=int(cv_repeats), cv_picks=int(e.size), cv_rows=distinct,
                       cv_residuals=e, cv_law_residuals=e0, cv_reach=reach)
-    measured_h = data.mixtures if data is not None and data.n_domains else _measured_of(boot)
+    measured_h = data.mixtures if data is not None and data.n_domains else measured_of(boot)
     nearest = None
     if measured_h is not None and np.asarray(measured_h).shape[-1] == pick.shape[0]:
-        nearest = float(_tv_to_set(pick[None], np.asarray(measured_h, np.float64)).min())
+        nearest = float(tv_distances(pick[None], np.asarray(measured_h, np.float64)).min())
     ref = ref_value = p_beats = None
     if reference is not None:
         ref = np.asarray(reference, np.float64).reshape(-1)
         check_mixture_rows(ref[None], "reference", n_domains=s["K"])
         if phases is not None:
             _check_phase_blocks(ref[None], s["domains"], *phases, "reference")
-        ref_value = float(_predict_members(point_law, ref[None], s["N"], s["D"], w, fn, dt)[0, 0])
+        ref_value = float(predict_members(point_law, ref[None], s["N"], s["D"], w, fn, dt)[0, 0])
         if not np.isfinite(ref_value) or (log_scale and ref_value <= 0):
             raise ValueError(f"the full-data fit predicts {ref_value!r} at the reference mixture; it cannot be compared")
         gap = f(ref_value) - f(at_members[ok])  # > 0: member b's pick is better than the reference, judged by the fit
@@ -652,7 +651,7 @@ def calibrate_optimum(
     return result
 
 
-def _phases_of(boot: BootstrapResult) -> tuple[list[str], np.ndarray] | None:
+def phases_of(boot: BootstrapResult) -> tuple[list[str], np.ndarray] | None:
     """``(phases, shares)`` of a fit of a table with several training phases (None for one phase)."""
     info = boot.point.info
     phases = info.get("phases")
@@ -680,7 +679,7 @@ def _check_phase_blocks(H: np.ndarray, domains, phases, shares, label: str, tol:
 
 def _try_table(boot: BootstrapResult, data: MixtureData | None, dtype):
     """The training rows (:func:`_table`), or None when they are not at hand."""
-    return _table(boot, data, dtype) if (data is not None or boot._arrays is not None) else None
+    return _table(boot, data, dtype) if (data is not None or boot.training_arrays is not None) else None
 
 
 def _cv_folds_of(cv_folds, repeats, top, table) -> int:

@@ -217,7 +217,7 @@ def weight_extrapolation(data: MixtureData, splits: Sequence[Split]) -> dict[str
     return {"n_rows": n_out, "n_test_rows": n_test, "worst": worst}
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
+def average_ranks(x: np.ndarray) -> np.ndarray:
     """Ranks 1..n of ``x``, ties given their average rank."""
     order = np.argsort(x, kind="stable")
     r = np.empty(x.size)
@@ -231,7 +231,7 @@ def _ranks(x: np.ndarray) -> np.ndarray:
 
 def spearman(a, b) -> float:
     """Spearman rank correlation of two 1-d samples (average ranks for ties); NaN if either is constant."""
-    ra, rb = _ranks(np.asarray(a, float)), _ranks(np.asarray(b, float))
+    ra, rb = average_ranks(np.asarray(a, float)), average_ranks(np.asarray(b, float))
     ra, rb = ra - ra.mean(), rb - rb.mean()
     den = np.sqrt((ra**2).sum() * (rb**2).sum())
     return float((ra * rb).sum() / den) if den > 0 else float("nan")
@@ -360,7 +360,7 @@ def _flat(p: np.ndarray) -> bool:
     return bool(np.ptp(p) <= CONSTANT_RTOL * np.abs(p).max())
 
 
-def _constant_in_mixture(pred: np.ndarray, data: MixtureData) -> bool:
+def is_constant_in_mixture(pred: np.ndarray, data: MixtureData) -> bool:
     """Whether predictions ``(n, V)`` of one fit on every row of ``data`` are constant across the mixtures of
     every scale with at least two mixtures (every target; at least one such scale)."""
     seen = False
@@ -395,7 +395,7 @@ def _ranking_scores(preds, obs, used, data, splits, targets) -> tuple[dict, floa
                 m = obs[np.ix_(rows, cols)].mean(1)
                 if np.isfinite(p).all():
                     best = int(np.argmin(m))
-                    rank = (rows.size + 1) / 2 if _flat(p) else float(_ranks(p)[best])
+                    rank = (rows.size + 1) / 2 if _flat(p) else float(average_ranks(p)[best])
                     ranks.append((key, rank, rows.size))
                     regrets.append(regret_at_1(p, m))
     per_target = {t: (float(np.mean(v)) if v else None) for t, v in rho.items()}
@@ -638,7 +638,7 @@ def _score_law(cls, data, plan: _LawPlan, groups, which, starts, cfg, seed) -> l
     for j, g in enumerate(which):
         law = jax.tree_util.tree_map(lambda x: x[j] if isinstance(x, jax.Array) else x, best)
         cells.append(Cell(law=cls.name, group=int(g), status=Status(int(status.reshape(-1)[pick[j]])).name, pred=pred[j],
-                          constant=bool(cls.uses_mixture and _constant_in_mixture(pred[j], data)),
+                          constant=bool(cls.uses_mixture and is_constant_in_mixture(pred[j], data)),
                           out_of_range=list(law.out_of_range()), seconds=seconds, fit=law))
     return cells
 

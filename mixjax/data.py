@@ -146,7 +146,7 @@ class MixtureData:
             raise DataError(f"selection from {self.name!r} is empty")
 
         def take(a):
-            return None if a is None else _readonly(a[rows])
+            return None if a is None else readonly(a[rows])
 
         return dataclasses.replace(
             self,
@@ -215,7 +215,7 @@ class MixtureData:
         if missing:
             raise DataError(f"unknown target(s) {missing}; available: {list(self.targets)}")
         idx = [self.targets.index(t) for t in names]
-        return dataclasses.replace(self, losses=_readonly(self.losses[:, idx]), targets=tuple(names))
+        return dataclasses.replace(self, losses=readonly(self.losses[:, idx]), targets=tuple(names))
 
     def align(self, domains: Sequence[str], targets: Sequence[str] | None = None, *, to: str = "the fit") -> MixtureData:
         """This table matched by name to ``domains`` (its weight columns reordered to that order) and, when given, to
@@ -232,7 +232,7 @@ class MixtureData:
                     f"not in {to}: {extra}); mixtures are matched to domains by name"
                 )
             idx = [self.domains.index(d) for d in domains]
-            out = dataclasses.replace(self, mixtures=_readonly(self.mixtures[:, idx]), domains=domains)
+            out = dataclasses.replace(self, mixtures=readonly(self.mixtures[:, idx]), domains=domains)
         if targets is not None and out.targets != tuple(targets):
             missing = [t for t in targets if t not in out.targets]
             if missing:
@@ -259,7 +259,7 @@ class MixtureData:
         return tuple(d for d in self.domains if d not in self.targets)
 
     # ----------------------------------------------------------------- phases and exposures
-    def _phase_index(self) -> tuple[tuple[str, ...], np.ndarray, tuple[str, ...], np.ndarray]:
+    def phase_index(self) -> tuple[tuple[str, ...], np.ndarray, tuple[str, ...], np.ndarray]:
         """(phases, shares, base domains, (P, K) column index into ``mixtures``), matched by name."""
         if self.phases is None:
             return ("all",), np.ones(1), self.domains, np.arange(self.n_domains)[None, :]
@@ -280,14 +280,14 @@ class MixtureData:
     def phase_weights(self) -> np.ndarray:
         """``(n, P, K)`` mixture of each training phase: ``w[r, p, k] = h[r, p*K + k] / share_p`` (each phase's row
         sums to 1). A table without phases gives P = 1, ``w[:, 0] = h``."""
-        _, shares, _, idx = self._phase_index()
+        _, shares, _, idx = self.phase_index()
         return self.mixtures[:, idx] / shares[None, :, None]
 
     def exposures(self) -> np.ndarray:
         """``(n, K)`` epochs over each domain's unique tokens: ``E[r, k] = D_r * sum_p h[r, p*K + k] / U_k`` with
         ``D_r`` the run's training tokens (raw count) and ``U_k`` the unique tokens of domain k. A
         :class:`DataError` when unique tokens or a row's token count are unknown."""
-        _, _, base, idx = self._phase_index()
+        _, _, base, idx = self.phase_index()
         if self.unique_tokens is None:
             raise DataError(
                 f"{self.name!r} has no unique-token counts per domain: attach them (unique_tokens= of the "
@@ -339,7 +339,7 @@ def phase_domain_name(domain: str, phase: str) -> str:
     return f"{domain}@{phase}"
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
+def readonly(a: np.ndarray) -> np.ndarray:
     a = np.array(a, copy=True)
     a.setflags(write=False)
     return a
@@ -509,14 +509,14 @@ def from_arrays(
         raise DataError(f"split has shape {sp.shape}, expected ({n},)")
 
     return MixtureData(
-        mixtures=_readonly(h),
-        model_size=_readonly(N),
-        n_tokens=_readonly(D),
-        losses=_readonly(y),
+        mixtures=readonly(h),
+        model_size=readonly(N),
+        n_tokens=readonly(D),
+        losses=readonly(y),
         domains=domains,
         targets=targets,
-        mixture_id=_readonly(mid),
-        split=None if sp is None else _readonly(sp),
+        mixture_id=readonly(mid),
+        split=None if sp is None else readonly(sp),
         name=name,
     )
 
@@ -642,7 +642,7 @@ def _check_repeated_rows(h, N, D, y, name: str) -> None:
 _MANGLED = re.compile(r"^(?P<base>.+)\.(?P<n>[1-9][0-9]*)$")
 
 
-def _check_column_names(cols: list[str], name: str, header: Sequence[str] | None = None) -> None:
+def check_column_names(cols: list[str], name: str, header: Sequence[str] | None = None) -> None:
     """Duplicate column names are an error: pandas keeps the first and renames the copies ``X.1``, ``X.2``..., which
     would otherwise become a new domain or target (or be dropped) without a word. ``header``: the raw names of the
     file's first line, when known."""
@@ -663,7 +663,7 @@ def _check_column_names(cols: list[str], name: str, header: Sequence[str] | None
             )
 
 
-def _numeric(df, c: str, name: str) -> np.ndarray:
+def numeric_column(df, c: str, name: str) -> np.ndarray:
     """Column ``c`` as float64 (NaN for empty cells); a cell that is not a number is an error naming row and value."""
     import pandas as pd
 
@@ -713,7 +713,7 @@ def from_dataframe(
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"df must be a pandas DataFrame, got {type(df).__name__}")
     cols = [str(c) for c in df.columns]
-    _check_column_names(cols, name, header)
+    check_column_names(cols, name, header)
     df = df.set_axis(cols, axis=1)
     if len(df) == 0:
         raise DataError(f"dataset {name!r} is empty (0 rows); columns are {cols}")
@@ -746,12 +746,12 @@ def from_dataframe(
             have = [c for c in cols if c.startswith("weight_")]
             raise DataError(f"{name}: no weight column for domain(s) {missing} (expected weight_<domain>); weight columns are {have}")
         wcols = [f"weight_{d}" for d in domains]
-        W = np.stack([_numeric(df, c, name) for c in wcols], axis=1) if wcols else np.zeros((len(df), 0))
+        W = np.stack([numeric_column(df, c, name) for c in wcols], axis=1) if wcols else np.zeros((len(df), 0))
     else:
         if "weight_" in cols:
             raise DataError(f"{name}: column 'weight_' names no domain (expected weight_<domain>); rename the column or drop it")
         wcols = [c for c in cols if c.startswith("weight_")]
-        W = np.stack([_numeric(df, c, name) for c in wcols], axis=1) if wcols else np.zeros((len(df), 0))
+        W = np.stack([numeric_column(df, c, name) for c in wcols], axis=1) if wcols else np.zeros((len(df), 0))
         _screen_weight_columns(W, wcols, name, sum_tol)
         domains = [c[len("weight_") :] for c in wcols]
     if W.shape[1]:
@@ -765,9 +765,9 @@ def from_dataframe(
 
     return from_arrays(
         W,
-        np.stack([_numeric(df, c, name) for c in lcols], axis=1),
-        _numeric(df, "model_size", name) if "model_size" in cols else None,
-        _numeric(df, "n_tokens", name) if "n_tokens" in cols else None,
+        np.stack([numeric_column(df, c, name) for c in lcols], axis=1),
+        numeric_column(df, "model_size", name) if "model_size" in cols else None,
+        numeric_column(df, "n_tokens", name) if "n_tokens" in cols else None,
         domains=domains,
         targets=targets,
         mixture_id=df["mixture_id"].to_numpy() if "mixture_id" in cols else None,
@@ -858,7 +858,7 @@ def read_table(path, *, name: str | None = None):
         msg = " ".join(str(e).split())
         raise DataError(f"{label}: not a readable CSV table ({msg})") from None
     df.columns = [str(c).strip() for c in df.columns]
-    _check_column_names(list(df.columns), label, header)
+    check_column_names(list(df.columns), label, header)
     if name is None:
         base = os.path.basename(label)
         name = base[:-4] if base.lower().endswith(".csv") else (base or "data")
@@ -890,7 +890,7 @@ _BUNDLED = {
 
 
 #: Bundled swarm tables (other layouts), loaded by :func:`mixjax.swarm.load_swarm`.
-_SWARM_BUNDLED = {
+SWARM_BUNDLED = {
     "marin2phase": "Marin two-phase swarm: 39 domains x 2 phases (shares 0.8/0.2), 193 runs of 60M params at 1.2B tokens; target eval/uncheatable_eval/bpb",
     "olmix64": "Olmix swarm: 64 domains, 512 runs of 30M-param models; target the mean of 110 task BPB metrics",
     "olmix22": "Olmix reuse swarm: 22 domains, 64 runs of 30M-param models; target the mean of 110 task BPB metrics",
@@ -899,7 +899,7 @@ _SWARM_BUNDLED = {
 
 def list_datasets() -> dict[str, str]:
     """Names of the bundled datasets with a one-line description (sources in ``mixjax/datasets/README.md``)."""
-    return {**{k: v[1] for k, v in _BUNDLED.items()}, **_SWARM_BUNDLED}
+    return {**{k: v[1] for k, v in _BUNDLED.items()}, **SWARM_BUNDLED}
 
 
 def _bundled_text(filename: str) -> str:
@@ -911,7 +911,7 @@ def load_dataset(name: str) -> MixtureData:
 
     ``chinchilla`` has no mixture: it loads as one domain named ``all`` with weight 1 and target ``all``. The swarm
     tables (``marin2phase``, ``olmix64``, ``olmix22``) load with :func:`mixjax.swarm.load_swarm`'s defaults."""
-    if name in _SWARM_BUNDLED:
+    if name in SWARM_BUNDLED:
         from .swarm import load_swarm
 
         return load_swarm(name)

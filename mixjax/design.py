@@ -399,7 +399,7 @@ def law_floors(law, lo, hi, domains=None) -> np.ndarray:
                                      f"floor on every domain): {e}") from None
 
 
-def _check_candidates(candidates, K: int, lo, hi, domains, min_weight: float = 0.0) -> tuple[np.ndarray, int, int]:
+def check_candidates(candidates, K: int, lo, hi, domains, min_weight: float = 0.0) -> tuple[np.ndarray, int, int]:
     """Candidate mixtures (m, K) validated; those outside the bounds, then those with a weight below the law's
     ``min_weight``, are dropped (the two counts are returned)."""
     H = np.array(candidates, np.float64, copy=True)
@@ -522,7 +522,7 @@ def _row_objectives(law, h, N, D, y, w, fn):
     return jax.vmap(lambda hr, Nr, Dr: fn(law(hr, Nr, Dr), w))(h, N, D), jax.vmap(lambda yr: fn(yr, w))(y)
 
 
-def _predict_members(laws, H: np.ndarray, N: float, D: float, w, fn, dtype) -> np.ndarray:
+def predict_members(laws, H: np.ndarray, N: float, D: float, w, fn, dtype) -> np.ndarray:
     m = H.shape[0]
     padded = math.ceil(m / _CANDIDATE_BLOCK) * _CANDIDATE_BLOCK
     Hp = np.concatenate([H, np.repeat(H[:1], padded - m, axis=0)])
@@ -548,7 +548,7 @@ def _noise_variance(law, data: MixtureData, fn, w, dtype) -> tuple[float, int]:
 
 
 @eqx.filter_jit
-def _objective_of_rows(y, w, fn):
+def objective_of_rows(y, w, fn):
     return jax.vmap(lambda yr: fn(yr, w))(y)
 
 
@@ -560,7 +560,7 @@ def _absurd_threshold(cls, data: MixtureData, P: np.ndarray, fn, w, dtype) -> tu
     _, y = prepare(cls, data, mask_zero_weight=False, dtype=dtype)
     full = np.isfinite(y).all(axis=1)
     if full.any() and y.shape[1] == np.size(w):
-        J = np.asarray(_objective_of_rows(jnp.asarray(y[full], dtype), jnp.asarray(w, dtype), fn), np.float64)
+        J = np.asarray(objective_of_rows(jnp.asarray(y[full], dtype), jnp.asarray(w, dtype), fn), np.float64)
         J = J[np.isfinite(J)]
     else:
         J = y[np.isfinite(y)]
@@ -765,7 +765,7 @@ def suggest(
         if phased:
             H, dropped, below = _check_phase_candidates(candidates, prob_user, float(cls.min_weight))
         else:
-            H, dropped, below = _check_candidates(candidates, K, lo_user, hi, data.domains, float(cls.min_weight))
+            H, dropped, below = check_candidates(candidates, K, lo_user, hi, data.domains, float(cls.min_weight))
         if dropped:
             warnings.warn(f"{dropped} candidate(s) lie outside the floors and ceilings"
                           + (" (of some phase) or the repetition caps" if phased else "") + " and were left out", stacklevel=2)
@@ -787,7 +787,7 @@ def suggest(
         H = sample_candidates(n_candidates, lo, hi, centers=centers, seed=seed)
         source = "sampled"
 
-    P = _predict_members(laws, H, N, D, w, fn, dtype)
+    P = predict_members(laws, H, N, D, w, fn, dtype)
     T, J_hi = _absurd_threshold(cls, data, P[ok], fn, w, dtype)
     sane = np.isfinite(P) & (P <= T)
     members = ok & sane.any(axis=1)  # a member absurd at every candidate is no member
@@ -823,7 +823,7 @@ def suggest(
         if not usable.all():
             warnings.warn(f"{int((~usable).sum())} pending run(s) give some domain a weight below {cls.min_weight:g}, where law "
                           f"{name} diverges (its min_weight): the design is not conditioned on them", stacklevel=2)
-        Q = _predict_members(laws, Hq[usable], N, D, w, fn, dtype)[members] if usable.any() else None
+        Q = predict_members(laws, Hq[usable], N, D, w, fn, dtype)[members] if usable.any() else None
         if Q is not None and not np.isfinite(Q).all():
             raise ValueError("some pending mixture gets a non-finite prediction from an ensemble member")
     measured = data.mixtures[np.isfinite(data.losses).any(axis=1)]

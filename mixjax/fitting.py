@@ -190,7 +190,7 @@ def objective_value(law: AbstractLaw, arrays: FitArrays, weights: jax.Array, con
 FitResult = Solution
 
 
-def _optimised_spec(law: AbstractLaw, varpro: bool):
+def optimised_spec(law: AbstractLaw, varpro: bool):
     """Bool pytree: True for the leaves the solver moves (inexact arrays, less the linear fields under varpro)."""
     spec = jax.tree_util.tree_map(eqx.is_inexact_array, law)
     fields = type(law).linear_fields if varpro else ()
@@ -199,7 +199,7 @@ def _optimised_spec(law: AbstractLaw, varpro: bool):
     return spec
 
 
-def _flat_residuals(y, row_w, shared):
+def flat_residuals(y, row_w, shared):
     """Engine objective: residuals of the law whose optimised leaves are ``y`` (flat), under row weights."""
     problem, template, spec = shared
     opt, rest = eqx.partition(template, spec)
@@ -215,12 +215,12 @@ def _fit_program(laws, weights, problem: Problem, solver, max_steps, ftol, gtol,
     linear coefficients and score them."""
     if solver.uses_jacobian and problem.envelope_gradient:
         problem = dataclasses.replace(problem, envelope_gradient=False)
-    spec = _optimised_spec(laws, problem.varpro)
+    spec = optimised_spec(laws, problem.varpro)
     opt, rest = eqx.partition(laws, spec)
     y0 = jax.vmap(lambda t: ravel_pytree(t)[0])(opt)
     template = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, laws)
-    shared = (problem, template, _optimised_spec(template, problem.varpro))
-    sol = _engine.minimize(solver, _flat_residuals, y0, weights, shared, max_steps=max_steps, ftol=ftol, gtol=gtol, window=window,
+    shared = (problem, template, optimised_spec(template, problem.varpro))
+    sol = _engine.minimize(solver, flat_residuals, y0, weights, shared, max_steps=max_steps, ftol=ftol, gtol=gtol, window=window,
                            xtol=FIT_XTOL, slow_ftol=FIT_SLOW_FTOL, lanes=lanes, report_id=report_id)
     unravel = ravel_pytree(jax.tree_util.tree_map(lambda x: x[0], opt))[1]
     fitted = eqx.combine(jax.vmap(unravel)(sol.y), rest)
@@ -342,7 +342,7 @@ def _gib(n_bytes: float) -> str:
     return f"{n_bytes / 2**30:.3g} GiB" if n_bytes >= 2**30 / 10 else f"{n_bytes / 2**20:.3g} MiB"
 
 
-def _check_memory(members: int, n_parameters: int, arrays: FitArrays, config: FitConfig, *, what: str, fewer: str,
+def check_batch_memory(members: int, n_parameters: int, arrays: FitArrays, config: FitConfig, *, what: str, fewer: str,
                   chunk_size: int | None = None, extra_bytes: int = 0) -> None:
     """Refuse a batch, before anything of it is allocated, when what it holds at once cannot fit the memory budget
     (:func:`_memory_budget`): every member's start, row weights ``(B, n)`` and result, and the solver state of
@@ -585,7 +585,7 @@ def init_starts(law, key: jax.Array, n: int, summary: DataSummary, dtype: str = 
     return jax.tree_util.tree_map(lambda x: x.astype(dt) if eqx.is_inexact_array(x) else x, starts)
 
 
-def _first_start(law, summary: DataSummary, dtype: str, arrays: FitArrays, data: MixtureData, init=None) -> int:
+def check_first_start(law, summary: DataSummary, dtype: str, arrays: FitArrays, data: MixtureData, init=None) -> int:
     """Check, by tracing only (nothing is allocated or compiled), that one start of ``law`` (or the first of the batch
     ``init``) predicts one loss per target for one row of the data; returns its number of free parameters.
 
@@ -809,7 +809,7 @@ def fit(
     given = None
     if init is not None:
         given = jax.tree_util.tree_map(lambda x: x.astype(jnp.dtype(dtype)) if eqx.is_inexact_array(x) else x, init)
-    k = _first_start(template or cls, summary, dtype, arrays, data, given)  # shapes checked before anything is allocated
+    k = check_first_start(template or cls, summary, dtype, arrays, data, given)  # shapes checked before anything is allocated
     cfg = cfg.resolved(k)
     n_cells = int(np.asarray(arrays.mask).sum())
     if n_cells < k:
@@ -817,7 +817,7 @@ def fit(
             f"{data.name!r} has {n_cells} measured loss cells for the {k} free parameters of {cls.name}: the fit is "
             "underdetermined; add rows or choose a law with fewer parameters"
         )
-    _check_memory(starts, k, arrays, cfg, what=f"starts of {cls.name}", fewer="fewer starts")
+    check_batch_memory(starts, k, arrays, cfg, what=f"starts of {cls.name}", fewer="fewer starts")
     starts_batch = given if given is not None else init_starts(template or cls, jax.random.PRNGKey(seed), starts, summary, dtype)
     if weights is None:
         w = np.ones(data.n_rows)

@@ -16,9 +16,8 @@ import equinox as eqx
 
 from . import _engine
 from ._engine import minimize, reporting
-from .fitting import _flat_residuals as flat_residuals
-from .fitting import _optimised_spec as optimised_spec
-from .problem import _nnls_small as nnls_small
+from .fitting import flat_residuals, optimised_spec
+from .problem import nnls_small
 
 __all__ = ["minimize", "reporting", "optimised_spec", "flat_residuals", "nnls_small", "compilations"]
 

@@ -114,7 +114,7 @@ def summarize(arrays: FitArrays, data: MixtureData | None = None) -> DataSummary
     return DataSummary.from_arrays(h, np.asarray(arrays.y), mask, N, D)
 
 
-def _nnls_small(X, t):
+def nnls_small(X, t):
     """argmin_{beta >= 0} |X beta - t|^2 for one target: X (n, L) weighted basis columns, t (n,) weighted targets,
     small L.
 
@@ -215,7 +215,7 @@ class Problem(eqx.Module):
         sw = jnp.sqrt(jnp.where(use, W, 0.0))
         X = jnp.where(use[..., None], phi, 0.0) * sw[..., None]  # (n, V, L)
         t = jnp.where(use, self.arrays.y - base, 0.0) * sw  # (n, V)
-        return jax.vmap(_nnls_small, in_axes=(1, 1))(X, t)
+        return jax.vmap(nnls_small, in_axes=(1, 1))(X, t)
 
     def linear_coefficients(self, law: AbstractLaw, row_w: jax.Array) -> jax.Array:
         """(V, L) non-negative coefficients minimising J with the law's other parameters fixed."""

@@ -58,8 +58,8 @@ from .fitting import (
     FitArrays,
     FitConfig,
     MaxStepsWarning,
-    _check_memory,
-    _first_start,
+    check_batch_memory,
+    check_first_start,
     best_of,
     check_seed,
     default_dtype,
@@ -190,6 +190,8 @@ class BootstrapResult:
       record: a :class:`mixjax.BootstrapRecord` of how the bootstrap was made: starts, settings, timings, status
         counts of every start and resample (``info`` is the same as a plain dict).
       jackknife_laws / jackknife_status: leave-one-unit-out fits (batched ``(U,)``), filled for BCa.
+      training_arrays: the prepared training rows (:class:`mixjax.fitting.FitArrays`) the resamples were drawn over;
+        None after :meth:`load` (then :meth:`jackknife` and the mixture tools take the training data again).
     """
 
     resamples: Solution
@@ -203,7 +205,7 @@ class BootstrapResult:
     record: BootstrapRecord = dataclasses.field(default_factory=BootstrapRecord)
     jackknife_laws: AbstractLaw | None = None
     jackknife_status: np.ndarray | None = None
-    _arrays: FitArrays | None = dataclasses.field(default=None, repr=False)
+    training_arrays: FitArrays | None = dataclasses.field(default=None, repr=False)
 
     @property
     def info(self) -> dict[str, Any]:
@@ -261,7 +263,7 @@ class BootstrapResult:
         ``chunk_size`` defaults to the bootstrap's (then no new compilation is needed for the jackknife)."""
         if self.jackknife_laws is not None:
             return self.jackknife_laws
-        arrays = self._arrays
+        arrays = self.training_arrays
         if arrays is None:
             if data is None:
                 raise ValueError("BCa needs the jackknife refits; this result was loaded without them: pass the training data to jackknife(data)")
@@ -472,11 +474,11 @@ def bootstrap(
     dtype = fit_kwargs.get("dtype") or default_dtype()
     cls, law = law_for_data(law, data, dtype)  # a law that must know the table's layout is bound to it
     probe, _ = prepare(cls, data, mask_zero_weight=fit_kwargs.get("mask_zero_weight"), dtype=dtype)
-    k = _first_start(law, summarize(probe, data), dtype, probe, data)
+    k = check_first_start(law, summarize(probe, data), dtype, probe, data)
     settings = FitConfig(dtype=dtype, **{f.name: fit_kwargs[f.name] for f in dataclasses.fields(FitConfig) if f.name in fit_kwargs and f.name != "dtype"})
     n = data.n_rows
     Rp = hi - lo  # the resamples fitted here
-    _check_memory(Rp * S, k, probe, settings, what=f"fits of {cls.name} ({Rp} resamples x {S} starts)", fewer="fewer resamples or starts",
+    check_batch_memory(Rp * S, k, probe, settings, what=f"fits of {cls.name} ({Rp} resamples x {S} starts)", fewer="fewer resamples or starts",
                   chunk_size=chunk_size, extra_bytes=8 * n * (Rp + Rp * S))  # the int64 multiplicities, and per member
 
     t0 = time.perf_counter()
@@ -544,7 +546,7 @@ def bootstrap(
             summary=summary,
             slice=None if part is None else {"index": int(part[0]), "count": int(part[1]), "first": lo, "stop": hi},
         ),
-        _arrays=arrays,
+        training_arrays=arrays,
     )
     if point.status == Status.max_steps:
         warnings.warn(
@@ -652,5 +654,5 @@ def merge(parts: Sequence[BootstrapResult], names: Sequence[str] | None = None) 
     return BootstrapResult(
         resamples=resamples, weights=np.concatenate([np.asarray(p.weights) for p in parts]), point=first.point, seed=first.seed,
         scheme=first.scheme, level=first.level, method=first.method, units=first.units, record=record,
-        jackknife_laws=first.jackknife_laws, jackknife_status=first.jackknife_status, _arrays=first._arrays,
+        jackknife_laws=first.jackknife_laws, jackknife_status=first.jackknife_status, training_arrays=first.training_arrays,
     )

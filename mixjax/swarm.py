@@ -36,9 +36,9 @@ from .data import (
     DataError,
     MixtureData,
     check_mixture_weights,
-    _check_column_names,
-    _numeric,
-    _readonly,
+    check_column_names,
+    numeric_column,
+    readonly,
     from_arrays,
     phase_domain_name,
     read_table,
@@ -74,7 +74,7 @@ def _frame(source, name: str | None):
         if len(source) == 0:
             raise DataError(f"dataset {name or 'data'!r} is empty (0 rows)")
         cols = [str(c).strip() for c in source.columns]
-        _check_column_names(cols, name or "data")
+        check_column_names(cols, name or "data")
         return source.set_axis(cols, axis=1), name or "data"
     df, _, nm = read_table(source, name=name)
     if len(df) == 0:
@@ -137,7 +137,7 @@ def select_metrics(columns: Sequence[str], patterns, *, all_columns: Sequence[st
 
 
 def _metric_matrix(df, cols, label) -> np.ndarray:
-    return np.stack([_numeric(df, c, label) for c in cols], axis=1)
+    return np.stack([numeric_column(df, c, label) for c in cols], axis=1)
 
 
 def _targets(df, metric_cols, targets, objective, objective_name, skipna, label, all_columns):
@@ -200,7 +200,7 @@ def _scale(df, col: str, value, label: str):
     if col in df.columns:
         if value is not None:
             raise DataError(f"{label}: the table has a {col!r} column and {col}= was given too; give one")
-        return _numeric(df, col, label)
+        return numeric_column(df, col, label)
     return value
 
 
@@ -228,7 +228,7 @@ def load_unique_tokens(source) -> dict[str, float]:
         missing = [c for c in ("domain", "unique_tokens") if c not in df.columns]
         if missing:
             raise DataError(f"{label}: no column(s) {missing}; expected columns domain,unique_tokens (got {list(df.columns)})")
-        vals = _numeric(df, "unique_tokens", label)
+        vals = numeric_column(df, "unique_tokens", label)
         items = list(zip(df["domain"].astype(str).str.strip(), vals))
         if isinstance(source, pd.DataFrame):
             label = "unique tokens"
@@ -256,7 +256,7 @@ def _match_unique_tokens(counts, domains: Sequence[str], label: str) -> np.ndarr
     extra = [d for d in counts if d not in domains]
     if extra:
         warnings.warn(f"{label}: unique-token counts of {len(extra)} domain(s) not in the table are ignored: {_few(extra)}", stacklevel=4)
-    return _readonly(np.array([counts[d] for d in domains], dtype=np.float64))
+    return readonly(np.array([counts[d] for d in domains], dtype=np.float64))
 
 
 def with_unique_tokens(data: MixtureData, unique_tokens) -> MixtureData:
@@ -340,7 +340,7 @@ def load_phase_table(
     blocks = []
     for p in range(P):
         pc = [phase_cols[p][d] for d in base]
-        W = np.stack([_numeric(df, c, label) for c in pc], axis=1)
+        W = np.stack([numeric_column(df, c, label) for c in pc], axis=1)
         W = _check_rows(W, pc, sum_tol, label, lambda r, p=p: f"row {r}, phase {p}")
         blocks.append(shares[p] * W)
     h = np.concatenate(blocks, axis=1)
@@ -354,7 +354,7 @@ def load_phase_table(
         domains=flat, targets=tnames, split=df["split"].to_numpy() if "split" in cols else None,
         name=label, sum_tol=sum_tol,
     )
-    data = dataclasses.replace(data, phases=phases, phase_shares=_readonly(shares), base_domains=tuple(base))
+    data = dataclasses.replace(data, phases=phases, phase_shares=readonly(shares), base_domains=tuple(base))
     return data if unique_tokens is None else with_unique_tokens(data, unique_tokens)
 
 
@@ -414,7 +414,7 @@ def load_ratios_metrics(
         domains = _metric_columns(rdf, {on}, id_columns)
         if not domains:
             raise DataError(f"{rlabel}: no numeric ratio columns (besides {on!r} and identifiers)")
-    W = np.stack([_numeric(rdf, c, rlabel) for c in domains], axis=1)
+    W = np.stack([numeric_column(rdf, c, rlabel) for c in domains], axis=1)
     keys = rkeys
     h = _check_rows(W, domains, sum_tol, rlabel, lambda r: f"row {r} (run {keys[r]!r})")
     _warn_zero_columns(h, domains, label)
@@ -475,7 +475,7 @@ def load_swarm(name: str, *, targets=None, objective=None, objective_name: str =
     raise DataError(f"unknown swarm {name!r}; bundled swarms: marin2phase, {', '.join(_OLMIX)}")
 
 
-def _describe(data: MixtureData) -> str:
+def describe_swarm(data: MixtureData) -> str:
     """One line on a swarm table's domains (used by the command line)."""
     if data.phases is None:
         return f"{data.n_domains} domains"

@@ -91,12 +91,12 @@ def test_cli_json_is_the_python_leaderboard(synthetic, result, tmp_path, capsys)
 def test_ranks_match_scipy_rankdata():
     from scipy.stats import rankdata
 
-    from mixjax.comparison import _ranks
+    from mixjax.comparison import average_ranks
 
     rng = np.random.default_rng(3)
     cases = [rng.integers(0, 4, 30).astype(float), rng.normal(size=17), np.full(6, 2.5), np.array([1.0, 1.0, 0.5, 3.0, 0.5])]
     for x in cases:
-        np.testing.assert_array_equal(_ranks(x), rankdata(x, method="average"))
+        np.testing.assert_array_equal(average_ranks(x), rankdata(x, method="average"))
 
 
 def test_spearman_matches_scipy_on_ties_and_is_undefined_for_a_constant():
@@ -154,13 +154,13 @@ def test_collapsed_mixture_law_is_flagged_with_a_warning(synthetic):
 
 
 def test_constant_threshold_is_relative():
-    from mixjax.comparison import _constant_in_mixture
+    from mixjax.comparison import is_constant_in_mixture
 
     data = mixjax.from_arrays(np.eye(3)[[0, 1, 2, 0, 1, 2]], 1 + np.arange(18.0).reshape(6, 3) / 100, np.repeat([1e8, 4e8], 3), np.full(6, 1e10),
                               domains=["a", "b", "c"], name="tiny")
     base = np.full((6, 3), 1e3)
-    assert _constant_in_mixture(base + np.tile([0.0, 1e-4, 0.0], 2)[:, None], data)  # 1e-7 relative
-    assert not _constant_in_mixture(base + np.tile([0.0, 1e-2, 0.0], 2)[:, None], data)  # 1e-5 relative
+    assert is_constant_in_mixture(base + np.tile([0.0, 1e-4, 0.0], 2)[:, None], data)  # 1e-7 relative
+    assert not is_constant_in_mixture(base + np.tile([0.0, 1e-2, 0.0], 2)[:, None], data)  # 1e-5 relative
 
 
 def test_out_of_range_params_are_the_fits_out_of_range_names(result):

@@ -314,7 +314,7 @@ def test_nnls_float32_nearly_collinear_columns():
     lose everything in float32). Reference: scipy's active-set NNLS in float64."""
     import scipy.optimize
 
-    from mixjax.internal import nnls_small as _nnls_small
+    from mixjax.internal import nnls_small
 
     rng = np.random.default_rng(0)
     h = rng.uniform(0.05, 0.6, 48)
@@ -323,7 +323,7 @@ def test_nnls_float32_nearly_collinear_columns():
     for beta in ([0.8, 2.0], [0.0, 2.0], [3.0, 0.0], [-1.0, 2.5]):
         t = X @ np.array(beta) + 1e-4 * rng.standard_normal(48)
         ref, _ = scipy.optimize.nnls(X, t)
-        z = np.asarray(_nnls_small(jnp.asarray(X, jnp.float32), jnp.asarray(t, jnp.float32)))
+        z = np.asarray(nnls_small(jnp.asarray(X, jnp.float32), jnp.asarray(t, jnp.float32)))
         assert z.dtype == np.float32 and np.all(z >= 0)
         np.testing.assert_allclose(z, ref, rtol=1e-4, atol=1e-5)
 
@@ -362,9 +362,9 @@ def test_lbfgs_moves_on_the_gradient_where_the_objective_is_rounding_noise():
     decrease test (an Armijo-only search never leaves the start); the derivative along the step is exact. The
     approximate Wolfe test (f within the noise, directional derivative near 0) takes the solver to the closed-form
     minimiser y = 1, in float32 and float64."""
-    from mixjax import _engine
+    from mixjax.internal import minimize
 
     for dt in (jnp.float32, jnp.float64):
         y0 = jnp.zeros((1, 1), dt)
-        sol = _engine.minimize(_engine.LBFGS(), _offset_quadratic, y0, jnp.zeros((1,), dt), None, max_steps=100, ftol=0.0, gtol=0.0)
+        sol = minimize(mj.LBFGS(), _offset_quadratic, y0, jnp.zeros((1,), dt), None, max_steps=100, ftol=0.0, gtol=0.0)
         assert abs(float(sol.y[0, 0]) - 1.0) < 1e-3 and int(sol.num_accepted[0]) >= 1

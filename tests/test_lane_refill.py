@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import mixjax as mj
-from mixjax import _engine
+from mixjax.internal import minimize, reporting
 from mixjax.fitting import FitConfig, init_starts, prepare, solve, summarize
 
 B = 12
@@ -58,12 +58,12 @@ def test_engine_refill_runs_each_member_once():
     y0 = y0.at[7, 0].set(jnp.nan)  # fails at its start: written without a step, its lane refilled
     a = jnp.linspace(1.0, 30.0, B)
     kw = {"max_steps": 60, "ftol": 1e-12, "gtol": 1e-9}
-    whole = _engine.minimize(_engine.LevenbergMarquardt(), _rosenbrock, y0, a, jnp.asarray(3.0), **kw)
+    whole = minimize(mj.LevenbergMarquardt(), _rosenbrock, y0, a, jnp.asarray(3.0), **kw)
     seen = []
     other = []
-    with _engine.reporting(lambda steps, n_active, n_done: seen.append((n_active, n_done))) as rep:
-        with _engine.reporting(lambda *r: other.append(r)):  # another caller's context hears nothing of this loop
-            refill = _engine.minimize(_engine.LevenbergMarquardt(), _rosenbrock, y0, a, jnp.asarray(3.0), lanes=3,
+    with reporting(lambda steps, n_active, n_done: seen.append((n_active, n_done))) as rep:
+        with reporting(lambda *r: other.append(r)):  # another caller's context hears nothing of this loop
+            refill = minimize(mj.LevenbergMarquardt(), _rosenbrock, y0, a, jnp.asarray(3.0), lanes=3,
                                       report_id=rep.id, **kw)
     for name in ("y", "value", "status", "num_steps", "rel_grad", "num_accepted"):
         np.testing.assert_array_equal(np.asarray(getattr(whole, name)), np.asarray(getattr(refill, name)), err_msg=name)
@@ -82,8 +82,8 @@ def test_concurrent_loops_report_to_their_own_callback():
 
     def run(B):
         y0 = jnp.full((B, 3), 2.0)
-        with _engine.reporting(lambda steps, n_active, n_done: seen[B].append(n_active + n_done)) as rep:
-            _engine.minimize(_engine.LBFGS(), _rosenbrock, y0, jnp.linspace(1.0, 30.0, B), jnp.asarray(3.0),
+        with reporting(lambda steps, n_active, n_done: seen[B].append(n_active + n_done)) as rep:
+            minimize(mj.LBFGS(), _rosenbrock, y0, jnp.linspace(1.0, 30.0, B), jnp.asarray(3.0),
                              max_steps=200, ftol=1e-14, gtol=1e-12, report_id=rep.id)
 
     threads = [threading.Thread(target=run, args=(B,)) for B in seen]
@@ -100,5 +100,5 @@ def test_invalid_lanes_is_a_clear_error(lanes):
     with pytest.raises(ValueError, match="lanes must be None or a positive integer"):
         FitConfig(lanes=lanes)
     with pytest.raises(ValueError, match="lanes must be None or a positive integer"):
-        _engine.minimize(_engine.LBFGS(), _rosenbrock, jnp.zeros((2, 3)), jnp.ones(2), 1.0, max_steps=5, ftol=0.0, gtol=0.0,
+        minimize(mj.LBFGS(), _rosenbrock, jnp.zeros((2, 3)), jnp.ones(2), 1.0, max_steps=5, ftol=0.0, gtol=0.0,
                          lanes=lanes)

@@ -184,13 +184,13 @@ def test_a_mixture_off_the_simplex_is_raised_not_returned(monkeypatch):
     import mixjax.mixture.optimize as opt
     from mixjax.laws.loglinear import LogLinearLaw
 
-    solve = opt._solve_starts
+    solve = opt.solve_starts
 
     def doubled(*args):
         out = solve(*args)
         return eqx.tree_at(lambda o: o.solution.y, out, 2.0 * out.solution.y)
 
-    monkeypatch.setattr(opt, "_solve_starts", doubled)
+    monkeypatch.setattr(opt, "solve_starts", doubled)
     law = LogLinearLaw.from_params([0.7], [[0.3, -0.2, 0.1]])
     with pytest.raises(RuntimeError, match="off the bounded simplex"):
         mixjax.optimize_mixture(law, starts=2, check_fixed=False)
@@ -254,7 +254,7 @@ def _hard_cases(rng, k, n):
 
 @pytest.mark.parametrize("k", [pytest.param(3, marks=pytest.mark.slow), pytest.param(39, marks=pytest.mark.slow), 400])
 def test_projections_match_the_quadratic_reference(k):
-    from mixjax.mixture.simplex import _project_batch, _project_kl_batch
+    from mixjax.mixture.simplex import project_batch, project_kl_batch
 
     rng = np.random.default_rng(k)
     V, Y, LO, HI = _hard_cases(rng, k, 20)
@@ -265,7 +265,7 @@ def test_projections_match_the_quadratic_reference(k):
         np.testing.assert_allclose(h.sum(1), 1.0, atol=1e-12)
         assert np.all(h >= LO) and np.all(h <= HI)
     # the batched forms (one box for the batch) agree, and do not recompile for new values of the same shapes
-    for b, ref, x in [(_project_batch, _ref_batch, V), (_project_kl_batch, _ref_kl_batch, Y)]:
+    for b, ref, x in [(project_batch, _ref_batch, V), (project_kl_batch, _ref_kl_batch, Y)]:
         out = np.asarray(b(jnp.asarray(x), LO[1], HI[1]))
         n0 = b._cache_size()
         out2 = np.asarray(b(jnp.asarray(x[::-1].copy()), LO[1], HI[1]))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mixjax
-from mixjax.laws._base import DataSummary
+from mixjax.laws import DataSummary
 
 #: the laws with linear coefficients in this family, and the fields variable projection solves
 PROJECTED = {

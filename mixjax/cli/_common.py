@@ -98,8 +98,8 @@ def load_data(source: str, targets=None, *, domains=None, sum_tol: float | None 
     ``announce``: print the domains and targets read to stderr (one line)."""
     import os
 
-    from mixjax.data import MIXTURE_SUM_TOL, DataError, _SWARM_BUNDLED, from_dataframe, list_datasets, load_dataset, read_table
-    from mixjax.swarm import _describe, is_phase_table, load_phase_table, load_ratios_metrics, load_swarm
+    from mixjax.data import MIXTURE_SUM_TOL, DataError, SWARM_BUNDLED, from_dataframe, list_datasets, load_dataset, read_table
+    from mixjax.swarm import describe_swarm, is_phase_table, load_phase_table, load_ratios_metrics, load_swarm
 
     domains = split_names(domains, "--domains")
     names, objective = target_spec(targets)
@@ -125,7 +125,7 @@ def load_data(source: str, targets=None, *, domains=None, sum_tol: float | None 
                 raise CliError(f"{wide_only}; {source} is a wide-layout table")
             else:
                 d = from_dataframe(df, name=name, domains=domains, targets=names, sum_tol=tol, header=header)
-        elif source in _SWARM_BUNDLED:
+        elif source in SWARM_BUNDLED:
             d = load_swarm(source, targets=names, objective=objective, phase_shares=phase_shares)
             if domains is not None:
                 d = d.align(domains, to="--domains")
@@ -141,7 +141,7 @@ def load_data(source: str, targets=None, *, domains=None, sum_tol: float | None 
         raise CliError(str(e)) from None
     if announce:
         if d.phases is not None or d.n_domains > 20:
-            dom = _describe(d)
+            dom = describe_swarm(d)
         else:
             dom = ", ".join(d.domains) if d.n_domains else "none (no weight_<domain> columns: a table without mixtures)"
         tgt = ", ".join(d.targets)

@@ -15,7 +15,7 @@ from ._base import AbstractLaw, DataSummary
 __all__ = ["CapacityNoiseLaw"]
 
 
-def _logit(v, upper):
+def scaled_logit(v, upper):
     """Inverse of ``upper * sigmoid(z)``."""
     v = jnp.asarray(v, dtype=jnp.result_type(float)) / upper
     return jnp.log(v) - jnp.log1p(-v)
@@ -47,10 +47,10 @@ class CapacityNoiseForm(CapacityAllocationMixin):
         loss_min = jnp.asarray(summary.loss_min) if summary.n_targets == K else jnp.full(K, summary.loss_min.min())
         n_ref = summary.model_size_range[0] if math.isfinite(summary.model_size_range[0]) else 100.0
         return dict(
-            logit_b=_logit(u(kb, 0.1, 0.8), cls.b_max),
+            logit_b=scaled_logit(u(kb, 0.1, 0.8), cls.b_max),
             log_c=jnp.log(u(kc, 1.0, 8.0)),
             log_A=jnp.log(u(kA, 0.1, 2.0)),
-            logit_a=_logit(u(ka, 0.1, 0.8), cls.a_max),
+            logit_a=scaled_logit(u(ka, 0.1, 0.8), cls.a_max),
             log_E=jnp.log(loss_min * u(kE, 0.2, 0.8)),
             log_H=jnp.log(n_ref / (10.0 * K) * u(kH, 0.3, 1.5, ())),
         )
@@ -139,7 +139,7 @@ class CapacityNoiseLaw(CapacityNoiseForm, AbstractLaw):
     def from_params(cls, b, c, A, a, E, H, h_floor: float = 1e-4) -> CapacityNoiseLaw:
         """Build from positive parameter values (arrays of length K, and a scalar H in millions of parameters)."""
         log = lambda v: jnp.log(jnp.asarray(v, dtype=jnp.result_type(float)))  # noqa: E731
-        return cls(_logit(b, cls.b_max), log(c), log(A), _logit(a, cls.a_max), log(E), log(H), h_floor)
+        return cls(scaled_logit(b, cls.b_max), log(c), log(A), scaled_logit(a, cls.a_max), log(E), log(H), h_floor)
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> CapacityNoiseLaw:

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from ._base import AbstractLaw, DataSummary
-from .capacity_noise import CapacityNoiseForm, _logit
+from .capacity_noise import CapacityNoiseForm, scaled_logit
 
 __all__ = ["CapacityNoisePseudoCountLaw"]
 
@@ -61,7 +61,7 @@ class CapacityNoisePseudoCountLaw(CapacityNoiseForm, AbstractLaw):
     def from_params(cls, b, c, A, a, E, H, h0) -> CapacityNoisePseudoCountLaw:
         """Build from positive values: arrays of length K, a scalar H (millions of parameters), h0 (K,) > 0."""
         log = lambda v: jnp.log(jnp.asarray(v, dtype=jnp.result_type(float)))  # noqa: E731
-        return cls(_logit(b, cls.b_max), log(c), log(A), _logit(a, cls.a_max), log(E), log(H), log(h0))
+        return cls(scaled_logit(b, cls.b_max), log(c), log(A), scaled_logit(a, cls.a_max), log(E), log(H), log(h0))
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> CapacityNoisePseudoCountLaw:

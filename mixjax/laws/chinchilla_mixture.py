@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 
 from ._base import AbstractLaw, DataSummary
-from .shukor import CappedExponents, _capped, _effectiveness, _log_exponent
+from .shukor import CappedExponents, capped_exponent, mixture_effectiveness, log_exponent
 
 __all__ = ["ChinchillaMixtureLaw", "ChinchillaMixturePerTargetLaw"]
 
@@ -50,9 +50,9 @@ def _u(key, lo, hi, shape):
 
 def _basis(law, mixture, model_size, n_tokens):
     """``base = N^-alpha / S`` and columns ``[D^-beta / S, 1]`` of the coefficients B and E."""
-    S = _effectiveness(law.log_C, law.log_gamma, mixture)
-    size = jnp.exp(-_capped(law.log_alpha, "alpha") * jnp.log(model_size))
-    data = jnp.exp(-_capped(law.log_beta, "beta") * jnp.log(n_tokens))
+    S = mixture_effectiveness(law.log_C, law.log_gamma, mixture)
+    size = jnp.exp(-capped_exponent(law.log_alpha, "alpha") * jnp.log(model_size))
+    data = jnp.exp(-capped_exponent(law.log_beta, "beta") * jnp.log(n_tokens))
     base = jnp.broadcast_to(size, S.shape) / S
     return base, jnp.stack([jnp.broadcast_to(data, S.shape) / S, jnp.ones_like(S)], axis=-1)
 
@@ -100,8 +100,8 @@ def _predict(law, mixture, model_size, n_tokens):
 
 def _params(law):
     e = jnp.exp
-    return {"E": e(law.log_E), "alpha": _capped(law.log_alpha, "alpha"), "B": e(law.log_B), "beta": _capped(law.log_beta, "beta"),
-            "C": e(law.log_C), "gamma": _capped(law.log_gamma, "gamma")}
+    return {"E": e(law.log_E), "alpha": capped_exponent(law.log_alpha, "alpha"), "B": e(law.log_B), "beta": capped_exponent(law.log_beta, "beta"),
+            "C": e(law.log_C), "gamma": capped_exponent(law.log_gamma, "gamma")}
 
 
 class _ChinchillaMixtureForm(CappedExponents):
@@ -151,8 +151,8 @@ class ChinchillaMixtureLaw(_ChinchillaMixtureForm, AbstractLaw):
     @classmethod
     def from_params(cls, E, alpha, B, beta, C, gamma) -> ChinchillaMixtureLaw:
         """Build from E, B (V,), scalars alpha, beta and C, gamma (V, K), all > 0."""
-        return cls(_log(E), _log_exponent(alpha, "alpha"), _log(B), _log_exponent(beta, "beta"), _log(C),
-                   _log_exponent(gamma, "gamma"))
+        return cls(_log(E), log_exponent(alpha, "alpha"), _log(B), log_exponent(beta, "beta"), _log(C),
+                   log_exponent(gamma, "gamma"))
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> ChinchillaMixtureLaw:
@@ -185,8 +185,8 @@ class ChinchillaMixturePerTargetLaw(_ChinchillaMixtureForm, AbstractLaw):
     @classmethod
     def from_params(cls, E, alpha, B, beta, C, gamma) -> ChinchillaMixturePerTargetLaw:
         """Build from E, alpha, B, beta (V,) and C, gamma (V, K), all > 0."""
-        return cls(_log(E), _log_exponent(alpha, "alpha"), _log(B), _log_exponent(beta, "beta"), _log(C),
-                   _log_exponent(gamma, "gamma"))
+        return cls(_log(E), log_exponent(alpha, "alpha"), _log(B), log_exponent(beta, "beta"), _log(C),
+                   log_exponent(gamma, "gamma"))
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> ChinchillaMixturePerTargetLaw:

@@ -76,7 +76,7 @@ class _PhasedExposure(AbstractLaw):
             if problem:
                 raise ValueError(f"law {cls.name} is bound to {cls.describe_binding()}, but {data.name!r} {problem}")
             return cls
-        _, shares, base, idx = data._phase_index()
+        _, shares, base, idx = data.phase_index()
         U = None
         if data.unique_tokens is not None:
             U = tuple(float(u) / 1e9 for u in np.asarray(data.unique_tokens, dtype=np.float64))
@@ -99,7 +99,7 @@ class _PhasedExposure(AbstractLaw):
         return where + (", with unique tokens" if cls.unique_tokens_b is not None else ", without unique tokens")
 
     @classmethod
-    def _expected_names(cls) -> list | None:
+    def expected_names(cls) -> list | None:
         """``[(column, name)]``: the flattened domain name the binding expects in each mixture column (None when the
         binding holds no names)."""
         if cls.base_domains is None:
@@ -122,7 +122,7 @@ class _PhasedExposure(AbstractLaw):
         if cls.unbound is None:
             return None
         P, K = cls.n_phases, len(cls.phase_columns[0])
-        names = cls._expected_names()
+        names = cls.expected_names()
         if names is not None:
             if cls.phases is None and data.phases is not None:
                 return f"has {len(data.phases)} training phases ({', '.join(data.phases)}), the binding one"
@@ -140,7 +140,7 @@ class _PhasedExposure(AbstractLaw):
             return f"has {data.n_domains} mixture columns, not {P} x {K}"
         if names is None:  # a binding without names: compare the layout by position
             if data.phases is not None:
-                _, _, _, idx = data._phase_index()
+                _, _, _, idx = data.phase_index()
                 if tuple(tuple(int(j) for j in row) for row in np.asarray(idx)) != cls.phase_columns:
                     return f"has another phase layout ({len(data.phases)} phases of {len(data.base_domains or ())} domains)"
         else:
@@ -217,7 +217,7 @@ class _PhasedExposure(AbstractLaw):
             domains = list(domains)
             if len(domains) != P * K:
                 raise ValueError(f"binding of law {root.name} is {P} phases x {K} domains, but the fit has {len(domains)} domains")
-            wrong = [(j, want) for j, want in bound._expected_names() or () if domains[j] != want]
+            wrong = [(j, want) for j, want in bound.expected_names() or () if domains[j] != want]
             if wrong:
                 raise ValueError(f"binding of law {root.name} puts {wrong[0][1]!r} in column {wrong[0][0]}, where the fit has "
                                  f"{domains[wrong[0][0]]!r}")

@@ -11,7 +11,7 @@ tokens, the mixture enters through
   A_v(h) = sum_j A_vj h_j, B_v(h) = sum_j B_vj h_j                                     (joint form; 4K + 3)
 
 Every positive parameter is stored as its log. The exponents are softly capped at the top of their documented
-range (gamma < 10, alpha, beta < 3; ``EXPONENT_CAPS``, :func:`_capped`): a fit that presses an exponent against its
+range (gamma < 10, alpha, beta < 3; ``EXPONENT_CAPS``, :func:`capped_exponent`): a fit that presses an exponent against its
 cap ends there, at a minimum of the capped law, with the status ``out_of_range``.
 
 Variable projection (``linear_fields``): with the exponents and C fixed, the coefficients below enter linearly and
@@ -47,11 +47,11 @@ EXPONENT_CAPS = {"gamma": 10.0, "alpha": 3.0, "beta": 3.0}
 EXPONENT_SANE_RANGES = {name: (0.0, 0.95 * cap) for name, cap in EXPONENT_CAPS.items()}
 #: What revision 1 of these laws changed (fit files of revision 0 are refused).
 CAP_REVISION_NOTE = "revision 1 caps the exponents: gamma below 10, alpha and beta below 3"
-#: Sharpness k of the soft cap (see :func:`_capped`).
+#: Sharpness k of the soft cap (see :func:`capped_exponent`).
 CAP_SHARPNESS = 8.0
 
 
-def _capped(log_x, name: str):
+def capped_exponent(log_x, name: str):
     """The exponent ``name`` stored as ``log_x``, softly capped at c = ``EXPONENT_CAPS[name]``:
 
         log e = log c - softplus(k (log c - log_x)) / k,        k = CAP_SHARPNESS
@@ -63,8 +63,8 @@ def _capped(log_x, name: str):
     return jnp.exp(log_cap - jax.nn.softplus(CAP_SHARPNESS * (log_cap - log_x)) / CAP_SHARPNESS)
 
 
-def _log_exponent(value, name: str):
-    """The stored ``log_x`` of an exponent ``name`` given by a user (the inverse of :func:`_capped`), refused at or
+def log_exponent(value, name: str):
+    """The stored ``log_x`` of an exponent ``name`` given by a user (the inverse of :func:`capped_exponent`), refused at or
     above its cap, which the capped exponent never reaches."""
     v = np.asarray(value, dtype=float)
     cap = EXPONENT_CAPS[name]
@@ -82,14 +82,14 @@ def _pow0(h, g):
     return jnp.where(pos, jnp.exp(g * jnp.log(jnp.where(pos, h, 1.0))), 0.0)
 
 
-def _effectiveness(log_C, log_gamma, mixture):
+def mixture_effectiveness(log_C, log_gamma, mixture):
     """S_v(h) = sum_j C_vj h_j^gamma_vj, shape (V,) (gamma capped)."""
-    return jnp.sum(jnp.exp(log_C) * _pow0(mixture[..., None, :], _capped(log_gamma, "gamma")), axis=-1)
+    return jnp.sum(jnp.exp(log_C) * _pow0(mixture[..., None, :], capped_exponent(log_gamma, "gamma")), axis=-1)
 
 
 def _mixture_term(log_C, log_gamma, mixture):
     """M_v(h) = 1 / S_v(h)."""
-    return 1.0 / _effectiveness(log_C, log_gamma, mixture)
+    return 1.0 / mixture_effectiveness(log_C, log_gamma, mixture)
 
 
 class CappedExponents:
@@ -152,14 +152,14 @@ class ShukorMixtureLaw(CappedExponents, AbstractLaw):
     @classmethod
     def from_params(cls, E, C, gamma) -> ShukorMixtureLaw:
         """Build from E (V,), C (V, K), gamma (V, K), all > 0."""
-        return cls(_log(E), _log(C), _log_exponent(gamma, "gamma"))
+        return cls(_log(E), _log(C), log_exponent(gamma, "gamma"))
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> ShukorMixtureLaw:
         return cls(*_mixture_init(key, summary, 1.0))
 
     def params(self):
-        return {"E": jnp.exp(self.log_E), "C": jnp.exp(self.log_C), "gamma": _capped(self.log_gamma, "gamma")}
+        return {"E": jnp.exp(self.log_E), "C": jnp.exp(self.log_C), "gamma": capped_exponent(self.log_gamma, "gamma")}
 
     def __call__(self, mixture, model_size, n_tokens):
         return jnp.exp(self.log_E) + _mixture_term(self.log_C, self.log_gamma, mixture)
@@ -209,8 +209,8 @@ class ShukorAdditiveLaw(CappedExponents, AbstractLaw):
     @classmethod
     def from_params(cls, E, C, gamma, A, alpha, B, beta) -> ShukorAdditiveLaw:
         """Build from E, A, alpha, B, beta (V,) and C, gamma (V, K), all > 0."""
-        return cls(_log(E), _log(C), _log_exponent(gamma, "gamma"), _log(A), _log_exponent(alpha, "alpha"), _log(B),
-                   _log_exponent(beta, "beta"))
+        return cls(_log(E), _log(C), log_exponent(gamma, "gamma"), _log(A), log_exponent(alpha, "alpha"), _log(B),
+                   log_exponent(beta, "beta"))
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> ShukorAdditiveLaw:
@@ -222,19 +222,19 @@ class ShukorAdditiveLaw(CappedExponents, AbstractLaw):
 
     def params(self):
         e = jnp.exp
-        return {"E": e(self.log_E), "C": e(self.log_C), "gamma": _capped(self.log_gamma, "gamma"), "A": e(self.log_A),
-                "alpha": _capped(self.log_alpha, "alpha"), "B": e(self.log_B), "beta": _capped(self.log_beta, "beta")}
+        return {"E": e(self.log_E), "C": e(self.log_C), "gamma": capped_exponent(self.log_gamma, "gamma"), "A": e(self.log_A),
+                "alpha": capped_exponent(self.log_alpha, "alpha"), "B": e(self.log_B), "beta": capped_exponent(self.log_beta, "beta")}
 
     def __call__(self, mixture, model_size, n_tokens):
-        size = jnp.exp(self.log_A - _capped(self.log_alpha, "alpha") * jnp.log(model_size))
-        data = jnp.exp(self.log_B - _capped(self.log_beta, "beta") * jnp.log(n_tokens))
+        size = jnp.exp(self.log_A - capped_exponent(self.log_alpha, "alpha") * jnp.log(model_size))
+        data = jnp.exp(self.log_B - capped_exponent(self.log_beta, "beta") * jnp.log(n_tokens))
         return jnp.exp(self.log_E) + _mixture_term(self.log_C, self.log_gamma, mixture) + size + data
 
     def linear_basis(self, mixture, model_size, n_tokens):
         """``base = M_v(h)`` and the columns ``[1, N^-alpha_v, D^-beta_v]`` of E, A and B."""
         base = _mixture_term(self.log_C, self.log_gamma, mixture)
-        size = jnp.exp(-_capped(self.log_alpha, "alpha") * jnp.log(model_size))
-        data = jnp.exp(-_capped(self.log_beta, "beta") * jnp.log(n_tokens))
+        size = jnp.exp(-capped_exponent(self.log_alpha, "alpha") * jnp.log(model_size))
+        data = jnp.exp(-capped_exponent(self.log_beta, "beta") * jnp.log(n_tokens))
         return base, jnp.stack([jnp.ones_like(base), size, data], axis=-1)
 
     def with_linear(self, coef):
@@ -280,8 +280,8 @@ class ShukorJointLaw(CappedExponents, AbstractLaw):
     @classmethod
     def from_params(cls, E, C, gamma, A, alpha, B, beta) -> ShukorJointLaw:
         """Build from E, alpha, beta (V,) and C, gamma, A, B (V, K), all > 0."""
-        return cls(_log(E), _log(C), _log_exponent(gamma, "gamma"), _log(A), _log_exponent(alpha, "alpha"), _log(B),
-                   _log_exponent(beta, "beta"))
+        return cls(_log(E), _log(C), log_exponent(gamma, "gamma"), _log(A), log_exponent(alpha, "alpha"), _log(B),
+                   log_exponent(beta, "beta"))
 
     @classmethod
     def init(cls, key, summary: DataSummary) -> ShukorJointLaw:
@@ -293,22 +293,22 @@ class ShukorJointLaw(CappedExponents, AbstractLaw):
 
     def params(self):
         e = jnp.exp
-        return {"E": e(self.log_E), "C": e(self.log_C), "gamma": _capped(self.log_gamma, "gamma"), "A": e(self.log_A),
-                "alpha": _capped(self.log_alpha, "alpha"), "B": e(self.log_B), "beta": _capped(self.log_beta, "beta")}
+        return {"E": e(self.log_E), "C": e(self.log_C), "gamma": capped_exponent(self.log_gamma, "gamma"), "A": e(self.log_A),
+                "alpha": capped_exponent(self.log_alpha, "alpha"), "B": e(self.log_B), "beta": capped_exponent(self.log_beta, "beta")}
 
     def __call__(self, mixture, model_size, n_tokens):
         A_h = jnp.exp(self.log_A) @ mixture
         B_h = jnp.exp(self.log_B) @ mixture
-        size = A_h * jnp.exp(-_capped(self.log_alpha, "alpha") * jnp.log(model_size))
-        data = B_h * jnp.exp(-_capped(self.log_beta, "beta") * jnp.log(n_tokens))
+        size = A_h * jnp.exp(-capped_exponent(self.log_alpha, "alpha") * jnp.log(model_size))
+        data = B_h * jnp.exp(-capped_exponent(self.log_beta, "beta") * jnp.log(n_tokens))
         return jnp.exp(self.log_E) + _mixture_term(self.log_C, self.log_gamma, mixture) + size + data
 
     def linear_basis(self, mixture, model_size, n_tokens):
         """``base = M_v(h) + A_v(h) N^-alpha_v + B_v(h) D^-beta_v`` and the column ``[1]`` of E."""
         A_h = jnp.exp(self.log_A) @ mixture
         B_h = jnp.exp(self.log_B) @ mixture
-        size = A_h * jnp.exp(-_capped(self.log_alpha, "alpha") * jnp.log(model_size))
-        data = B_h * jnp.exp(-_capped(self.log_beta, "beta") * jnp.log(n_tokens))
+        size = A_h * jnp.exp(-capped_exponent(self.log_alpha, "alpha") * jnp.log(model_size))
+        data = B_h * jnp.exp(-capped_exponent(self.log_beta, "beta") * jnp.log(n_tokens))
         base = _mixture_term(self.log_C, self.log_gamma, mixture) + size + data
         return base, jnp.ones_like(base)[:, None]
 

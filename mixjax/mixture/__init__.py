@@ -45,11 +45,6 @@ from .setup import DegenerateOptimumWarning
 from .simplex import project_capped_simplex, project_capped_simplex_kl, project_phase_ball
 from .solver import MixtureConfig, SimplexDescent
 
-# private helpers that mixjax.calibration imports from here (explicit re-exports, not public)
-from .coverage import _measured_of as _measured_of
-from .coverage import _tv_to_set as _tv_to_set
-from .setup import _setup as _setup
-
 __all__ = [
     "MixtureConfig",
     "MixtureResult",

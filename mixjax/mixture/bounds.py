@@ -21,7 +21,7 @@ class InfeasibleMixtureError(ValueError):
     """The floors and ceilings admit no mixture (the message names the domains at fault)."""
 
 
-def _per_domain(value, K: int, domains: Sequence[str], label: str, default: float) -> np.ndarray:
+def per_domain_vector(value, K: int, domains: Sequence[str], label: str, default: float) -> np.ndarray:
     """A per-domain vector from None, a number, a length-K sequence, or a ``{domain: value}`` mapping."""
     if value is None:
         return np.full(K, default)
@@ -66,8 +66,8 @@ def mixture_bounds(
     names = tuple(domains) if domains is not None else tuple(f"domain{i}" for i in range(K))
     if len(names) != K:
         raise ValueError(f"{len(names)} domain names for {K} domains")
-    lo = _per_domain(floors, K, names, "floors", 0.0)
-    hi = _per_domain(ceilings, K, names, "ceilings", 1.0)
+    lo = per_domain_vector(floors, K, names, "floors", 0.0)
+    hi = per_domain_vector(ceilings, K, names, "ceilings", 1.0)
     for arr, label in ((lo, "floor"), (hi, "ceiling")):
         neg = np.flatnonzero(arr < 0)
         if neg.size:
@@ -80,11 +80,11 @@ def mixture_bounds(
     if unique_tokens is not None:
         if n_tokens is None or not (math.isfinite(n_tokens) and n_tokens > 0):
             raise ValueError(f"unique_tokens needs the training token count n_tokens > 0, got {n_tokens!r}")
-        U = _per_domain(unique_tokens, K, names, "unique_tokens", np.inf)
+        U = per_domain_vector(unique_tokens, K, names, "unique_tokens", np.inf)
         if (U < 0).any():
             i = int(np.flatnonzero(U < 0)[0])
             raise ValueError(f"unique_tokens of domain {names[i]!r} is {U[i]!r}; expected >= 0")
-        E = 1.0 if max_epochs is None else _per_domain(max_epochs, K, names, "max_epochs", 1.0)
+        E = 1.0 if max_epochs is None else per_domain_vector(max_epochs, K, names, "max_epochs", 1.0)
         if np.any(np.asarray(E) <= 0):
             raise ValueError(f"max_epochs must be > 0, got {max_epochs!r}")
         avail = np.asarray(E) * U / float(n_tokens)

@@ -43,7 +43,7 @@ import numpy as np
 from .. import _engine
 from ..results import Status
 from .phases import PhaseProblem
-from .simplex import _project_batch, _project_kl_batch
+from .simplex import project_batch, project_kl_batch
 from .solver import MixtureConfig, SimplexDescent
 
 __all__ = ["CONSTRAINT_TOL", "TRUST_CANDIDATES"]
@@ -287,12 +287,12 @@ def _centre_starts(prob: PhaseProblem, n: int, seed: int, dtype, init=None) -> n
         draws = rng.dirichlet(np.ones(K), size=n)
         draws[0] = 1.0 / K
         draws = 0.98 * draws + 0.02 / K
-        w = _project_kl_batch(jnp.log(jnp.asarray(draws, dtype)), jnp.asarray(prob.lower[p], dtype), jnp.asarray(prob.upper[p], dtype))
+        w = project_kl_batch(jnp.log(jnp.asarray(draws, dtype)), jnp.asarray(prob.lower[p], dtype), jnp.asarray(prob.upper[p], dtype))
         out[:, p * K : (p + 1) * K] = np.asarray(w) * prob.shares[p]
     if init is not None:
         z = prob.blocks(np.asarray(init, np.float64).reshape(-1))
         for p in range(P):
-            w = _project_batch(jnp.asarray(z[None, p * K : (p + 1) * K] / prob.shares[p], dtype), jnp.asarray(prob.lower[p], dtype),
+            w = project_batch(jnp.asarray(z[None, p * K : (p + 1) * K] / prob.shares[p], dtype), jnp.asarray(prob.lower[p], dtype),
                                jnp.asarray(prob.upper[p], dtype))
             out[0, p * K : (p + 1) * K] = np.asarray(w[0]) * prob.shares[p]
     return out
@@ -308,7 +308,7 @@ def _toward(prob: PhaseProblem, centre: np.ndarray, target: np.ndarray, r: float
     out = np.empty_like(z)
     for p in range(P):
         blk = slice(p * K, (p + 1) * K)
-        w = _project_batch(jnp.asarray(z[None, blk] / prob.shares[p], dtype), jnp.asarray(prob.lower[p], dtype), jnp.asarray(prob.upper[p], dtype))
+        w = project_batch(jnp.asarray(z[None, blk] / prob.shares[p], dtype), jnp.asarray(prob.lower[p], dtype), jnp.asarray(prob.upper[p], dtype))
         out[blk] = np.asarray(w[0]) * prob.shares[p]
     return out
 
@@ -347,11 +347,11 @@ def _penalized(out, prob: PhaseProblem) -> np.ndarray:
     return out["J"] + (prob.kl_penalty * out["kl"] if prob.kl_penalty > 0 else 0.0)
 
 
-def _tile_law(law, n: int):
+def tile_law(law, n: int):
     return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n,) + x.shape) if eqx.is_array(x) else x, law)
 
 
-def _solve_problem(laws, R: int, prob: PhaseProblem, H_blocks, N, D, w, fn, cfg, starts, seed, dtype, init=None):
+def solve_constrained(laws, R: int, prob: PhaseProblem, H_blocks, N, D, w, fn, cfg, starts, seed, dtype, init=None):
     """Best feasible optimum of each of R member laws (batched, leading axis R): stage 1 from ``starts`` start
     mixtures without the trust region; stage 2, for members whose optimum lies farther than the radius from every
     measured mixture, within the ball of each of the ``trust_candidates`` measured mixtures nearest that optimum.

@@ -59,7 +59,7 @@ def measured_mixtures(measured, n_domains: int | None = None) -> np.ndarray:
     return H[np.sort(first)]
 
 
-def _tv_to_set(points: np.ndarray, H: np.ndarray, chunk: int = 256) -> np.ndarray:
+def tv_distances(points: np.ndarray, H: np.ndarray, chunk: int = 256) -> np.ndarray:
     """(p, m) total-variation distances 0.5 * sum |a - b|, computed in chunks of ``points``."""
     out = np.empty((points.shape[0], H.shape[0]))
     for i in range(0, points.shape[0], chunk):
@@ -67,11 +67,11 @@ def _tv_to_set(points: np.ndarray, H: np.ndarray, chunk: int = 256) -> np.ndarra
     return out
 
 
-def _typical_spacing(H: np.ndarray) -> float:
+def measured_spacing(H: np.ndarray) -> float:
     """Median over the distinct measured mixtures of the TV distance to the nearest other one (NaN if m < 2)."""
     if H.shape[0] < 2:
         return math.nan
-    d = _tv_to_set(H, H)
+    d = tv_distances(H, H)
     np.fill_diagonal(d, np.inf)
     return float(np.median(d.min(axis=1)))
 
@@ -121,9 +121,9 @@ def measured_coverage(mixture, measured, *, domains: Sequence[str] | None = None
     H = measured_mixtures(measured, K)
     low, high = H.min(axis=0), H.max(axis=0)
     outside = np.maximum(np.maximum(low - h, h - high), 0.0)
-    d = _tv_to_set(h[None], H)[0]
+    d = tv_distances(h[None], H)[0]
     j = int(np.argmin(d))
-    spacing = _typical_spacing(H) if typical_spacing is None else float(typical_spacing)
+    spacing = measured_spacing(H) if typical_spacing is None else float(typical_spacing)
     reasons = []
     far = np.flatnonzero(outside > margin)
     if far.size:
@@ -137,18 +137,18 @@ def measured_coverage(mixture, measured, *, domains: Sequence[str] | None = None
                             reasons=tuple(reasons))
 
 
-def _measured_of(obj):
+def measured_of(obj):
     """Measured mixtures carried by a law container (a dataset as ``.data``, or a bootstrap's training arrays), or
     None."""
     data = getattr(obj, "data", None)
     if data is not None and hasattr(data, "mixtures"):
         return data.mixtures
-    arrays = getattr(obj, "_arrays", None)
+    arrays = getattr(obj, "training_arrays", None)
     h = getattr(arrays, "h", None)
     return None if h is None else np.asarray(h)
 
 
-def _within_measured(lo, hi, H, domains):
+def within_measured_bounds(lo, hi, H, domains):
     """Floors/ceilings intersected with the measured per-domain ranges; InfeasibleMixtureError if empty."""
     mlo, mhi = H.min(axis=0), H.max(axis=0)
     lo2, hi2 = np.maximum(lo, mlo), np.minimum(hi, mhi)

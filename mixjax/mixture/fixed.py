@@ -45,7 +45,7 @@ def _perturbed(law, draw: int, seed: int):
     return jax.tree_util.tree_map(move, law)
 
 
-def _fixed_check(solve, law, mixture, value, lo, hi, seed, dtype):
+def fixed_by_law_check(solve, law, mixture, value, lo, hi, seed, dtype):
     """(fixed: bool | None, message) for one law: re-solve for perturbed laws (``solve(law) -> (mixture, value,
     ok)``) and compare the optima (module docstring)."""
     tol = FIXED_OPTIMUM_TOL["float32" if jnp.dtype(dtype) == jnp.float32 else "float64"]
@@ -72,7 +72,7 @@ def _fixed_check(solve, law, mixture, value, lo, hi, seed, dtype):
         "(max per domain); it reflects the objective's target weighting and the bounds")
 
 
-def _fixed_across_members(mixtures, values, dtype):
+def fixed_across_members(mixtures, values, dtype):
     """(fixed: bool | None, message) from an ensemble's usable members' optima."""
     if mixtures.shape[0] < 2:
         return None, "not applicable: fewer than two usable members"

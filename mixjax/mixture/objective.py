@@ -16,12 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..laws import AbstractLaw
-from .bounds import _per_domain
+from .bounds import per_domain_vector
 
 __all__ = ["objective_spec", "mixture_objective"]
 
 
-class _Weighted(eqx.Module):
+class WeightedObjective(eqx.Module):
     """J(L) = sum_j w_j L_j (w normalized to sum 1): mean, weighted mean or a single target."""
 
     def __call__(self, losses, w):
@@ -63,29 +63,29 @@ def objective_spec(V: int, objective, target_weights, target, targets: Sequence[
             j = names.index(target)
         w = np.zeros(V)
         w[j] = 1.0
-        return _Weighted(), w, f"loss of target {names[j]}"
+        return WeightedObjective(), w, f"loss of target {names[j]}"
     if target_weights is not None:
-        w = _per_domain(target_weights, V, names, "target_weights", 0.0)
+        w = per_domain_vector(target_weights, V, names, "target_weights", 0.0)
         if (w < 0).any() or not np.isfinite(w).all() or w.sum() <= 0:
             raise ValueError(f"target_weights must be finite, >= 0 and not all 0, got {w.tolist()}")
-        return _Weighted(), w / w.sum(), "weighted mean loss (" + ", ".join(f"{n}={x:.3g}" for n, x in zip(names, w / w.sum())) + ")"
+        return WeightedObjective(), w / w.sum(), "weighted mean loss (" + ", ".join(f"{n}={x:.3g}" for n, x in zip(names, w / w.sum())) + ")"
     if objective != "mean":
         raise ValueError(f"objective={objective!r} needs {'target' if objective == 'target' else 'target_weights'}")
-    return _Weighted(), np.full(V, 1.0 / V), f"mean loss over {V} targets"
+    return WeightedObjective(), np.full(V, 1.0 / V), f"mean loss over {V} targets"
 
 
 def mixture_objective(law: AbstractLaw, *, model_size=1.0, n_tokens=1.0, objective="mean", target_weights=None, target=None, targets=None):
     """The scalar function ``h -> J(law(h, N, D))`` that :func:`optimize_mixture` minimizes (differentiable with
     ``jax.grad``; N in millions of parameters, D in billions of tokens)."""
     law = getattr(law, "law", law)
-    V = jax.eval_shape(law, jnp.zeros(_n_domains(law)), jnp.asarray(1.0), jnp.asarray(1.0)).shape[0]
+    V = jax.eval_shape(law, jnp.zeros(n_domains_of(law)), jnp.asarray(1.0), jnp.asarray(1.0)).shape[0]
     fn, w, _ = objective_spec(V, objective, target_weights, target, targets)
     w = jnp.asarray(w)
     N, D = jnp.asarray(float(model_size)), jnp.asarray(float(n_tokens))
     return lambda h: fn(law(h, N, D), w)
 
 
-def _n_domains(law) -> int:
+def n_domains_of(law) -> int:
     """K for a law: its ``n_domains`` if it has one, else the trailing parameter size that the law accepts as a
     mixture length (tried by shape evaluation, most common size first)."""
     n = getattr(law, "n_domains", None)

@@ -28,15 +28,15 @@ from ..results import FitFailedError, Solution, Status
 from ..units import Scale, scale_arguments
 from .bounds import InfeasibleMixtureError
 from . import constrained as constrained_search
-from .constrained import _solve_problem, _tile_law
-from .coverage import ExtrapolationWarning, _measured_of, _tv_to_set, _typical_spacing, measured_coverage
-from .fixed import FixedOptimumWarning, _fixed_across_members, _fixed_check
-from .phases import PhaseProblem, _phases_of
+from .constrained import solve_constrained, tile_law
+from .coverage import ExtrapolationWarning, measured_of, tv_distances, measured_spacing, measured_coverage
+from .fixed import FixedOptimumWarning, fixed_across_members, fixed_by_law_check
+from .phases import PhaseProblem, phases_of
 from .results import MixtureEnsemble, MixtureResult
-from .objective import _Weighted
-from .setup import MixtureProblem, _first, _problem, _scale_report, _unpack, _warn_degenerate
+from .objective import WeightedObjective
+from .setup import MixtureProblem, first_member, mixture_problem, scale_report, unpack_law, warn_degenerate
 from .spec import accepts_spec
-from .solver import _best, _solve_ensemble, _solve_starts, _starts
+from .solver import best_start, solve_ensemble, solve_starts, initial_mixtures
 
 __all__ = ["optimize_mixture", "optimize_mixture_ensemble"]
 
@@ -117,11 +117,11 @@ def optimize_mixture(
     """
     model_size, n_tokens, raw_model_size, raw_n_tokens = scale_arguments(scale, model_size, n_tokens, raw_model_size, raw_n_tokens)
     if measured is None:
-        measured = _measured_of(law)
+        measured = measured_of(law)
     constrained = _wants_constrained(law, measured, phase_shares, prior, kl_penalty, max_kl, trust_radius)
     source = law
-    law, domains, targets = _unpack(law, domains, targets)
-    s = _problem(source, law, domains, targets, measured, constrained=constrained,
+    law, domains, targets = unpack_law(law, domains, targets)
+    s = mixture_problem(source, law, domains, targets, measured, constrained=constrained,
                  model_size=model_size, n_tokens=n_tokens, raw_model_size=raw_model_size, raw_n_tokens=raw_n_tokens,
                  objective=objective, target_weights=target_weights, target=target, floors=floors, ceilings=ceilings,
                  unique_tokens=unique_tokens, max_epochs=max_epochs, method=method, steps=steps, step_size=step_size,
@@ -129,14 +129,14 @@ def optimize_mixture(
                  trust_radius=trust_radius)
     if constrained:
         return _optimize_constrained(law, source, s, starts=starts, seed=seed, init=init, throw=throw)
-    _warn_degenerate(law, s.lo, s.hi, s.size_given, s.tokens_given)
+    warn_degenerate(law, s.lo, s.hi, s.size_given, s.tokens_given)
     dt = s.dtype
     lo, hi = jnp.asarray(s.lo, dt), jnp.asarray(s.hi, dt)
-    h0 = _starts(s.K, starts, seed, s.lo, s.hi, init, dt)
+    h0 = initial_mixtures(s.K, starts, seed, s.lo, s.hi, init, dt)
     args = (h0, lo, hi, jnp.asarray(s.N, dt), jnp.asarray(s.D, dt), jnp.asarray(s.w, dt), s.fn, s.cfg)
-    out = jax.tree_util.tree_map(np.asarray, _solve_starts(law, *args))
+    out = jax.tree_util.tree_map(np.asarray, solve_starts(law, *args))
     sol = out.solution
-    i = int(_best(sol.value, sol.status))
+    i = int(best_start(sol.value, sol.status))
     status = Status(int(sol.status[i]))
     if throw and status == Status.nonfinite:
         raise FitFailedError(f"every one of {starts} starts gave a non-finite objective at N={s.N:g}M, D={s.D:g}B; check the law's parameters")
@@ -145,7 +145,7 @@ def optimize_mixture(
         mixture=sol.y[i], losses=out.losses[i], value=float(sol.value[i]), status=status, num_steps=int(sol.num_steps[i]),
         kkt_residual=float(sol.rel_grad[i] * abs(sol.value[i])), starts=sol,
         lower=s.lo, upper=s.hi, domains=s.domains, targets=s.targets, model_size=s.N, n_tokens=s.D,
-        objective=s.desc, config=s.cfg, scale_extrapolation=_scale_report(source, law, s.N, s.D),
+        objective=s.desc, config=s.cfg, scale_extrapolation=scale_report(source, law, s.N, s.D),
     )
     if status == Status.nonfinite:
         return res
@@ -156,11 +156,11 @@ def optimize_mixture(
     if check_fixed:
 
         def solve(law_p):
-            o = jax.tree_util.tree_map(np.asarray, _solve_starts(law_p, *args)).solution
-            j = int(_best(o.value, o.status))
+            o = jax.tree_util.tree_map(np.asarray, solve_starts(law_p, *args)).solution
+            j = int(best_start(o.value, o.status))
             return o.y[j], float(o.value[j]), bool(o.status[j] != int(Status.nonfinite) and np.isfinite(o.value[j]))
 
-        res.optimum_fixed_by_law, res.fixed_message = _fixed_check(solve, law, res.mixture, res.value, s.lo, s.hi, seed, dt)
+        res.optimum_fixed_by_law, res.fixed_message = fixed_by_law_check(solve, law, res.mixture, res.value, s.lo, s.hi, seed, dt)
         if res.optimum_fixed_by_law:
             warnings.warn(res.fixed_message, FixedOptimumWarning, stacklevel=2)
     return res
@@ -222,9 +222,9 @@ def optimize_mixture_ensemble(
     model_size, n_tokens, raw_model_size, raw_n_tokens = scale_arguments(scale, model_size, n_tokens, raw_model_size, raw_n_tokens)
     source = laws
     if measured is None:
-        measured = _measured_of(laws)
+        measured = measured_of(laws)
     constrained = _wants_constrained(laws, measured, phase_shares, prior, kl_penalty, max_kl, trust_radius) or (
-        point is not None and _phases_of(point)[0] is not None)
+        point is not None and phases_of(point)[0] is not None)
     if hasattr(laws, "laws") and not isinstance(laws, AbstractLaw):
         if ok is None and hasattr(laws, "ok"):
             ok = laws.ok
@@ -250,7 +250,7 @@ def optimize_mixture_ensemble(
     if good.size and not ok.all():
         ref = int(good[0])
         laws = jax.tree_util.tree_map(lambda x: jnp.where(jnp.asarray(ok).reshape((R,) + (1,) * (x.ndim - 1)), x, x[ref]) if eqx.is_inexact_array(x) else x, laws)
-    s = _problem(source if point is None else point, _first(laws), domains, targets, measured, constrained=constrained,
+    s = mixture_problem(source if point is None else point, first_member(laws), domains, targets, measured, constrained=constrained,
                  model_size=model_size, n_tokens=n_tokens, raw_model_size=raw_model_size, raw_n_tokens=raw_n_tokens,
                  objective=objective, target_weights=target_weights, target=target, floors=floors, ceilings=ceilings,
                  unique_tokens=unique_tokens, max_epochs=max_epochs, method=method, steps=steps, step_size=step_size,
@@ -272,9 +272,9 @@ def optimize_mixture_ensemble(
     dt = s.dtype
     h0 = _member_starts(s, laws, starts, member_starts, seed)
     lo, hi = jnp.asarray(s.lo, dt), jnp.asarray(s.hi, dt)
-    out = _solve_ensemble(laws, h0, lo, hi, jnp.asarray(s.N, dt), jnp.asarray(s.D, dt), jnp.asarray(s.w, dt), s.fn, s.cfg)
+    out = solve_ensemble(laws, h0, lo, hi, jnp.asarray(s.N, dt), jnp.asarray(s.D, dt), jnp.asarray(s.w, dt), s.fn, s.cfg)
     out = jax.tree_util.tree_map(np.asarray, out)
-    idx = _best(out.solution.value, out.solution.status)
+    idx = best_start(out.solution.value, out.solution.status)
     pick = lambda a: np.take_along_axis(a, idx.reshape((R, 1) + (1,) * (a.ndim - 2)), axis=1)[:, 0]  # noqa: E731
     best = jax.tree_util.tree_map(pick, out)
     members, status, values = best.solution, best.solution.status, best.solution.value
@@ -293,14 +293,14 @@ def optimize_mixture_ensemble(
         domains=s.domains, targets=s.targets, model_size=s.N, n_tokens=s.D, objective=s.desc, point=pt,
     )
     if s.H is not None:
-        sp = _typical_spacing(s.H)
+        sp = measured_spacing(s.H)
         ens.member_extrapolation = np.array(
             [bool(u) and measured_coverage(m, s.H, typical_spacing=sp).extrapolation for m, u in zip(mixtures, usable)])
         if pt is None and ens.member_extrapolation[usable].any():
             warnings.warn(f"{int(ens.member_extrapolation[usable].sum())} of {int(usable.sum())} members' optimal mixtures "
                           "extrapolate beyond the measured mixtures", ExtrapolationWarning, stacklevel=2)
     if check_fixed:
-        ens.optimum_fixed_by_law, ens.fixed_message = _fixed_across_members(mixtures[usable], values[usable], dt)
+        ens.optimum_fixed_by_law, ens.fixed_message = fixed_across_members(mixtures[usable], values[usable], dt)
         if ens.optimum_fixed_by_law and not (pt is not None and pt.optimum_fixed_by_law):
             warnings.warn(ens.fixed_message, FixedOptimumWarning, stacklevel=2)
     return ens
@@ -321,12 +321,12 @@ def _check_on_simplex(H, lo, hi, dtype, usable=None) -> None:
 
 
 def _member_starts(s: MixtureProblem, law, starts: int, member_starts: int | None, seed: int) -> jax.Array:
-    """Starting mixtures of every member (:func:`_starts`: the uniform mixture, then Dirichlet draws):
+    """Starting mixtures of every member (:func:`initial_mixtures`: the uniform mixture, then Dirichlet draws):
     ``member_starts`` of them, by default ``starts``, or 1 (the uniform mixture) for a law convex in the mixture
     under a weighted-mean objective, whose one minimum any start reaches."""
     if member_starts is None:
-        member_starts = 1 if type(law).convex_in_mixture and isinstance(s.fn, _Weighted) else starts
-    return _starts(s.K, int(member_starts), seed, s.lo, s.hi, None, s.dtype)
+        member_starts = 1 if type(law).convex_in_mixture and isinstance(s.fn, WeightedObjective) else starts
+    return initial_mixtures(s.K, int(member_starts), seed, s.lo, s.hi, None, s.dtype)
 
 
 def _wants_constrained(law, measured, phase_shares, prior, kl_penalty, max_kl, trust_radius) -> bool:
@@ -334,7 +334,7 @@ def _wants_constrained(law, measured, phase_shares, prior, kl_penalty, max_kl, t
         return True
     if phase_shares is not None and len(np.atleast_1d(phase_shares)) > 1:
         return True
-    return _phases_of(law, measured)[0] is not None
+    return phases_of(law, measured)[0] is not None
 
 
 def _active(prob: PhaseProblem, epochs, kl, dist, lo_flat, hi_flat, h, domains) -> dict[str, Any]:
@@ -367,9 +367,9 @@ def _start_solution(res, prob) -> Solution:
 def _optimize_constrained(law, source, s: MixtureProblem, *, starts, seed, init, throw) -> MixtureResult:
     """:func:`optimize_mixture` with phases, repetition caps, KL terms or a trust region (``s.prob``)."""
     prob, dt = s.prob, s.dtype
-    _warn_degenerate(law, s.lo, s.hi, s.size_given, s.tokens_given and prob.unique_tokens is None)
+    warn_degenerate(law, s.lo, s.hi, s.size_given, s.tokens_given and prob.unique_tokens is None)
     Hb = None if s.H is None else prob.blocks(s.H)
-    res, ok, used_trust = _solve_problem(_tile_law(law, 1), 1, prob, Hb, s.N, s.D, s.w, s.fn, s.cfg, starts, seed, dt, init)
+    res, ok, used_trust = solve_constrained(tile_law(law, 1), 1, prob, Hb, s.N, s.D, s.w, s.fn, s.cfg, starts, seed, dt, init)
     one = {k: v[0] for k, v in res.items()}
     status = Status(int(one["status"]))
     if not ok[0]:
@@ -392,12 +392,12 @@ def _optimize_constrained(law, source, s: MixtureProblem, *, starts, seed, init,
     _check_on_simplex(h, s.lo, s.hi, dt)
     epochs = prob.epochs(z)
     kl = prob.kl(z)
-    dist = None if s.H is None else float(_tv_to_set(h[None], s.H)[0].min())
+    dist = None if s.H is None else float(tv_distances(h[None], s.H)[0].min())
     result = MixtureResult(
         mixture=h, losses=one["losses"], value=float(one["J"]), status=status,
         num_steps=int(one["num_steps"]), kkt_residual=float(one["kkt"]), starts=_start_solution(res, prob), lower=s.lo, upper=s.hi, domains=s.domains, targets=s.targets,
         model_size=s.N, n_tokens=s.D, objective=s.desc, config=s.cfg,
-        scale_extrapolation=_scale_report(source, law, s.N, s.D), problem=prob,
+        scale_extrapolation=scale_report(source, law, s.N, s.D), problem=prob,
         phase_mixtures=z.reshape(prob.lower.shape) / prob.shares[:, None], epochs=epochs,
         kl_to_prior=None if kl is None else float(kl), nearest_measured_distance=dist,
         penalized_value=float(one["J"] + prob.kl_penalty * (kl or 0.0)),
@@ -417,7 +417,7 @@ def _optimize_constrained_ensemble(laws, R, ok, s: MixtureProblem, *, starts, se
     the point estimate."""
     prob, dt = s.prob, s.dtype
     Hb = None if s.H is None else prob.blocks(s.H)
-    res, feasible, _ = _solve_problem(laws, R, prob, Hb, s.N, s.D, s.w, s.fn, s.cfg, starts, seed, dt)
+    res, feasible, _ = solve_constrained(laws, R, prob, Hb, s.N, s.D, s.w, s.fn, s.cfg, starts, seed, dt)
     usable = ok & feasible & (res["status"] != int(Status.nonfinite))
     Z = res["z"]
     mixtures = prob.flat(Z)
@@ -426,10 +426,10 @@ def _optimize_constrained_ensemble(laws, R, ok, s: MixtureProblem, *, starts, se
         members=Solution(mixtures, res["J"], res["status"], res["num_steps"], _relative(res["kkt"], res["J"])), losses=res["losses"], ok=usable, lower=s.lo, upper=s.hi,
         domains=s.domains, targets=s.targets, model_size=s.N, n_tokens=s.D, objective=s.desc, problem=prob,
         phase_mixtures=Z.reshape((R,) + prob.lower.shape) / prob.shares[None, :, None], epochs=prob.epochs(Z), kl_to_prior=prob.kl(Z),
-        nearest_measured_distance=None if s.H is None else _tv_to_set(mixtures, s.H).min(axis=1),
+        nearest_measured_distance=None if s.H is None else tv_distances(mixtures, s.H).min(axis=1),
     )
     if s.H is not None:
-        sp = _typical_spacing(s.H)
+        sp = measured_spacing(s.H)
         ens.member_extrapolation = np.array(
             [bool(u) and measured_coverage(m, s.H, typical_spacing=sp).extrapolation for m, u in zip(mixtures, usable)])
     ens.fixed_message = "not checked: the check applies to searches without phases, KL terms or a trust region"

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .bounds import InfeasibleMixtureError, _per_domain
+from .bounds import InfeasibleMixtureError, per_domain_vector
 
 __all__ = ["PhaseProblem", "phase_problem", "PhasedMixtureError", "check_single_phase"]
 
@@ -232,11 +232,11 @@ def phase_problem(
     if unique_tokens is not None:
         if n_tokens is None or not (math.isfinite(n_tokens) and n_tokens > 0):
             raise ValueError(f"unique_tokens needs the target token count n_tokens > 0, got {n_tokens!r}")
-        U = _per_domain(unique_tokens, K, base, "unique_tokens", np.inf)
+        U = per_domain_vector(unique_tokens, K, base, "unique_tokens", np.inf)
         if (U <= 0).any():
             i = int(np.flatnonzero(U <= 0)[0])
             raise ValueError(f"unique_tokens of domain {base[i]!r} is {U[i]!r}; expected > 0")
-        E = _per_domain(max_epochs, K, base, "max_epochs", 1.0)
+        E = per_domain_vector(max_epochs, K, base, "max_epochs", 1.0)
         if (E <= 0).any():
             raise ValueError(f"max_epochs must be > 0, got {max_epochs!r}")
         tokens = float(n_tokens)
@@ -294,7 +294,7 @@ def phase_problem(
                         trust_radius=None if trust_radius is None else float(trust_radius))
 
 
-def _phases_of(*sources):
+def phases_of(*sources):
     """(phases, shares) recorded by a fit, a bootstrap result or a table among ``sources``, or (None, None)."""
     for src in sources:
         if src is None:
@@ -309,7 +309,7 @@ def _phases_of(*sources):
     return None, None
 
 
-def _unique_tokens_of(*sources):
+def unique_tokens_of(*sources):
     """Raw unique-token counts (K,) carried by a table among ``sources`` (or its ``.data``), or None."""
     for src in sources:
         for obj in (src, getattr(src, "data", None)):

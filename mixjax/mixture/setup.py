@@ -1,6 +1,6 @@
 """What a mixture search needs besides the law's parameter values, built once per call from the entry points' arguments.
 
-:class:`MixtureProblem` (one function builds it, :func:`_problem`, for both entry points and both kinds of search):
+:class:`MixtureProblem` (one function builds it, :func:`mixture_problem`, for both entry points and both kinds of search):
 the domain and target names (K and V, also read from a ``Fit`` or an ensemble), the scale (N in millions of
 parameters, D in billions of tokens, or raw counts), the objective (:mod:`mixjax.mixture.objective`), the bounds
 (:mod:`mixjax.mixture.bounds`, or the per-phase set of :mod:`mixjax.mixture.phases` with ``lo_k = s_p lo_pk``
@@ -26,15 +26,15 @@ from ..laws import AbstractLaw
 from ..laws._base import mixture_frame
 from ..units import (TOKENS_UNIT, law_scale, ScaleExtrapolationWarning, check_scale, extrapolation_message, model_size_from_law, tokens_from_law)
 from .bounds import InfeasibleMixtureError, mixture_bounds
-from .coverage import _within_measured, measured_mixtures
-from .objective import _n_domains, objective_spec
-from .phases import PhaseProblem, _phases_of, _unique_tokens_of, phase_problem
+from .coverage import within_measured_bounds, measured_mixtures
+from .objective import n_domains_of, objective_spec
+from .phases import PhaseProblem, phases_of, unique_tokens_of, phase_problem
 from .solver import MixtureConfig
 
 __all__ = ["MixtureProblem", "DegenerateOptimumWarning"]
 
 
-def _unpack(law, domains, targets):
+def unpack_law(law, domains, targets):
     """(law, domains, targets) from a law, a ``Fit`` or an ensemble object carrying names."""
     info = getattr(law, "info", None)
     if isinstance(info, dict):
@@ -61,7 +61,7 @@ def _scale(law, model_size, n_tokens, raw_model_size, raw_n_tokens):
     return (1.0 if model_size is None else float(model_size)), (1.0 if n_tokens is None else float(n_tokens))
 
 
-def _scale_report(source, law, N: float, D: float) -> dict | None:
+def scale_report(source, law, N: float, D: float) -> dict | None:
     """Where the scale (N millions, D billions) lies against the scales ``source`` (a :class:`mixjax.Fit`) was fitted
     on, for the scales the law uses; warns on a far extrapolation. None when ``source`` records no fitted scales."""
     report_of = getattr(source, "scale_extrapolation", None)
@@ -79,7 +79,7 @@ def _scale_report(source, law, N: float, D: float) -> dict | None:
 
 @dataclasses.dataclass(frozen=True)
 class MixtureProblem:
-    """A mixture search apart from the law's parameter values, checked, built once per call by :func:`_problem`.
+    """A mixture search apart from the law's parameter values, checked, built once per call by :func:`mixture_problem`.
 
     ``K`` domains named ``domains``, V targets named ``targets``; the scale ``N`` (millions of parameters) and ``D``
     (billions of tokens), with ``size_given`` / ``tokens_given`` saying whether the caller gave each; the law's
@@ -106,23 +106,23 @@ class MixtureProblem:
     prob: PhaseProblem | None = None
 
 
-def _first(laws):
+def first_member(laws):
     """Member 0 of a batched law (leading axis on every array)."""
     return jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, laws)
 
 
-def _problem(source, law1, domains, targets, measured, *, constrained: bool, model_size, n_tokens, raw_model_size, raw_n_tokens,
+def mixture_problem(source, law1, domains, targets, measured, *, constrained: bool, model_size, n_tokens, raw_model_size, raw_n_tokens,
              objective, target_weights, target, floors, ceilings, unique_tokens, max_epochs, method, steps, step_size,
              within_measured=False, phase_shares=None, prior=None, kl_penalty=None, max_kl=None, trust_radius=None) -> MixtureProblem:
     """The :class:`MixtureProblem` of a search with the law ``law1`` (one member of an ensemble) from the entry points'
     arguments. ``constrained``: the per-phase feasible set (:func:`phase_problem`; phases and unique tokens also read
     from ``source`` and ``measured``) instead of per-domain bounds (:func:`mixture_bounds`, ``within_measured``)."""
-    K = len(domains) if domains is not None else _n_domains(law1)
+    K = len(domains) if domains is not None else n_domains_of(law1)
     domains = tuple(domains) if domains is not None else tuple(f"domain{i}" for i in range(K))
     if len(domains) != K:
         raise ValueError(f"{len(domains)} domain names for a law of {K} domains")
     if constrained:
-        phases, shares = _phases_of(source, measured)
+        phases, shares = phases_of(source, measured)
         if phase_shares is not None:
             shares = phase_shares
     N, D = _scale(law1, model_size, n_tokens, raw_model_size, raw_n_tokens)
@@ -136,7 +136,7 @@ def _problem(source, law1, domains, targets, measured, *, constrained: bool, mod
     tokens_given = n_tokens is not None or raw_n_tokens is not None
     prob = None
     if constrained:
-        data_U = _unique_tokens_of(measured, source)
+        data_U = unique_tokens_of(measured, source)
         natural = None if data_U is None else data_U
         if unique_tokens is None and max_epochs is not None and data_U is not None:
             unique_tokens = data_U * unit / TOKENS_UNIT  # the table's raw counts, in the units of the token count given
@@ -163,7 +163,7 @@ def _problem(source, law1, domains, targets, measured, *, constrained: bool, mod
     elif within_measured:
         if H is None:
             raise ValueError("within_measured=True needs the measured mixtures: pass measured= (an (n, K) array or the training data)")
-        lo, hi = _within_measured(lo, hi, H, domains)
+        lo, hi = within_measured_bounds(lo, hi, H, domains)
     cfg = MixtureConfig(method=method, steps=steps, step_size=step_size)
     if constrained:
         lo = prob.flat((prob.lower * prob.shares[:, None]).reshape(-1))
@@ -173,10 +173,10 @@ def _problem(source, law1, domains, targets, measured, *, constrained: bool, mod
                           prob=prob)
 
 
-def _setup(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_tokens, objective, target_weights, target,
+def problem_fields(law, domains, targets, model_size, n_tokens, raw_model_size, raw_n_tokens, objective, target_weights, target,
            floors, ceilings, unique_tokens, max_epochs, method, steps, step_size, batched, measured=None, within_measured=False):
     """The :class:`MixtureProblem` of a search without phases, as a dict by field name (``law`` batched or not)."""
-    p = _problem(None, _first(law) if batched else law, domains, targets, measured, constrained=False, model_size=model_size,
+    p = mixture_problem(None, first_member(law) if batched else law, domains, targets, measured, constrained=False, model_size=model_size,
                  n_tokens=n_tokens, raw_model_size=raw_model_size, raw_n_tokens=raw_n_tokens, objective=objective,
                  target_weights=target_weights, target=target, floors=floors, ceilings=ceilings, unique_tokens=unique_tokens,
                  max_epochs=max_epochs, method=method, steps=steps, step_size=step_size, within_measured=within_measured)
@@ -187,7 +187,7 @@ class DegenerateOptimumWarning(UserWarning):
     """The answer does not come from the law: the bounds leave one mixture, or the law ignores the scale asked for."""
 
 
-def _warn_degenerate(law, lo, hi, size_given: bool, tokens_given: bool) -> None:
+def warn_degenerate(law, lo, hi, size_given: bool, tokens_given: bool) -> None:
     """Warn when the floors and ceilings alone fix the mixture, or when a scale is given to a law that ignores it."""
     lo, hi = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
     free = int(np.sum(hi - lo > 1e-12))

@@ -216,5 +216,5 @@ def project_phase_ball(u, lo, hi, shares, centre, radius, *, kl: bool, iters: in
     return jnp.where(f0 <= 0, z0, solve_t(tb))
 
 
-_project_kl_batch = jax.jit(jax.vmap(project_capped_simplex_kl, in_axes=(0, None, None)))
-_project_batch = jax.jit(jax.vmap(project_capped_simplex, in_axes=(0, None, None)))
+project_kl_batch = jax.jit(jax.vmap(project_capped_simplex_kl, in_axes=(0, None, None)))
+project_batch = jax.jit(jax.vmap(project_capped_simplex, in_axes=(0, None, None)))

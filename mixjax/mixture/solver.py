@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import _engine
 from ..results import Solution, Status
-from .simplex import _project_batch, _project_kl_batch, project_capped_simplex, project_capped_simplex_kl, project_phase_ball
+from .simplex import project_batch, project_kl_batch, project_capped_simplex, project_capped_simplex_kl, project_phase_ball
 
 __all__ = ["MixtureConfig", "SimplexDescent"]
 
@@ -200,7 +200,7 @@ def _solver(lo, hi, config: MixtureConfig) -> SimplexDescent:
 
 
 @eqx.filter_jit
-def _solve_starts(law, h0, lo, hi, N, D, w, objective, config):
+def solve_starts(law, h0, lo, hi, N, D, w, objective, config):
     sol = _engine.minimize(_solver(lo, hi, config), _value_of_shared_law, h0, jnp.zeros(h0.shape[0], h0.dtype),
                            (law, N, D, w, objective), max_steps=config.steps, ftol=config.ftol, gtol=config.gtol,
                            window=config.patience)
@@ -208,7 +208,7 @@ def _solve_starts(law, h0, lo, hi, N, D, w, objective, config):
 
 
 @eqx.filter_jit
-def _solve_ensemble(laws, h0, lo, hi, N, D, w, objective, config):
+def solve_ensemble(laws, h0, lo, hi, N, D, w, objective, config):
     """Every member law from every start, as one engine batch of R x S members; results shaped (R, S, ...)."""
     R = jax.tree_util.tree_leaves(eqx.filter(laws, eqx.is_array))[0].shape[0]
     S = h0.shape[0]
@@ -220,7 +220,7 @@ def _solve_ensemble(laws, h0, lo, hi, N, D, w, objective, config):
     return jax.tree_util.tree_map(lambda x: x.reshape((R, S) + x.shape[1:]), out)
 
 
-def _starts(K: int, n: int, seed: int, lo, hi, init, dtype) -> jax.Array:
+def initial_mixtures(K: int, n: int, seed: int, lo, hi, init, dtype) -> jax.Array:
     """Start 0: the given ``init`` (projected) or the KL projection of the uniform mixture; then Dirichlet(1)."""
     if n < 1:
         raise ValueError(f"starts must be >= 1, got {n}")
@@ -228,16 +228,16 @@ def _starts(K: int, n: int, seed: int, lo, hi, init, dtype) -> jax.Array:
     draws = rng.dirichlet(np.ones(K), size=n)
     draws[0] = 1.0 / K
     draws = 0.98 * draws + 0.02 / K  # strictly inside, so every coordinate can move multiplicatively
-    h = _project_kl_batch(jnp.log(jnp.asarray(draws, dtype)), jnp.asarray(lo, dtype), jnp.asarray(hi, dtype))
+    h = project_kl_batch(jnp.log(jnp.asarray(draws, dtype)), jnp.asarray(lo, dtype), jnp.asarray(hi, dtype))
     if init is not None:
         h0 = np.asarray(init, np.float64).reshape(-1)
         if h0.shape != (K,) or not np.isfinite(h0).all():
             raise ValueError(f"init must be {K} finite weights, got shape {h0.shape}")
-        first = _project_batch(jnp.asarray(h0[None], dtype), jnp.asarray(lo, dtype), jnp.asarray(hi, dtype))
+        first = project_batch(jnp.asarray(h0[None], dtype), jnp.asarray(lo, dtype), jnp.asarray(hi, dtype))
         h = h.at[0].set(first[0])
     return h
 
 
-def _best(values, status):
+def best_start(values, status):
     v = np.where((status != int(Status.nonfinite)) & np.isfinite(values), values, np.inf)
     return np.argmin(v, axis=-1)
