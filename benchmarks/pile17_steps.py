@@ -1,0 +1,59 @@
+"""How many solver steps do the many-parameter laws need to finish on Pile-17?
+
+Fits each law of ``--laws`` (default: the five with 595-663 parameters on the 17-domain Pile table) to every row of
+``--data`` (default pile17_regmix1b) from ``--starts`` starts (seed 0), once with ``--max-steps`` (default: the
+law's default limit, :func:`mixjax.fitting.default_max_steps`) and once with ``--ceiling`` steps (default 40000).
+Printed per law and limit: seconds (the first call of a law includes compiling it; the limit is a traced value, so
+the second call reuses the program), the best start's objective J, status and steps, and the steps of every start,
+sorted.
+
+    python benchmarks/pile17_steps.py
+    python benchmarks/pile17_steps.py --max-steps 4000          # the limit before it was raised
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import mixjax  # noqa: E402
+
+LAWS = "chinchilla_mixture,chinchilla_mixture_per_target,shukor_mixture,shukor_additive,autoscale"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--laws", default=LAWS)
+    ap.add_argument("--data", default="pile17_regmix1b")
+    ap.add_argument("--starts", type=int, default=8)
+    ap.add_argument("--max-steps", type=int, default=None, help="the first limit (default: the law's default)")
+    ap.add_argument("--ceiling", type=int, default=40000, help="the second limit")
+    args = ap.parse_args(argv)
+    warnings.simplefilter("ignore")  # step-limit and out-of-range warnings: the statuses are printed
+    data = mixjax.load_dataset(args.data)
+    print("| law | parameters | limit | s | J | best start | its steps | steps of every start |")
+    print("|---|---:|---:|---:|---:|---|---:|---|")
+    for law in args.laws.split(","):
+        for limit in (args.max_steps, args.ceiling):
+            t0 = time.perf_counter()
+            f = mixjax.fit(law, data, seed=0, starts=args.starts, throw=False, max_steps=limit)
+            seconds = time.perf_counter() - t0
+            steps = sorted(int(s) for s in np.asarray(f.starts.num_steps))
+            print(f"| {law} | {f.n_params} | {f.config.max_steps} | {seconds:.1f} | {f.loss:.6e} | {f.status.name} | "
+                  f"{f.num_steps} | {', '.join(map(str, steps))} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
