@@ -545,3 +545,21 @@ def test_table_prints_a_coefficient_at_its_bound_as_zero():
     row = [float(np.finfo(np.float64).tiny), float(np.finfo(np.float32).tiny), 1e-30, 2.5e-308, 0.1234567]
     cells = format_table([row], ["a", "b", "c", "d", "e"]).splitlines()[2].split()
     assert cells == ["0", "0", "1e-30", "2.5e-308", "0.1235"]
+
+
+def test_the_max_steps_help_states_the_default_limits():
+    """The ``--max-steps`` help of every command that fits states the limits :func:`default_max_steps` applies (the
+    help is spelled out so that building the parser imports no JAX; this keeps the two in step)."""
+    import argparse
+    import re
+
+    from mixjax.cli import build_parser
+    from mixjax.fitting import default_max_steps
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    helps = {name: next((a.help for a in p._actions if "--max-steps" in a.option_strings), None) for name, p in sub.choices.items()}
+    helps = {name: h for name, h in helps.items() if h is not None}
+    assert {"fit", "optimize", "suggest"} <= set(helps)
+    for name, text in helps.items():
+        numbers = [int(x) for x in re.findall(r"\d+", text)]
+        assert numbers == [default_max_steps(1), default_max_steps(201), 200, default_max_steps(1001), 1000], (name, text)

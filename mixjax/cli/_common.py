@@ -266,6 +266,11 @@ def progress_bar(label: str, *, main: bool = True, json_mode: bool = False, unit
     return ProgressBar(label, unit=unit)
 
 
+#: Help of ``--max-steps`` (the defaults of :func:`mixjax.fitting.default_max_steps`, spelled out so that building
+#: the parser imports no JAX).
+MAX_STEPS_HELP = "solver steps per start of each fit (default: 2000; 20000 for a law with more than 200 parameters, 40000 above 1000)"
+
+
 def add_distributed_options(p) -> None:
     """--coordinator/--num-processes/--process-id: run one command as several processes (``jax.distributed``)."""
     g = p.add_argument_group("several processes", "run the same command in N processes (one per host or per device "

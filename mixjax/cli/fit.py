@@ -6,6 +6,7 @@ import sys
 
 from ._common import (
     CliError,
+    MAX_STEPS_HELP,
     progress_bar,
     add_distributed_options,
     check_output_path,
@@ -45,7 +46,7 @@ def add_solver_options(p, starts: int) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed for starts (and resamples, folds); same seed, same result (default 0)")
     p.add_argument("--objective", default="mse", choices=["mse", "relative", "huber_log"], help="fitting objective (default mse)")
     p.add_argument("--optimizer", default="lbfgs", choices=["lbfgs", "lm", "adam"], help="solver: lbfgs (default), lm (Levenberg-Marquardt) or adam")
-    p.add_argument("--max-steps", type=int, default=None, help="solver steps per start (default: 500, or 1000 for a law with more than 200 parameters)")
+    p.add_argument("--max-steps", type=int, default=None, help=MAX_STEPS_HELP)
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="floating-point precision (default float64)")
 
 

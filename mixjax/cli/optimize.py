@@ -13,7 +13,7 @@ import numpy as np
 from mixjax.units import ScaleError, check_scale
 
 from ._common import CliError, check_output_path, format_table, load_data, parse_count, parse_scale, print_json, select_scale, write_atomic
-from ._common import add_distributed_options, add_phase_shares_option, parse_phase_shares, start_distributed
+from ._common import MAX_STEPS_HELP, add_distributed_options, add_phase_shares_option, parse_phase_shares, start_distributed
 
 
 def add_parser(sub) -> None:
@@ -69,7 +69,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--objective", default="mse", choices=["mse", "relative", "huber_log"], help="fitting objective (default mse)")
     p.add_argument("--optimizer", help="fit optimizer, e.g. lbfgs or adam (default: the fitting engine's default)")
-    p.add_argument("--max-steps", type=int, default=None, help="fit solver steps per start (default: 500, or 1000 for a law with more than 200 parameters)")
+    p.add_argument("--max-steps", type=int, default=None, help=MAX_STEPS_HELP)
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"], help="floating-point precision (default float64)")
     p.add_argument("--plot", metavar="PNG", help="also draw the optimal mixture (with intervals) to this image file")
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON object instead of tables")

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from ._common import CliError, add_distributed_options, format_table, load_data, parse_scale, print_json, select_scale, start_distributed
-from ._common import add_phase_shares_option, parse_phase_shares
+from ._common import MAX_STEPS_HELP, add_phase_shares_option, parse_phase_shares
 from .optimize import parse_bounds
 
 
@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
     p.add_argument("--resamples", type=int, default=32, help="bootstrap resamples (default 32)")
     p.add_argument("--starts", type=int, default=2, help="starts per resample (default 2)")
     p.add_argument("--point-starts", type=int, default=16, help="starts of the full-data fit (default 16)")
-    p.add_argument("--max-steps", type=int, default=None, help="fit solver steps per start (default: 500, or 1000 for a law with more than 200 parameters)")
+    p.add_argument("--max-steps", type=int, default=None, help=MAX_STEPS_HELP)
     p.add_argument("--optimizer", help="fit optimizer, e.g. lbfgs or adam (default: the fitting engine's default)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap and the candidate draws (default 0)")
     p.add_argument("--json", action="store_true", help="print one machine-readable JSON object instead of a table")
