@@ -9,6 +9,8 @@ sorted.
 
     python benchmarks/pile17_steps.py
     python benchmarks/pile17_steps.py --max-steps 4000          # the limit before it was raised
+    python benchmarks/pile17_steps.py --laws autoscale --max-steps 20000 --ceiling 20000 --lanes 2
+                                     # lane refill (FitConfig.lanes): compare the second call's seconds with a run without
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--starts", type=int, default=8)
     ap.add_argument("--max-steps", type=int, default=None, help="the first limit (default: the law's default)")
     ap.add_argument("--ceiling", type=int, default=40000, help="the second limit")
+    ap.add_argument("--lanes", type=int, default=None, help="run each batch through this many lanes with refill")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")  # step-limit and out-of-range warnings: the statuses are printed
     data = mixjax.load_dataset(args.data)
@@ -47,7 +50,7 @@ def main(argv=None) -> int:
     for law in args.laws.split(","):
         for limit in (args.max_steps, args.ceiling):
             t0 = time.perf_counter()
-            f = mixjax.fit(law, data, seed=0, starts=args.starts, throw=False, max_steps=limit)
+            f = mixjax.fit(law, data, seed=0, starts=args.starts, throw=False, max_steps=limit, lanes=args.lanes)
             seconds = time.perf_counter() - t0
             steps = sorted(int(s) for s in np.asarray(f.starts.num_steps))
             print(f"| {law} | {f.n_params} | {f.config.max_steps} | {seconds:.1f} | {f.loss:.6e} | {f.status.name} | "
