@@ -130,6 +130,7 @@ from .mixture import (
     optimize_mixture_ensemble,
 )
 from .mixture.coverage import measured_of, tv_distances
+from .mixture.phases import phases_of
 from .mixture.setup import problem_fields
 from .fitting import best_of, init_starts, solve
 from .problem import prepare, summarize
@@ -497,7 +498,7 @@ def calibrate_optimum(
     """
     if not isinstance(boot, BootstrapResult):
         raise TypeError(f"boot must be a mixjax.BootstrapResult (from mixjax.bootstrap), got {type(boot).__name__}")
-    phases = phases_of(boot)
+    phases = _phases_of(boot)
     if phases is None or candidates is None:
         check_single_phase(boot, measured)  # a phased fit: a pool only (its continuous per-phase optimum is not calibrated)
     level = check_level(boot.level if level is None else level)
@@ -651,13 +652,12 @@ def calibrate_optimum(
     return result
 
 
-def phases_of(boot: BootstrapResult) -> tuple[list[str], np.ndarray] | None:
-    """``(phases, shares)`` of a fit of a table with several training phases (None for one phase)."""
-    info = boot.point.info
-    phases = info.get("phases")
-    if phases is None or len(phases) < 2:
+def _phases_of(boot: BootstrapResult) -> tuple[list[str], np.ndarray] | None:
+    """``(phases, shares)`` of a fit of a table with several training phases (None for one phase); a fit that
+    records phases without a share for each is refused."""
+    phases, shares = phases_of(boot)
+    if phases is None:
         return None
-    shares = info.get("phase_shares")
     if shares is None or len(shares) != len(phases):
         raise ValueError(f"the fit records {len(phases)} training phases but no share for each; it cannot be calibrated")
     return [str(p) for p in phases], np.asarray(shares, np.float64)
