@@ -11,6 +11,10 @@ sorted.
     python benchmarks/pile17_steps.py --max-steps 4000          # the limit before it was raised
     python benchmarks/pile17_steps.py --laws autoscale --max-steps 20000 --ceiling 20000 --lanes 2
                                      # lane refill (FitConfig.lanes): compare the second call's seconds with a run without
+    python benchmarks/pile17_steps.py --laws capacity_noise,capacity_noise_h0 --max-steps 2000 --ceiling 20000 --splits
+    python benchmarks/pile17_steps.py --data pile4 --laws shukor_joint --max-steps 2000 --ceiling 20000 --splits
+                                     # the 50-200-parameter laws, on the training rows of every split of compare's
+                                     # 5-fold cross-validation and on all rows (seed = the split's index)
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import mixjax  # noqa: E402
+from mixjax.comparison import cv_splits  # noqa: E402
 
 LAWS = "chinchilla_mixture,chinchilla_mixture_per_target,shukor_mixture,shukor_additive,autoscale"
 
@@ -42,19 +47,26 @@ def main(argv=None) -> int:
     ap.add_argument("--max-steps", type=int, default=None, help="the first limit (default: the law's default)")
     ap.add_argument("--ceiling", type=int, default=40000, help="the second limit")
     ap.add_argument("--lanes", type=int, default=None, help="run each batch through this many lanes with refill")
+    ap.add_argument("--splits", action="store_true", help="fit the training rows of every split of compare's "
+                    "--cv mixtures:5 (seed: the split's index), then all rows, instead of all rows only")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")  # step-limit and out-of-range warnings: the statuses are printed
     data = mixjax.load_dataset(args.data)
-    print("| law | parameters | limit | s | J | best start | its steps | steps of every start |")
-    print("|---|---:|---:|---:|---:|---|---:|---|")
+    groups = [("all rows", None, 0)]
+    if args.splits:
+        groups = [(s.name, s.train.astype(float), g) for g, s in enumerate(cv_splits(data, "mixtures:5", 0))]
+        groups.append(("all rows", None, len(groups)))
+    print("| law | rows | parameters | limit | s | J | best start | its steps | steps of every start |")
+    print("|---|---|---:|---:|---:|---:|---|---:|---|")
     for law in args.laws.split(","):
-        for limit in (args.max_steps, args.ceiling):
-            t0 = time.perf_counter()
-            f = mixjax.fit(law, data, seed=0, starts=args.starts, throw=False, max_steps=limit, lanes=args.lanes)
-            seconds = time.perf_counter() - t0
-            steps = sorted(int(s) for s in np.asarray(f.starts.num_steps))
-            print(f"| {law} | {f.n_params} | {f.config.max_steps} | {seconds:.1f} | {f.loss:.6e} | {f.status.name} | "
-                  f"{f.num_steps} | {', '.join(map(str, steps))} |", flush=True)
+        for label, weights, seed in groups:
+            for limit in (args.max_steps, args.ceiling):
+                t0 = time.perf_counter()
+                f = mixjax.fit(law, data, seed=seed, starts=args.starts, throw=False, max_steps=limit, lanes=args.lanes, weights=weights)
+                seconds = time.perf_counter() - t0
+                steps = sorted(int(s) for s in np.asarray(f.starts.num_steps))
+                print(f"| {law} | {label} | {f.n_params} | {f.config.max_steps} | {seconds:.1f} | {f.loss:.6e} | {f.status.name} | "
+                      f"{f.num_steps} | {', '.join(map(str, steps))} |", flush=True)
     return 0
 
 

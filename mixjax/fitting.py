@@ -148,14 +148,17 @@ class FitConfig:
         return _engine.Adam(learning_rate=self.learning_rate)
 
 
-#: Laws with more parameters than this get ``MANY_PARAMS_STEPS`` solver steps by default instead of ``DEFAULT_STEPS``.
-#: The limits are high enough that a law's fit ends by a convergence test, not at the limit, on the bundled
-#: comparisons (``benchmarks/compare_stability.py``: at 4x the earlier 500 / 1000 the leaderboard no longer moves
-#: when the limit grows tenfold on SlimPajama and Pile-4; on Pile-17 every start of the five laws with 595-663
-#: parameters needs 5000-16000 steps, ``benchmarks/pile17_steps.py``, hence 20000 above 200 parameters); fits that
-#: converge stop earlier, so only fits that never settle pay the limit.
+#: Default solver steps per start by the law's number of parameters (:func:`default_max_steps`): DEFAULT_STEPS up to
+#: MID_PARAMS parameters, MID_PARAMS_STEPS up to MANY_PARAMS, MANY_PARAMS_STEPS above (twice that above 1000). The
+#: limits are high enough that a fit ends by a convergence test, not at the limit, on the bundled comparisons: on
+#: Pile-17 every start of the five laws with 595-663 parameters needs 5000-16000 steps
+#: (``benchmarks/pile17_steps.py``), and every start of the 50-200-parameter laws that did not finish within 2000
+#: steps (capacity_noise on Pile-17, 86 parameters; shukor_joint on Pile-4, 76) finishes within 6100
+#: (``benchmarks/pile17_steps.py --splits``). Fits that converge stop earlier, so only fits that never settle pay the limit.
+MID_PARAMS = 50
 MANY_PARAMS = 200
 DEFAULT_STEPS = 2000
+MID_PARAMS_STEPS = 8000
 MANY_PARAMS_STEPS = 20000
 
 
@@ -167,13 +170,15 @@ FIT_SLOW_FTOL = 1e-5
 
 
 def default_max_steps(n_parameters: int) -> int:
-    """Solver steps per member when none are given: 2000, 20000 for a law with more than 200 parameters, and 40000
-    above 1000 parameters (the capacity laws beyond 200 domains, the laws with K^2 parameters beyond 30 domains).
+    """Solver steps per member when none are given: 2000; 8000 for a law with more than 50 parameters, 20000 above
+    200, and 40000 above 1000 (the capacity laws beyond 200 domains, the laws with K^2 parameters beyond 30 domains).
     Fits that converge stop earlier: the limit only bounds the ones that do not (and, in a batch, every member waits
     for the slowest one, so a batch with a member that never settles costs the whole limit)."""
     if n_parameters > 1000:
         return 2 * MANY_PARAMS_STEPS
-    return MANY_PARAMS_STEPS if n_parameters > MANY_PARAMS else DEFAULT_STEPS
+    if n_parameters > MANY_PARAMS:
+        return MANY_PARAMS_STEPS
+    return MID_PARAMS_STEPS if n_parameters > MID_PARAMS else DEFAULT_STEPS
 
 
 def default_dtype() -> str:

@@ -562,4 +562,4 @@ def test_the_max_steps_help_states_the_default_limits():
     assert {"fit", "optimize", "suggest"} <= set(helps)
     for name, text in helps.items():
         numbers = [int(x) for x in re.findall(r"\d+", text)]
-        assert numbers == [default_max_steps(1), default_max_steps(201), 200, default_max_steps(1001), 1000], (name, text)
+        assert numbers == [default_max_steps(1), default_max_steps(51), 50, default_max_steps(201), 200, default_max_steps(1001), 1000], (name, text)

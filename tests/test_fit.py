@@ -105,7 +105,7 @@ def test_fit_recovers_synthetic_losses_and_reports_status(truth, data):
 def test_default_steps_grow_with_the_parameter_count():
     from mixjax.fitting import FitConfig, default_max_steps
 
-    assert [default_max_steps(k) for k in (1, 200, 201, 700, 1001)] == [2000, 2000, 20000, 20000, 40000]
+    assert [default_max_steps(k) for k in (1, 50, 51, 200, 201, 700, 1001)] == [2000, 2000, 8000, 8000, 20000, 20000, 40000]
     assert FitConfig().max_steps is None and FitConfig().resolved(650).max_steps == 20000
     assert FitConfig(max_steps=50).resolved(650).max_steps == 50  # an explicit value always wins
 

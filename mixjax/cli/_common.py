@@ -268,7 +268,7 @@ def progress_bar(label: str, *, main: bool = True, json_mode: bool = False, unit
 
 #: Help of ``--max-steps`` (the defaults of :func:`mixjax.fitting.default_max_steps`, spelled out so that building
 #: the parser imports no JAX).
-MAX_STEPS_HELP = "solver steps per start of each fit (default: 2000; 20000 for a law with more than 200 parameters, 40000 above 1000)"
+MAX_STEPS_HELP = "solver steps per start of each fit (default: 2000; 8000 for a law with more than 50 parameters, 20000 above 200, 40000 above 1000)"
 
 
 def add_distributed_options(p) -> None:
