@@ -24,6 +24,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+from mixjax import fitting  # noqa: E402  (the default step limits, for the header)
 
 RUNS = [
     ("slimpajama7, final checkpoints, fit 122M-1.235B, score 2.718B", ["slimpajama7", "--final-checkpoints", "--holdout-scale", "largest"]),
@@ -67,7 +70,9 @@ def main() -> None:
     results = []
     md = ["# Which law: `mixjax compare`", "",
           f"Command: `python benchmarks/compare_laws.py{' --quick' if a.quick else ''}`. Each run is one `mixjax compare ... --json` "
-          "process (default settings: 8 starts per law and split, each law's default step limit: 2000 L-BFGS steps, 4000 above 200 parameters; float64); seconds are wall clock "
+          "process (default settings: 8 starts per law and split, each law's default step limit: "
+          f"{fitting.DEFAULT_STEPS} L-BFGS steps, {fitting.MID_PARAMS_STEPS} above {fitting.MID_PARAMS} parameters, "
+          f"{fitting.MANY_PARAMS_STEPS} above {fitting.MANY_PARAMS}; float64); seconds are wall clock "
           "including process start and compilation, on this machine's CPU. Ranked by held-out MRE on the cells every law counts.", ""]
     for title, args in RUNS:
         out, dt = run(args + extra)
