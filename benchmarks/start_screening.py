@@ -31,8 +31,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import mixjax  # noqa: E402
 from mixjax.comparison import cv_splits  # noqa: E402
-
-LAWS = "chinchilla_mixture,chinchilla_mixture_per_target,shukor_mixture,shukor_additive,autoscale"
+from pile17_steps import LAWS  # noqa: E402  (the five laws with 595-663 parameters on Pile-17)
 
 
 def main(argv=None) -> int:
