@@ -39,6 +39,14 @@ from mixjax.comparison import cv_splits  # noqa: E402
 LAWS = "chinchilla_mixture,chinchilla_mixture_per_target,shukor_mixture,shukor_additive,autoscale"
 
 
+def split_rows(data, cv: str = "mixtures:5") -> list[tuple[str, np.ndarray]]:
+    """``(name, row weights)`` of the training rows of every split of ``mixjax compare``'s cross-validation ``cv``
+    (seed 0), then of all rows: the fits a comparison makes (this script and ``start_screening.py`` seed fit g
+    with g)."""
+    groups = [(s.name, s.train.astype(float)) for s in cv_splits(data, cv, 0)]
+    return groups + [("all rows", np.ones(data.n_rows))]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--laws", default=LAWS)
@@ -52,10 +60,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")  # step-limit and out-of-range warnings: the statuses are printed
     data = mixjax.load_dataset(args.data)
-    groups = [("all rows", None, 0)]
-    if args.splits:
-        groups = [(s.name, s.train.astype(float), g) for g, s in enumerate(cv_splits(data, "mixtures:5", 0))]
-        groups.append(("all rows", None, len(groups)))
+    groups = [(label, w, seed) for seed, (label, w) in enumerate(split_rows(data))] if args.splits else [("all rows", None, 0)]
     print("| law | rows | parameters | limit | s | J | best start | its steps | steps of every start |")
     print("|---|---|---:|---:|---:|---:|---|---:|---|")
     for law in args.laws.split(","):

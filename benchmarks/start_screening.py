@@ -30,8 +30,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import mixjax  # noqa: E402
-from mixjax.comparison import cv_splits  # noqa: E402
-from pile17_steps import LAWS  # noqa: E402  (the five laws with 595-663 parameters on Pile-17)
+from pile17_steps import LAWS, split_rows  # noqa: E402  (the five laws with 595-663 parameters on Pile-17)
 
 
 def main(argv=None) -> int:
@@ -44,15 +43,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")  # step-limit and out-of-range warnings: the statuses are not the question here
     data = mixjax.load_dataset(args.data)
-    groups = [s.train for s in cv_splits(data, args.cv, 0)] + [np.ones(data.n_rows, bool)]
+    groups = split_rows(data, args.cv)
     print("| law | split | final-best start's rank at screening | ends worse by, keep 1 / 2 / 3 | member-steps saved, keep 2 | s |")
     print("|---|---:|---:|---|---:|---:|")
     worse_all = {1: [], 2: [], 3: []}
     saved_all = []
     for law in args.laws.split(","):
-        for g, train in enumerate(groups):
+        for g, (_, w) in enumerate(groups):
             t0 = time.perf_counter()
-            w = train.astype(float)
             early = mixjax.fit(law, data, weights=w, seed=g, starts=args.starts, max_steps=args.screen, throw=False)
             final = mixjax.fit(law, data, weights=w, seed=g, starts=args.starts, throw=False)
             seconds = time.perf_counter() - t0
@@ -67,9 +65,9 @@ def main(argv=None) -> int:
             worse = {m: float(v2[order[:m]].min() / v2[best] - 1) for m in (1, 2, 3)}
             for m in worse:
                 worse_all[m].append(worse[m])
-            kept = order[:2]
-            done = steps <= args.screen  # finished before the screening: nothing to save
-            saved = float(np.sum(np.where(np.isin(np.arange(len(steps)), kept) | done, 0, steps - args.screen)) / steps.sum())
+            stopped = np.ones(len(steps), bool)
+            stopped[order[:2]] = False  # the two kept starts run on; a start that finished before the screening saves nothing
+            saved = float(np.sum(np.clip(steps[stopped] - args.screen, 0, None)) / steps.sum())
             saved_all.append(saved)
             print(f"| {law} | {g} | {rank} | {worse[1]:.2%} / {worse[2]:.2%} / {worse[3]:.2%} | {saved:.0%} | {seconds:.0f} |", flush=True)
     print()

@@ -53,7 +53,7 @@ class FitConfig:
     varpro: solve linear coefficients in closed form (variable projection) where the law declares them and the
       objective is least squares (``mse``/``relative``).
     max_steps: solver steps per member; None (the default) picks :func:`default_max_steps` of the law's parameter
-      count (2000; 20000 for laws with more than 200 parameters; 40000 above 1000 parameters). A member converges when its relative gradient ``max_k |dJ/dy_k| / J``
+      count (2000; 8000 above 50 parameters, 20000 above 200, 40000 above 1000). A member converges when its relative gradient ``max_k |dJ/dy_k| / J``
       (parameters are logs and logits) falls below gtol; or J fell by less than ftol (relative) over the last
       ``window`` steps and either the relative gradient is below 100 gtol, or no step lowers J any more, or the
       parameters stopped moving (a minimum at a kink); or J fell by less than 1e-5 over the last 5 ``window``
